@@ -1,0 +1,66 @@
+"""The `skinclf` command: a thin Typer app; each command group lives in its own module.
+
+Commands import their heavy dependencies (torch, timm, lightning) lazily, inside the command,
+so `skinclf --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from skinclf import __version__
+from skinclf.errors import SkinclfError
+
+console = Console(stderr=True)
+
+app = typer.Typer(
+    name="skinclf",
+    help=(
+        "Train skin-lesion classifiers that know when not to answer.\n\n"
+        "Typical flow: `skinclf data check` -> `skinclf data split` -> `skinclf train` -> "
+        "`skinclf predict` -> `skinclf evaluate`. Try it without data: `skinclf data sample "
+        "--format ham10000 --out sample/`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"skinclf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Train skin-lesion classifiers that know when not to answer."""
+
+
+def _register() -> None:
+    from skinclf.cli import data, data_prep, evaluate, models, train  # noqa: F401
+
+    app.add_typer(data.app, name="data", help="Check, split, cache and generate datasets.")
+    for module in (models, train, evaluate):
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one red sentence and exit code 1."""
+    try:
+        app()
+    except SkinclfError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(1)

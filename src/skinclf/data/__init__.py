@@ -1,0 +1,1 @@
+"""Datasets: loaders per format, splits, decode cache, torch Dataset, generated samples."""

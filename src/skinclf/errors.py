@@ -1,0 +1,15 @@
+"""Errors meant for the user: one clear sentence, shown without a traceback by the CLI."""
+
+from __future__ import annotations
+
+
+class SkinclfError(Exception):
+    """Bad input or a failed precondition, explained in one sentence for the user."""
+
+
+class DataError(SkinclfError):
+    """A dataset, split or predictions file that cannot be used as it is."""
+
+
+class ConfigError(SkinclfError):
+    """An unknown preset, config key, or a value out of range."""
