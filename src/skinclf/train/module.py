@@ -1,0 +1,221 @@
+"""The LightningModules: the maths of training. Lightning's Trainer holds the loop.
+
+`SkinClassifier` is backbone + head on images (uint8 in, logits out: normalisation lives inside
+the model, so a checkpoint predicts the same way everywhere). `HeadClassifier` trains the same
+head on cached frozen-backbone features (stage 1, transfer learning).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+import torchmetrics
+from torch import nn
+
+from skinclf.classes import NUM_CLASSES
+from skinclf.config import RunConfig
+from skinclf.train.augment import augment_batch
+
+
+def build_head(cfg: RunConfig, in_features: int) -> nn.Module:
+    """`linear`: Dropout-Linear; `mlp`: the paper's Dense(hidden)-ReLU-Dropout-Dense."""
+    m = cfg.model
+    if m.head == "mlp":
+        return nn.Sequential(
+            nn.Linear(in_features, m.head_hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(m.dropout),
+            nn.Linear(m.head_hidden, NUM_CLASSES),
+        )
+    return nn.Sequential(nn.Dropout(m.dropout), nn.Linear(in_features, NUM_CLASSES))
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of one training step: dropout and augmentation depend on (seed, step) only."""
+    return (seed * 1_000_003 + step * 7919) % (2**63 - 1)
+
+
+class _Classifier(L.LightningModule):
+    """Loss, metrics and logging shared by both stages."""
+
+    def __init__(self, cfg: RunConfig, loss: nn.Module) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.loss_fn = loss
+        metrics = {
+            "accuracy": torchmetrics.classification.MulticlassAccuracy(
+                NUM_CLASSES, average="micro"
+            ),
+            "balanced_accuracy": torchmetrics.classification.MulticlassRecall(
+                NUM_CLASSES, average="macro"
+            ),
+        }
+        self.train_metrics = torchmetrics.MetricCollection(metrics, prefix="train_")
+        self.val_metrics = self.train_metrics.clone(prefix="val_")
+
+    def logits(self, x: torch.Tensor, augment: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        torch.manual_seed(step_seed(self.cfg.seed, self.global_step))
+        logits = self.logits(x, augment=True)
+        loss = self.loss_fn(logits.float(), y)
+        self.train_metrics.update(logits.detach(), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log_dict(self.train_metrics.compute())
+        self.train_metrics.reset()
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.logits(x).float()
+        loss = nn.functional.cross_entropy(logits, y)
+        self.val_metrics.update(logits, y)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_metrics.reset()
+
+
+class HeadClassifier(_Classifier):
+    """Stage 1: the head alone, on cached pooled features of the frozen backbone."""
+
+    def __init__(self, cfg: RunConfig, loss: nn.Module, in_features: int) -> None:
+        super().__init__(cfg, loss)
+        self.head = build_head(cfg, in_features)
+
+    def logits(self, x: torch.Tensor, augment: bool = False) -> torch.Tensor:
+        return self.head(x)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        t = self.cfg.transfer
+        return torch.optim.AdamW(self.head.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+
+class SkinClassifier(_Classifier):
+    """Backbone + head on uint8 images (N, 3, H, W); normalisation inside the model."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        loss: nn.Module,
+        backbone: nn.Module,
+        stages: Sequence[str],
+        mean: Sequence[float],
+        std: Sequence[float],
+        num_features: int,
+    ) -> None:
+        super().__init__(cfg, loss)
+        self.backbone = backbone
+        self.head = build_head(cfg, num_features)
+        self.stages = list(stages)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.frozen_modules: list[nn.Module] = []
+        self.set_trainable(cfg.train.unfreeze)
+
+    # --- model -----------------------------------------------------------------------------
+    def set_trainable(self, unfreeze: int | str) -> None:
+        """Train the last `unfreeze` stages of the backbone ('all': every parameter)."""
+        n_stages = len(self.stages)
+        keep = n_stages if unfreeze == "all" else max(0, min(int(unfreeze), n_stages))
+        trainable = tuple(self.stages[n_stages - keep :])
+
+        def in_stages(name: str, stages: Sequence[str]) -> bool:
+            return any(name == s or name.startswith(s + ".") for s in stages)
+
+        for name, param in self.backbone.named_parameters():
+            param.requires_grad = unfreeze == "all" or in_stages(name, trainable)
+        self.frozen_modules = [
+            module
+            for name, module in self.backbone.named_modules()
+            if unfreeze != "all"
+            and name
+            and in_stages(name, self.stages)
+            and not in_stages(name, trainable)
+        ]
+
+    def train(self, mode: bool = True) -> SkinClassifier:
+        super().train(mode)
+        for module in self.frozen_modules:  # frozen BatchNorm keeps its running statistics
+            module.eval()
+        return self
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+        return (x - self.mean) / self.std
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features of uint8 (or [0, 1] float) images."""
+        x = self.normalize(x)
+        if self.cfg.trainer.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
+
+    def logits(self, x: torch.Tensor, augment: bool = False) -> torch.Tensor:
+        if augment and self.cfg.augment.enabled:
+            g = torch.Generator().manual_seed(step_seed(self.cfg.seed, self.global_step) + 1)
+            x = augment_batch(x.float() / 255.0, self.cfg.augment, g)
+        return self.head(self.features(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(x)
+
+    # --- optimisation ----------------------------------------------------------------------
+    def configure_optimizers(self):  # noqa: ANN201 (Lightning's union of return types)
+        t = self.cfg.train
+        backbone_params = [p for p in self.backbone.parameters() if p.requires_grad]
+        groups = [{"params": list(self.head.parameters()), "lr": t.lr}]
+        if backbone_params:
+            groups.append({"params": backbone_params, "lr": t.backbone_lr})
+        if t.optimizer == "adamw":
+            opt = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
+        elif t.optimizer == "adam":  # Keras-style L2 penalty, as in the paper's recipe
+            opt = torch.optim.Adam(groups, weight_decay=t.weight_decay)
+        else:
+            opt = torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=t.weight_decay)
+
+        if t.schedule == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt,
+                mode="min" if t.plateau.monitor.endswith("loss") else "max",
+                factor=t.plateau.factor,
+                patience=t.plateau.patience,
+            )
+            return {
+                "optimizer": opt,
+                "lr_scheduler": {
+                    "scheduler": sched,
+                    "monitor": t.plateau.monitor,
+                    "interval": "epoch",
+                },
+            }
+        if t.schedule == "constant":
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if t.schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt,
+                max_lr=[g["lr"] for g in groups],
+                total_steps=total,
+                pct_start=max(0.05, min(0.5, t.warmup_epochs / max(t.epochs, 1))),
+            )
+        else:
+            steps_per_epoch = total / max(t.epochs, 1)
+            warmup = int(t.warmup_epochs * steps_per_epoch)
+
+            def cosine(step: int) -> float:
+                if step < warmup:
+                    return (step + 1) / (warmup + 1)
+                progress = (step - warmup) / max(1, total - warmup)
+                return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
