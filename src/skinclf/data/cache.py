@@ -1,0 +1,306 @@
+"""Decode cache: every image decoded and resized once into a memory-mapped uint8 array.
+
+Layout under ``cache_dir`` (DESIGN.md "Caches")::
+
+    decoded/<stem>.npy    (N, size, size, 3) uint8, rows in image_id order
+    decoded/<stem>.json   index: image_ids (row order), size, resize, key, n
+    decoded/<stem>.lock   the lock builders hold
+
+``<stem>`` is ``{size}px-{resize}-{key}``; ``key`` hashes every source file's image_id, path,
+byte size and mtime, plus the size and resize policy, so a changed source file gives a new
+key (a rebuild) and an unchanged table reuses the cache. Files are written under a temporary
+name and renamed into place (``.npy`` first, then ``.json``, which marks completion) while a
+file lock is held, so parallel workers and DDP ranks never see half a file and only one of
+them decodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from filelock import FileLock
+from PIL import Image
+
+from skinclf.errors import ConfigError, DataError
+
+RESIZE_POLICIES: tuple[str, ...] = ("squash", "center-crop")
+CACHE_FORMAT_VERSION = 1
+_SUBDIR = "decoded"
+
+
+def default_cache_dir() -> Path:
+    """``$SKINCLF_CACHE_DIR``, else ``$XDG_CACHE_HOME/skinclf``, else ``~/.cache/skinclf``."""
+    env = os.environ.get("SKINCLF_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "skinclf"
+
+
+def _open_rgb(path: Path) -> Image.Image:
+    """The project's one decode path (``formats.open_rgb``), with a plain PIL fallback."""
+    try:
+        from skinclf.data.formats import open_rgb
+    except ImportError:  # pragma: no cover - only before the loaders exist
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    return open_rgb(path)
+
+
+def decode_image(path: Path | str, size: int, resize: str = "squash") -> np.ndarray:
+    """Decode ``path`` to RGB and resize to ``(size, size, 3)`` uint8.
+
+    ``squash``: plain resize of the whole image; ``center-crop``: the centred square of side
+    min(width, height), resized. Bicubic (antialiased) filter, with ``reducing_gap`` for speed
+    on large sources.
+    """
+    img = _open_rgb(Path(path))
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    w, h = img.size
+    if resize == "center-crop":
+        side = min(w, h)
+        left, top = (w - side) / 2, (h - side) / 2
+        box = (left, top, left + side, top + side)
+    elif resize == "squash":
+        box = (0, 0, w, h)
+    else:
+        raise ConfigError(f"Unknown resize policy {resize!r}; use one of {RESIZE_POLICIES}.")
+    if img.size != (size, size) or box != (0, 0, w, h):
+        img = img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
+    return np.asarray(img, dtype=np.uint8)
+
+
+class DecodedImages:
+    """A built cache: ``images`` (read-only memmap, N x H x W x 3 uint8) and its index.
+
+    ``image_ids`` gives the row order, ``key`` the content hash, ``path`` the ``.npy`` file,
+    ``build_seconds`` the decode time when this call built it (None when reused).
+
+    Pickles cheaply (the memmap is reopened, not copied), so DataLoader workers can use it.
+    """
+
+    def __init__(self, path: Path, image_ids: Sequence[str], key: str, size: int, resize: str):
+        self.path = Path(path)
+        self.image_ids: list[str] = [str(i) for i in image_ids]
+        self.key = key
+        self.size = size
+        self.resize = resize
+        self._row_of = {iid: r for r, iid in enumerate(self.image_ids)}
+        self.build_seconds: float | None = None  # set when this call decoded (not reused)
+        self.images: np.memmap = self._open()
+
+    def _open(self) -> np.memmap:
+        images = np.load(self.path, mmap_mode="r")
+        expected = (len(self.image_ids), self.size, self.size, 3)
+        if images.shape != expected or images.dtype != np.uint8:
+            raise DataError(
+                f"Cache file {self.path} holds {images.dtype} {images.shape}, expected uint8 "
+                f"{expected}; delete it and build the cache again."
+            )
+        return images
+
+    @classmethod
+    def open(cls, path: Path | str) -> DecodedImages:
+        """Open a finished cache from its ``.npy`` path (the ``.json`` index must be beside it)."""
+        path = Path(path)
+        index = json.loads(path.with_suffix(".json").read_text())
+        return cls(path, index["image_ids"], index["key"], index["size"], index["resize"])
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["images"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.images = self._open()
+
+    def rows(self, image_ids: Sequence[str]) -> np.ndarray:
+        """Row indices (int64) of ``image_ids`` in ``images``."""
+        try:
+            return np.fromiter((self._row_of[str(i)] for i in image_ids), dtype=np.int64)
+        except KeyError as exc:
+            raise DataError(
+                f"image_id {exc.args[0]!r} is not in the decode cache {self.path}; "
+                "build the cache from the same dataset table."
+            ) from None
+
+    def mean_std(self, rows: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """Per-channel (R, G, B) mean and standard deviation in 0-1 units over ``rows``."""
+        idx = np.arange(len(self)) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
+        if idx.size == 0:
+            raise DataError("mean_std needs at least one image.")
+        hist = np.zeros((3, 256), dtype=np.int64)  # exact: a histogram of byte values
+        for start in range(0, idx.size, 256):
+            block = np.asarray(self.images[idx[start : start + 256]])
+            for c in range(3):
+                hist[c] += np.bincount(block[..., c].ravel(), minlength=256)
+        values = np.arange(256, dtype=np.float64) / 255.0
+        n = hist.sum(axis=1)
+        mean = (hist * values).sum(axis=1) / n
+        var = (hist * values**2).sum(axis=1) / n - mean**2
+        return mean, np.sqrt(np.maximum(var, 0.0))
+
+
+def cache_key(table: pd.DataFrame, size: int, resize: str) -> str:
+    """Hash of the sources (image_id, path, byte size, mtime of each), size and policy."""
+    h = hashlib.sha256(f"skinclf-decoded-v{CACHE_FORMAT_VERSION}\n{size}\n{resize}\n".encode())
+    for iid, path in sorted(zip(table["image_id"].astype(str), table["path"], strict=True)):
+        p = Path(path).resolve()
+        try:
+            st = p.stat()
+        except OSError:
+            raise DataError(
+                f"Image {p} (image_id {iid!r}) does not exist; run `skinclf data check`."
+            ) from None
+        h.update(f"{iid}\t{p}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def _check(table: pd.DataFrame, size: int, resize: str) -> None:
+    if resize not in RESIZE_POLICIES:
+        raise ConfigError(f"Unknown resize policy {resize!r}; use one of {RESIZE_POLICIES}.")
+    if size < 1:
+        raise ConfigError(f"The cache size must be a positive number of pixels, got {size}.")
+    missing = [c for c in ("image_id", "path") if c not in table.columns]
+    if missing:
+        raise DataError(f"The dataset table lacks the column(s) {missing}.")
+    if table.empty:
+        raise DataError("The dataset table has no images to cache.")
+    dup = table["image_id"][table["image_id"].duplicated()]
+    if not dup.empty:
+        raise DataError(f"image_id {dup.iloc[0]!r} appears more than once in the dataset table.")
+
+
+def _finished(npy: Path) -> DecodedImages | None:
+    if not (npy.is_file() and npy.with_suffix(".json").is_file()):
+        return None
+    try:
+        return DecodedImages.open(npy)
+    except (DataError, ValueError, OSError, KeyError):
+        return None  # damaged: rebuild
+
+
+def build_cache(
+    table: pd.DataFrame,
+    size: int,
+    resize: str = "squash",
+    cache_dir: Path | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> DecodedImages:
+    """Decode and resize every image of ``table`` once, or reuse the cache built before.
+
+    Rows of the cache are in sorted ``image_id`` order (use ``.rows(ids)``). ``workers``
+    decoding threads (default: CPU count, at most 8). Raises DataError for a missing or
+    undecodable image, naming it.
+    """
+    _check(table, size, resize)
+    key = cache_key(table, size, resize)
+    folder = Path(cache_dir if cache_dir is not None else default_cache_dir()) / _SUBDIR
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{size}px-{resize}-{key}"
+    npy = folder / f"{stem}.npy"
+
+    done = _finished(npy)
+    if done is not None:
+        return done
+    with FileLock(str(folder / f"{stem}.lock")):
+        done = _finished(npy)  # another process may have built it while we waited
+        if done is not None:
+            return done
+        for stale in folder.glob(f"{stem}.*.tmp"):  # left by a builder that died
+            stale.unlink(missing_ok=True)
+        ordered = table.assign(image_id=table["image_id"].astype(str)).sort_values("image_id")
+        ids = ordered["image_id"].tolist()
+        start = time.perf_counter()
+        _write(npy, ordered["path"].tolist(), size, resize, workers, progress)
+        seconds = time.perf_counter() - start
+        index = {"key": key, "size": size, "resize": resize, "n": len(ids), "image_ids": ids}
+        _replace_text(npy.with_suffix(".json"), json.dumps(index))
+    built = DecodedImages(npy, ids, key, size, resize)
+    built.build_seconds = seconds
+    return built
+
+
+def _temp_name(final: Path) -> Path:
+    return final.with_name(f"{final.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}{final.suffix}.tmp")
+
+
+def _replace_text(final: Path, text: str) -> None:
+    tmp = _temp_name(final)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write(
+    npy: Path, paths: list, size: int, resize: str, workers: int | None, progress: bool
+) -> None:
+    """Decode into a temporary .npy beside ``npy``, then rename it into place."""
+    tmp = _temp_name(npy)
+    try:
+        out = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3)
+        )
+        _fill(out, paths, size, resize, workers or min(8, os.cpu_count() or 1), progress)
+        out.flush()
+        del out
+        os.replace(tmp, npy)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fill(
+    out: np.ndarray, paths: list, size: int, resize: str, workers: int, progress: bool
+) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    def work(i: int) -> None:
+        try:
+            out[i] = decode_image(paths[i], size, resize)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise DataError(
+                f"Cannot decode image {paths[i]} ({exc}); fix or remove it and run again."
+            ) from None
+
+    bar = Progress(
+        TextColumn("decoding {task.fields[what]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not progress,
+    )
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        with bar:
+            what = f"{len(paths)} images at {size}px ({resize})"
+            task = bar.add_task("decode", total=len(paths), what=what)
+            for _ in pool.map(work, range(len(paths))):
+                bar.advance(task)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # stop early after a bad image
