@@ -1,0 +1,70 @@
+"""Lightning callbacks: one summary line per epoch, best-weights keeper for stage 1."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+
+import lightning as L
+
+
+class EpochSummary(L.Callback):
+    """Prints one line per epoch and measures training throughput (images/s)."""
+
+    def __init__(self, epochs: int, n_train: int, log: Callable[[str], None] = print) -> None:
+        self.epochs = epochs
+        self.n_train = n_train
+        self.log = log
+        self._t0 = 0.0
+        self._train_seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._train_seconds.append(time.perf_counter() - self._t0)
+
+    @property
+    def images_per_second(self) -> float | None:
+        if not self._train_seconds:
+            return None
+        return round(self.n_train * len(self._train_seconds) / sum(self._train_seconds), 2)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        lr = trainer.optimizers[0].param_groups[-1]["lr"] if trainer.optimizers else float("nan")
+        parts = [f"epoch {trainer.current_epoch + 1}/{self.epochs}"]
+        for key, label in (
+            ("train_loss", "train_loss"),
+            ("val_loss", "val_loss"),
+            ("val_accuracy", "val_acc"),
+            ("val_balanced_accuracy", "val_bal_acc"),
+        ):
+            if key in m:
+                parts.append(f"{label} {m[key]:.4f}")
+        parts.append(f"lr {lr:.2e}")
+        if self._train_seconds:
+            parts.append(f"{self.n_train / self._train_seconds[-1]:.1f} img/s")
+        self.log("  ".join(parts))
+
+
+class BestWeights(L.Callback):
+    """Keeps an in-memory copy of the weights with the best monitored value (higher is better)."""
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+        self.best_score = float("-inf")
+        self.best_state: dict | None = None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and float(value) > self.best_score:
+            self.best_score = float(value)
+            self.best_state = copy.deepcopy(module.state_dict())
+
+    def restore(self, module: L.LightningModule) -> None:
+        if self.best_state is not None:
+            module.load_state_dict(self.best_state)

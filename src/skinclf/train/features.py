@@ -1,0 +1,62 @@
+"""Frozen-backbone feature cache: pooled features computed once per backbone, weights,
+resolution, normalisation and images, then reused (stage 1 trains the head on them in seconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from filelock import FileLock
+
+from skinclf.train.inference import predict_arrays
+
+
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_features(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    rows: np.ndarray,
+    key_parts: dict[str, object],
+    cache_dir: Path,
+    precision: str = "32",
+    batch_size: int = 64,
+    progress: bool = True,
+) -> np.ndarray:
+    """Pooled features of `images[rows]` from `model.features`, cached under `cache_dir/features`.
+
+    The key covers the model's weights (including the normalisation buffers), `key_parts`
+    (the decode cache key, resolution, ...) and the rows; written atomically under a lock.
+    """
+    parts = dict(key_parts, weights=weights_fingerprint(model), precision=precision)
+    h = hashlib.sha256(repr(sorted(parts.items())).encode())
+    h.update(np.asarray(rows, dtype=np.int64).tobytes())
+    folder = Path(cache_dir) / "features"
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{h.hexdigest()[:24]}.npy"
+    with FileLock(str(final) + ".lock"):
+        if final.exists():
+            return np.load(final)
+        _, feats = predict_arrays(
+            model,
+            images,
+            rows,
+            batch_size=batch_size,
+            precision=precision,
+            progress=progress,
+            description="features",
+        )
+        tmp = final.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, feats.astype(np.float32))
+        os.replace(tmp, final)
+        return feats.astype(np.float32)

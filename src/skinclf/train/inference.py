@@ -1,0 +1,64 @@
+"""Batched inference on decoded images: logits and pooled features, with optional D4 TTA."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from skinclf.train.augment import d4_views
+
+
+def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision == "bf16-mixed":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "16-mixed":
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def predict_arrays(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    rows: Sequence[int] | np.ndarray,
+    batch_size: int = 64,
+    tta: str = "none",
+    precision: str = "32",
+    progress: bool = True,
+    description: str = "predict",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, features) for `images[rows]` (uint8 N,H,W,3); TTA averages the 8 D4 views.
+
+    With TTA the logits returned are log of the mean probability over views (so that softmax
+    of them is the view-averaged probability) and the features are the mean over views.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    rows = np.asarray(rows, dtype=np.int64)
+    out_logits, out_feats = [], []
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(description, total=len(rows))
+        for start in range(0, len(rows), batch_size):
+            idx = rows[start : start + batch_size]
+            x = torch.from_numpy(np.ascontiguousarray(images[np.sort(idx)]))
+            order = np.argsort(np.argsort(idx))  # memmap reads are faster in sorted order
+            x = x[torch.from_numpy(order)].permute(0, 3, 1, 2).to(device)
+            views = d4_views(x) if tta == "d4" else [x]
+            probs, feats = [], []
+            for v in views:
+                with autocast_context(precision, device):
+                    f = model.features(v)
+                    logit = model.head(f)
+                probs.append(torch.softmax(logit.float(), dim=1))
+                feats.append(f.float())
+                if len(views) == 1:
+                    out_logits.append(logit.float().cpu())
+            if len(views) > 1:
+                out_logits.append(torch.log(torch.stack(probs).mean(0).clamp_min(1e-12)).cpu())
+            out_feats.append(torch.stack(feats).mean(0).cpu())
+            bar.advance(task, len(idx))
+    return torch.cat(out_logits).numpy(), torch.cat(out_feats).numpy()

@@ -1,0 +1,105 @@
+"""The end of a training run: val/test predictions, metrics.json and curves.png."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from skinclf.classes import CLASSES
+from skinclf.config import RunConfig
+from skinclf.evaluate import metrics as M
+from skinclf.evaluate.predictions import softmax, write_predictions
+from skinclf.evaluate.scores import SCORES
+from skinclf.train.inference import predict_arrays
+
+
+def classification_summary(y: np.ndarray, logits: np.ndarray) -> dict:
+    """The headline numbers of one labelled set (keys as in metrics.json)."""
+    pred = logits.argmax(1)
+    recall = M.recall_per_class(y, pred)
+    return {
+        "n": int(len(y)),
+        "accuracy": M.accuracy(y, pred),
+        "balanced_accuracy": M.balanced_accuracy(y, pred),
+        "macro_f1": M.macro_f1(y, pred),
+        "recall": {c: float(r) for c, r in zip(CLASSES, recall, strict=True)},
+        "nll": M.nll(softmax(logits), y),
+    }
+
+
+def plot_curves(metrics_csv: Path, out_png: Path) -> None:
+    """Loss, accuracy and balanced accuracy per epoch, train and validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = pd.read_csv(metrics_csv)
+    if "epoch" not in frame:
+        return
+    per_epoch = frame.groupby("epoch").last()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, name in zip(axes, ("loss", "accuracy", "balanced_accuracy"), strict=True):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            col = f"{split}_{name}"
+            if col in per_epoch:
+                series = per_epoch[col].dropna()
+                ax.plot(series.index + 1, series.values, style, label=split, markersize=3)
+        ax.set_title(name.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def finish_run(
+    model,
+    cfg: RunConfig,
+    out: Path,
+    images,
+    table: pd.DataFrame,
+    rows: dict[str, np.ndarray],
+    ids: dict[str, list[str]],
+    labels: dict[str, np.ndarray],
+    precision: str,
+    extra: dict | None = None,
+    progress: bool = True,
+) -> dict:
+    """Predict the run's val and test splits with its best weights; write the files."""
+    tta = cfg.predict.tta
+    result: dict = {"tta": tta, "preset": cfg.preset, "backbone": cfg.model.backbone}
+    by_id = table.set_index("image_id")
+    for split in ("val", "test", "calib"):
+        if len(rows[split]) == 0:
+            continue
+        logits, _ = predict_arrays(
+            model,
+            images.images,
+            rows[split],
+            batch_size=cfg.predict.batch_size,
+            tta=tta,
+            precision=precision,
+            progress=progress,
+            description=f"predict {split}",
+        )
+        part = by_id.loc[ids[split]]
+        write_predictions(
+            out / f"{split}_predictions.csv",
+            ids[split],
+            part["dataset"].astype(str).tolist(),
+            [CLASSES[i] for i in labels[split]],
+            part["semantic_ood"].astype(bool).to_numpy(),
+            logits,
+            conf={name: fn(logits) for name, fn in SCORES.items()},
+        )
+        result[split] = classification_summary(labels[split], logits)
+    result.update(extra or {})
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    if (out / "metrics.csv").is_file():
+        plot_curves(out / "metrics.csv", out / "curves.png")
+    return result

@@ -1,0 +1,59 @@
+"""Presets, config files and key=value overrides."""
+
+from __future__ import annotations
+
+import pytest
+
+from skinclf.config import load_config, parse_overrides, preset_names, read_config, save_config
+from skinclf.errors import ConfigError
+
+
+def test_presets_load_and_differ() -> None:
+    assert {"default", "paper", "sample"} <= set(preset_names())
+    paper = load_config("paper")
+    assert paper.data.image_size == 120
+    assert paper.train.optimizer == "adam" and paper.train.lr == 1e-4
+    assert paper.train.weight_decay == 1e-5 and paper.train.schedule == "plateau"
+    assert paper.loss.name == "ce" and paper.model.head == "mlp" and paper.model.dropout == 0.4
+    assert paper.transfer.epochs == 0 and paper.data.normalize == "dataset"
+    assert load_config("default").loss.name != "ce"
+
+
+def test_overrides_are_dotted_yaml() -> None:
+    assert parse_overrides(["train.epochs=12", "augment.scale=[0.5, 1.0]", "a.b.c=null"]) == {
+        "train": {"epochs": 12},
+        "augment": {"scale": [0.5, 1.0]},
+        "a": {"b": {"c": None}},
+    }
+    cfg = load_config("default", overrides=["train.epochs=3", "loss.name=focal"])
+    assert cfg.train.epochs == 3 and cfg.loss.name == "focal"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.epoch=3"], "Unknown config key 'train.epoch'"),
+        (["data.image_size=16"], "at least 32"),
+        (["loss.name=hinge"], "loss.name"),
+        (["epochs"], "key=value"),
+    ],
+)
+def test_bad_overrides_are_clear(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("default", overrides=overrides)
+
+
+def test_unknown_preset_lists_known_ones() -> None:
+    with pytest.raises(ConfigError, match="default, paper, sample"):
+        load_config("fancy")
+
+
+def test_config_file_and_round_trip(tmp_path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  epochs: 4\nmodel:\n  head: mlp\n")
+    cfg = load_config("default", f, ["train.epochs=5"])
+    assert cfg.train.epochs == 5 and cfg.model.head == "mlp"
+    save_config(cfg, tmp_path / "config.yaml")
+    assert read_config(tmp_path / "config.yaml") == cfg
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("default", tmp_path / "missing.yaml")
