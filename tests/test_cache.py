@@ -225,3 +225,29 @@ def test_bad_input_is_a_clear_error(tmp_path):
         build_cache(missing, 8, cache_dir=tmp_path / "c", progress=False)
     with pytest.raises(DataError, match="more than once"):
         build_cache(pd.concat([table, table]), 8, cache_dir=tmp_path / "c", progress=False)
+
+
+def test_large_jpeg_goes_through_draft_decoding(tmp_path):
+    striped(tmp_path / "s.png")
+    Image.open(tmp_path / "s.png").resize((320, 160), Image.Resampling.NEAREST).save(
+        tmp_path / "s.jpg", quality=95
+    )
+    out = decode_image(tmp_path / "s.jpg", 10, "center-crop").astype(int)
+    assert out.shape == (10, 10, 3)
+    assert (out[:, 1:-1, 1] >= 235).all() and (out[:, 1:-1, 0] <= 20).all()
+
+
+def test_cli_cache_builds_then_reuses(tmp_path):
+    from typer.testing import CliRunner
+
+    from skinclf.cli import app
+    from skinclf.data.synthetic import write_sample
+
+    root = write_sample(tmp_path / "ham", format="ham10000", n=3, seed=0, size=16)
+    args = ["data", "cache", str(root), "--size", "12", "--cache-dir", str(tmp_path / "c")]
+    first = CliRunner().invoke(app, [*args, "--resize", "center-crop", "--workers", "2"])
+    assert first.exit_code == 0, first.output
+    assert "Decoded 21 images" in first.output and "images/s" in first.output
+    assert len(list((tmp_path / "c" / "decoded").glob("12px-center-crop-*.npy"))) == 1
+    second = CliRunner().invoke(app, [*args, "--resize", "center-crop"])
+    assert second.exit_code == 0 and "Reused the cache of 21 images" in second.output

@@ -222,3 +222,31 @@ def test_read_split_bad_files(tmp_path):
     empty.write_text("")
     with pytest.raises(DataError, match="not a readable CSV"):
         read_split(empty, table)
+
+
+def test_cli_split_writes_a_grouped_split_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from skinclf.cli import app
+    from skinclf.data.formats import load_dataset
+    from skinclf.data.synthetic import write_sample
+
+    root = write_sample(tmp_path / "ham", format="ham10000", n=12, seed=0, size=16)
+    table = load_dataset(root)
+    lesions = table["group"].drop_duplicates().tolist()
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"lesion_id_a,lesion_id_b\n{lesions[0]},{lesions[1]}\n")
+    out = tmp_path / "split.csv"
+    args = ["data", "split", str(root), "--out", str(out), "--calib", "0.1"]
+    result = CliRunner().invoke(app, [*args, "--seed", "3", "--merge-duplicates", str(pairs)])
+    assert result.exit_code == 0, result.output
+    assert "Largest deviation" in result.output and "calib" in result.output
+    split = read_split(out, table)
+    assert set(split["split"]) == {"train", "val", "test", "calib"}
+    merge = pd.read_csv(pairs)
+    assert group_leaks(table, split, merge_pairs=merge) == []
+    by_group = dict(zip(table["group"], split["split"], strict=True))
+    assert by_group[lesions[0]] == by_group[lesions[1]]
+
+    bad = CliRunner().invoke(app, ["data", "split", str(root), "--out", str(out), "--val", "0.9"])
+    assert bad.exit_code != 0 and isinstance(bad.exception, ConfigError)

@@ -30,6 +30,7 @@ import pandas as pd
 from filelock import FileLock
 from PIL import Image
 
+from skinclf.data.formats import open_rgb
 from skinclf.errors import ConfigError, DataError
 
 RESIZE_POLICIES: tuple[str, ...] = ("squash", "center-crop")
@@ -47,26 +48,15 @@ def default_cache_dir() -> Path:
     return base / "skinclf"
 
 
-def _open_rgb(path: Path) -> Image.Image:
-    """The project's one decode path (``formats.open_rgb``), with a plain PIL fallback."""
-    try:
-        from skinclf.data.formats import open_rgb
-    except ImportError:  # pragma: no cover - only before the loaders exist
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    return open_rgb(path)
-
-
 def decode_image(path: Path | str, size: int, resize: str = "squash") -> np.ndarray:
     """Decode ``path`` to RGB and resize to ``(size, size, 3)`` uint8.
 
     ``squash``: plain resize of the whole image; ``center-crop``: the centred square of side
-    min(width, height), resized. Bicubic (antialiased) filter, with ``reducing_gap`` for speed
-    on large sources.
+    min(width, height), resized. Decoding goes through ``formats.open_rgb`` (JPEGs at a reduced
+    DCT scale that is still at least ``size`` on both sides); the resize is bicubic with
+    antialiasing, with ``reducing_gap`` for speed on large sources.
     """
-    img = _open_rgb(Path(path))
-    if img.mode != "RGB":
-        img = img.convert("RGB")
+    img = open_rgb(path, draft=(size, size))
     w, h = img.size
     if resize == "center-crop":
         side = min(w, h)
