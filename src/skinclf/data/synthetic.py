@@ -443,6 +443,9 @@ def write_broken(
         if any(out.iterdir()):
             raise ValueError(f"{out} is not empty")
         return out
+    if format == "folder" and kind in ("missing-image", "duplicate-id", "missing-column",
+                                       "not-a-csv"):  # fmt: skip
+        raise ValueError(f"broken kind {kind!r} needs a format with a metadata file")
     root = write_sample(out, format, n=n, seed=seed, size=size)
     images = _images(root)
     victim = images[len(images) // 2]
@@ -460,9 +463,7 @@ def write_broken(
         victim.write_bytes(data[: len(data) // 2])
     elif kind == "zero-byte-image":
         victim.write_bytes(b"")
-    elif format == "folder":
-        if kind != "unknown-label":
-            raise ValueError(f"broken kind {kind!r} needs a format with a metadata file")
+    elif format == "folder":  # unknown-label
         shutil.move(str(root / "vasc"), str(root / "angioma"))
     else:
         meta, id_col, label_col = _metadata(root, format)
