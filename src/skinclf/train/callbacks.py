@@ -15,15 +15,18 @@ class EpochSummary(L.Callback):
     def __init__(self, epochs: int, n_train: int, log: Callable[[str], None] = print) -> None:
         self.epochs = epochs
         self.n_train = n_train
-        self.log = log
+        self.print_fn = log
         self._t0 = 0.0
         self._train_seconds: list[float] = []
+        self._lr: float | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
+        self._lr = trainer.optimizers[0].param_groups[-1]["lr"] if trainer.optimizers else None
 
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._train_seconds.append(time.perf_counter() - self._t0)
+    def on_validation_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._train_seconds.append(time.perf_counter() - self._t0)
 
     @property
     def images_per_second(self) -> float | None:
@@ -31,14 +34,16 @@ class EpochSummary(L.Callback):
             return None
         return round(self.n_train * len(self._train_seconds) / sum(self._train_seconds), 2)
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """Runs after validation (Lightning 2): train and val metrics of the epoch are known."""
+        if not trainer.is_global_zero:
             return
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        lr = trainer.optimizers[0].param_groups[-1]["lr"] if trainer.optimizers else float("nan")
+        lr = self._lr if self._lr is not None else float("nan")
         parts = [f"epoch {trainer.current_epoch + 1}/{self.epochs}"]
         for key, label in (
             ("train_loss", "train_loss"),
+            ("train_balanced_accuracy", "train_bal_acc"),
             ("val_loss", "val_loss"),
             ("val_accuracy", "val_acc"),
             ("val_balanced_accuracy", "val_bal_acc"),
@@ -48,7 +53,7 @@ class EpochSummary(L.Callback):
         parts.append(f"lr {lr:.2e}")
         if self._train_seconds:
             parts.append(f"{self.n_train / self._train_seconds[-1]:.1f} img/s")
-        self.log("  ".join(parts))
+        self.print_fn("  ".join(parts))
 
 
 class BestWeights(L.Callback):

@@ -66,11 +66,12 @@ class _Classifier(L.LightningModule):
         loss = self.loss_fn(logits.float(), y)
         self.train_metrics.update(logits.detach(), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        if self._trainer is not None and self.trainer.optimizers:
+            groups = self.trainer.optimizers[0].param_groups
+            self.log("lr", groups[0]["lr"], on_step=False, on_epoch=True)
+            self.log("lr_backbone", groups[-1]["lr"], on_step=False, on_epoch=True)
         return loss
-
-    def on_train_epoch_end(self) -> None:
-        self.log_dict(self.train_metrics.compute())
-        self.train_metrics.reset()
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -78,10 +79,7 @@ class _Classifier(L.LightningModule):
         loss = nn.functional.cross_entropy(logits, y)
         self.val_metrics.update(logits, y)
         self.log("val_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True)
-        self.val_metrics.reset()
+        self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
 
 
 class HeadClassifier(_Classifier):

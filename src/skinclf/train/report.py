@@ -30,17 +30,31 @@ def classification_summary(y: np.ndarray, logits: np.ndarray) -> dict:
     }
 
 
-def plot_curves(metrics_csv: Path, out_png: Path) -> None:
+def epoch_metrics(logs: Path) -> pd.DataFrame:
+    """One row per epoch from every logs/version_*/metrics.csv (a resumed run adds versions;
+    a later version wins for an epoch it repeats)."""
+    frames = []
+    for i, f in enumerate(
+        sorted(logs.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    ):
+        frame = pd.read_csv(f)
+        if "epoch" in frame and len(frame):
+            frames.append(frame.groupby("epoch").last().assign(_version=i))
+    if not frames:
+        return pd.DataFrame()
+    joined = pd.concat(frames).reset_index().sort_values(["epoch", "_version"])
+    per_epoch = joined.groupby("epoch").last().drop(columns=["_version", "step"], errors="ignore")
+    return per_epoch.reset_index()
+
+
+def plot_curves(per_epoch: pd.DataFrame, out_png: Path) -> None:
     """Loss, accuracy and balanced accuracy per epoch, train and validation."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frame = pd.read_csv(metrics_csv)
-    if "epoch" not in frame:
-        return
-    per_epoch = frame.groupby("epoch").last()
+    per_epoch = per_epoch.set_index("epoch")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, name in zip(axes, ("loss", "accuracy", "balanced_accuracy"), strict=True):
         for split, style in (("train", "-o"), ("val", "-s")):
@@ -100,6 +114,8 @@ def finish_run(
         result[split] = classification_summary(labels[split], logits)
     result.update(extra or {})
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    if (out / "metrics.csv").is_file():
-        plot_curves(out / "metrics.csv", out / "curves.png")
+    per_epoch = epoch_metrics(out / "logs")
+    if len(per_epoch):
+        per_epoch.to_csv(out / "metrics.csv", index=False)
+        plot_curves(per_epoch, out / "curves.png")
     return result

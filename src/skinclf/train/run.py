@@ -51,6 +51,23 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> str:
     return "bf16-mixed" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "32"
 
 
+def quiet_lightning() -> None:
+    """Keep Lightning's start-up chatter (device lines, tips, known warnings) off the screen."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (
+        ".*number of training batches.*",
+        ".*LeafSpec.*",
+        ".*litlogger.*",
+        ".*does not have many workers.*",
+        ".*Checkpoint directory.*exists.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def is_global_zero() -> bool:
     return int(os.environ.get("RANK", os.environ.get("GLOBAL_RANK", "0"))) == 0
 
@@ -111,9 +128,12 @@ def _loader(dataset, batch_size: int, workers: int = 0, sampler=None):
 def _logger(cfg: RunConfig, out: Path):
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
-    loggers = [CSVLogger(out, name="", version="")]
+    # logs/version_N/ per (re)start: Lightning's CSV logger empties an existing folder, so a
+    # resumed run writes a new version and the run's metrics.csv joins them (train/report.py).
+    csv = CSVLogger(out, name="logs")
+    loggers = [csv]
     if cfg.trainer.logger == "tensorboard":
-        loggers.append(TensorBoardLogger(out, name="tensorboard", version=""))
+        loggers.append(TensorBoardLogger(out, name="logs", version=csv.version))
     elif cfg.trainer.logger == "wandb":
         os.environ.setdefault("WANDB_MODE", "offline")
         loggers.append(WandbLogger(save_dir=str(out), project="skinclf", name=out.name))
@@ -196,6 +216,7 @@ def fit(
     from skinclf.train.samplers import EpochSampler
 
     started = time.perf_counter()
+    quiet_lightning()
     out = Path(out)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     last_ckpt = out / "checkpoints" / "last.ckpt"

@@ -1,0 +1,261 @@
+"""Batch inference of trained runs, with confidence scores and optional abstention.
+
+Several runs form an ensemble (mean probabilities). Writes the predictions file of DESIGN.md,
+or the ISIC 2018 Task 3 submission CSV.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from skinclf.classes import CLASSES, NUM_CLASSES
+from skinclf.config import RunConfig, read_config
+from skinclf.errors import ConfigError, DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+LOGIT_SCORES = ("msp", "max_logit", "margin", "neg_entropy", "doctor")
+FEATURE_SCORES = ("mahalanobis", "knn")
+ISIC_COLUMNS = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    cfg: RunConfig
+    model: object  # SkinClassifier
+    provenance: dict
+
+
+def load_run(run: Path | str) -> LoadedRun:
+    """The best checkpoint of a run folder, ready for inference on the CPU."""
+    import torch
+
+    from skinclf.models import create_backbone
+    from skinclf.train.losses import build_loss
+    from skinclf.train.module import SkinClassifier
+
+    run = Path(run)
+    ckpt = run / "checkpoints" / "best.ckpt"
+    if not ckpt.is_file():
+        raise DataError(f"{run} has no checkpoints/best.ckpt: is it a finished skinclf run?")
+    cfg = read_config(run / "config.yaml")
+    backbone, info = create_backbone(cfg.model.backbone, pretrained=False)
+    model = SkinClassifier(
+        cfg,
+        build_loss(cfg.loss, np.ones(NUM_CLASSES)),
+        backbone,
+        info.stages,
+        (0.0, 0.0, 0.0),
+        (1.0, 1.0, 1.0),
+        int(info.num_features),
+    )
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    model.load_state_dict(state)
+    model.eval()
+    prov_path = run / "provenance.json"
+    prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
+    return LoadedRun(run, cfg, model, prov)
+
+
+def images_table(path: Path) -> pd.DataFrame:
+    """Plain image files (a file, or every image under a folder), without labels."""
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    )
+    if not files:
+        raise DataError(f"No image files ({', '.join(IMAGE_SUFFIXES)}) found at {path}.")
+    root = path.parent if path.is_file() else path
+    return pd.DataFrame(
+        {
+            "image_id": [str(f.relative_to(root)) for f in files],
+            "path": [str(f) for f in files],
+            "label": "",
+            "group": [str(f.relative_to(root)) for f in files],
+            "dataset": "images",
+            "semantic_ood": False,
+        }
+    )
+
+
+def input_table(data: Path | None, split: str | None, first: LoadedRun) -> pd.DataFrame:
+    from skinclf.data.formats import detect_format, load_dataset
+    from skinclf.data.split import read_split
+
+    if split is not None:
+        data_path = first.provenance.get("data_path")
+        if not data_path:
+            raise DataError(f"{first.path}/provenance.json does not say which data it used.")
+        table = load_dataset(data_path, first.cfg.data.format)
+        table = table[table["label"].astype(str) != ""]
+        parts = read_split(first.path / "split.csv", table)
+        chosen = parts.loc[parts["split"] == split, "image_id"]
+        if chosen.empty:
+            raise DataError(f"The run's split.csv has no '{split}' images.")
+        return table[table["image_id"].isin(set(chosen))].reset_index(drop=True)
+    assert data is not None
+    data = Path(data)
+    if not data.exists():
+        raise DataError(f"{data} does not exist.")
+    if data.is_file():
+        return images_table(data)
+    try:
+        detect_format(data)
+    except DataError:
+        return images_table(data)
+    return load_dataset(data)
+
+
+def _mc_dropout(model, feats: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """(K, N, C) probabilities from K passes of the head with its dropout active."""
+    import torch
+
+    torch.manual_seed(seed)
+    head = model.head
+    head.train()
+    with torch.inference_mode():
+        x = torch.from_numpy(feats)
+        probs = np.stack([torch.softmax(head(x).float(), 1).numpy() for _ in range(k)])
+    head.eval()
+    return probs
+
+
+def _train_features(run: LoadedRun, cache_dir: Path | None, progress: bool) -> tuple:
+    from skinclf.data.cache import build_cache, default_cache_dir
+    from skinclf.data.dataset import label_indices
+    from skinclf.train.features import cached_features
+    from skinclf.train.run import resolve_precision
+
+    table = input_table(None, "train", run)
+    cfg = run.cfg
+    images = build_cache(table, cfg.data.image_size, cfg.data.resize, cache_dir, progress=progress)
+    rows = images.rows(table["image_id"])
+    feats = cached_features(
+        run.model,
+        images.images,
+        rows,
+        {"run": str(run.path.resolve()), "decode": images.key},
+        cache_dir or default_cache_dir(),
+        resolve_precision(cfg.trainer.precision),
+        progress=progress,
+    )
+    return feats, np.asarray(label_indices(table["label"]))
+
+
+def predict(
+    runs: list[Path],
+    out: Path,
+    data: Path | None = None,
+    split: str | None = None,
+    tta: str | None = None,
+    scores: list[str] | None = None,
+    mc_dropout: int = 0,
+    selective: Path | None = None,
+    output_format: str = "predictions",
+    cache_dir: Path | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Predict `data` (any dataset format, or plain images) or a run's own `split`."""
+    from skinclf.data.cache import build_cache
+    from skinclf.data.dataset import label_indices
+    from skinclf.evaluate.predictions import softmax, write_predictions
+    from skinclf.evaluate.scores import SCORES, fit_knn, fit_mahalanobis
+    from skinclf.train.inference import predict_arrays
+    from skinclf.train.run import resolve_precision
+
+    if (data is None) == (split is None):
+        raise ConfigError("Give exactly one of --data PATH or --split val|test|calib.")
+    if not runs:
+        raise ConfigError("Give at least one run folder.")
+    if output_format not in ("predictions", "isic2018-submission"):
+        raise ConfigError(
+            f"Unknown --format '{output_format}': predictions or isic2018-submission."
+        )
+    requested = list(scores or LOGIT_SCORES)
+    known = {*LOGIT_SCORES, *FEATURE_SCORES, "tta", "mc_dropout", "ensemble"}
+    unknown = [s for s in requested if s not in known]
+    if unknown:
+        raise ConfigError(f"Unknown score {unknown[0]!r}; choose from {', '.join(sorted(known))}.")
+    loaded = [load_run(r) for r in runs]
+    table = input_table(data, split, loaded[0])
+
+    probs_per_run, feats_first = [], None
+    for run in loaded:
+        cfg = run.cfg
+        images = build_cache(
+            table, cfg.data.image_size, cfg.data.resize, cache_dir, progress=progress
+        )
+        rows = images.rows(table["image_id"])
+        logits, feats = predict_arrays(
+            run.model,
+            images.images,
+            rows,
+            batch_size=batch_size or cfg.predict.batch_size,
+            tta=tta or cfg.predict.tta,
+            precision=resolve_precision(cfg.trainer.precision),
+            progress=progress,
+            description=f"predict {run.path.name}",
+        )
+        probs_per_run.append(softmax(logits))
+        if feats_first is None:
+            feats_first = feats
+    probs = np.mean(probs_per_run, axis=0)
+    logits = np.log(np.clip(probs, 1e-12, None)) if len(loaded) > 1 else logits
+
+    conf: dict[str, np.ndarray] = {}
+    for name in requested:
+        if name in SCORES:
+            conf[name] = SCORES[name](logits)
+    if "tta" in requested or (tta or loaded[0].cfg.predict.tta) == "d4":
+        conf["tta"] = SCORES["msp"](logits)
+    if len(loaded) > 1:
+        conf["ensemble"] = SCORES["msp"](logits)
+    if mc_dropout or "mc_dropout" in requested:
+        from skinclf.evaluate.scores import mc_dropout_msp, mc_dropout_neg_mutual_information
+
+        p = _mc_dropout(loaded[0].model, feats_first, mc_dropout or 10, loaded[0].cfg.seed)
+        conf["mc_dropout"] = mc_dropout_msp(p)
+        conf["mc_dropout_neg_mi"] = mc_dropout_neg_mutual_information(p)
+    if any(s in requested for s in FEATURE_SCORES):
+        train_feats, train_labels = _train_features(loaded[0], cache_dir, progress)
+        if "mahalanobis" in requested:
+            conf["mahalanobis"] = fit_mahalanobis(train_feats, train_labels).score(feats_first)
+        if "knn" in requested:
+            conf["knn"] = fit_knn(train_feats).score(feats_first)
+
+    abstain = None
+    if selective is not None:
+        from skinclf.evaluate.evaluation import apply_selective, load_selective
+
+        sel = load_selective(selective)
+        score_values, abstain = apply_selective(sel, logits)
+        conf.setdefault(sel["score"], score_values)
+
+    out = Path(out)
+    if output_format == "isic2018-submission":
+        frame = pd.DataFrame({"image": [Path(i).stem for i in table["image_id"]]})
+        for col in ISIC_COLUMNS:
+            frame[col] = probs[:, CLASSES.index(col.lower())]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out, index=False)
+        return frame
+    labels = [CLASSES[i] if i >= 0 else "" for i in label_indices(table["label"])]
+    write_predictions(
+        out,
+        table["image_id"].tolist(),
+        table["dataset"].astype(str).tolist(),
+        labels,
+        table["semantic_ood"].astype(bool).to_numpy(),
+        logits,
+        probs,
+        conf,
+        abstain,
+    )
+    return pd.read_csv(out)
