@@ -38,14 +38,15 @@ def list_command(
     table.add_column("normalisation, resize")
     for cost in costs:
         info = cost.info
-        kind = "yes (pip package)" if info.weights_source.startswith("package:") else "yes (cached)"
+        packaged = info.weights_source.startswith("package:")
+        kind = "yes (pip package)" if packaged else "yes (cached)"
         table.add_row(
             info.name,
             info.timm_name,
             kind if info.offline_available else "no",
             str(cost.image_size),
             f"{cost.parameters / 1e6:.1f}",
-            f"{cost.forward_flops / 1e9:.2f}",
+            "too small" if cost.forward_flops is None else f"{cost.forward_flops / 1e9:.2f}",
             f"{_norm(info.mean, info.std)}, {info.interpolation}",
         )
     console = Console()

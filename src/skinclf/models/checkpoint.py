@@ -56,15 +56,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):
+            raise _unreadable(path, exc) from exc
         raise SkinclfError(
             f"Weights file {path} holds Python objects besides tensors, which are not loaded for "
             "safety; save a plain state dict instead (torch.save(model.state_dict(), FILE))."
         ) from exc
     except Exception as exc:  # any corrupt or foreign file
-        raise SkinclfError(
-            f"Weights file {path} cannot be read as a PyTorch checkpoint ({type(exc).__name__}); "
-            "pass a .pth/.ckpt/.safetensors file holding a state dict."
-        ) from exc
+        raise _unreadable(path, exc) from exc
     if isinstance(obj, dict):
         for key in _NESTED_KEYS:
             if isinstance(obj.get(key), dict):
@@ -132,4 +131,11 @@ def load_backbone_weights(model: torch.nn.Module, path: Path, name: str = "") ->
     model.load_state_dict(fitted, strict=True)
     return sorted(
         k for k in state_dict if not (k.startswith(prefix) and k[len(prefix) :] in target)
+    )
+
+
+def _unreadable(path: Path, exc: Exception) -> SkinclfError:
+    return SkinclfError(
+        f"Weights file {path} cannot be read as a PyTorch checkpoint ({type(exc).__name__}); "
+        "pass a .pth/.ckpt/.safetensors file holding a state dict."
     )

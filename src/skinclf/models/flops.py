@@ -19,7 +19,7 @@ class BackboneCost:
     info: BackboneInfo
     image_size: int
     parameters: int
-    forward_flops: int
+    forward_flops: int | None  # None: the architecture cannot take images this small
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -74,4 +74,8 @@ def backbone_costs(image_size: int | None = None, progress: bool = False) -> lis
 def _cost(info: BackboneInfo, image_size: int | None) -> BackboneCost:
     model = meta_backbone(info)
     size = image_size or info.input_size
-    return BackboneCost(info, size, count_parameters(model), count_forward_flops(model, size))
+    try:
+        flops: int | None = count_forward_flops(model, size)
+    except RuntimeError:  # e.g. a kernel larger than the feature map
+        flops = None
+    return BackboneCost(info, size, count_parameters(model), flops)

