@@ -1,0 +1,71 @@
+"""Shared fixtures: small generated datasets in each real format (never real data).
+
+The session-scoped samples are shared by many tests: treat them as read-only (copy with
+`shutil.copytree` before changing anything), or use `make_sample` for a private one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from skinclf.data.synthetic import write_broken, write_sample
+
+SAMPLE_N = 4  # images per class
+SAMPLE_SIZE = 32  # pixels
+
+
+def _sample(factory: pytest.TempPathFactory, format: str) -> Path:
+    return write_sample(factory.mktemp(format), format=format, n=SAMPLE_N, seed=0, size=SAMPLE_SIZE)
+
+
+@pytest.fixture(scope="session")
+def ham_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """HAM10000 layout: HAM10000_metadata.csv + HAM10000_images_part_{1,2}/ (read-only)."""
+    return _sample(tmp_path_factory, "ham10000")
+
+
+@pytest.fixture(scope="session")
+def pad_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """PAD-UFES-20 layout: metadata.csv + images/*.png, with a few SCC rows (read-only)."""
+    return _sample(tmp_path_factory, "pad-ufes-20")
+
+
+@pytest.fixture(scope="session")
+def isic_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ISIC 2018 Task 3 test layout: one-hot ground-truth CSV + input folder (read-only)."""
+    return _sample(tmp_path_factory, "isic2018")
+
+
+@pytest.fixture(scope="session")
+def folder_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder per class (read-only)."""
+    return _sample(tmp_path_factory, "folder")
+
+
+@pytest.fixture(scope="session")
+def csv_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """labels.csv with path,label,group + images/ (read-only)."""
+    return _sample(tmp_path_factory, "csv")
+
+
+@pytest.fixture
+def make_sample(tmp_path: Path) -> Callable[..., Path]:
+    """make_sample(format, n=4, seed=0, size=32) -> a private sample this test may change."""
+
+    def make(format: str = "ham10000", n: int = SAMPLE_N, seed: int = 0, size: int = 32) -> Path:
+        return write_sample(tmp_path / f"{format}-{n}-{seed}", format, n=n, seed=seed, size=size)
+
+    return make
+
+
+@pytest.fixture
+def make_broken(tmp_path: Path) -> Callable[..., Path]:
+    """make_broken(kind, format="ham10000") -> path of a dataset with that one defect."""
+
+    def make(kind: str, format: str = "ham10000") -> Path:
+        return write_broken(tmp_path / f"{format}-{kind}", kind, format=format)
+
+    return make
