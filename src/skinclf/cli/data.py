@@ -71,7 +71,7 @@ def _print_problems(result) -> None:
     for (level, kind), problems in sorted(by_kind.items(), key=lambda kv: kv[0][0] != "error"):
         colour = "red" if level == "error" else "yellow"
         for p in problems[:SHOWN_PER_KIND]:
-            out.print(f"[{colour}]{level}:[/] {p.message}")
+            out.print(f"[{colour}]{level}:[/] {p.message}", soft_wrap=True)
         if len(problems) > SHOWN_PER_KIND:
             more = len(problems) - SHOWN_PER_KIND
             out.print(f"[{colour}]{level}:[/] ... and {more:,} more of this kind ({kind})")
@@ -100,7 +100,10 @@ def check(
 
         table = result.table[result.table.path != ""]
         write_report(table, report)
-        out.print(f"Wrote the data report to {report} (it embeds dataset images: never commit it)")
+        out.print(
+            f"Wrote the data report to {report} (it embeds dataset images: never commit it)",
+            soft_wrap=True,
+        )
     n_err, n_warn = len(result.errors), len(result.warnings)
     if result.usable:
         out.print(f"[bold green]usable[/] ({n_warn} warning{'s' * (n_warn != 1)})")
