@@ -68,14 +68,14 @@ def _order(categories: pd.Series) -> list[str]:
     return [c for c in CLASSES if c in present] + sorted(present - set(CLASSES))
 
 
-def _png(fig) -> str:
+def _png(fig, alt: str) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img class="plot" alt="plot" src="data:image/png;base64,{data}">'
+    return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _table_html(df: pd.DataFrame, index_name: str = "", left: tuple[str, ...] = ()) -> str:
@@ -132,7 +132,7 @@ def _class_distribution(cat: pd.Series, order: list[str]) -> str:
         "a balanced sampler.</p><div class='row'><div>"
         + _table_html(df, "class", left=("name",))
         + "</div><div style='flex:1;min-width:380px'>"
-        + _png(fig)
+        + _png(fig, "Images per class")
         + "</div></div></section>"
     )
 
@@ -206,7 +206,14 @@ def _share_heatmap(
                     color="white" if v > 0.55 * share.to_numpy().max() else "#1d2330")  # fmt: skip
     ax.set_title(title, fontsize=11)
     fig.colorbar(im, ax=ax, shrink=0.8, label="share of the class")
-    return _png(fig)
+    return _png(fig, title)
+
+
+def _matplotlib_version() -> tuple[int, int]:
+    import matplotlib
+
+    major, minor = matplotlib.__version__.split(".")[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
 
 
 def _age_plot(cat: pd.Series, age: pd.Series, order: list[str]) -> str:
@@ -215,9 +222,12 @@ def _age_plot(cat: pd.Series, age: pd.Series, order: list[str]) -> str:
     data = [age[(cat == c) & age.notna()].to_numpy() for c in order]
     fig, ax = plt.subplots(figsize=(5.2, 0.42 * len(order) + 1.2), layout="constrained")
     colours = _colours(order)
+    horizontal = (
+        {"orientation": "horizontal"} if _matplotlib_version() >= (3, 10) else {"vert": False}
+    )
     parts = ax.boxplot(
-        [d if len(d) else [np.nan] for d in data], vert=False, patch_artist=True, widths=0.6,
-        showfliers=False,
+        [d if len(d) else [np.nan] for d in data], patch_artist=True, widths=0.6,
+        showfliers=False, **horizontal,
     )  # fmt: skip
     for patch, c in zip(parts["boxes"], order, strict=True):
         patch.set_facecolor(colours[c])
@@ -230,7 +240,7 @@ def _age_plot(cat: pd.Series, age: pd.Series, order: list[str]) -> str:
     for median in parts["medians"]:
         median.set_color("#1d2330")
     ax.spines[["top", "right"]].set_visible(False)
-    return _png(fig)
+    return _png(fig, "Age per class")
 
 
 def _metadata(table: pd.DataFrame, cat: pd.Series, order: list[str]) -> str:
@@ -278,7 +288,7 @@ def _groups(table: pd.DataFrame, cat: pd.Series, order: list[str]) -> str:
         ax.set_xlabel(f"images per {name}")
         ax.set_ylabel(f"{name}s")
         ax.spines[["top", "right"]].set_visible(False)
-        plot = f"<div>{_png(fig)}</div>"
+        plot = f"<div>{_png(fig, f'Images per {name}')}</div>"
     per_class = pd.DataFrame(
         {
             "images": cat.value_counts().reindex(order, fill_value=0),
