@@ -285,11 +285,6 @@ def empty_to_missing(df: pd.DataFrame, numeric: Sequence[str] = ()) -> pd.DataFr
     return out
 
 
-def normalise_label(value: str) -> str:
-    """Class name in canonical lower case ('' stays '')."""
-    return value.strip().lower()
-
-
 def label_problem(file: Path, i: int, column: str, value: str) -> Problem:
     shown = value if value else "(empty)"
     return error(

@@ -169,7 +169,9 @@ def _hairs(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     return img
 
 
-def _draw(label: str, shape_rng: np.random.Generator, rng: np.random.Generator, size: int):
+def _draw(
+    label: str, shape_rng: np.random.Generator, rng: np.random.Generator, size: int
+) -> Image.Image:
     """Draw one image; `shape_rng` fixes the lesion, `rng` the per-image variation."""
     if label not in _STYLES:
         raise ValueError(f"unknown lesion label {label!r}; expected one of {LESION_LABELS}")
