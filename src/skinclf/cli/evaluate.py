@@ -2,8 +2,116 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from skinclf.errors import ConfigError
+
+console = Console()
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def evaluate(
+    test: Path = typer.Option(..., "--test", help="Predictions file of the test split."),
+    out: Path = typer.Option(..., "--out", help="Output folder (a run's eval/ by convention)."),
+    val: Path | None = typer.Option(
+        None, "--val", help="Validation predictions: enables temperature scaling and SGR."
+    ),
+    calib: Path | None = typer.Option(
+        None, "--calib", help="Calibration predictions: the SGR threshold is fitted here."
+    ),
+    ood: list[Path] = typer.Option(
+        [], "--ood", help="Out-of-distribution predictions file (repeatable)."
+    ),
+    scores: str | None = typer.Option(
+        None, "--scores", help="Comma-separated scores to evaluate (default: all available)."
+    ),
+    target_risk: float = typer.Option(0.10, "--target-risk", help="SGR target risk r* in (0, 1]."),
+    delta: float = typer.Option(0.05, "--delta", help="SGR confidence parameter in (0, 1)."),
+    coverages: str = typer.Option(
+        "1,0.9,0.8,0.7,0.5", "--coverages", help="Coverages for selective metrics, each in (0, 1]."
+    ),
+    selective_score: str = typer.Option(
+        "auto",
+        "--selective-score",
+        help="Score stored in selective.json (auto: lowest validation AURC among logit scores).",
+    ),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CIs."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+) -> None:
+    """Evaluate predictions files: metrics.json, report.html and selective.json in OUT.
+
+    Works on any predictions files (image_id, dataset, label, semantic_ood, logit_*, prob_*,
+    optional conf_*), so predictions of other models can be evaluated too.
+    """
+    from skinclf.evaluate.evaluation import evaluate_predictions, parse_fractions
+
+    if bootstrap < 1:
+        raise ConfigError(f"--bootstrap must be at least 1, got {bootstrap}.")
+    score_list = [s.strip() for s in scores.split(",") if s.strip()] if scores else None
+    with console.status("evaluating") as status:
+        result = evaluate_predictions(
+            test=test,
+            out_dir=out,
+            val=val,
+            calib=calib,
+            ood=ood,
+            scores=score_list,
+            target_risk=target_risk,
+            delta=delta,
+            coverages=parse_fractions(coverages, "coverage"),
+            selective_score=selective_score,
+            n_bootstrap=bootstrap,
+            seed=seed,
+            progress=True,
+            on_step=lambda s: status.update(f"evaluating: {s}"),
+        )
+    m = result.metrics
+    t = m["test"]
+    lo, hi = t["balanced_accuracy_ci95"]
+    console.print(
+        f"test: n={t['n']}  accuracy {_fmt(t['accuracy'])}  balanced accuracy "
+        f"{_fmt(t['balanced_accuracy'])} [{_fmt(lo)}, {_fmt(hi)}]  macro-F1 {_fmt(t['macro_f1'])}"
+    )
+    table = Table(title="selective classification (test)")
+    for col in ("score", "AURC", "AUGRC", "AURC bal.", "AUGRC bal.", "BA@80%"):
+        table.add_column(col, justify="right" if col != "score" else "left")
+    for name, s in t["selective"].items():
+        table.add_row(
+            name,
+            _fmt(s["aurc"]),
+            _fmt(s["augrc"]),
+            _fmt(s["aurc_balanced"]),
+            _fmt(s["augrc_balanced"]),
+            _fmt(s["balanced_accuracy_at_coverage"].get("0.8")),
+        )
+    console.print(table)
+    if "sgr" in m:
+        g = m["sgr"]
+        console.print(
+            f"SGR ({g['score']}, r*={g['target_risk']:g}, delta={g['delta']:g}, fitted on "
+            f"{g['fitted_on']}): threshold {_fmt(g['threshold'])}; test coverage "
+            f"{_fmt(g['test']['coverage'])}, risk {_fmt(g['test']['risk'])}, target met "
+            f"{g['test']['target_met']}"
+        )
+    for name, o in m.get("ood", {}).items():
+        auroc = o["detection"].get("msp", {}).get("auroc")
+        console.print(
+            f"OOD {name}: n={o['n']}, balanced accuracy {_fmt(o.get('balanced_accuracy'))}, "
+            f"detection AUROC (msp) {_fmt(auroc)}"
+        )
+    for note in m.get("notes", []):
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    written = [result.metrics_path, result.report_path, result.selective_path]
+    console.print("wrote " + ", ".join(str(p) for p in written if p))
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.command("evaluate")(evaluate)

@@ -1,0 +1,168 @@
+"""`skinclf evaluate` end to end on generated predictions files, and its error messages."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skinclf.classes import CLASSES
+from skinclf.cli import main
+from skinclf.evaluate.evaluation import evaluate_predictions
+from skinclf.evaluate.predictions import read_predictions, write_predictions
+from skinclf.evaluate.sgr import apply_selective, load_selective
+
+PRIOR = np.array([183, 264, 583, 60, 491, 4323, 80]) / 5984
+PAD_PRIOR = np.array([34, 70, 39, 0, 16, 51, 0]) / 210
+
+
+def _fake(path: Path, n: int, seed: int, strength: float = 3.0, prior=PRIOR, scc: int = 0) -> Path:
+    """Over-confident noisy logits whose arg-max is right about 75 % of the time."""
+    rng = np.random.default_rng(seed)
+    y = rng.choice(7, size=n, p=prior)
+    logits = rng.normal(0, 1.5, (n, 7)) + 0.7 * np.log(PRIOR)
+    logits[np.arange(n), y] += strength * rng.uniform(0.2, 1.5, n)
+    labels = [CLASSES[i] for i in y]
+    semantic = [False] * n
+    if scc:
+        logits = np.vstack([logits, rng.normal(0, 1.5, (scc, 7)) + np.log(PRIOR)])
+        labels += [""] * scc
+        semantic += [True] * scc
+    logits *= 1.6
+    ids = [f"{path.stem}_{i}" for i in range(len(labels))]
+    conf = {"mc_dropout": logits.max(1) + rng.normal(0, 0.3, len(labels))}
+    dataset = "pad-ufes-20" if scc else "ham10000"
+    return write_predictions(path, ids, dataset, labels, semantic, logits, conf=conf)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("preds")
+    return {
+        "val": _fake(d / "val.csv", 500, 1),
+        "test": _fake(d / "test.csv", 500, 2),
+        "calib": _fake(d / "calib.csv", 500, 3),
+        "ood": _fake(d / "pad.csv", 120, 4, strength=1.5, prior=PAD_PRIOR, scc=7),
+    }
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    monkeypatch.setattr(sys, "argv", ["skinclf", "evaluate", *args])
+    try:
+        main()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_full_evaluation(files, tmp_path: Path, monkeypatch, capsys) -> None:
+    out = tmp_path / "eval"
+    args = ["--test", str(files["test"]), "--val", str(files["val"]), "--calib"]
+    args += [str(files["calib"]), "--ood", str(files["ood"]), "--out", str(out)]
+    assert _run(monkeypatch, *args, "--bootstrap", "50") == 0
+    assert "balanced accuracy" in capsys.readouterr().out
+
+    m = json.loads((out / "metrics.json").read_text())
+    t = m["test"]
+    assert t["n"] == 500
+    lo, hi = t["balanced_accuracy_ci95"]
+    assert lo <= t["balanced_accuracy"] <= hi
+    assert set(t["recall"]) == set(CLASSES)
+    for key in ("accuracy", "macro_f1", "nll", "brier", "ece", "baselines"):
+        assert key in t
+    assert t["baselines"]["majority"]["class"] == "nv"
+    expected_scores = {"msp", "msp_ts", "max_logit", "margin", "neg_entropy", "doctor"}
+    assert set(t["selective"]) == expected_scores | {"mc_dropout"}
+    msp = t["selective"]["msp"]
+    for key in ("aurc", "augrc", "aurc_balanced", "augrc_balanced", "e_aurc", "failure_auroc"):
+        assert 0 <= msp[key] <= 1
+    assert set(msp["balanced_accuracy_at_coverage"]) == {"1.0", "0.9", "0.8", "0.7", "0.5"}
+    assert msp["balanced_accuracy_at_coverage"]["1.0"] == pytest.approx(t["balanced_accuracy"])
+
+    cal = m["calibration"]
+    assert cal["temperature"] > 1.0  # the fake model is over-confident
+    assert cal["test"]["ece_after"] < cal["test"]["ece_before"]
+
+    g = m["sgr"]
+    assert g["fitted_on"] == "calib" and g["note"] == ""
+    assert g["solution_exists"] and g["calib"]["bound"] < 0.10
+    assert 0 < g["test"]["coverage"] < 1
+
+    pad = m["ood"]["pad-ufes-20"]
+    assert (pad["n"], pad["n_mapped"], pad["n_semantic_ood"]) == (127, 120, 7)
+    assert set(pad["detection"]) == set(t["selective"])
+    assert 0.5 < pad["detection"]["msp"]["auroc"] <= 1  # OOD is less confident
+    assert pad["recall"]["df"] is None  # df is absent from the mapped classes
+    assert 0 <= pad["semantic_ood"]["abstention_rate"] <= 1
+    assert "sgr" in pad and "selective" in pad
+
+    # selective.json reproduces the test coverage through apply_selective
+    sel = load_selective(out / "selective.json")
+    assert sel.score == g["score"] and sel.threshold == g["threshold"]
+    test = read_predictions(files["test"])
+    _, abstain = apply_selective(sel, test.logits)
+    assert 1 - abstain.mean() == pytest.approx(g["test"]["coverage"])
+
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 5  # 5 figures, all embedded
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+    for heading in ("Baselines", "Calibration", "SGR", "OOD detection", "Confidence histograms"):
+        assert heading in html
+
+
+def test_only_test_file(files, tmp_path: Path) -> None:
+    res = evaluate_predictions(files["test"], tmp_path / "e", n_bootstrap=20)
+    assert res.selective_path is None and not (tmp_path / "e" / "selective.json").exists()
+    assert "sgr" not in res.metrics and "calibration" not in res.metrics
+    assert "msp_ts" not in res.metrics["test"]["selective"]
+    assert any("No --val" in note for note in res.metrics["notes"])
+    assert (tmp_path / "e" / "report.html").is_file()
+
+
+def test_val_only_fits_sgr_on_val_and_says_so(files, tmp_path: Path) -> None:
+    res = evaluate_predictions(
+        files["test"],
+        tmp_path / "e",
+        val=files["val"],
+        scores=["msp", "msp_ts"],
+        n_bootstrap=20,
+    )
+    assert res.metrics["sgr"]["fitted_on"] == "val"
+    assert "also chose the checkpoint" in res.metrics["sgr"]["note"]
+    assert "also chose the checkpoint" in (tmp_path / "e" / "report.html").read_text()
+    assert set(res.metrics["test"]["selective"]) == {"msp", "msp_ts"}
+    assert res.selective.score in {"msp", "msp_ts"}
+    assert load_selective(res.selective_path).fitted_on == "val"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target-risk", "0"], "target risk"),
+        (["--target-risk", "1.5"], "target risk"),
+        (["--delta", "1"], "delta"),
+        (["--coverages", "1,0.9,1.2"], "coverage"),
+        (["--coverages", "0,0.5"], "coverage"),
+        (["--coverages", "a"], "coverage"),
+        (["--scores", "msp,nonsense"], "nonsense"),
+        (["--scores", "msp_ts"], "needs --val"),
+    ],
+)
+def test_bad_options_give_one_clear_error(
+    files, tmp_path: Path, monkeypatch, capsys, args, message
+) -> None:
+    code = _run(monkeypatch, "--test", str(files["test"]), "--out", str(tmp_path / "e"), *args)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "error:" in err and message in err and "Traceback" not in err
+
+
+def test_bad_predictions_file_names_the_file(tmp_path: Path, monkeypatch, capsys) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image_id,label\nx,nv\n")
+    code = _run(monkeypatch, "--test", str(bad), "--out", str(tmp_path / "e"))
+    err = capsys.readouterr().err
+    assert code == 1 and str(bad.name) in err and "missing column" in err
