@@ -166,3 +166,24 @@ def test_bad_predictions_file_names_the_file(tmp_path: Path, monkeypatch, capsys
     code = _run(monkeypatch, "--test", str(bad), "--out", str(tmp_path / "e"))
     err = capsys.readouterr().err
     assert code == 1 and str(bad.name) in err and "missing column" in err
+
+
+def test_unlabelled_ood_set_gets_detection_and_coverage_only(files, tmp_path: Path) -> None:
+    p = read_predictions(files["ood"])
+    unlabelled = write_predictions(
+        tmp_path / "images.csv",
+        p.image_ids.tolist(),
+        "images",
+        [""] * p.n,
+        np.zeros(p.n, bool),
+        p.logits,
+    )
+    res = evaluate_predictions(
+        files["test"], tmp_path / "e", val=files["val"], ood=[unlabelled], n_bootstrap=20
+    )
+    entry = res.metrics["ood"]["images"]
+    assert entry["n_mapped"] == 0 and "accuracy" not in entry and "sgr" not in entry
+    assert 0.5 < entry["detection"]["msp"]["auroc"] <= 1
+    _, abstain = apply_selective(res.selective, p.logits)  # the stored score and threshold
+    assert entry["coverage_at_threshold"] == pytest.approx(1 - abstain.mean())
+    assert "images (unlabelled)" in res.report_path.read_text()

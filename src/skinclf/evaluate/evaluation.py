@@ -53,9 +53,8 @@ __all__ = [
 
 LOGIT_SCORES: tuple[str, ...] = ("msp", "msp_ts", *[s for s in SCORES if s != "msp"])
 VAL_SELECTION_NOTE = (
-    "The SGR threshold was fitted on the validation split, which also chose the checkpoint "
-    "(and the temperature and score): the risk guarantee is weaker than with a separate "
-    "calibration split (--calib)."
+    "The SGR threshold was fitted on the validation split, which also chose the checkpoint{}: "
+    "the risk guarantee is weaker than with a separate calibration split (--calib)."
 )
 
 
@@ -336,6 +335,7 @@ def evaluate_predictions(
         raise ConfigError("selective score msp_ts needs --val to fit the temperature.")
     if fit_p is not None:
         step("selection with guaranteed risk")
+        auto = selective_score == "auto" and val_p is not None
         if selective_score == "auto":
             if val_p is not None:
                 candidates = [s for s in LOGIT_SCORES if s != "msp_ts" or temperature]
@@ -351,7 +351,12 @@ def evaluate_predictions(
         fitted_on = "calib" if calib_p is not None else "val"
         fit_conf = _score_values(fit_p, chosen, temperature)
         fit, mask = _fit_sgr(fit_p, fit_conf, target_risk, delta)
-        sgr_note = VAL_SELECTION_NOTE if fitted_on == "val" else ""
+        also = [w for w, used in (("temperature", chosen == "msp_ts"), ("score", auto)) if used]
+        sgr_note = (
+            VAL_SELECTION_NOTE.format(f" (and the {' and the '.join(also)})" if also else "")
+            if fitted_on == "val"
+            else ""
+        )
         if sgr_note:
             notes.append(sgr_note)
         if not fit.solution_exists:
@@ -437,6 +442,12 @@ def evaluate_predictions(
             )
         if selective is not None:
             conf_sel = _score_values(p, selective.score, temperature)
+            accepted = (
+                conf_sel >= selective.threshold
+                if selective.threshold is not None
+                else np.zeros(p.n, bool)
+            )
+            entry["coverage_at_threshold"] = float(accepted.mean())  # all rows, labelled or not
             if om.any():
                 o_res = (p.pred[om] != p.y[om]).astype(float)
                 entry["sgr"] = _outcome(

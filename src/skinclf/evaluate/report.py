@@ -400,6 +400,11 @@ def _sgr_table(metrics: dict) -> str:
     t = g["test"]
     rows.append(["test", _f(t["n"]), _f(t["coverage"]), _f(t["risk"]), "", _f(t["target_met"])])
     for name, o in metrics.get("ood", {}).items():
+        if "coverage_at_threshold" in o and o["n_mapped"] == 0 and o["n_semantic_ood"] == 0:
+            rows.append(
+                [f"{_e(name)} (unlabelled)", _f(o["n"]), _f(o["coverage_at_threshold"])]
+                + ["", "", ""]
+            )
         if "sgr" in o:
             s = o["sgr"]
             rows.append(
