@@ -135,7 +135,9 @@ def test_val_only_fits_sgr_on_val_and_says_so(files, tmp_path: Path) -> None:
     assert "also chose the checkpoint" in (tmp_path / "e" / "report.html").read_text()
     assert set(res.metrics["test"]["selective"]) == {"msp", "msp_ts"}
     assert res.selective.score in {"msp", "msp_ts"}
-    assert load_selective(res.selective_path).fitted_on == "val"
+    stored = load_selective(res.selective_path)
+    assert stored.fitted_on == "val"
+    assert stored.temperature == pytest.approx(res.metrics["calibration"]["temperature"])
 
 
 @pytest.mark.parametrize(

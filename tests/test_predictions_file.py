@@ -51,7 +51,7 @@ def test_round_trip_keeps_every_column(tmp_path: Path) -> None:
         tmp_path / "sub" / "p.csv",
         ["a", "b", "c", "d"],
         ["ham10000", "ham10000", "pad-ufes-20", "pad-ufes-20"],
-        np.array([0, 4, -1, 6]),
+        [0, 4, -1, 6],  # class indices, -1 = no label
         [False, False, True, False],
         logits,
         conf=conf,

@@ -194,12 +194,10 @@ def _selective_block(
     }
 
 
-def _fit_sgr(
-    data: Predictions, conf: np.ndarray, target_risk: float, delta: float
-) -> tuple[SGRResult, np.ndarray]:
+def _fit_sgr(data: Predictions, conf: np.ndarray, target_risk: float, delta: float) -> SGRResult:
     mask = data.labelled
     residuals = (data.pred[mask] != data.y[mask]).astype(float)
-    return sgr(conf[mask], residuals, target_risk, delta), mask
+    return sgr(conf[mask], residuals, target_risk, delta)
 
 
 def _ood_name(p: Predictions, used: set[str]) -> str:
@@ -350,7 +348,7 @@ def evaluate_predictions(
             chosen = selective_score
         fitted_on = "calib" if calib_p is not None else "val"
         fit_conf = _score_values(fit_p, chosen, temperature)
-        fit, mask = _fit_sgr(fit_p, fit_conf, target_risk, delta)
+        fit = _fit_sgr(fit_p, fit_conf, target_risk, delta)
         also = [w for w, used in (("temperature", chosen == "msp_ts"), ("score", auto)) if used]
         sgr_note = (
             VAL_SELECTION_NOTE.format(f" (and the {' and the '.join(also)})" if also else "")
@@ -367,7 +365,7 @@ def evaluate_predictions(
             )
         selective = Selective(
             score=chosen,
-            temperature=float(temperature) if chosen == "msp_ts" else 1.0,
+            temperature=float(temperature) if temperature is not None else 1.0,
             threshold=fit.threshold,
             target_risk=float(target_risk),
             delta=float(delta),

@@ -83,11 +83,12 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def _labels_to_strings(labels: Sequence[str | None] | np.ndarray, n: int) -> list[str]:
-    arr = np.asarray(labels, dtype=object) if not isinstance(labels, np.ndarray) else labels
-    if len(arr) != n:
-        raise ValueError(f"labels has {len(arr)} entries, expected {n}")
-    if np.issubdtype(np.asarray(arr).dtype, np.integer):
-        return [CLASSES[int(i)] if int(i) >= 0 else "" for i in arr]
+    if len(labels) != n:
+        raise ValueError(f"labels has {len(labels)} entries, expected {n}")
+    as_array = np.asarray(labels)
+    if n and np.issubdtype(as_array.dtype, np.integer):
+        return [CLASSES[int(i)] if int(i) >= 0 else "" for i in as_array]
+    arr = np.asarray(labels, dtype=object)
     out = []
     for v in arr:
         if v is None or (isinstance(v, float) and np.isnan(v)):

@@ -132,7 +132,7 @@ class Selective:
     """The selective classifier `predict` and `serve` reuse (selective.json)."""
 
     score: str  # a logit-only score: one of SCORES or msp_ts
-    temperature: float  # 1.0 when no temperature scaling was fitted
+    temperature: float  # fitted on val (1.0 without); the score uses it only for msp_ts
     threshold: float | None  # abstain when conf < threshold; None: abstain on everything
     target_risk: float
     delta: float
