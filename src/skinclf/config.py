@@ -121,9 +121,7 @@ class TrainConfig(_Strict):
     budget_minutes: float | None = Field(
         None, description="Wall-clock budget for all training; stops fine-tuning when spent."
     )
-    monitor: Literal["val_balanced_accuracy", "val_accuracy", "val_loss"] = (
-        "val_balanced_accuracy"
-    )
+    monitor: Literal["val_balanced_accuracy", "val_accuracy", "val_loss"] = "val_balanced_accuracy"
 
 
 class TrainerConfig(_Strict):
@@ -138,6 +136,11 @@ class TrainerConfig(_Strict):
     threads: int | None = None
     num_workers: int = 0
     logger: Literal["csv", "tensorboard", "wandb"] = "csv"
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_text(cls, v: object) -> object:
+        return str(v) if isinstance(v, int) else v  # `trainer.precision=32` parses as a number
 
 
 class PredictConfig(_Strict):
@@ -166,9 +169,7 @@ def preset_names() -> list[str]:
 
 def _preset_dict(name: str) -> dict[str, Any]:
     if name not in preset_names():
-        raise ConfigError(
-            f"Unknown preset '{name}'; choose one of: {', '.join(preset_names())}."
-        )
+        raise ConfigError(f"Unknown preset '{name}'; choose one of: {', '.join(preset_names())}.")
     text = resources.files("skinclf.configs").joinpath(f"{name}.yaml").read_text()
     return yaml.safe_load(text) or {}
 

@@ -64,6 +64,7 @@ def quiet_lightning() -> None:
         ".*litlogger.*",
         ".*does not have many workers.*",
         ".*Checkpoint directory.*exists.*",
+        ".*module\\(s\\) in eval mode.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
 
@@ -169,14 +170,14 @@ def train_head(
     best = BestWeights("val_balanced_accuracy")
     trainer = L.Trainer(
         max_epochs=cfg.transfer.epochs,
-        accelerator="cpu",
-        devices=1,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=progress,
         enable_model_summary=False,
         callbacks=[best],
         default_root_dir=str(out),
+        num_sanity_val_steps=0,
+        **_trainer_kwargs(cfg, "32"),  # same devices/strategy as stage 2; fp32 for the head
     )
     trainer.fit(
         module,
@@ -320,7 +321,14 @@ def fit(
                 filename="best",
                 monitor=monitor,
                 mode=mode,
-                save_last=True,
+                save_top_k=1,
+                enable_version_counter=False,
+            ),
+            # every epoch (Lightning's save_last only follows improvements of `best`)
+            ModelCheckpoint(
+                dirpath=out / "checkpoints",
+                filename="last",
+                monitor=None,
                 save_top_k=1,
                 enable_version_counter=False,
             ),
