@@ -69,3 +69,35 @@ def make_broken(tmp_path: Path) -> Callable[..., Path]:
         return write_broken(tmp_path / f"{format}-{kind}", kind, format=format)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def learnable_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 generated images per class at 64 px: enough to show that training learns."""
+    return write_sample(tmp_path_factory.mktemp("learn"), "ham10000", n=30, seed=1, size=64)
+
+
+@pytest.fixture(scope="session")
+def train_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A decode/feature cache folder shared by the tests that train (never ~/.cache)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def trained_run(
+    learnable_sample: Path, train_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A run folder trained with the `sample` preset on `learnable_sample` (read-only)."""
+    from skinclf.config import load_config
+    from skinclf.train.run import fit
+
+    out = tmp_path_factory.mktemp("runs") / "sample"
+    fit(
+        learnable_sample,
+        out,
+        load_config("sample"),
+        cache_dir=train_cache,
+        progress=False,
+        log=lambda *_: None,
+    )
+    return out

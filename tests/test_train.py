@@ -15,7 +15,6 @@ import torch
 
 from skinclf.classes import CLASSES
 from skinclf.config import load_config
-from skinclf.data.synthetic import write_sample
 from skinclf.errors import ConfigError, DataError
 from skinclf.train.run import fit
 
@@ -31,27 +30,6 @@ RUN_FILES = (
     "test_predictions.csv",
     "metrics.json",
 )
-
-
-@pytest.fixture(scope="module")
-def learnable_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """30 generated images per class at 64 px: enough to show that training learns."""
-    return write_sample(tmp_path_factory.mktemp("learn"), "ham10000", n=30, seed=1, size=64)
-
-
-@pytest.fixture(scope="module")
-def trained_run(learnable_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "sample"
-    cache = tmp_path_factory.mktemp("cache")
-    fit(
-        learnable_sample,
-        out,
-        load_config("sample"),
-        cache_dir=cache,
-        progress=False,
-        log=lambda *_: None,
-    )
-    return out
 
 
 def test_one_epoch_run_writes_every_artifact(trained_run: Path) -> None:

@@ -47,10 +47,10 @@ def _root(
 
 
 def _register() -> None:
-    from skinclf.cli import data, data_prep, evaluate, models, train  # noqa: F401
+    from skinclf.cli import data, data_prep, evaluate, models, predict, train  # noqa: F401
 
     app.add_typer(data.app, name="data", help="Check, split, cache and generate datasets.")
-    for module in (models, train, evaluate):
+    for module in (models, train, predict, evaluate):
         module.register(app)
 
 

@@ -261,6 +261,8 @@ def fit(
             cfg.seed,
             table,
             {
+                "data_path": str(Path(data).resolve()),
+                "data_format": cfg.data.format,
                 "precision": precision,
                 "normalize": {"mean": mean, "std": std},
                 "decode_cache": str(images.path),

@@ -1,0 +1,64 @@
+"""`skinclf predict`: run trained models on images, with confidence scores and abstention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console(soft_wrap=True)
+
+
+def predict(
+    runs: list[Path] = typer.Argument(..., help="Run folder(s); several form an ensemble."),
+    out: Path = typer.Option(..., "--out", help="Predictions CSV to write."),
+    data: Path | None = typer.Option(
+        None, help="Dataset folder (any format) or plain image files/folder (no labels)."
+    ),
+    split: str | None = typer.Option(None, help="Predict the run's own split: val, test, calib."),
+    tta: str | None = typer.Option(None, help="none or d4 (mean over the 8 D4 views)."),
+    scores: str = typer.Option(
+        "msp,max_logit,margin,neg_entropy,doctor",
+        help="Confidence scores (conf_<name> columns): msp, max_logit, margin, neg_entropy, "
+        "doctor, tta, mc_dropout, mahalanobis, knn.",
+    ),
+    mc_dropout: int = typer.Option(0, help="K stochastic passes of the head (0: off)."),
+    selective: Path | None = typer.Option(
+        None, help="RUN/eval/selective.json: adds the `abstain` column with its threshold."
+    ),
+    output_format: str = typer.Option(
+        "predictions", "--format", help="predictions or isic2018-submission."
+    ),
+    cache_dir: Path | None = typer.Option(None, help="Decode/feature cache folder."),
+    batch_size: int | None = typer.Option(None, help="Images per batch."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Predict images with trained runs and write the predictions file (or ISIC submission).
+
+    Example: skinclf predict runs/lite0 --data ../pad-ufes-20 --scores msp,knn --out pad.csv
+    """
+    from skinclf.predict import predict as run_predict
+
+    frame = run_predict(
+        runs,
+        out,
+        data=data,
+        split=split,
+        tta=tta,
+        scores=[s.strip() for s in scores.split(",") if s.strip()],
+        mc_dropout=mc_dropout,
+        selective=selective,
+        output_format=output_format,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    extra = ""
+    if "abstain" in frame:
+        extra = f", abstained on {int(frame['abstain'].sum())} ({frame['abstain'].mean():.0%})"
+    console.print(f"[green]wrote[/] {out}: {len(frame)} images{extra}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict)
