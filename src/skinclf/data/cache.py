@@ -68,7 +68,7 @@ def decode_image(path: Path | str, size: int, resize: str = "squash") -> np.ndar
         raise ConfigError(f"Unknown resize policy {resize!r}; use one of {RESIZE_POLICIES}.")
     if img.size != (size, size) or box != (0, 0, w, h):
         img = img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)  # a writable copy
 
 
 class DecodedImages:
