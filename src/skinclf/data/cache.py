@@ -65,7 +65,7 @@ def decode_image(path: Path | str, size: int, resize: str = "squash") -> np.ndar
     elif resize == "squash":
         box = (0, 0, w, h)
     else:
-        raise ConfigError(f"Unknown resize policy {resize!r}; use one of {RESIZE_POLICIES}.")
+        raise ConfigError(f"Unknown resize policy {resize!r}; use squash or center-crop.")
     if img.size != (size, size) or box != (0, 0, w, h):
         img = img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
     return np.array(img, dtype=np.uint8)  # a writable copy
@@ -163,7 +163,7 @@ def cache_key(table: pd.DataFrame, size: int, resize: str) -> str:
 
 def _check(table: pd.DataFrame, size: int, resize: str) -> None:
     if resize not in RESIZE_POLICIES:
-        raise ConfigError(f"Unknown resize policy {resize!r}; use one of {RESIZE_POLICIES}.")
+        raise ConfigError(f"Unknown resize policy {resize!r}; use squash or center-crop.")
     if size < 1:
         raise ConfigError(f"The cache size must be a positive number of pixels, got {size}.")
     missing = [c for c in ("image_id", "path") if c not in table.columns]
