@@ -39,7 +39,7 @@ def isolated_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Empty torch-hub and Hugging Face caches, Hugging Face forced offline."""
     import huggingface_hub.constants as hf
 
-    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "torch_hub"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
     return tmp_path
@@ -207,7 +207,7 @@ def test_download_from_a_local_http_server(
     model, info = create_backbone(name)
 
     assert torch.equal(model.conv1[0].weight, source.conv1[0].weight)
-    assert (isolated_caches / "torch_hub" / "checkpoints" / "tiny-weights.pth").is_file()
+    assert (isolated_caches / "torch" / "hub" / "checkpoints" / "tiny-weights.pth").is_file()
     assert get_backbone_info(name).offline_available  # now in the download cache
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, info.num_features)
 
