@@ -142,7 +142,7 @@ def _train_features(run: LoadedRun, cache_dir: Path | None, progress: bool) -> t
         rows,
         {"run": str(run.path.resolve()), "decode": images.key},
         cache_dir or default_cache_dir(),
-        resolve_precision(cfg.trainer.precision),
+        resolve_precision(cfg.trainer.precision, training=False),
         progress=progress,
     )
     return feats, np.asarray(label_indices(table["label"]))
@@ -199,7 +199,7 @@ def predict(
             rows,
             batch_size=batch_size or cfg.predict.batch_size,
             tta=tta or cfg.predict.tta,
-            precision=resolve_precision(cfg.trainer.precision),
+            precision=resolve_precision(cfg.trainer.precision, training=False),
             progress=progress,
             description=f"predict {run.path.name}",
         )
