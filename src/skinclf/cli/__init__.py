@@ -52,10 +52,10 @@ def _root(
 
 
 def _register() -> None:
-    from skinclf.cli import data, data_prep, evaluate, models, predict, train  # noqa: F401
+    from skinclf.cli import data, data_prep, evaluate, models, predict, train, tune  # noqa: F401
 
     app.add_typer(data.app, name="data", help="Check, split, cache and generate datasets.")
-    for module in (models, train, predict, evaluate):
+    for module in (models, train, tune, predict, evaluate):
         module.register(app)
 
 

@@ -112,6 +112,7 @@ class SkinClassifier(_Classifier):
     ) -> None:
         super().__init__(cfg, loss)
         self.backbone = backbone
+        self.num_features = num_features
         self.head = build_head(cfg, num_features)
         self.stages = list(stages)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))

@@ -62,6 +62,8 @@ def quiet_lightning() -> None:
     import logging
     import warnings
 
+    import lightning.pytorch  # noqa: F401  (it sets its loggers to INFO when first imported)
+
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (
@@ -194,6 +196,101 @@ def train_head(
     return copy.deepcopy(module.head), best.best_score
 
 
+@dataclass
+class PreparedData:
+    """A dataset ready for training: labelled table with its split, decoded images, and the
+    rows, ids and label indices of each split."""
+
+    table: pd.DataFrame
+    images: object  # DecodedImages
+    rows: dict[str, np.ndarray]
+    ids: dict[str, list[str]]
+    labels: dict[str, np.ndarray]
+
+
+def prepare_data(
+    data: Path | str,
+    cfg: RunConfig,
+    out: Path | None = None,
+    split_file: Path | str | None = None,
+    resume: bool = False,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> PreparedData:
+    """Load, split (checked) and decode a dataset as `cfg` says."""
+    from skinclf.data.cache import build_cache
+    from skinclf.data.dataset import label_indices
+    from skinclf.data.formats import load_dataset
+
+    table = load_dataset(data, cfg.data.format)
+    table = table[table["label"].astype(str) != ""].reset_index(drop=True)
+    split = prepare_split(
+        table, cfg, out or Path("."), Path(split_file) if split_file else None, resume
+    )
+    check_training_split(table, split)
+    table = table.merge(split[["image_id", "split"]], on="image_id")
+    images = build_cache(
+        table, cfg.data.image_size, cfg.data.resize, cache_dir=cache_dir, progress=progress
+    )
+    parts = {s: table[table["split"] == s] for s in SPLITS}
+    return PreparedData(
+        table=table,
+        images=images,
+        rows={s: images.rows(p["image_id"]) for s, p in parts.items()},
+        ids={s: p["image_id"].tolist() for s, p in parts.items()},
+        labels={s: np.asarray(label_indices(p["label"]), dtype=np.int64) for s, p in parts.items()},
+    )
+
+
+def build_model(cfg: RunConfig, prepared: PreparedData):
+    """Backbone (pretrained as configured) + head, normalisation, and the training loss."""
+    import torch
+
+    from skinclf.models import create_backbone
+    from skinclf.train.losses import build_loss, class_counts
+    from skinclf.train.module import SkinClassifier
+
+    backbone, info = create_backbone(
+        cfg.model.backbone,
+        pretrained=cfg.model.pretrained,
+        weights=Path(cfg.model.weights) if cfg.model.weights else None,
+        drop_path_rate=cfg.model.drop_path_rate,
+    )
+    if cfg.data.normalize == "dataset":
+        mean, std = (
+            tuple(float(v) for v in a) for a in prepared.images.mean_std(prepared.rows["train"])
+        )
+    else:
+        mean, std = info.mean, info.std
+    loss = build_loss(cfg.loss, class_counts(prepared.labels["train"], NUM_CLASSES))
+    model = SkinClassifier(cfg, loss, backbone, info.stages, mean, std, int(info.num_features))
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, loss
+
+
+def frozen_features(
+    model,
+    cfg: RunConfig,
+    prepared: PreparedData,
+    cache_dir: Path,
+    precision: str,
+    progress: bool = True,
+    splits: tuple[str, ...] = ("train", "val"),
+) -> dict[str, np.ndarray]:
+    """Pooled features of the (untrained) backbone per split, from the feature cache."""
+    from skinclf.train.features import cached_features
+
+    images = prepared.images
+    key = {"backbone": cfg.model.backbone, "decode": images.key, "size": images.size}
+    return {
+        s: cached_features(
+            model, images.images, prepared.rows[s], key, cache_dir, precision, progress=progress
+        )
+        for s in splits
+    }
+
+
 def fit(
     data: Path | str,
     out: Path | str,
@@ -210,15 +307,11 @@ def fit(
     import lightning as L
     import torch
 
-    from skinclf.data.cache import build_cache, default_cache_dir
-    from skinclf.data.dataset import CachedImageDataset, label_indices
-    from skinclf.data.formats import load_dataset
-    from skinclf.models import create_backbone, get_backbone_info
+    from skinclf.data.cache import default_cache_dir
+    from skinclf.data.dataset import CachedImageDataset
+    from skinclf.models import get_backbone_info
     from skinclf.provenance import provenance
     from skinclf.train.callbacks import EpochSummary
-    from skinclf.train.features import cached_features
-    from skinclf.train.losses import build_loss, class_counts
-    from skinclf.train.module import SkinClassifier
     from skinclf.train.report import finish_run
     from skinclf.train.samplers import EpochSampler
 
@@ -233,7 +326,7 @@ def fit(
         raise ConfigError(
             f"{out} already holds a run; pass --resume to continue it or choose another --out."
         )
-    info = get_backbone_info(cfg.model.backbone)  # unknown backbone: error before any work
+    get_backbone_info(cfg.model.backbone)  # unknown backbone: error before any work
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     infer_precision = resolve_precision(
         cfg.trainer.precision, cfg.trainer.accelerator, training=False
@@ -241,30 +334,20 @@ def fit(
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
 
-    table = load_dataset(data, cfg.data.format)
-    table = table[table["label"].astype(str) != ""].reset_index(drop=True)
-    split = prepare_split(table, cfg, out, Path(split_file) if split_file else None, resume)
-    check_training_split(table, split)
-    table = table.merge(split, on="image_id")
+    prepared = prepare_data(data, cfg, out, split_file, resume, cache_dir, progress)
+    table, images, rows, ids, labels = (
+        prepared.table,
+        prepared.images,
+        prepared.rows,
+        prepared.ids,
+        prepared.labels,
+    )
     if is_global_zero():
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-        split[["image_id", "split"]].to_csv(out / "split.csv", index=False)
+        table[["image_id", "split"]].to_csv(out / "split.csv", index=False)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-
-    images = build_cache(
-        table, cfg.data.image_size, cfg.data.resize, cache_dir=cache_dir, progress=progress
-    )
-    rows = {s: images.rows(table.loc[table["split"] == s, "image_id"]) for s in SPLITS}
-    ids = {s: table.loc[table["split"] == s, "image_id"].tolist() for s in SPLITS}
-    labels = {
-        s: np.asarray(label_indices(table.loc[table["split"] == s, "label"]), dtype=np.int64)
-        for s in SPLITS
-    }
-    if cfg.data.normalize == "dataset":
-        mean, std = (tuple(float(v) for v in a) for a in images.mean_std(rows["train"]))
-    else:
-        mean, std = info.mean, info.std
+    model, loss = build_model(cfg, prepared)
     if is_global_zero():
         prov = provenance(
             cfg.seed,
@@ -273,38 +356,23 @@ def fit(
                 "data_path": str(Path(data).resolve()),
                 "data_format": cfg.data.format,
                 "precision": {"train": precision, "inference": infer_precision},
-                "normalize": {"mean": mean, "std": std},
+                "normalize": {
+                    "mean": model.mean.flatten().tolist(),
+                    "std": model.std.flatten().tolist(),
+                },
                 "decode_cache": str(images.path),
             },
         )
         (out / "provenance.json").write_text(json.dumps(prov, indent=2))
 
-    backbone, info = create_backbone(
-        cfg.model.backbone,
-        pretrained=cfg.model.pretrained,
-        weights=Path(cfg.model.weights) if cfg.model.weights else None,
-        drop_path_rate=cfg.model.drop_path_rate,
-    )
-    counts = class_counts(labels["train"], NUM_CLASSES)
-    loss = build_loss(cfg.loss, counts)
-    model = SkinClassifier(cfg, loss, backbone, info.stages, mean, std, int(info.num_features))
-    if cfg.trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-
     timings: dict[str, float] = {}
     # Stage 1: transfer learning on cached frozen features (skipped when resuming stage 2).
     if cfg.transfer.epochs > 0 and not (resume and last_ckpt.is_file()):
         t0 = time.perf_counter()
-        key = {"backbone": cfg.model.backbone, "decode": images.key, "size": images.size}
-        feats = {
-            s: cached_features(
-                model, images.images, rows[s], key, cache_dir, infer_precision, progress=progress
-            )
-            for s in ("train", "val")
-        }
+        feats = frozen_features(model, cfg, prepared, cache_dir, infer_precision, progress)
         timings["features_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        head, score = train_head(cfg, loss, feats, labels, int(info.num_features), out, progress)
+        head, score = train_head(cfg, loss, feats, labels, model.num_features, out, progress)
         model.head.load_state_dict(head.state_dict())
         timings["transfer_seconds"] = time.perf_counter() - t0
         log(

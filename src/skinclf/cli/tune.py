@@ -1,0 +1,44 @@
+"""`skinclf tune`: Optuna search on cached frozen features for validation balanced accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console(soft_wrap=True)
+
+
+def tune(
+    data: Path = typer.Option(..., "--data", help="Dataset folder (any format)."),
+    out: Path = typer.Option(..., "--out", help="Study folder: study.db, trials.csv, best.yaml."),
+    preset: str = typer.Option("default", help="Settings that are not searched come from here."),
+    trials: int = typer.Option(30, help="Total trials in the study (an existing study resumes)."),
+    split: Path | None = typer.Option(None, help="Split file; default: a new grouped split."),
+    config: Path | None = typer.Option(None, help="YAML settings on top of the preset."),
+    cache_dir: Path | None = typer.Option(None, help="Decode/feature cache folder."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+    overrides: list[str] | None = typer.Argument(None, help="Fixed settings as key=value."),
+) -> None:
+    """Search loss, sampler, head and stage-1 optimiser settings with Optuna (TPE).
+
+    Each trial trains the head on cached frozen-backbone features (seconds on a CPU) and is
+    scored by validation balanced accuracy; the test split is never used. Then train with
+    the winner: skinclf train --config OUT/best.yaml ...
+    """
+    from skinclf.config import load_config
+    from skinclf.tune import SEARCH_SPACE_HELP
+    from skinclf.tune import tune as run_tune
+
+    cfg = load_config(preset, config, list(overrides or []))
+    console.print(f"searching {SEARCH_SPACE_HELP}")
+    study = run_tune(data, out, cfg, trials, split, cache_dir, progress, log=console.print)
+    console.print(
+        f"[bold green]best[/] val balanced accuracy {study.best_value:.4f} after "
+        f"{len(study.trials)} trials: {study.best_params}\nwrote {out / 'best.yaml'}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune")(tune)
