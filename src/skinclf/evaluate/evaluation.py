@@ -326,7 +326,7 @@ def evaluate_predictions(
     selective = None
     if selective_score != "auto" and selective_score not in LOGIT_SCORES:
         raise ConfigError(
-            f"selective score {selective_score!r} cannot be computed from logits by predict/serve;"
+            f"selective score {selective_score!r} cannot be computed from logits by predict;"
             f" use one of {', '.join(LOGIT_SCORES)} or auto."
         )
     if selective_score == "msp_ts" and temperature is None:

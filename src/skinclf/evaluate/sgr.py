@@ -129,7 +129,7 @@ def apply_threshold(
 
 @dataclass(frozen=True)
 class Selective:
-    """The selective classifier `predict` and `serve` reuse (selective.json)."""
+    """The selective classifier `predict` reuses (selective.json)."""
 
     score: str  # a logit-only score: one of SCORES or msp_ts
     temperature: float  # fitted on val (1.0 without); the score uses it only for msp_ts
