@@ -18,21 +18,30 @@ class EpochSummary(L.Callback):
         self.print_fn = log
         self._t0 = 0.0
         self._train_seconds: list[float] = []
+        self._train_images: list[int] = []
+        self._seen = 0
         self._lr: float | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
+        self._seen = 0
         self._lr = trainer.optimizers[0].param_groups[-1]["lr"] if trainer.optimizers else None
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        self._seen += len(batch[1])
 
     def on_validation_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             self._train_seconds.append(time.perf_counter() - self._t0)
+            self._train_images.append(self._seen)
 
     @property
     def images_per_second(self) -> float | None:
         if not self._train_seconds:
             return None
-        return round(self.n_train * len(self._train_seconds) / sum(self._train_seconds), 2)
+        return round(sum(self._train_images) / sum(self._train_seconds), 2)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         """Runs after validation (Lightning 2): train and val metrics of the epoch are known."""
@@ -52,7 +61,7 @@ class EpochSummary(L.Callback):
                 parts.append(f"{label} {m[key]:.4f}")
         parts.append(f"lr {lr:.2e}")
         if self._train_seconds:
-            parts.append(f"{self.n_train / self._train_seconds[-1]:.1f} img/s")
+            parts.append(f"{self._train_images[-1] / self._train_seconds[-1]:.1f} img/s")
         self.print_fn("  ".join(parts))
 
 
