@@ -12,9 +12,8 @@ import lightning as L
 class EpochSummary(L.Callback):
     """Prints one line per epoch and measures training throughput (images/s)."""
 
-    def __init__(self, epochs: int, n_train: int, log: Callable[[str], None] = print) -> None:
+    def __init__(self, epochs: int, log: Callable[[str], None] = print) -> None:
         self.epochs = epochs
-        self.n_train = n_train
         self.print_fn = log
         self._t0 = 0.0
         self._train_seconds: list[float] = []

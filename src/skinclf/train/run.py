@@ -393,7 +393,7 @@ def fit(
         sampler = EpochSampler(labels["train"], cfg.train.sampler, seed=cfg.seed)
         monitor = cfg.train.monitor
         mode = "min" if monitor.endswith("loss") else "max"
-        summary = EpochSummary(cfg.train.epochs, len(train_ds), log=log)
+        summary = EpochSummary(cfg.train.epochs, log=log)
         cbs = [
             ModelCheckpoint(
                 dirpath=out / "checkpoints",
