@@ -105,6 +105,8 @@ def test_resume_equals_uninterrupted(ham_sample: Path, tmp_path: Path) -> None:
         (["model.backbone=resnet_does_not_exist"], ConfigError, "resnet_does_not_exist"),
         (["data.image_size=16"], ConfigError, "at least 32"),
         (["train.epochz=1"], ConfigError, "Unknown config key 'train.epochz'"),
+        (["train.frozen_cache=true", "train.unfreeze=all"], ConfigError, "frozen stages to"),
+        (["train.frozen_cache=true", "train.unfreeze=10"], ConfigError, "no frozen prefix"),
     ],
 )
 def test_bad_settings_fail_before_training(

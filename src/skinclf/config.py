@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from skinclf.errors import ConfigError
 
@@ -117,11 +117,28 @@ class TrainConfig(_Strict):
     plateau: PlateauConfig = PlateauConfig()
     grad_clip: float | None = 1.0
     sampler: Literal["uniform", "class_balanced", "sqrt_balanced"] = "uniform"
+    frozen_cache: bool = Field(
+        False,
+        description="With unfreeze=N: compute the frozen stages once per image view, cache "
+        "them, and fine-tune only the trainable stages (much faster on a CPU).",
+    )
+    frozen_views: int = Field(
+        8, ge=1, le=64, description="Cached augmented views per training image (frozen_cache)."
+    )
     early_stopping_patience: int | None = None
     budget_minutes: float | None = Field(
         None, description="Wall-clock budget for all training; stops fine-tuning when spent."
     )
     monitor: Literal["val_balanced_accuracy", "val_accuracy", "val_loss"] = "val_balanced_accuracy"
+
+    @model_validator(mode="after")
+    def _frozen_cache_needs_frozen_stages(self) -> TrainConfig:
+        if self.frozen_cache and self.unfreeze == "all":
+            raise ValueError(
+                "frozen_cache needs frozen stages to cache, but unfreeze is 'all'; "
+                "set train.unfreeze to a number of stages (e.g. 5)"
+            )
+        return self
 
 
 class TrainerConfig(_Strict):
@@ -212,7 +229,8 @@ def _validate(data: dict[str, Any], origin: str) -> RunConfig:
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             raise ConfigError(f"Unknown config key '{loc}' (from {origin}).") from None
-        raise ConfigError(f"Config key '{loc}' (from {origin}): {err['msg']}.") from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"Config key '{loc}' (from {origin}): {msg}.") from None
 
 
 def load_config(

@@ -119,6 +119,9 @@ class SkinClassifier(_Classifier):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.frozen_modules: list[nn.Module] = []
         self.set_trainable(cfg.train.unfreeze)
+        # Set while training on cached activations of the first `prefix_blocks` blocks
+        # (train.frozen_cache): inputs are then those activations, not images.
+        self.prefix_blocks: int | None = None
 
     # --- model -----------------------------------------------------------------------------
     def set_trainable(self, unfreeze: int | str) -> None:
@@ -159,10 +162,28 @@ class SkinClassifier(_Classifier):
         return self.backbone(x)
 
     def logits(self, x: torch.Tensor, augment: bool = False) -> torch.Tensor:
+        if self.prefix_blocks is not None:
+            return self._logits_from_activations(x)
         if augment and self.cfg.augment.enabled:
             g = torch.Generator().manual_seed(step_seed(self.cfg.seed, self.global_step) + 1)
             x = augment_batch(x.float() / 255.0, self.cfg.augment, g)
         return self.head(self.features(x))
+
+    def _logits_from_activations(self, a: torch.Tensor) -> torch.Tensor:
+        """Logits from cached prefix activations (N, C, H, W); for (N, V, C, H, W) the log of the
+        probabilities averaged over the V views (as prediction with TTA)."""
+        from skinclf.train.activations import suffix_features
+
+        assert self.prefix_blocks is not None
+        a = a.float()
+        if a.ndim == 4:
+            return self.head(suffix_features(self, a, self.prefix_blocks))
+        n, v = a.shape[:2]
+        logits = self.head(suffix_features(self, a.flatten(0, 1), self.prefix_blocks))
+        if v == 1:
+            return logits
+        probs = torch.softmax(logits.float(), dim=1).view(n, v, -1).mean(1)
+        return torch.log(probs.clamp_min(1e-12))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits(x)

@@ -291,6 +291,66 @@ def frozen_features(
     }
 
 
+def activation_datasets(
+    model,
+    cfg: RunConfig,
+    prepared: PreparedData,
+    cache_dir: Path,
+    precision: str,
+    sampler,
+    progress: bool = True,
+):
+    """Datasets of cached frozen-stage activations for training and validation
+    (`train.frozen_cache`); switches `model` to take activations as input."""
+    from skinclf.train.activations import (
+        ActivationDataset,
+        ViewSampler,
+        cached_activations,
+        frozen_blocks,
+    )
+
+    k = frozen_blocks(model.backbone, model.stages, cfg.train.unfreeze)
+    images = prepared.images
+    key = {"backbone": cfg.model.backbone, "decode": images.key, "size": images.size}
+    views = cfg.train.frozen_views
+    acts = {
+        "train": cached_activations(
+            model,
+            images.images,
+            prepared.rows["train"],
+            k,
+            "train",
+            views,
+            key,
+            cache_dir,
+            precision,
+            seed=cfg.seed,
+            progress=progress,
+            description="frozen stages (train)",
+        ),
+        "val": cached_activations(
+            model,
+            images.images,
+            prepared.rows["val"],
+            k,
+            "none",
+            1,
+            key,
+            cache_dir,
+            precision,
+            seed=cfg.seed,
+            progress=progress,
+            description="frozen stages (val)",
+        ),
+    }
+    model.prefix_blocks = k
+    return (
+        ActivationDataset(acts["train"], prepared.labels["train"], view_index=True),
+        ActivationDataset(acts["val"], prepared.labels["val"], view_index=False),
+        ViewSampler(sampler, views, seed=cfg.seed),
+    )
+
+
 def fit(
     data: Path | str,
     out: Path | str,
@@ -348,6 +408,10 @@ def fit(
         table[["image_id", "split"]].to_csv(out / "split.csv", index=False)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model, loss = build_model(cfg, prepared)
+    if cfg.train.frozen_cache and cfg.train.epochs > 0:
+        from skinclf.train.activations import frozen_blocks
+
+        frozen_blocks(model.backbone, model.stages, cfg.train.unfreeze)  # error before training
     if is_global_zero():
         prov = provenance(
             cfg.seed,
@@ -388,9 +452,21 @@ def fit(
     if cfg.train.epochs > 0:
         from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-        train_ds = CachedImageDataset(images, ids["train"], labels["train"])
-        val_ds = CachedImageDataset(images, ids["val"], labels["val"])
         sampler = EpochSampler(labels["train"], cfg.train.sampler, seed=cfg.seed)
+        if cfg.train.frozen_cache:
+            t0 = time.perf_counter()
+            train_ds, val_ds, sampler = activation_datasets(
+                model, cfg, prepared, cache_dir, infer_precision, sampler, progress
+            )
+            timings["activations_seconds"] = time.perf_counter() - t0
+            log(
+                f"frozen stages cached for {len(labels['train'])} x {cfg.train.frozen_views} "
+                f"training views in {timings['activations_seconds']:.0f} s; fine-tuning "
+                f"blocks {model.prefix_blocks}+"
+            )
+        else:
+            train_ds = CachedImageDataset(images, ids["train"], labels["train"])
+            val_ds = CachedImageDataset(images, ids["val"], labels["val"])
         monitor = cfg.train.monitor
         mode = "min" if monitor.endswith("loss") else "max"
         summary = EpochSummary(cfg.train.epochs, log=log)
@@ -451,6 +527,7 @@ def fit(
         train_ips = summary.images_per_second
         if not trainer.is_global_zero:
             return TrainResult(out, {}, time.perf_counter() - started, epochs_done)
+        model.prefix_blocks = None  # back to images in, for prediction
         best_path = out / "checkpoints" / "best.ckpt"
         if best_path.is_file():
             state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]

@@ -1,0 +1,216 @@
+"""Partial fine-tuning on cached activations of the frozen early stages.
+
+With `train.unfreeze=N` the first stages of the backbone never change, so their output for an
+image is the same every epoch. With `train.frozen_cache: true` it is computed once (in bf16 where
+that is faster) for a fixed set of views of every image: for training, `train.frozen_views`
+independent draws of the configured augmentation (D4, random-resized-crop, colour jitter); for
+validation, the plain image, as ordinary fine-tuning validates. They are stored as float16 under
+the cache folder, and fine-tuning then runs only the trainable stages, drawing one cached view
+per training image each epoch. On a CPU this makes an epoch several times cheaper; the price is
+that augmentation is limited to the cached views.
+
+The model's parameters and checkpoints are those of the ordinary `SkinClassifier`: a run trained
+this way predicts from images like any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from filelock import FileLock
+from rich.progress import Progress
+from torch.utils.data import Dataset, Sampler
+
+from skinclf.config import AugmentConfig
+from skinclf.errors import ConfigError
+from skinclf.train.augment import augment_batch
+from skinclf.train.features import weights_fingerprint
+from skinclf.train.inference import autocast_context
+
+
+def frozen_blocks(backbone: torch.nn.Module, stages: Sequence[str], unfreeze: int | str) -> int:
+    """How many of the backbone's `blocks` are frozen under `unfreeze` (the cached prefix is
+    stem + those blocks). Needs an EfficientNet-style backbone (conv_stem, bn1, blocks, conv_head,
+    bn2), which is what timm's EfficientNet, EfficientNet-Lite and MobileNet families are."""
+    needed = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool")
+    if not all(hasattr(backbone, n) for n in needed):
+        raise ConfigError(
+            "train.frozen_cache needs an EfficientNet-style backbone (EfficientNet, "
+            f"EfficientNet-Lite, MobileNet); {type(backbone).__name__} is not one. "
+            "Set train.frozen_cache=false."
+        )
+    if unfreeze == "all":
+        raise ConfigError(
+            "train.frozen_cache caches the frozen stages, but train.unfreeze is 'all'; "
+            "set train.unfreeze to a number of stages (e.g. 5) or train.frozen_cache=false."
+        )
+    n_frozen = max(0, len(stages) - int(unfreeze))
+    frozen = stages[:n_frozen]
+    if "conv_stem" not in frozen or "bn1" not in frozen:
+        raise ConfigError(
+            f"train.unfreeze={unfreeze} leaves no frozen prefix to cache (of {len(stages)} "
+            "stages); choose a smaller train.unfreeze or train.frozen_cache=false."
+        )
+    return sum(1 for s in frozen if s.startswith("blocks."))
+
+
+def prefix_forward(model: torch.nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
+    """Activations after the stem and the first `k` blocks of uint8 / [0, 1] images."""
+    bb = model.backbone
+    h = model.normalize(x)
+    if model.cfg.trainer.channels_last:
+        h = h.contiguous(memory_format=torch.channels_last)
+    h = bb.bn1(bb.conv_stem(h))
+    for block in bb.blocks[:k]:
+        h = block(h)
+    return h
+
+
+def suffix_features(model: torch.nn.Module, h: torch.Tensor, k: int) -> torch.Tensor:
+    """Pooled features from prefix activations `h` (the rest of the backbone's forward)."""
+    bb = model.backbone
+    if model.cfg.trainer.channels_last:
+        h = h.contiguous(memory_format=torch.channels_last)
+    for block in bb.blocks[k:]:
+        h = block(h)
+    return bb.global_pool(bb.bn2(bb.conv_head(h))).flatten(1)
+
+
+def _views(
+    x: torch.Tensor, mode: str, n_views: int, augment: AugmentConfig, g: torch.Generator
+) -> list[torch.Tensor]:
+    """`train`: `n_views` independent draws of the training augmentation ([0, 1] floats);
+    `none`: the image itself."""
+    if mode == "none" or not augment.enabled:
+        return [x] * (n_views if mode == "train" else 1)
+    return [augment_batch(x.float() / 255.0, augment, g) for _ in range(n_views)]
+
+
+@torch.inference_mode()
+def cached_activations(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    rows: np.ndarray,
+    k: int,
+    mode: str,
+    n_views: int,
+    key_parts: dict[str, object],
+    cache_dir: Path,
+    precision: str = "32",
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+    description: str = "activations",
+) -> np.ndarray:
+    """(N, V, C, H, W) float16 prefix activations of `images[rows]`, memory-mapped from the cache.
+
+    The key covers the model's weights (the prefix only matters, but all is simpler and safe),
+    `key_parts`, k, the views (mode, number, augmentation settings, seed) and the rows; written
+    to a temporary file and renamed under a lock, so concurrent runs build it once.
+    """
+    augment = model.cfg.augment
+    parts = dict(
+        key_parts,
+        weights=weights_fingerprint(model),
+        precision=precision,
+        k=k,
+        mode=mode,
+        views=n_views,
+        augment=augment.model_dump_json() if mode == "train" else "",
+        seed=seed,
+        channels_last=model.cfg.trainer.channels_last,
+    )
+    h = hashlib.sha256(repr(sorted(parts.items())).encode())
+    h.update(np.asarray(rows, dtype=np.int64).tobytes())
+    folder = Path(cache_dir) / "activations"
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{h.hexdigest()[:24]}.npy"
+    with FileLock(str(final) + ".lock"):
+        if final.exists():
+            return np.load(final, mmap_mode="r")
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        rows = np.asarray(rows, dtype=np.int64)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + 17)
+        tmp = final.with_suffix(f".{os.getpid()}.tmp.npy")
+        out = None
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task(description, total=len(rows))
+            for start in range(0, len(rows), batch_size):
+                idx = rows[start : start + batch_size]
+                order = np.argsort(idx)  # memmap reads are faster in sorted order
+                x = torch.from_numpy(np.ascontiguousarray(images[idx[order]]))
+                x = x[torch.from_numpy(np.argsort(order))].permute(0, 3, 1, 2).to(device)
+                acts = []
+                for view in _views(x, mode, n_views, augment, g):
+                    with autocast_context(precision, device):
+                        acts.append(prefix_forward(model, view, k).float().half().cpu())
+                batch = torch.stack(acts, 1).contiguous().numpy()
+                if out is None:
+                    out = np.lib.format.open_memmap(
+                        tmp, mode="w+", dtype=np.float16, shape=(len(rows), *batch.shape[1:])
+                    )
+                out[start : start + len(idx)] = batch
+                bar.advance(task, len(idx))
+        assert out is not None, "no rows to cache"
+        out.flush()
+        del out
+        os.replace(tmp, final)
+        model.train(was_training)
+        return np.load(final, mmap_mode="r")
+
+
+class ActivationDataset(Dataset):
+    """Items `(activations, label)`. With `view_index=True` (training) item `i * V + v` is view v
+    of image i; otherwise item i is all V views of image i (V, C, H, W)."""
+
+    def __init__(self, acts: np.ndarray, labels: Sequence[int], view_index: bool) -> None:
+        if len(acts) != len(labels):
+            raise ValueError(f"{len(acts)} activations but {len(labels)} labels")
+        self.acts = acts
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.view_index = view_index
+        self.n_views = acts.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.acts) * (self.n_views if self.view_index else 1)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if self.view_index:
+            i, v = divmod(index, self.n_views)
+            a = np.array(self.acts[i, v])
+        else:
+            i = index
+            a = np.array(self.acts[i])
+        return torch.from_numpy(a), int(self.labels[i])
+
+
+class ViewSampler(Sampler[int]):
+    """Wraps an image sampler: each drawn image i becomes `i * V + v`, v drawn from (seed, epoch)
+    only, so a resumed run sees the same views as an uninterrupted one."""
+
+    def __init__(self, base: Sampler[int], n_views: int, seed: int = 0) -> None:
+        self.base = base
+        self.n_views = n_views
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(self.base)
+        g = torch.Generator().manual_seed(self.seed * 100_019 + self.epoch + 7)
+        views = torch.randint(0, self.n_views, (len(order),), generator=g).tolist()
+        return iter(i * self.n_views + v for i, v in zip(order, views, strict=True))
