@@ -221,3 +221,23 @@ def test_ddp_two_cpu_processes(ham_sample: Path, tmp_path: Path) -> None:
     assert metrics["epochs_done"] == 1
     decoded = list((tmp_path / "cache" / "decoded").glob("*.npy"))
     assert len(decoded) == 1  # built once under its lock, not once per rank
+
+
+def test_ema_weights_are_validated_and_saved(ham_sample: Path, tmp_path: Path) -> None:
+    cfg = load_config(
+        "sample", overrides=["transfer.epochs=0", "train.epochs=2", "train.ema_decay=0.9"]
+    )
+    fit(
+        ham_sample,
+        tmp_path / "ema",
+        cfg,
+        cache_dir=tmp_path / "c",
+        progress=False,
+        log=lambda *_: None,
+    )
+    ckpt = torch.load(tmp_path / "ema/checkpoints/last.ckpt", weights_only=False)
+    average, current = ckpt["state_dict"], ckpt["current_model_state"]
+    assert average.keys() == current.keys()
+    name = "head.1.weight"
+    assert not torch.equal(average[name], current[name])  # the average is not the last step
+    assert (tmp_path / "ema" / "metrics.json").is_file()

@@ -125,6 +125,13 @@ class TrainConfig(_Strict):
     frozen_views: int = Field(
         8, ge=1, le=64, description="Cached augmented views per training image (frozen_cache)."
     )
+    ema_decay: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Exponential moving average of the weights after every step (e.g. 0.998); "
+        "validation, checkpoints and predictions use the average. null: off.",
+    )
     early_stopping_patience: int | None = None
     budget_minutes: float | None = Field(
         None, description="Wall-clock budget for all training; stops fine-tuning when spent."

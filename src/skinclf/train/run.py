@@ -490,6 +490,10 @@ def fit(
             summary,
             *(callbacks or []),
         ]
+        if cfg.train.ema_decay:
+            from lightning.pytorch.callbacks import EMAWeightAveraging
+
+            cbs.append(EMAWeightAveraging(decay=cfg.train.ema_decay))
         if cfg.train.early_stopping_patience:
             cbs.append(
                 EarlyStopping(monitor, patience=cfg.train.early_stopping_patience, mode=mode)
