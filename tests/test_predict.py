@@ -117,7 +117,7 @@ def test_isic_submission_format(
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["image", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
     assert frame["image"].str.startswith("ISIC_").all()
-    np.testing.assert_allclose(frame.iloc[:, 1:].sum(1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(frame.iloc[:, 1:].sum(axis=1), 1.0, atol=1e-6)
 
 
 def test_predict_bad_input(trained_run: Path, tmp_path: Path) -> None:
