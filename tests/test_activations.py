@@ -148,3 +148,21 @@ def test_training_on_cached_activations(learnable_sample: Path, train_cache: Pat
     assert not torch.equal(
         state["backbone.blocks.6.0.conv_pw.weight"], start["blocks.6.0.conv_pw.weight"]
     )
+
+
+def test_resume_on_cached_activations_equals_uninterrupted(ham_sample: Path, tmp_path: Path):
+    from skinclf.train.run import fit
+    from test_train import StopAfter, _weights
+
+    cfg = load_config(
+        "sample",
+        overrides=[*CACHED, "transfer.epochs=0", "train.epochs=2", "trainer.precision=32"],
+    )
+    quiet = {"cache_dir": tmp_path / "cache", "progress": False, "log": lambda *_: None}
+    fit(ham_sample, tmp_path / "full", cfg, **quiet)
+    fit(ham_sample, tmp_path / "cut", cfg, callbacks=[StopAfter(1)], **quiet)
+    fit(ham_sample, tmp_path / "cut", cfg, resume=True, **quiet)
+    full, resumed = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    worst = max((full[k].float() - resumed[k].float()).abs().max().item() for k in full)
+    assert worst <= 1e-6
+    assert len(list((tmp_path / "cache" / "activations").glob("*.npy"))) == 2  # train + val
