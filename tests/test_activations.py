@@ -85,8 +85,11 @@ def test_activation_cache_is_built_once_and_views_differ(tmp_path: Path) -> None
     files = list((tmp_path / "activations").glob("*.npy"))
     assert len(files) == 1
     mtime = files[0].stat().st_mtime_ns
+    with torch.no_grad():
+        model.head[1].weight.add_(1.0)  # stage 1 trains the head: the prefix cache still holds
     again = cached_activations(*args, progress=False)
     assert files[0].stat().st_mtime_ns == mtime and np.array_equal(first, again)
+    assert len(list((tmp_path / "activations").glob("*.npy"))) == 1
     assert not np.array_equal(first[:, 0], first[:, 1])  # different views of each image
     # row order is kept: the cached activations of row 4 are those of image 4
     with torch.no_grad():

@@ -109,14 +109,16 @@ def cached_activations(
 ) -> np.ndarray:
     """(N, V, C, H, W) float16 prefix activations of `images[rows]`, memory-mapped from the cache.
 
-    The key covers the model's weights (the prefix only matters, but all is simpler and safe),
-    `key_parts`, k, the views (mode, number, augmentation settings, seed) and the rows; written
-    to a temporary file and renamed under a lock, so concurrent runs build it once.
+    The key covers the backbone's weights and the input normalisation (not the head, so runs
+    that differ only in stage 1 share it), `key_parts`, k, the views (mode, number, augmentation
+    settings, seed) and the rows; written to a temporary file and renamed under a lock, so
+    concurrent runs build it once.
     """
     augment = model.cfg.augment
     parts = dict(
         key_parts,
-        weights=weights_fingerprint(model),
+        weights=weights_fingerprint(model.backbone),
+        normalize=(model.mean.flatten().tolist(), model.std.flatten().tolist()),
         precision=precision,
         k=k,
         mode=mode,
