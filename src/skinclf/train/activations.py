@@ -15,7 +15,6 @@ this way predicts from images like any other.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ from torch.utils.data import Dataset, Sampler
 from skinclf.config import AugmentConfig
 from skinclf.errors import ConfigError
 from skinclf.train.augment import augment_batch
-from skinclf.train.features import weights_fingerprint
+from skinclf.train.features import cache_file, weights_fingerprint
 from skinclf.train.inference import autocast_context
 
 
@@ -127,11 +126,7 @@ def cached_activations(
         seed=seed,
         channels_last=model.cfg.trainer.channels_last,
     )
-    h = hashlib.sha256(repr(sorted(parts.items())).encode())
-    h.update(np.asarray(rows, dtype=np.int64).tobytes())
-    folder = Path(cache_dir) / "activations"
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{h.hexdigest()[:24]}.npy"
+    final = cache_file(cache_dir, "activations", parts, rows)
     with FileLock(str(final) + ".lock"):
         if final.exists():
             return np.load(final, mmap_mode="r")

@@ -23,6 +23,15 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def cache_file(cache_dir: Path, kind: str, parts: dict[str, object], rows: np.ndarray) -> Path:
+    """`cache_dir/kind/<hash>.npy` for a cache entry keyed by `parts` and the image rows."""
+    h = hashlib.sha256(repr(sorted(parts.items())).encode())
+    h.update(np.asarray(rows, dtype=np.int64).tobytes())
+    folder = Path(cache_dir) / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{h.hexdigest()[:24]}.npy"
+
+
 def cached_features(
     model: torch.nn.Module,
     images: np.ndarray,
@@ -39,11 +48,7 @@ def cached_features(
     (the decode cache key, resolution, ...) and the rows; written atomically under a lock.
     """
     parts = dict(key_parts, weights=weights_fingerprint(model), precision=precision)
-    h = hashlib.sha256(repr(sorted(parts.items())).encode())
-    h.update(np.asarray(rows, dtype=np.int64).tobytes())
-    folder = Path(cache_dir) / "features"
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{h.hexdigest()[:24]}.npy"
+    final = cache_file(cache_dir, "features", parts, rows)
     with FileLock(str(final) + ".lock"):
         if final.exists():
             return np.load(final)
