@@ -97,7 +97,7 @@ def test_activation_cache_is_built_once_and_views_differ(tmp_path: Path) -> None
         x = torch.from_numpy(images[[4]]).permute(0, 3, 1, 2)
         direct = prefix_forward(model, x, 2).float().numpy()
     assert np.allclose(plain[0, 0], direct[0], atol=2e-2)
-    ds = ActivationDataset(first, [1, 2, 3], view_index=True)
+    ds = ActivationDataset(first, [1, 2, 3])
     assert (
         len(ds) == 9
         and ds[4][1] == 2

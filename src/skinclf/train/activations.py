@@ -84,9 +84,9 @@ def _views(
     x: torch.Tensor, mode: str, n_views: int, augment: AugmentConfig, g: torch.Generator
 ) -> list[torch.Tensor]:
     """`train`: `n_views` independent draws of the training augmentation ([0, 1] floats);
-    `none`: the image itself."""
+    `none`, or no augmentation configured: the image itself (one view)."""
     if mode == "none" or not augment.enabled:
-        return [x] * (n_views if mode == "train" else 1)
+        return [x]
     return [augment_batch(x.float() / 255.0, augment, g) for _ in range(n_views)]
 
 
@@ -164,28 +164,21 @@ def cached_activations(
 
 
 class ActivationDataset(Dataset):
-    """Items `(activations, label)`. With `view_index=True` (training) item `i * V + v` is view v
-    of image i; otherwise item i is all V views of image i (V, C, H, W)."""
+    """Items `(activations, label)`: item `i * V + v` is view v of image i (V = 1: item i)."""
 
-    def __init__(self, acts: np.ndarray, labels: Sequence[int], view_index: bool) -> None:
+    def __init__(self, acts: np.ndarray, labels: Sequence[int]) -> None:
         if len(acts) != len(labels):
             raise ValueError(f"{len(acts)} activations but {len(labels)} labels")
         self.acts = acts
         self.labels = np.asarray(labels, dtype=np.int64)
-        self.view_index = view_index
         self.n_views = acts.shape[1]
 
     def __len__(self) -> int:
-        return len(self.acts) * (self.n_views if self.view_index else 1)
+        return len(self.acts) * self.n_views
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        if self.view_index:
-            i, v = divmod(index, self.n_views)
-            a = np.array(self.acts[i, v])
-        else:
-            i = index
-            a = np.array(self.acts[i])
-        return torch.from_numpy(a), int(self.labels[i])
+        i, v = divmod(index, self.n_views)
+        return torch.from_numpy(np.array(self.acts[i, v])), int(self.labels[i])
 
 
 class ViewSampler(Sampler[int]):

@@ -170,20 +170,11 @@ class SkinClassifier(_Classifier):
         return self.head(self.features(x))
 
     def _logits_from_activations(self, a: torch.Tensor) -> torch.Tensor:
-        """Logits from cached prefix activations (N, C, H, W); for (N, V, C, H, W) the log of the
-        probabilities averaged over the V views (as prediction with TTA)."""
+        """Logits from cached prefix activations (N, C, H, W)."""
         from skinclf.train.activations import suffix_features
 
         assert self.prefix_blocks is not None
-        a = a.float()
-        if a.ndim == 4:
-            return self.head(suffix_features(self, a, self.prefix_blocks))
-        n, v = a.shape[:2]
-        logits = self.head(suffix_features(self, a.flatten(0, 1), self.prefix_blocks))
-        if v == 1:
-            return logits
-        probs = torch.softmax(logits.float(), dim=1).view(n, v, -1).mean(1)
-        return torch.log(probs.clamp_min(1e-12))
+        return self.head(suffix_features(self, a.float(), self.prefix_blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits(x)

@@ -269,6 +269,11 @@ def build_model(cfg: RunConfig, prepared: PreparedData):
     return model, loss
 
 
+def _cache_key(cfg: RunConfig, images) -> dict[str, object]:
+    """What the feature and activation caches depend on besides the weights and the rows."""
+    return {"backbone": cfg.model.backbone, "decode": images.key, "size": images.size}
+
+
 def frozen_features(
     model,
     cfg: RunConfig,
@@ -282,7 +287,7 @@ def frozen_features(
     from skinclf.train.features import cached_features
 
     images = prepared.images
-    key = {"backbone": cfg.model.backbone, "decode": images.key, "size": images.size}
+    key = _cache_key(cfg, images)
     return {
         s: cached_features(
             model, images.images, prepared.rows[s], key, cache_dir, precision, progress=progress
@@ -311,44 +316,27 @@ def activation_datasets(
 
     k = frozen_blocks(model.backbone, model.stages, cfg.train.unfreeze)
     images = prepared.images
-    key = {"backbone": cfg.model.backbone, "decode": images.key, "size": images.size}
-    views = cfg.train.frozen_views
-    acts = {
-        "train": cached_activations(
+    key = _cache_key(cfg, images)
+    datasets = []
+    for split, mode, views in (("train", "train", cfg.train.frozen_views), ("val", "none", 1)):
+        acts = cached_activations(
             model,
             images.images,
-            prepared.rows["train"],
+            prepared.rows[split],
             k,
-            "train",
+            mode,
             views,
             key,
             cache_dir,
             precision,
             seed=cfg.seed,
             progress=progress,
-            description="frozen stages (train)",
-        ),
-        "val": cached_activations(
-            model,
-            images.images,
-            prepared.rows["val"],
-            k,
-            "none",
-            1,
-            key,
-            cache_dir,
-            precision,
-            seed=cfg.seed,
-            progress=progress,
-            description="frozen stages (val)",
-        ),
-    }
+            description=f"frozen stages ({split})",
+        )
+        datasets.append(ActivationDataset(acts, prepared.labels[split]))
     model.prefix_blocks = k
-    return (
-        ActivationDataset(acts["train"], prepared.labels["train"], view_index=True),
-        ActivationDataset(acts["val"], prepared.labels["val"], view_index=False),
-        ViewSampler(sampler, views, seed=cfg.seed),
-    )
+    train_ds, val_ds = datasets
+    return train_ds, val_ds, ViewSampler(sampler, train_ds.n_views, seed=cfg.seed)
 
 
 def fit(
