@@ -17,11 +17,10 @@ from pathlib import Path
 from skinclf.classes import CLASSES
 from skinclf.evaluate.bootstrap import compare_predictions, metric_ci
 from skinclf.evaluate.metrics import accuracy, balanced_accuracy, recall_per_class
-from skinclf.evaluate.predictions import read_predictions
+from skinclf.evaluate.predictions import Predictions, read_predictions
 
 
-def summarise(path: Path) -> dict:
-    p = read_predictions(path)
+def summarise(path: Path, p: Predictions) -> dict:
     lo, hi = metric_ci("balanced_accuracy", p.y, p.pred, n_resamples=1000, seed=0)
     recall = recall_per_class(p.y, p.pred)
     return {
@@ -34,27 +33,29 @@ def summarise(path: Path) -> dict:
     }
 
 
+def write_comparison(a: Predictions, b: Predictions, summary_a: dict, summary_b: dict, out: Path):
+    """Paired bootstrap of balanced accuracy (1,000 resamples of the same images) next to both
+    summaries, written to `out` as JSON and printed."""
+    paired = compare_predictions(a, b, metric="balanced_accuracy", n_resamples=1000, seed=0)
+    result = {
+        "a": summary_a,
+        "b": summary_b,
+        "paired_bootstrap_balanced_accuracy": asdict(paired),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    paired = compare_predictions(
-        read_predictions(args.a),
-        read_predictions(args.b),
-        metric="balanced_accuracy",
-        n_resamples=1000,
-        seed=0,
-    )
-    result = {
-        "a": summarise(args.a),
-        "b": summarise(args.b),
-        "paired_bootstrap_balanced_accuracy": asdict(paired),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    a, b = read_predictions(args.a), read_predictions(args.b)
+    write_comparison(a, b, summarise(args.a, a), summarise(args.b, b), args.out)
 
 
 if __name__ == "__main__":

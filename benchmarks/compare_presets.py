@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 from pathlib import Path
 
-from skinclf.evaluate.bootstrap import compare_predictions, metric_ci
-from skinclf.evaluate.predictions import read_predictions
+from compare_predictions import write_comparison  # next to this script
+from skinclf.evaluate.bootstrap import metric_ci
+from skinclf.evaluate.predictions import Predictions, read_predictions
 
 
-def summarise(run: Path) -> dict:
+def summarise(run: Path, test: Predictions) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
-    test = read_predictions(run / "test_predictions.csv")
     lo, hi = metric_ci("balanced_accuracy", test.y, test.pred, n_resamples=1000, seed=0)
     return {
         "run": str(run),
@@ -46,15 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     a = read_predictions(args.run_a / "test_predictions.csv")
     b = read_predictions(args.run_b / "test_predictions.csv")
-    paired = compare_predictions(a, b, metric="balanced_accuracy", n_resamples=1000, seed=0)
-    result = {
-        "a": summarise(args.run_a),
-        "b": summarise(args.run_b),
-        "paired_bootstrap_balanced_accuracy": asdict(paired),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_comparison(a, b, summarise(args.run_a, a), summarise(args.run_b, b), args.out)
 
 
 if __name__ == "__main__":
