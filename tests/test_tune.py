@@ -17,25 +17,10 @@ def test_study_resumes_and_writes_a_usable_config(
 ) -> None:
     cfg = load_config("sample")
     out = tmp_path / "study"
-    study = tune(
-        learnable_sample,
-        out,
-        cfg,
-        trials=2,
-        cache_dir=train_cache,
-        progress=False,
-        log=lambda *_: None,
-    )
+    quiet = {"cache_dir": train_cache, "progress": False, "log": lambda *_: None}
+    study = tune(learnable_sample, out, cfg, trials=2, **quiet)
     assert len(study.trials) == 2
-    study = tune(
-        learnable_sample,
-        out,
-        cfg,
-        trials=3,
-        cache_dir=train_cache,
-        progress=False,
-        log=lambda *_: None,
-    )
+    study = tune(learnable_sample, out, cfg, trials=3, **quiet)
     assert len(study.trials) == 3  # the interrupted/continued study kept its trials
     assert 0.0 <= study.best_value <= 1.0
     assert study.best_value > 0.5  # far above chance (1/7) on the learnable sample
