@@ -47,7 +47,7 @@ def train(
     Writes config.yaml, provenance.json, split.csv, checkpoints/, metrics.csv, curves.png,
     val/test_predictions.csv and metrics.json into --out.
 
-    Example: skinclf train --data data/ham10000 --out runs/lite0 --preset default train.epochs=6
+    Example: skinclf train --data data/ham10000 --out runs/default --preset default train.epochs=6
     """
     from skinclf.config import load_config
 

@@ -41,7 +41,7 @@ def frozen_blocks(backbone: torch.nn.Module, stages: Sequence[str], unfreeze: in
         raise ConfigError(
             "train.frozen_cache needs an EfficientNet-style backbone (EfficientNet, "
             f"EfficientNet-Lite, MobileNet); {type(backbone).__name__} is not one. "
-            "Set train.frozen_cache=false."
+            "Set train.frozen_cache=false (the default preset turns it on)."
         )
     if unfreeze == "all":
         raise ConfigError(
