@@ -59,6 +59,16 @@ def test_frozen_cache_needs_a_frozen_prefix() -> None:
         frozen_blocks(torch.nn.Linear(2, 2), info.stages, 4)
 
 
+def test_default_preset_caches_the_early_blocks_of_its_backbone() -> None:
+    from skinclf.models import create_backbone
+
+    cfg = load_config("default")
+    backbone, info = create_backbone(cfg.model.backbone, pretrained=False)
+    assert cfg.train.frozen_cache
+    # stem, bn1 and blocks 0-3 cached; blocks 4-6, conv_head and bn2 trained
+    assert frozen_blocks(backbone, info.stages, cfg.train.unfreeze) == 4
+
+
 def test_view_sampler_depends_on_seed_and_epoch_only() -> None:
     labels = np.arange(20) % 4
 
