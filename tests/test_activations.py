@@ -115,6 +115,28 @@ def test_activation_cache_is_built_once_and_views_differ(tmp_path: Path) -> None
     )
 
 
+def test_feature_cache_is_keyed_by_the_backbone_not_the_head(tmp_path: Path) -> None:
+    """Runs that differ only in their seed (so in the head's initialisation) reuse the stage-1
+    features; a different backbone does not."""
+    from skinclf.train.features import cached_features
+
+    model, _ = _model([])
+    images = np.random.default_rng(2).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    rows = np.array([3, 0, 4])
+    first = cached_features(model, images, rows, {"images": "f"}, tmp_path, progress=False)
+    assert first.shape == (3, 1280)
+    with torch.no_grad():
+        model.head[1].weight.add_(1.0)
+    again = cached_features(model, images, rows, {"images": "f"}, tmp_path, progress=False)
+    assert np.array_equal(first, again)
+    assert len(list((tmp_path / "features").glob("*.npy"))) == 1
+    with torch.no_grad():
+        model.backbone.conv_head.weight.mul_(2.0)
+    other = cached_features(model, images, rows, {"images": "f"}, tmp_path, progress=False)
+    assert len(list((tmp_path / "features").glob("*.npy"))) == 2
+    assert not np.allclose(first, other)
+
+
 def test_augmented_views_are_views_of_the_image(tmp_path: Path) -> None:
     """A near-identity augmentation (1 % colour jitter) must give almost the plain image's
     activations: catches a view cached in the wrong value range or order."""

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset, Sampler
 from skinclf.config import AugmentConfig
 from skinclf.errors import ConfigError
 from skinclf.train.augment import augment_batch
-from skinclf.train.features import cache_file, weights_fingerprint
+from skinclf.train.features import backbone_key, cache_file
 from skinclf.train.inference import autocast_context
 
 
@@ -116,8 +116,7 @@ def cached_activations(
     augment = model.cfg.augment
     parts = dict(
         key_parts,
-        weights=weights_fingerprint(model.backbone),
-        normalize=(model.mean.flatten().tolist(), model.std.flatten().tolist()),
+        **backbone_key(model),
         precision=precision,
         k=k,
         mode=mode,

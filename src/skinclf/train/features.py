@@ -23,6 +23,15 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def backbone_key(model: torch.nn.Module) -> dict[str, object]:
+    """What a frozen-backbone cache depends on in a `SkinClassifier`: the backbone's weights and
+    the input normalisation, not the head (runs differing only in their head or seed share it)."""
+    return {
+        "weights": weights_fingerprint(model.backbone),
+        "normalize": (model.mean.flatten().tolist(), model.std.flatten().tolist()),
+    }
+
+
 def cache_file(cache_dir: Path, kind: str, parts: dict[str, object], rows: np.ndarray) -> Path:
     """`cache_dir/kind/<hash>.npy` for a cache entry keyed by `parts` and the image rows."""
     h = hashlib.sha256(repr(sorted(parts.items())).encode())
@@ -44,10 +53,10 @@ def cached_features(
 ) -> np.ndarray:
     """Pooled features of `images[rows]` from `model.features`, cached under `cache_dir/features`.
 
-    The key covers the model's weights (including the normalisation buffers), `key_parts`
+    The key covers the backbone's weights and the normalisation (`backbone_key`), `key_parts`
     (the decode cache key, resolution, ...) and the rows; written atomically under a lock.
     """
-    parts = dict(key_parts, weights=weights_fingerprint(model), precision=precision)
+    parts = dict(key_parts, **backbone_key(model), precision=precision)
     final = cache_file(cache_dir, "features", parts, rows)
     with FileLock(str(final) + ".lock"):
         if final.exists():
