@@ -71,6 +71,15 @@ class AugmentConfig(_Strict):
         (0.7, 1.0), description="Random-resized-crop area range; null disables."
     )
     color_jitter: float = Field(0.1, description="Brightness/contrast/saturation strength.")
+    mixup: float = Field(
+        0.0, ge=0.0, description="Mixup Beta(a, a) parameter for fine-tuning batches; 0: off."
+    )
+    cutmix: float = Field(
+        0.0, ge=0.0, description="CutMix Beta(a, a) parameter for fine-tuning batches; 0: off."
+    )
+    mix_prob: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of batches mixed when mixup or cutmix is on."
+    )
 
     @property
     def enabled(self) -> bool:

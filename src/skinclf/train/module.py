@@ -18,6 +18,7 @@ from torch import nn
 from skinclf.classes import NUM_CLASSES
 from skinclf.config import RunConfig
 from skinclf.train.augment import augment_batch
+from skinclf.train.mixing import BatchMix, sample_mix
 
 
 def build_head(cfg: RunConfig, in_features: int) -> nn.Module:
@@ -56,14 +57,22 @@ class _Classifier(L.LightningModule):
         self.train_metrics = torchmetrics.MetricCollection(metrics, prefix="train_")
         self.val_metrics = self.train_metrics.clone(prefix="val_")
 
-    def logits(self, x: torch.Tensor, augment: bool = False) -> torch.Tensor:
+    def logits(
+        self, x: torch.Tensor, augment: bool = False, mix: BatchMix | None = None
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        torch.manual_seed(step_seed(self.cfg.seed, self.global_step))
-        logits = self.logits(x, augment=True)
-        loss = self.loss_fn(logits.float(), y)
+        seed = step_seed(self.cfg.seed, self.global_step)
+        torch.manual_seed(seed)
+        mix = self.sample_mix(len(y), seed + 2)
+        logits = self.logits(x, augment=True, mix=mix)
+        if mix is None:
+            loss = self.loss_fn(logits.float(), y)
+        else:
+            loss = mix.loss(self.loss_fn, logits.float(), y)
+            y = mix.dominant_targets(y)
         self.train_metrics.update(logits.detach(), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
@@ -81,6 +90,10 @@ class _Classifier(L.LightningModule):
         self.log("val_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
 
+    def sample_mix(self, n: int, seed: int) -> BatchMix | None:
+        """This step's mixup/CutMix (fine-tuning only: stage 1's cached features are unmixed)."""
+        return None
+
 
 class HeadClassifier(_Classifier):
     """Stage 1: the head alone, on cached pooled features of the frozen backbone."""
@@ -89,7 +102,9 @@ class HeadClassifier(_Classifier):
         super().__init__(cfg, loss)
         self.head = build_head(cfg, in_features)
 
-    def logits(self, x: torch.Tensor, augment: bool = False) -> torch.Tensor:
+    def logits(
+        self, x: torch.Tensor, augment: bool = False, mix: BatchMix | None = None
+    ) -> torch.Tensor:
         return self.head(x)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -161,12 +176,25 @@ class SkinClassifier(_Classifier):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(x)
 
-    def logits(self, x: torch.Tensor, augment: bool = False) -> torch.Tensor:
+    def sample_mix(self, n: int, seed: int) -> BatchMix | None:
+        return sample_mix(self.cfg.augment, n, seed)
+
+    def logits(
+        self, x: torch.Tensor, augment: bool = False, mix: BatchMix | None = None
+    ) -> torch.Tensor:
+        """Logits of uint8 images (or of cached activations, with `prefix_blocks` set).
+
+        `augment`: the random augmentation of training; `mix`: mixup/CutMix of the network's
+        input (the augmented images, or the cached activations).
+        """
         if self.prefix_blocks is not None:
-            return self._logits_from_activations(x)
+            a = x.float()
+            return self._logits_from_activations(mix(a) if mix is not None else a)
         if augment and self.cfg.augment.enabled:
             g = torch.Generator().manual_seed(step_seed(self.cfg.seed, self.global_step) + 1)
             x = augment_batch(x.float() / 255.0, self.cfg.augment, g)
+        if mix is not None:
+            x = mix(x.float() / 255.0 if x.dtype == torch.uint8 else x)
         return self.head(self.features(x))
 
     def _logits_from_activations(self, a: torch.Tensor) -> torch.Tensor:
@@ -174,7 +202,7 @@ class SkinClassifier(_Classifier):
         from skinclf.train.activations import suffix_features
 
         assert self.prefix_blocks is not None
-        return self.head(suffix_features(self, a.float(), self.prefix_blocks))
+        return self.head(suffix_features(self, a, self.prefix_blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits(x)
