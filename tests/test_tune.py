@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -34,3 +35,88 @@ def test_study_resumes_and_writes_a_usable_config(
 def test_zero_trials_is_an_error(ham_sample: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at least 1"):
         tune(ham_sample, tmp_path, load_config("sample"), trials=0, progress=False)
+
+
+FINETUNE = ["train.frozen_cache=true", "train.unfreeze=4", "train.frozen_views=2"]
+
+
+def test_finetune_study_runs_trials_and_writes_a_usable_config(
+    learnable_sample: Path, train_cache: Path, tmp_path: Path
+) -> None:
+    cfg = load_config("sample", overrides=[*FINETUNE, "transfer.epochs=5"])
+    out = tmp_path / "ft"
+    lines: list[str] = []
+    study = tune(
+        learnable_sample,
+        out,
+        cfg,
+        trials=2,
+        cache_dir=train_cache,
+        progress=False,
+        log=lines.append,
+        stage="finetune",
+    )
+    assert len(study.trials) == 2 and len(lines) == 2
+    for t in study.trials:  # each trial is a whole run with its own settings
+        run = out / "trials" / f"{t.number:04d}"
+        trial_cfg = load_config("sample", run / "config.yaml")
+        assert trial_cfg.train.backbone_lr == pytest.approx(t.params["train.backbone_lr"])
+        assert trial_cfg.train.unfreeze == 4 and trial_cfg.train.frozen_cache  # fixed ones kept
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert t.value == pytest.approx(metrics["val"]["balanced_accuracy"])
+        assert (run / "split.csv").read_text() == (out / "split.csv").read_text()
+    assert study.best_value > 0.3  # chance: 1/7; one short epoch
+    best = load_config("sample", out / "best.yaml")
+    params = study.best_params
+    assert best.train.lr == pytest.approx(params["train.lr"])
+    assert best.augment.cutmix == params["augment.cutmix"]
+    ema = params["train.ema_decay"]
+    assert best.train.ema_decay == (None if ema == "none" else float(ema))
+    assert best.train.epochs == 1 and best.transfer.epochs == 5 and best.train.frozen_cache
+
+
+def test_pruning_stops_a_training_run(ham_sample: Path, train_cache: Path, tmp_path: Path) -> None:
+    """The callback reports each epoch's validation score and stops the run when told to."""
+    import optuna
+
+    from skinclf.train.run import fit
+    from skinclf.tune import PruneOnValidation
+
+    class Trial:  # the two methods of optuna.Trial the callback uses
+        def __init__(self) -> None:
+            self.reports: list[tuple[int, float]] = []
+
+        def report(self, value: float, step: int) -> None:
+            self.reports.append((step, value))
+
+        def should_prune(self) -> bool:
+            return len(self.reports) >= 2
+
+    trial = Trial()
+    cfg = load_config("sample", overrides=["train.epochs=4"])
+    with pytest.raises(optuna.TrialPruned, match="after epoch 2"):
+        fit(
+            ham_sample,
+            tmp_path / "run",
+            cfg,
+            cache_dir=train_cache,
+            progress=False,
+            callbacks=[PruneOnValidation(trial)],
+            log=lambda *_: None,
+        )
+    assert [step for step, _ in trial.reports] == [0, 1]
+    assert all(0.0 <= v <= 1.0 for _, v in trial.reports)
+
+
+def test_unknown_stage_is_an_error(ham_sample: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Unknown --stage 'backbone'"):
+        tune(ham_sample, tmp_path, load_config("sample"), progress=False, stage="backbone")
+
+
+def test_none_in_best_params_becomes_null() -> None:
+    from skinclf.tune import suggest_fixed
+
+    assert suggest_fixed({"train.ema_decay": "none", "train.lr": 0.001}) == [
+        "train.ema_decay=null",
+        "train.lr=0.001",
+    ]

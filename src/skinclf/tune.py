@@ -1,9 +1,16 @@
 """`skinclf tune`: Optuna search for the settings that maximise validation balanced accuracy.
 
-The search runs where it is cheap: on the cached frozen-backbone features (stage 1), with the
-same `train_head` a training run uses, so each trial takes seconds on a CPU. It never looks
-at the test split. The study lives in `OUT/study.db` (SQLite): an interrupted search resumes
-with the trials it has, and `OUT/best.yaml` is a config file for `skinclf train --config`.
+Two stages, one study each; neither ever looks at the test split.
+- `head` (default): on the cached frozen-backbone features (stage 1), with the same
+  `train_head` a training run uses, so each trial takes seconds on a CPU: loss, sampler, head
+  and stage-1 optimiser.
+- `finetune`: whole training runs (`fit`, stage 1 then fine-tuning), each in
+  `OUT/trials/NNNN/`, scored by the run's final validation balanced accuracy; unpromising
+  trials are pruned after each epoch (median rule). The searched settings do not change the
+  feature or activation caches, so every trial reuses them: with `train.frozen_cache` a trial
+  costs only its fine-tuning epochs.
+The study lives in `OUT/study.db` (SQLite): an interrupted search resumes with the trials it
+has, and `OUT/best.yaml` is a config file for `skinclf train --config`.
 """
 
 from __future__ import annotations
@@ -11,17 +18,25 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
+import lightning as L
 import yaml
 
 from skinclf.config import RunConfig, load_config
 from skinclf.errors import ConfigError
 
-SEARCH_SPACE_HELP = (
-    "loss.name (ce, weighted_ce, focal, logit_adjusted), loss.tau, loss.label_smoothing, "
+Stage = Literal["head", "finetune"]
+STAGES: tuple[str, ...] = ("head", "finetune")
+
+SEARCH_SPACE_HELP = {
+    "head": "loss.name (ce, weighted_ce, focal, logit_adjusted), loss.tau, loss.label_smoothing, "
     "train.sampler, model.head, model.dropout, transfer.lr, transfer.weight_decay, "
-    "transfer.epochs"
-)
+    "transfer.epochs",
+    "finetune": "train.lr, train.backbone_lr, train.weight_decay, train.ema_decay, "
+    "model.dropout, model.drop_path_rate, loss.label_smoothing, loss.tau (logit_adjusted), "
+    "augment.mixup, augment.cutmix",
+}
 
 
 def suggest(trial) -> list[str]:
@@ -45,6 +60,48 @@ def suggest(trial) -> list[str]:
     return overrides
 
 
+def suggest_finetune(trial, cfg: RunConfig) -> list[str]:
+    """One point of the fine-tuning search space, as key=value overrides.
+
+    Only settings that leave the caches valid: not the backbone, resolution, `train.unfreeze`,
+    views or image augmentation (those are fixed by the preset and the command line).
+    """
+    ema = trial.suggest_categorical("train.ema_decay", ["none", "0.99", "0.995", "0.998"])
+    overrides = [
+        f"train.lr={trial.suggest_float('train.lr', 3e-4, 3e-3, log=True)}",
+        f"train.backbone_lr={trial.suggest_float('train.backbone_lr', 3e-5, 1e-3, log=True)}",
+        f"train.weight_decay={trial.suggest_float('train.weight_decay', 1e-3, 0.2, log=True)}",
+        f"train.ema_decay={'null' if ema == 'none' else ema}",
+        f"model.dropout={trial.suggest_float('model.dropout', 0.0, 0.5)}",
+        f"model.drop_path_rate={trial.suggest_float('model.drop_path_rate', 0.0, 0.3)}",
+        f"loss.label_smoothing={trial.suggest_float('loss.label_smoothing', 0.0, 0.15)}",
+        f"augment.mixup={trial.suggest_categorical('augment.mixup', [0.0, 0.2, 0.4])}",
+        f"augment.cutmix={trial.suggest_categorical('augment.cutmix', [0.0, 1.0])}",
+    ]
+    if cfg.loss.name == "logit_adjusted":
+        overrides.append(f"loss.tau={trial.suggest_float('loss.tau', 0.5, 1.5)}")
+    return overrides
+
+
+class PruneOnValidation(L.Callback):
+    """Reports each epoch's validation score to the trial and stops it when the pruner says so
+    (Optuna's pruning protocol, as optuna-integration's Lightning callback does it)."""
+
+    def __init__(self, trial, monitor: str = "val_balanced_accuracy") -> None:
+        self.trial = trial
+        self.monitor = monitor
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        import optuna
+
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        epoch = trainer.current_epoch
+        self.trial.report(float(trainer.callback_metrics[self.monitor]), step=epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
+
+
 def tune(
     data: Path | str,
     out: Path | str,
@@ -54,10 +111,10 @@ def tune(
     cache_dir: Path | str | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    stage: Stage = "head",
 ):
-    """Run (or continue) the study; returns it. `cfg` gives everything not searched."""
-    import optuna
-
+    """Run (or continue) the study of `stage`; returns it. `cfg` gives everything not
+    searched."""
     from skinclf.data.cache import default_cache_dir
     from skinclf.train.losses import build_loss, class_counts
     from skinclf.train.run import (
@@ -71,17 +128,25 @@ def tune(
 
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}.")
+    if stage not in STAGES:
+        raise ConfigError(f"Unknown --stage '{stage}'; choose one of: {', '.join(STAGES)}.")
+    if stage == "finetune" and cfg.train.epochs < 1:
+        raise ConfigError("--stage finetune needs train.epochs of at least 1.")
     quiet_lightning()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if split_file is None and (out / "split.csv").is_file():
+        split_file = out / "split.csv"  # a continued study keeps its split
     prepared = prepare_data(data, cfg, out, split_file, cache_dir=cache_dir, progress=progress)
     prepared.table[["image_id", "split"]].to_csv(out / "split.csv", index=False)
+    base = cfg.model_dump(mode="json")
+    if stage == "finetune":
+        return _tune_finetune(data, out, cfg, base, trials, cache_dir, progress, log)
     model, _ = build_model(cfg, prepared)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator, training=False)
     feats = frozen_features(model, cfg, prepared, cache_dir, precision, progress)
     counts = class_counts(prepared.labels["train"], 7)
-    base = cfg.model_dump(mode="json")
 
     def objective(trial) -> float:
         overrides = suggest(trial)
@@ -93,21 +158,74 @@ def tune(
         log(f"trial {trial.number}: val balanced accuracy {score:.4f}  {' '.join(overrides)}")
         return score
 
+    study = _study(out, "skinclf", cfg.seed)
+    study.optimize(objective, n_trials=_remaining(study, trials), show_progress_bar=progress)
+    return _finish(study, out, cfg, base, "head on frozen features")
+
+
+def _tune_finetune(data, out: Path, cfg: RunConfig, base: dict, trials, cache_dir, progress, log):
+    """The `finetune` study: whole runs in OUT/trials/NNNN, pruned on per-epoch validation."""
+    import optuna
+
+    from skinclf.train.run import fit
+
+    split_file = out / "split.csv"  # every trial on the study's split
+
+    def objective(trial) -> float:
+        overrides = suggest_finetune(trial, cfg)
+        trial_cfg = load_config(cfg.preset, None, overrides_on(base, overrides))
+        result = fit(
+            data,
+            out / "trials" / f"{trial.number:04d}",
+            trial_cfg,
+            split_file=split_file,
+            cache_dir=cache_dir,
+            progress=False,
+            callbacks=[PruneOnValidation(trial, trial_cfg.train.monitor)],
+            log=lambda *_: None,
+        )
+        score = float(result.metrics["val"]["balanced_accuracy"])
+        log(
+            f"trial {trial.number}: val balanced accuracy {score:.4f} "
+            f"({result.seconds / 60:.1f} min)  {' '.join(overrides)}"
+        )
+        return score
+
+    study = _study(
+        out,
+        "skinclf-finetune",
+        cfg.seed,
+        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+    )
+    study.optimize(objective, n_trials=_remaining(study, trials), show_progress_bar=progress)
+    return _finish(study, out, cfg, base, "fine-tuning runs")
+
+
+def _study(out: Path, name: str, seed: int, pruner=None):
+    import optuna
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name="skinclf",
+    return optuna.create_study(
+        study_name=name,
         storage=f"sqlite:///{out / 'study.db'}",
         load_if_exists=True,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=cfg.seed),
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=pruner,
     )
-    remaining = max(0, trials - len(study.trials))
-    study.optimize(objective, n_trials=remaining, show_progress_bar=progress)
+
+
+def _remaining(study, trials: int) -> int:
+    return max(0, trials - len(study.trials))
+
+
+def _finish(study, out: Path, cfg: RunConfig, base: dict, what: str):
+    """trials.csv and best.yaml of a finished (or continued) study."""
     study.trials_dataframe().to_csv(out / "trials.csv", index=False)
     best = load_config(cfg.preset, None, overrides_on(base, suggest_fixed(study.best_params)))
     (out / "best.yaml").write_text(
         f"# Best of {len(study.trials)} trials: validation balanced accuracy "
-        f"{study.best_value:.4f} (head on frozen features)\n"
+        f"{study.best_value:.4f} ({what})\n"
         + yaml.safe_dump(best.model_dump(mode="json"), sort_keys=False)
     )
     return study
@@ -130,5 +248,5 @@ def overrides_on(base: dict, overrides: list[str]) -> list[str]:
 
 
 def suggest_fixed(params: dict) -> list[str]:
-    """Best params of a study as overrides."""
-    return [f"{k}={v}" for k, v in params.items()]
+    """Best params of a study as overrides ('none' is the search spaces' name for null)."""
+    return [f"{k}={'null' if v == 'none' else v}" for k, v in params.items()]

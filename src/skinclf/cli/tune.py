@@ -19,21 +19,34 @@ def tune(
     config: Path | None = typer.Option(None, help="YAML settings on top of the preset."),
     cache_dir: Path | None = typer.Option(None, help="Decode/feature cache folder."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    stage: str = typer.Option(
+        "head",
+        help="head: stage-1 settings on cached features (seconds per trial); finetune: whole "
+        "training runs, pruned per epoch (minutes per trial with train.frozen_cache).",
+    ),
     overrides: list[str] | None = typer.Argument(None, help="Fixed settings as key=value."),
 ) -> None:
-    """Search loss, sampler, head and stage-1 optimiser settings with Optuna (TPE).
+    """Search training settings with Optuna (TPE) for validation balanced accuracy.
 
-    Each trial trains the head on cached frozen-backbone features (seconds on a CPU) and is
-    scored by validation balanced accuracy; the test split is never used. Then train with
-    the winner: skinclf train --config OUT/best.yaml ...
+    --stage head (default) searches loss, sampler, head and stage-1 optimiser: each trial
+    trains the head on cached frozen-backbone features, seconds on a CPU. --stage finetune
+    searches the fine-tuning optimiser, regularisation and mixing: each trial is a whole
+    training run in OUT/trials/NNNN (cached features and activations reused), stopped early
+    when it trails the median of earlier trials. The test split is never used. Interrupt and
+    rerun to continue. Then train with the winner: skinclf train --config OUT/best.yaml ...
+
+    Example: skinclf tune --data D --out tune/ft --stage finetune --trials 12 train.epochs=6
     """
     from skinclf.config import load_config
     from skinclf.tune import SEARCH_SPACE_HELP
     from skinclf.tune import tune as run_tune
 
     cfg = load_config(preset, config, list(overrides or []))
-    console.print(f"searching {SEARCH_SPACE_HELP}")
-    study = run_tune(data, out, cfg, trials, split, cache_dir, progress, log=console.print)
+    if stage in SEARCH_SPACE_HELP:  # an unknown stage: tune's one-line error below
+        console.print(f"searching {SEARCH_SPACE_HELP[stage]}")
+    study = run_tune(
+        data, out, cfg, trials, split, cache_dir, progress, log=console.print, stage=stage
+    )
     console.print(
         f"[bold green]best[/] val balanced accuracy {study.best_value:.4f} after "
         f"{len(study.trials)} trials: {study.best_params}\nwrote {out / 'best.yaml'}"
