@@ -106,3 +106,28 @@ def test_the_mix_reaches_the_network_input(cached: bool) -> None:
         half = model.logits(x, mix=BatchMix(perm, lam=0.5))
     assert torch.allclose(swapped, plain[perm], atol=1e-5)
     assert not torch.allclose(half, plain, atol=1e-3)
+
+
+def test_mixing_settings_reuse_the_activation_cache(tmp_path: Path) -> None:
+    """Mixing acts on cached views at training time, so it must not rebuild the cache (a tuner
+    searching mixup would otherwise recompute it every trial); other augmentation must."""
+    from skinclf.models import create_backbone
+    from skinclf.train.activations import cached_activations
+    from skinclf.train.module import SkinClassifier
+
+    backbone, info = create_backbone("efficientnet_lite0", pretrained=False)
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    rows = np.array([0, 2])
+
+    def build(overrides: list[str]) -> None:
+        cfg = load_config("sample", overrides=["train.unfreeze=4", *overrides])
+        model = SkinClassifier(
+            cfg, torch.nn.CrossEntropyLoss(), backbone, info.stages, info.mean, info.std, 1280
+        )
+        cached_activations(model, images, rows, 5, "train", 1, {}, tmp_path, progress=False)
+
+    build([])
+    build(["augment.mixup=0.4", "augment.cutmix=1.0", "augment.mix_prob=0.5"])
+    assert len(list((tmp_path / "activations").glob("*.npy"))) == 1
+    build(["augment.color_jitter=0.3"])
+    assert len(list((tmp_path / "activations").glob("*.npy"))) == 2

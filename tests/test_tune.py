@@ -65,6 +65,8 @@ def test_finetune_study_runs_trials_and_writes_a_usable_config(
         metrics = json.loads((run / "metrics.json").read_text())
         assert t.value == pytest.approx(metrics["val"]["balanced_accuracy"])
         assert (run / "split.csv").read_text() == (out / "split.csv").read_text()
+        assert "test" not in metrics and not (run / "test_predictions.csv").exists()  # unseen
+        assert (run / "val_predictions.csv").is_file()
     assert study.best_value > 0.3  # chance: 1/7; one short epoch
     best = load_config("sample", out / "best.yaml")
     params = study.best_params

@@ -183,6 +183,7 @@ def _tune_finetune(data, out: Path, cfg: RunConfig, base: dict, trials, cache_di
             progress=False,
             callbacks=[PruneOnValidation(trial, trial_cfg.train.monitor)],
             log=lambda *_: None,
+            predict_splits=("val",),
         )
         score = float(result.metrics["val"]["balanced_accuracy"])
         log(

@@ -30,6 +30,7 @@ from skinclf.errors import ConfigError
 from skinclf.train.augment import augment_batch
 from skinclf.train.features import backbone_key, cache_file
 from skinclf.train.inference import autocast_context
+from skinclf.train.mixing import MIXING_FIELDS
 
 
 def frozen_blocks(backbone: torch.nn.Module, stages: Sequence[str], unfreeze: int | str) -> int:
@@ -121,7 +122,8 @@ def cached_activations(
         k=k,
         mode=mode,
         views=n_views,
-        augment=augment.model_dump_json() if mode == "train" else "",
+        # mixup/CutMix act on the cached views at training time: not part of the views
+        augment=augment.model_dump_json(exclude=MIXING_FIELDS) if mode == "train" else "",
         seed=seed,
         channels_last=model.cfg.trainer.channels_last,
     )

@@ -17,6 +17,10 @@ from torch import nn
 
 from skinclf.config import AugmentConfig
 
+# The augment settings that act on the network's input at training time, not on the views
+# (the activation cache's key leaves them out).
+MIXING_FIELDS = frozenset({"mixup", "cutmix", "mix_prob"})
+
 
 @dataclass
 class BatchMix:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,12 +84,13 @@ def finish_run(
     precision: str,
     extra: dict | None = None,
     progress: bool = True,
+    splits: Sequence[str] = ("val", "test", "calib"),
 ) -> dict:
-    """Predict the run's val and test splits with its best weights; write the files."""
+    """Predict the run's `splits` (those not empty) with its best weights; write the files."""
     tta = cfg.predict.tta
     result: dict = {"tta": tta, "preset": cfg.preset, "backbone": cfg.model.backbone}
     by_id = table.set_index("image_id")
-    for split in ("val", "test", "calib"):
+    for split in splits:
         if len(rows[split]) == 0:
             continue
         logits, _ = predict_arrays(

@@ -349,9 +349,10 @@ def fit(
     progress: bool = True,
     callbacks: Sequence | None = None,
     log=print,
+    predict_splits: Sequence[str] = ("val", "test", "calib"),
 ) -> TrainResult:
     """Train a model as `cfg` says and fill the run folder `out`. The one function a user, the
-    CLI and the tuner call."""
+    CLI and the tuner call (the tuner predicts only `val`: a search never sees test)."""
     import lightning as L
     import torch
 
@@ -548,5 +549,6 @@ def fit(
             **{k: round(v, 1) for k, v in timings.items()},
         },
         progress=progress,
+        splits=predict_splits,
     )
     return TrainResult(out, metrics, seconds, epochs_done, train_ips)
