@@ -16,6 +16,7 @@ has, and `OUT/best.yaml` is a config file for `skinclf train --config`.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -206,9 +207,16 @@ def _study(out: Path, name: str, seed: int, pruner=None):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # The heartbeat lets a continued study mark the trial an interrupted one was running as
+    # failed (after the grace period) instead of leaving it "running" forever.
+    with warnings.catch_warnings():  # heartbeats are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            f"sqlite:///{out / 'study.db'}", heartbeat_interval=60, grace_period=180
+        )
     return optuna.create_study(
         study_name=name,
-        storage=f"sqlite:///{out / 'study.db'}",
+        storage=storage,
         load_if_exists=True,
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed),
@@ -217,7 +225,12 @@ def _study(out: Path, name: str, seed: int, pruner=None):
 
 
 def _remaining(study, trials: int) -> int:
-    return max(0, trials - len(study.trials))
+    """Trials still to run: `trials` counts finished ones (complete or pruned), so the trials an
+    interrupted search left unfinished are run again."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return max(0, trials - len(done))
 
 
 def _finish(study, out: Path, cfg: RunConfig, base: dict, what: str):
