@@ -82,19 +82,27 @@ def test_fine_tuning_with_cutmix_on_cached_activations(
     assert runs["mixed"]["val"]["nll"] != runs["plain"]["val"]["nll"]
 
 
+def _classifier(overrides: list[str], built=None):
+    """A `sample` SkinClassifier training the last 4 stages; `built`: (backbone, info) to reuse."""
+    from skinclf.models import create_backbone
+    from skinclf.train.module import SkinClassifier
+
+    backbone, info = built or create_backbone("efficientnet_lite0", pretrained=False)
+    cfg = load_config("sample", overrides=["train.unfreeze=4", *overrides])
+    model = SkinClassifier(
+        cfg, torch.nn.CrossEntropyLoss(), backbone, info.stages, info.mean, info.std, 1280
+    )
+    return model, info
+
+
 @pytest.mark.parametrize("cached", [False, True])
 def test_the_mix_reaches_the_network_input(cached: bool) -> None:
     """lam = 0 with a permutation must give the partners' logits, on images and activations."""
-    from skinclf.models import create_backbone
     from skinclf.train.activations import frozen_blocks, prefix_forward
-    from skinclf.train.module import SkinClassifier
 
     torch.manual_seed(0)
-    cfg = load_config("sample", overrides=["train.unfreeze=4"])
-    backbone, info = create_backbone(cfg.model.backbone, pretrained=False)
-    model = SkinClassifier(
-        cfg, torch.nn.CrossEntropyLoss(), backbone, info.stages, info.mean, info.std, 1280
-    ).eval()
+    model, info = _classifier([])
+    model.eval()
     x = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
     perm = torch.tensor([1, 2, 0])
     with torch.no_grad():
@@ -113,17 +121,13 @@ def test_mixing_settings_reuse_the_activation_cache(tmp_path: Path) -> None:
     searching mixup would otherwise recompute it every trial); other augmentation must."""
     from skinclf.models import create_backbone
     from skinclf.train.activations import cached_activations
-    from skinclf.train.module import SkinClassifier
 
-    backbone, info = create_backbone("efficientnet_lite0", pretrained=False)
+    built = create_backbone("efficientnet_lite0", pretrained=False)  # one set of weights
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     rows = np.array([0, 2])
 
     def build(overrides: list[str]) -> None:
-        cfg = load_config("sample", overrides=["train.unfreeze=4", *overrides])
-        model = SkinClassifier(
-            cfg, torch.nn.CrossEntropyLoss(), backbone, info.stages, info.mean, info.std, 1280
-        )
+        model, _ = _classifier(overrides, built)
         cached_activations(model, images, rows, 5, "train", 1, {}, tmp_path, progress=False)
 
     build([])

@@ -19,7 +19,7 @@ import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import lightning as L
 import yaml
@@ -28,7 +28,7 @@ from skinclf.config import RunConfig, load_config
 from skinclf.errors import ConfigError
 
 Stage = Literal["head", "finetune"]
-STAGES: tuple[str, ...] = ("head", "finetune")
+STAGES: tuple[str, ...] = get_args(Stage)
 
 SEARCH_SPACE_HELP = {
     "head": "loss.name (ce, weighted_ce, focal, logit_adjusted), loss.tau, loss.label_smoothing, "
