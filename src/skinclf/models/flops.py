@@ -36,13 +36,12 @@ def count_forward_flops(model: torch.nn.Module, image_size: int, batch_size: int
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from skinclf.models.modes import eval_mode
+
     device = next(model.parameters()).device
     x = torch.empty(batch_size, 3, image_size, image_size, device=device)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
-    model.train(was_training)
     return int(counter.get_total_flops())
 
 

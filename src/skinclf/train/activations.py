@@ -27,6 +27,7 @@ from torch.utils.data import Dataset, Sampler
 
 from skinclf.config import AugmentConfig
 from skinclf.errors import ConfigError
+from skinclf.models.modes import eval_mode
 from skinclf.train.augment import augment_batch
 from skinclf.train.features import backbone_key, cache_file
 from skinclf.train.inference import autocast_context
@@ -131,37 +132,57 @@ def cached_activations(
     with FileLock(str(final) + ".lock"):
         if final.exists():
             return np.load(final, mmap_mode="r")
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        rows = np.asarray(rows, dtype=np.int64)
-        g = torch.Generator().manual_seed(seed * 1_000_003 + 17)
-        tmp = final.with_suffix(f".{os.getpid()}.tmp.npy")
-        out = None
-        with Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task(description, total=len(rows))
-            for start in range(0, len(rows), batch_size):
-                idx = rows[start : start + batch_size]
-                order = np.argsort(idx)  # memmap reads are faster in sorted order
-                x = torch.from_numpy(np.ascontiguousarray(images[idx[order]]))
-                x = x[torch.from_numpy(np.argsort(order))].permute(0, 3, 1, 2).to(device)
-                acts = []
-                for view in _views(x, mode, n_views, augment, g):
-                    with autocast_context(precision, device):
-                        acts.append(prefix_forward(model, view, k).float().half().cpu())
-                batch = torch.stack(acts, 1).contiguous().numpy()
-                if out is None:
-                    out = np.lib.format.open_memmap(
-                        tmp, mode="w+", dtype=np.float16, shape=(len(rows), *batch.shape[1:])
-                    )
-                out[start : start + len(idx)] = batch
-                bar.advance(task, len(idx))
-        assert out is not None, "no rows to cache"
-        out.flush()
-        del out
-        os.replace(tmp, final)
-        model.train(was_training)
+        with eval_mode(model):
+            _build_activations(
+                model, images, rows, k, mode, n_views, final, precision, batch_size, seed,
+                progress, description,
+            )
         return np.load(final, mmap_mode="r")
+
+
+def _build_activations(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    rows: np.ndarray,
+    k: int,
+    mode: str,
+    n_views: int,
+    final: Path,
+    precision: str,
+    batch_size: int,
+    seed: int,
+    progress: bool,
+    description: str,
+) -> None:
+    """Compute the views' prefix activations into a temporary file, then rename it to `final`."""
+    augment = model.cfg.augment
+    device = next(model.parameters()).device
+    rows = np.asarray(rows, dtype=np.int64)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + 17)
+    tmp = final.with_suffix(f".{os.getpid()}.tmp.npy")
+    out = None
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(description, total=len(rows))
+        for start in range(0, len(rows), batch_size):
+            idx = rows[start : start + batch_size]
+            order = np.argsort(idx)  # memmap reads are faster in sorted order
+            x = torch.from_numpy(np.ascontiguousarray(images[idx[order]]))
+            x = x[torch.from_numpy(np.argsort(order))].permute(0, 3, 1, 2).to(device)
+            acts = []
+            for view in _views(x, mode, n_views, augment, g):
+                with autocast_context(precision, device):
+                    acts.append(prefix_forward(model, view, k).float().half().cpu())
+            batch = torch.stack(acts, 1).contiguous().numpy()
+            if out is None:
+                out = np.lib.format.open_memmap(
+                    tmp, mode="w+", dtype=np.float16, shape=(len(rows), *batch.shape[1:])
+                )
+            out[start : start + len(idx)] = batch
+            bar.advance(task, len(idx))
+    assert out is not None, "no rows to cache"
+    out.flush()
+    del out
+    os.replace(tmp, final)
 
 
 class ActivationDataset(Dataset):

@@ -1,4 +1,5 @@
-"""Lightning callbacks: one summary line per epoch, best-weights keeper for stage 1."""
+"""Lightning callbacks: one summary line per epoch, best-weights keeper for stage 1, and the
+check that fine-tuning starts with exactly the frozen stages in eval mode."""
 
 from __future__ import annotations
 
@@ -81,3 +82,32 @@ class BestWeights(L.Callback):
     def restore(self, module: L.LightningModule) -> None:
         if self.best_state is not None:
             module.load_state_dict(self.best_state)
+
+
+class TrainModeCheck(L.Callback):
+    """Fails fast when fine-tuning starts with any module in the wrong mode.
+
+    Exactly the frozen stages (`SkinClassifier.frozen_modules`: their BatchNorm keeps its
+    running statistics) may be in eval mode; every other module must train (dropout, drop-path,
+    batch statistics). Replaces Lightning's blanket "module(s) in eval mode" warning, which
+    fires by design for the frozen stages and so hid a model left in eval mode by inference.
+    """
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        import warnings
+
+        # Lightning's own warning counts the frozen stages too; this check is exact instead.
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        frozen = {id(m) for m in getattr(module, "frozen_modules", [])}
+        wrong = [
+            f"{name or type(module).__name__} ({'eval' if id(m) not in frozen else 'train'})"
+            for name, m in module.named_modules()
+            if m.training == (id(m) in frozen)
+        ]
+        if wrong:
+            raise RuntimeError(
+                f"Fine-tuning would start with {len(wrong)} module(s) in the wrong mode, e.g. "
+                f"{', '.join(wrong[:3])}: only the frozen stages may be in eval mode."
+            )

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
+from skinclf.models.modes import eval_mode
 from skinclf.train.augment import d4_views
 
 
@@ -35,8 +36,24 @@ def predict_arrays(
 
     With TTA the logits returned are log of the mean probability over views (so that softmax
     of them is the view-averaged probability) and the features are the mean over views.
+    Runs in eval mode and leaves every module in the mode it found it in.
     """
-    model.eval()
+    with eval_mode(model):
+        return _predict_arrays(
+            model, images, rows, batch_size, tta, precision, progress, description
+        )
+
+
+def _predict_arrays(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    rows: Sequence[int] | np.ndarray,
+    batch_size: int,
+    tta: str,
+    precision: str,
+    progress: bool,
+    description: str,
+) -> tuple[np.ndarray, np.ndarray]:
     device = next(model.parameters()).device
     rows = np.asarray(rows, dtype=np.int64)
     out_logits, out_feats = [], []

@@ -165,6 +165,11 @@ class SkinClassifier(_Classifier):
             module.eval()
         return self
 
+    def on_fit_start(self) -> None:
+        # A new module has every submodule training, frozen stages included (nn.Module's
+        # default); Lightning keeps the modes it finds, so set the intended ones here.
+        self.train()
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x
         return (x - self.mean) / self.std

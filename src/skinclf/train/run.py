@@ -72,7 +72,6 @@ def quiet_lightning() -> None:
         ".*litlogger.*",
         ".*does not have many workers.*",
         ".*Checkpoint directory.*exists.*",
-        ".*module\\(s\\) in eval mode.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
 
@@ -360,7 +359,7 @@ def fit(
     from skinclf.data.dataset import CachedImageDataset
     from skinclf.models import get_backbone_info
     from skinclf.provenance import provenance
-    from skinclf.train.callbacks import EpochSummary
+    from skinclf.train.callbacks import EpochSummary, TrainModeCheck
     from skinclf.train.report import finish_run
     from skinclf.train.samplers import EpochSampler
 
@@ -477,6 +476,7 @@ def fit(
                 enable_version_counter=False,
             ),
             summary,
+            TrainModeCheck(),
             *(callbacks or []),
         ]
         if cfg.train.ema_decay:
