@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from skinclf.classes import CLASSES
 from skinclf.cli import app
 from skinclf.data.check import check_dataset, verify_image
+from skinclf.data.formats import MAX_PIXELS_ENV
+from skinclf.errors import ConfigError, DataError
 
 runner = CliRunner()
 
@@ -168,3 +170,82 @@ def test_cli_sample_refuses_a_non_empty_folder(ham_sample: Path, tmp_path: Path)
     result = runner.invoke(app, ["data", "sample", "--out", str(target)])
     assert isinstance(result.exception, ConfigError)
     assert "not empty" in str(result.exception)
+
+
+def write_png_bomb(path: Path, width: int = 30000, height: int = 30000) -> Path:
+    """A tiny real PNG whose IHDR chunk declares width x height (CRC fixed): a cheap bomb."""
+    import io
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    assert data[12:16] == b"IHDR"  # after the 8-byte signature and the chunk length
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _bomb_dataset(make_sample, format: str) -> tuple[Path, Path]:
+    root = make_sample(format)
+    if format == "folder":
+        return root, write_png_bomb(root / "nv" / "bomb.png")
+    victim = sorted(root.rglob("*.jpg"))[3]
+    victim.unlink()
+    return root, write_png_bomb(victim.with_suffix(".png"))
+
+
+@pytest.mark.parametrize("format", ["ham10000", "folder"])
+def test_cli_check_reports_a_decompression_bomb_in_one_line(make_sample, format: str) -> None:
+    import warnings
+
+    root, bomb = _bomb_dataset(make_sample, format)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = runner.invoke(app, ["data", "check", str(root)], env={"COLUMNS": "400"})
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)  # a clean exit, not an exception
+    assert "Traceback" not in result.output and "DecompressionBomb" not in result.output
+    assert not [w for w in caught if "DecompressionBomb" in w.category.__name__]
+    lines = [line for line in result.output.splitlines() if bomb.name in line]
+    assert len(lines) == 1, result.output
+    assert "30000 x 30000 pixels (900 megapixels)" in lines[0]
+    assert "over the limit of 180 megapixels" in lines[0] and "--max-pixels" in lines[0]
+    assert "not usable" in result.output
+
+
+def test_image_limit_is_configurable_and_pillow_never_warns(
+    make_sample, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A JPEG over Pillow's warning threshold (emulated by lowering it to 3000 pixels for the
+    64 px images): accepted silently under skinclf's limit, one problem line over it."""
+    import warnings
+
+    root = make_sample("ham10000", n=1, size=64)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # 64 x 64 = 4096: Pillow would warn
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ok = runner.invoke(app, ["data", "check", str(root)])
+        env = runner.invoke(app, ["data", "check", str(root)], env={MAX_PIXELS_ENV: "4000"})
+        option = runner.invoke(app, ["data", "check", str(root), "--max-pixels", "4000"])
+    assert not [w for w in caught if "DecompressionBomb" in w.category.__name__]
+    assert ok.exit_code == 0, ok.output
+    for result in (env, option):
+        assert result.exit_code == 1, result.output
+        assert "DecompressionBomb" not in result.output
+        assert "64 x 64 pixels (0.0041 megapixels), over the limit of 0.004 megapixels" in (
+            result.output
+        )
+    bad = runner.invoke(app, ["data", "check", str(root)], env={MAX_PIXELS_ENV: "lots"})
+    assert isinstance(bad.exception, ConfigError) and MAX_PIXELS_ENV in str(bad.exception)
+
+
+def test_training_names_the_bomb_in_one_sentence(make_sample, tmp_path: Path) -> None:
+    from skinclf.data.cache import build_cache
+    from skinclf.data.formats import load_dataset
+
+    root, bomb = _bomb_dataset(make_sample, "folder")
+    with pytest.raises(DataError, match=r"bomb\.png: the file declares 30000 x 30000 pixels"):
+        build_cache(load_dataset(root), 16, cache_dir=tmp_path / "c", progress=False)

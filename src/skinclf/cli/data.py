@@ -89,11 +89,19 @@ def check(
     verify: bool = typer.Option(
         True, "--verify/--no-verify", help="Decode every image to catch broken files."
     ),
+    max_pixels: int | None = typer.Option(
+        None,
+        "--max-pixels",
+        help="Largest image (width x height) accepted; larger ones are reported, never decoded. "
+        "Default: $SKINCLF_MAX_IMAGE_PIXELS or 180000000.",
+    ),
 ) -> None:
     """Validate a dataset (metadata, labels, every image) and summarise it; exit 1 if unusable."""
     from skinclf.data.check import check_dataset
 
-    result = check_dataset(path, format=format, verify_images=verify, progress=True)
+    result = check_dataset(
+        path, format=format, verify_images=verify, progress=True, max_pixels=max_pixels
+    )
     _print_check(result)
     if report is not None and result.summary.get("images_found", 0):
         from skinclf.data.report import write_report

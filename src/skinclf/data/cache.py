@@ -30,7 +30,7 @@ import pandas as pd
 from filelock import FileLock
 from PIL import Image
 
-from skinclf.data.formats import open_rgb
+from skinclf.data.formats import ImageError, open_rgb
 from skinclf.errors import ConfigError, DataError
 
 RESIZE_POLICIES: tuple[str, ...] = ("squash", "center-crop")
@@ -272,7 +272,12 @@ def _fill(
     def work(i: int) -> None:
         try:
             out[i] = decode_image(paths[i], size, resize)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        except ImageError as exc:
+            raise DataError(
+                f"Cannot decode image {paths[i]}: the file {exc.reason}; fix or remove it and "
+                "run again."
+            ) from None
+        except (OSError, ValueError) as exc:
             raise DataError(
                 f"Cannot decode image {paths[i]} ({exc}); fix or remove it and run again."
             ) from None

@@ -10,14 +10,22 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 
 from skinclf.classes import CLASSES
-from skinclf.data.formats import LoadResult, Problem, error, read_dataset
+from skinclf.data.formats import (
+    ImageError,
+    LoadResult,
+    Problem,
+    error,
+    max_image_pixels,
+    open_image,
+    read_dataset,
+)
 from skinclf.data.table import empty_table
 from skinclf.errors import DataError
 
@@ -48,35 +56,31 @@ class CheckResult:
         return not self.errors and self.summary.get("images_found", 0) > 0
 
 
-def verify_image(path: str) -> tuple[tuple[int, int] | None, str | None, str | None]:
+def verify_image(
+    path: str, max_pixels: int | None = None
+) -> tuple[tuple[int, int] | None, str | None, str | None]:
     """(size, mode, problem) for one image file: opens the header and decodes the pixels.
 
     JPEGs decode at 1/8 scale (DCT scaling): every byte is still read, so truncation is
-    caught, at a fraction of the cost.
+    caught, at a fraction of the cost. `max_pixels`: see `formats.open_image`.
     """
     try:
-        if os.path.getsize(path) == 0:
-            return None, None, "is empty (0 bytes)"
-        with Image.open(path) as im:
+        with open_image(path, max_pixels) as im:
             size, mode = im.size, im.mode
             if im.format == "JPEG":
                 im.draft(im.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
             im.load()
         return size, mode, None
-    except UnidentifiedImageError:
-        return None, None, "is not a readable image file"
-    except (OSError, SyntaxError, ValueError) as exc:
-        reason = str(exc) or type(exc).__name__
-        if "truncated" in reason.lower() or "broken data stream" in reason:
-            return None, None, f"is truncated or corrupt ({reason})"
-        return None, None, f"cannot be decoded ({reason})"
+    except ImageError as exc:
+        return None, None, exc.reason
 
 
-def _verify_all(paths: list[str], progress: bool) -> list[tuple]:
+def _verify_all(paths: list[str], progress: bool, max_pixels: int | None = None) -> list[tuple]:
     workers = min(8, (os.cpu_count() or 1) * 2)
+    verify = partial(verify_image, max_pixels=max_image_pixels(max_pixels))
     if not progress:
         with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(verify_image, paths, chunksize=32))
+            return list(pool.map(verify, paths, chunksize=32))
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -96,7 +100,7 @@ def _verify_all(paths: list[str], progress: bool) -> list[tuple]:
     )
     with Progress(*columns, transient=True) as bar, ThreadPoolExecutor(workers) as pool:
         task = bar.add_task("images", total=len(paths))
-        for r in pool.map(verify_image, paths, chunksize=32):
+        for r in pool.map(verify, paths, chunksize=32):
             results.append(r)
             bar.advance(task)
     return results
@@ -121,12 +125,16 @@ def summarise(table: pd.DataFrame, fmt: str) -> dict[str, Any]:
 
 
 def check_dataset(
-    root: Path | str, format: str = "auto", verify_images: bool = True, progress: bool = True
+    root: Path | str,
+    format: str = "auto",
+    verify_images: bool = True,
+    progress: bool = True,
+    max_pixels: int | None = None,
 ) -> CheckResult:
     """Validate a dataset in one pass: every problem (errors and warnings) plus a summary.
 
     Never raises for bad data: a missing path, empty folder or unknown format becomes one
-    error in the result.
+    error in the result. `max_pixels`: the largest image accepted (`formats.max_image_pixels`).
     """
     root = Path(root)
     try:
@@ -141,7 +149,7 @@ def check_dataset(
         return result
     table = loaded.table
     paths = [p for p in table.path if p]
-    checked = dict(zip(paths, _verify_all(paths, progress), strict=True))
+    checked = dict(zip(paths, _verify_all(paths, progress, max_pixels), strict=True))
     sizes: Counter[str] = Counter()
     modes: Counter[str] = Counter()
     bad = 0

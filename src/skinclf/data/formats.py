@@ -3,7 +3,9 @@
 `load_dataset(root)` is what every command uses: it detects the format, returns the dataset
 table of DESIGN.md, and raises `DataError` listing the problems when the data is unusable.
 `read_dataset(root)` returns the table together with every problem found (for `data check`).
-`open_rgb(path)` is the one place images are decoded (RGBA/greyscale/16-bit become RGB).
+`open_image(path)` is the one place image files are opened (every failure, a decompression
+bomb included, becomes one `ImageError` sentence); `open_rgb(path)` decodes through it
+(RGBA/greyscale/16-bit become RGB).
 """
 
 from __future__ import annotations
@@ -12,18 +14,19 @@ import csv
 import importlib
 import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from skinclf.classes import CLASSES
 from skinclf.data.table import DATASET_NAMES, TABLE_COLUMNS, empty_table
-from skinclf.errors import DataError
+from skinclf.errors import ConfigError, DataError
 
 FORMATS: tuple[str, ...] = DATASET_NAMES
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -81,14 +84,81 @@ def warning(kind: str, message: str) -> Problem:
 
 # ---------------------------------------------------------------------------- images
 
+MAX_PIXELS_ENV = "SKINCLF_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 180_000_000  # about Pillow's own hard limit (2 x 89.5 megapixels)
+
+
+class ImageError(DataError):
+    """An image file that cannot be used; `reason` completes the sentence "PATH: image ..."."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: image {reason}.")
+
+
+def max_image_pixels(value: int | str | None = None) -> int:
+    """The largest width x height opened: `value`, else $SKINCLF_MAX_IMAGE_PIXELS, else 180 M."""
+    source = "--max-pixels"
+    if value is None:
+        value = os.environ.get(MAX_PIXELS_ENV, "").strip() or DEFAULT_MAX_PIXELS
+        source = MAX_PIXELS_ENV
+    try:
+        limit = int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        limit = 0
+    if limit < 1:
+        raise ConfigError(
+            f"{source} must be a positive number of pixels (e.g. 200000000), got {value!r}."
+        )
+    return limit
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:,.0f}" if pixels >= 10_000_000 else f"{pixels / 1e6:.3g}"
+
+
+@contextmanager
+def open_image(path: str | Path, max_pixels: int | None = None) -> Iterator[Image.Image]:
+    """`with open_image(path) as im:` the one place skinclf opens an image file.
+
+    Any failure inside the block, decoding included, becomes one ImageError (a DataError):
+    an empty file, not an image, truncated or corrupt data, or a header declaring more than
+    `max_pixels` (default `max_image_pixels()`) pixels, refused before anything is decoded.
+    This check replaces Pillow's, which prints a DecompressionBombWarning below twice its limit.
+    """
+    limit = max_image_pixels(max_pixels)
+    Image.MAX_IMAGE_PIXELS = None  # the check below replaces Pillow's
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageError(path, "is empty (0 bytes)")
+        with Image.open(path) as im:
+            width, height = im.size
+            if width * height > limit:
+                raise ImageError(
+                    path,
+                    f"declares {width} x {height} pixels ({_megapixels(width * height)} "
+                    f"megapixels), over the limit of {_megapixels(limit)} megapixels; raise it "
+                    f"with {MAX_PIXELS_ENV}=PIXELS (or `skinclf data check --max-pixels`)",
+                )
+            yield im
+    except UnidentifiedImageError:
+        raise ImageError(path, "is not a readable image file") from None
+    except FileNotFoundError:
+        raise ImageError(path, "does not exist") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason.lower() or "broken data stream" in reason:
+            raise ImageError(path, f"is truncated or corrupt ({reason})") from None
+        raise ImageError(path, f"cannot be decoded ({reason})") from None
+
 
 def open_rgb(path: str | Path, draft: tuple[int, int] | None = None) -> Image.Image:
     """Decode an image as 8-bit RGB (EXIF rotation applied; alpha composited on white).
 
     `draft=(w, h)` lets JPEG decode at a reduced scale that is still at least w x h (faster
-    when the image is resized down afterwards).
+    when the image is resized down afterwards). Raises ImageError for a file it cannot use.
     """
-    with Image.open(path) as im:
+    with open_image(path) as im:
         if draft is not None and im.format == "JPEG":
             im.draft("RGB", draft)
         im.load()
