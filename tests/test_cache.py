@@ -251,3 +251,23 @@ def test_cli_cache_builds_then_reuses(tmp_path):
     assert len(list((tmp_path / "c" / "decoded").glob("12px-center-crop-*.npy"))) == 1
     second = CliRunner().invoke(app, [*args, "--resize", "center-crop"])
     assert second.exit_code == 0 and "Reused the cache of 21 images" in second.output
+
+
+def test_skip_unreadable_records_them_and_training_still_refuses(tmp_path):
+    table = write_images(tmp_path / "imgs")
+    bad = tmp_path / "imgs" / "broken.jpg"
+    bad.write_bytes(b"")
+    table = pd.concat(
+        [table, pd.DataFrame([{"image_id": "broken", "path": str(bad), "label": "nv"}])]
+    )
+    decoded = build_cache(table, 8, cache_dir=tmp_path / "c", progress=False, skip_unreadable=True)
+    assert decoded.unreadable == {"broken": "is empty (0 bytes)"}
+    assert not decoded.images[decoded.rows(["broken"])[0]].any()  # a black row
+    assert np.abs(decoded.images[decoded.rows(["img0"])[0]].astype(int) - COLOURS[0]).max() <= 6
+    reused = build_cache(table, 8, cache_dir=tmp_path / "c", progress=False, skip_unreadable=True)
+    assert reused.build_seconds is None and reused.unreadable == decoded.unreadable
+    # training (the default) refuses the same cache, naming the file as a fresh build does
+    with pytest.raises(DataError, match=r"broken\.jpg: the file is empty \(0 bytes\)"):
+        build_cache(table, 8, cache_dir=tmp_path / "c", progress=False)
+    with pytest.raises(DataError, match=r"broken\.jpg: the file is empty \(0 bytes\)"):
+        build_cache(table, 8, cache_dir=tmp_path / "fresh", progress=False)

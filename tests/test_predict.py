@@ -131,3 +131,107 @@ def test_predict_bad_input(trained_run: Path, tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(DataError, match="No image files"):
         predict([trained_run], tmp_path / "x.csv", data=empty, progress=False)
+
+
+def _images_with_three_bad(folder_sample: Path, folder: Path) -> list[Path]:
+    """20 images: 17 good JPEGs and 3 bad files (zero bytes, truncated, not an image)."""
+    folder.mkdir()
+    for i, f in enumerate(sorted(folder_sample.rglob("*.jpg"))[:17]):
+        shutil.copy(f, folder / f"img{i:02d}.jpg")
+    good = (folder / "img00.jpg").read_bytes()
+    bad = [folder / "empty.jpg", folder / "cut.jpg", folder / "notes.png"]
+    bad[0].write_bytes(b"")
+    bad[1].write_bytes(good[: len(good) // 2])
+    bad[2].write_text("not an image, just text with an image name\n" * 4)
+    return bad
+
+
+def test_predict_skips_unreadable_images_and_lists_them(
+    trained_run: Path, train_cache: Path, folder_sample: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from skinclf.cli import app
+
+    bad = _images_with_three_bad(folder_sample, tmp_path / "batch")
+    out = tmp_path / "preds.csv"
+    args = ["predict", str(trained_run), "--data", str(tmp_path / "batch"), "--out", str(out)]
+    args += ["--cache-dir", str(train_cache), "--no-progress"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out)
+    assert len(frame) == 17 and not frame["image_id"].isin([b.name for b in bad]).any()
+    errors = pd.read_csv(tmp_path / "preds.errors.csv")
+    assert list(errors.columns) == ["path", "reason"]
+    reasons = dict(zip(errors["path"], errors["reason"], strict=True))
+    assert sorted(reasons) == sorted(str(b) for b in bad)
+    assert reasons[str(bad[0])] == "image is empty (0 bytes)"
+    assert "truncated" in reasons[str(bad[1])]
+    assert "not a readable image" in reasons[str(bad[2])]
+    summary = [line for line in result.output.splitlines() if "skipped" in line]
+    assert len(summary) == 1 and "3 unreadable" in summary[0]
+    assert all(b.name in summary[0] for b in bad) and "preds.errors.csv" in summary[0]
+
+    strict = CliRunner().invoke(app, [*args, "--strict"], env={"COLUMNS": "300"})
+    assert strict.exit_code == 1 and "3 unreadable" in strict.output
+    assert len(pd.read_csv(out)) == 17  # the readable images are still written
+
+    for b in bad:  # a clean batch leaves no stale errors file
+        b.unlink()
+    predict([trained_run], out, data=tmp_path / "batch", cache_dir=train_cache, progress=False)
+    assert not (tmp_path / "preds.errors.csv").exists()
+
+
+def _run_copy(trained_run: Path, dest: Path) -> Path:
+    return Path(shutil.copytree(trained_run, dest, ignore=shutil.ignore_patterns("last.ckpt")))
+
+
+def test_ensemble_split_must_be_the_same_split(
+    trained_run: Path, train_cache: Path, folder_sample: Path, tmp_path: Path
+) -> None:
+    quiet = {"cache_dir": train_cache, "progress": False}
+    same = _run_copy(trained_run, tmp_path / "same")
+    both = predict([trained_run, same], tmp_path / "ok.csv", split="test", **quiet)
+    assert len(both) == (pd.read_csv(trained_run / "split.csv")["split"] == "test").sum()
+
+    other = _run_copy(trained_run, tmp_path / "other")
+    split = pd.read_csv(other / "split.csv", dtype=str)
+    test_rows = split.index[split["split"] == "test"]
+    train_rows = split.index[split["split"] == "train"]
+    split.loc[test_rows[1], "split"] = "train"  # swap one test and one training image
+    split.loc[train_rows[0], "split"] = "test"
+    split.to_csv(other / "split.csv", index=False)
+    moved = "|".join(split.loc[[test_rows[1], train_rows[0]], "image_id"])
+    with pytest.raises(DataError, match=f"different splits: image '({moved})' is in") as info:
+        predict([trained_run, other], tmp_path / "x.csv", split="test", **quiet)
+    assert str(other / "split.csv") in str(info.value)
+    images = tmp_path / "loose"
+    images.mkdir()
+    for i, f in enumerate(sorted(folder_sample.rglob("*.jpg"))[:3]):
+        shutil.copy(f, images / f"img{i}.jpg")
+    frame = predict([trained_run, other], tmp_path / "d.csv", data=images, **quiet)
+    assert len(frame) == 3  # with --data the splits may differ
+
+
+def test_msp_ts_takes_the_temperature_of_selective(
+    trained_run: Path, train_cache: Path, folder_sample: Path, tmp_path: Path
+) -> None:
+    from skinclf.evaluate.scores import msp_ts
+    from skinclf.evaluate.sgr import Selective, save_selective
+
+    images = tmp_path / "loose"
+    images.mkdir()
+    for i, f in enumerate(sorted(folder_sample.rglob("*.jpg"))[:4]):
+        shutil.copy(f, images / f"img{i}.jpg")
+    kwargs = {"data": images, "cache_dir": train_cache, "progress": False}
+    with pytest.raises(ConfigError, match=r"msp_ts needs a temperature: give --selective"):
+        predict([trained_run], tmp_path / "x.csv", scores=["msp", "msp_ts"], **kwargs)
+    sel = save_selective(
+        Selective("msp", 2.5, 0.5, 0.1, 0.05, True, "val", 5, 0.5, 0.0, 0.1),
+        tmp_path / "selective.json",
+    )
+    out = tmp_path / "ts.csv"
+    frame = predict([trained_run], out, scores=["msp", "msp_ts"], selective=sel, **kwargs)
+    logits = frame[[f"logit_{c}" for c in CLASSES]].to_numpy()
+    np.testing.assert_allclose(frame["conf_msp_ts"], msp_ts(logits, 2.5), atol=1e-6)
+    assert (frame["conf_msp_ts"] < frame["conf_msp"]).all()  # T > 1 flattens the softmax

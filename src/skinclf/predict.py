@@ -7,6 +7,7 @@ or the ISIC 2018 Task 3 submission CSV.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +85,30 @@ def images_table(path: Path) -> pd.DataFrame:
     )
 
 
-def input_table(data: Path | None, split: str | None, first: LoadedRun) -> pd.DataFrame:
+def _check_same_split(
+    first: LoadedRun, parts: pd.DataFrame, other: LoadedRun, theirs: pd.DataFrame
+) -> None:
+    """DataError naming the first image that `other`'s split puts elsewhere than `first`'s."""
+    differs = parts["split"].to_numpy() != theirs["split"].to_numpy()
+    if differs.any():
+        i = int(np.argmax(differs))
+        raise DataError(
+            f"The runs of the ensemble were trained on different splits: image "
+            f"{parts['image_id'].iloc[i]!r} is in '{parts['split'].iloc[i]}' in "
+            f"{first.path / 'split.csv'} but in '{theirs['split'].iloc[i]}' in "
+            f"{other.path / 'split.csv'}; --split needs runs sharing one split.csv (predict "
+            "other images with --data)."
+        )
+
+
+def input_table(
+    data: Path | None,
+    split: str | None,
+    first: LoadedRun,
+    others: Sequence[LoadedRun] = (),
+) -> pd.DataFrame:
+    """The images to predict: `data`, or the `split` images of `first` (and of `others`,
+    whose split.csv must then assign every image as `first`'s does)."""
     from skinclf.data.formats import detect_format, load_dataset
     from skinclf.data.split import read_split
 
@@ -95,6 +119,8 @@ def input_table(data: Path | None, split: str | None, first: LoadedRun) -> pd.Da
         table = load_dataset(data_path, first.cfg.data.format)
         table = table[table["label"].astype(str) != ""]
         parts = read_split(first.path / "split.csv", table)
+        for other in others:
+            _check_same_split(first, parts, other, read_split(other.path / "split.csv", table))
         chosen = parts.loc[parts["split"] == split, "image_id"]
         if chosen.empty:
             raise DataError(f"The run's split.csv has no '{split}' images.")
@@ -110,6 +136,30 @@ def input_table(data: Path | None, split: str | None, first: LoadedRun) -> pd.Da
     except DataError:
         return images_table(data)
     return load_dataset(data)
+
+
+def errors_file(out: Path | str) -> Path:
+    """Where `predict` lists the images it skipped: `preds.csv` -> `preds.errors.csv`."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.errors.csv")
+
+
+def _skip_unreadable(
+    table: pd.DataFrame, unreadable: dict[str, str], path: Path
+) -> list[list[str]]:
+    """[path, reason] of each unreadable image of `table`, written to `path` as path,reason
+    (a stale file from an earlier run without unreadable images is removed)."""
+    skipped = [
+        [str(p), f"image {unreadable[str(i)]}"]
+        for i, p in zip(table["image_id"], table["path"], strict=True)
+        if str(i) in unreadable
+    ]
+    if not skipped:
+        path.unlink(missing_ok=True)
+        return skipped
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(path, index=False)
+    return skipped
 
 
 def _mc_dropout(model, feats: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -162,11 +212,16 @@ def predict(
     batch_size: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Predict `data` (any dataset format, or plain images) or a run's own `split`."""
+    """Predict `data` (any dataset format, or plain images) or a run's own `split`.
+
+    Unreadable images are skipped: the others are predicted, and the skipped ones are listed
+    with their reason (columns path,reason) in `errors_file(out)` and in the returned frame's
+    `attrs["skipped"]` ([path, reason] pairs). DataError when no image could be read.
+    """
     from skinclf.data.cache import build_cache
     from skinclf.data.dataset import label_indices
     from skinclf.evaluate.predictions import softmax, write_predictions
-    from skinclf.evaluate.scores import SCORES, fit_knn, fit_mahalanobis
+    from skinclf.evaluate.scores import SCORES, fit_knn, fit_mahalanobis, msp_ts
     from skinclf.train.inference import predict_arrays
     from skinclf.train.run import resolve_precision
 
@@ -179,19 +234,49 @@ def predict(
             f"Unknown --format '{output_format}': predictions or isic2018-submission."
         )
     requested = list(scores or LOGIT_SCORES)
-    known = {*LOGIT_SCORES, *FEATURE_SCORES, "tta", "mc_dropout", "ensemble"}
+    known = {*LOGIT_SCORES, "msp_ts", *FEATURE_SCORES, "tta", "mc_dropout", "ensemble"}
     unknown = [s for s in requested if s not in known]
     if unknown:
         raise ConfigError(f"Unknown score {unknown[0]!r}; choose from {', '.join(sorted(known))}.")
-    loaded = [load_run(r) for r in runs]
-    table = input_table(data, split, loaded[0])
+    if "msp_ts" in requested and selective is None:
+        raise ConfigError(
+            "msp_ts needs a temperature: give --selective RUN/eval/selective.json (written by "
+            "`skinclf evaluate --val ...`)."
+        )
+    sel = None
+    if selective is not None:
+        from skinclf.evaluate.evaluation import apply_selective, load_selective
 
-    probs_per_run, feats_first = [], None
+        sel = load_selective(selective)
+    loaded = [load_run(r) for r in runs]
+    table = input_table(data, split, loaded[0], loaded[1:])
+
+    decoded, unreadable = [], {}
     for run in loaded:
         cfg = run.cfg
         images = build_cache(
-            table, cfg.data.image_size, cfg.data.resize, cache_dir, progress=progress
+            table,
+            cfg.data.image_size,
+            cfg.data.resize,
+            cache_dir,
+            progress=progress,
+            skip_unreadable=True,
         )
+        decoded.append(images)
+        unreadable.update(images.unreadable)
+    out = Path(out)
+    skipped = _skip_unreadable(table, unreadable, errors_file(out))
+    if skipped:
+        table = table[~table["image_id"].astype(str).isin(unreadable)].reset_index(drop=True)
+    if table.empty:
+        raise DataError(
+            f"None of the {len(skipped)} images could be read; the reason for each is in "
+            f"{errors_file(out)}."
+        )
+
+    probs_per_run, feats_first = [], None
+    for run, images in zip(loaded, decoded, strict=True):
+        cfg = run.cfg
         rows = images.rows(table["image_id"])
         logits, feats = predict_arrays(
             run.model,
@@ -231,20 +316,19 @@ def predict(
             conf["knn"] = fit_knn(train_feats).score(feats_first)
 
     abstain = None
-    if selective is not None:
-        from skinclf.evaluate.evaluation import apply_selective, load_selective
-
-        sel = load_selective(selective)
+    if sel is not None:
+        if "msp_ts" in requested:
+            conf["msp_ts"] = msp_ts(logits, sel.temperature)
         score_values, abstain = apply_selective(sel, logits)
         conf.setdefault(sel["score"], score_values)
 
-    out = Path(out)
     if output_format == "isic2018-submission":
         frame = pd.DataFrame({"image": [Path(i).stem for i in table["image_id"]]})
         for col in ISIC_COLUMNS:
             frame[col] = probs[:, CLASSES.index(col.lower())]
         out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(out, index=False)
+        frame.attrs["skipped"] = skipped
         return frame
     labels = [CLASSES[i] if i >= 0 else "" for i in label_indices(table["label"])]
     write_predictions(
@@ -258,4 +342,6 @@ def predict(
         conf,
         abstain,
     )
-    return pd.read_csv(out)
+    frame = pd.read_csv(out)
+    frame.attrs["skipped"] = skipped
+    return frame

@@ -21,7 +21,7 @@ def predict(
     scores: str = typer.Option(
         "msp,max_logit,margin,neg_entropy,doctor",
         help="Confidence scores (conf_<name> columns): msp, max_logit, margin, neg_entropy, "
-        "doctor, tta, mc_dropout, mahalanobis, knn.",
+        "doctor, tta, mc_dropout, mahalanobis, knn, msp_ts (the temperature of --selective).",
     ),
     mc_dropout: int = typer.Option(0, help="K stochastic passes of the head (0: off)."),
     selective: Path | None = typer.Option(
@@ -33,6 +33,11 @@ def predict(
     cache_dir: Path | None = typer.Option(None, help="Decode/feature cache folder."),
     batch_size: int | None = typer.Option(None, help="Images per batch."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    strict: bool = typer.Option(
+        False,
+        "--strict",
+        help="Exit 1 when an image is unreadable (the others are still predicted and written).",
+    ),
 ) -> None:
     """Predict images with trained runs and write the predictions file (or ISIC submission).
 
@@ -58,6 +63,22 @@ def predict(
     if "abstain" in frame:
         extra = f", abstained on {int(frame['abstain'].sum())} ({frame['abstain'].mean():.0%})"
     console.print(f"[green]wrote[/] {out}: {len(frame)} images{extra}")
+    skipped = frame.attrs.get("skipped") or []
+    if skipped:
+        from rich.markup import escape
+
+        from skinclf.predict import errors_file
+
+        names = escape(", ".join(Path(p).name for p, _ in skipped[:5]))
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        colour = "red" if strict else "yellow"
+        console.print(
+            f"[{colour}]skipped[/] {len(skipped)} unreadable image(s) ({names}{more}); each with "
+            f"its reason in {escape(str(errors_file(out)))}",
+            highlight=False,
+        )
+        if strict:
+            raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -75,17 +75,28 @@ class DecodedImages:
     """A built cache: ``images`` (read-only memmap, N x H x W x 3 uint8) and its index.
 
     ``image_ids`` gives the row order, ``key`` the content hash, ``path`` the ``.npy`` file,
-    ``build_seconds`` the decode time when this call built it (None when reused).
+    ``build_seconds`` the decode time when this call built it (None when reused),
+    ``unreadable`` {image_id: reason} of the images that could not be decoded (their rows are
+    black; only a cache built with ``skip_unreadable=True`` has any).
 
     Pickles cheaply (the memmap is reopened, not copied), so DataLoader workers can use it.
     """
 
-    def __init__(self, path: Path, image_ids: Sequence[str], key: str, size: int, resize: str):
+    def __init__(
+        self,
+        path: Path,
+        image_ids: Sequence[str],
+        key: str,
+        size: int,
+        resize: str,
+        unreadable: dict[str, str] | None = None,
+    ):
         self.path = Path(path)
         self.image_ids: list[str] = [str(i) for i in image_ids]
         self.key = key
         self.size = size
         self.resize = resize
+        self.unreadable: dict[str, str] = dict(unreadable or {})
         self._row_of = {iid: r for r, iid in enumerate(self.image_ids)}
         self.build_seconds: float | None = None  # set when this call decoded (not reused)
         self.images: np.memmap = self._open()
@@ -105,7 +116,14 @@ class DecodedImages:
         """Open a finished cache from its ``.npy`` path (the ``.json`` index must be beside it)."""
         path = Path(path)
         index = json.loads(path.with_suffix(".json").read_text())
-        return cls(path, index["image_ids"], index["key"], index["size"], index["resize"])
+        return cls(
+            path,
+            index["image_ids"],
+            index["key"],
+            index["size"],
+            index["resize"],
+            index.get("unreadable"),
+        )
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -192,12 +210,15 @@ def build_cache(
     cache_dir: Path | None = None,
     workers: int | None = None,
     progress: bool = True,
+    skip_unreadable: bool = False,
 ) -> DecodedImages:
     """Decode and resize every image of ``table`` once, or reuse the cache built before.
 
     Rows of the cache are in sorted ``image_id`` order (use ``.rows(ids)``). ``workers``
     decoding threads (default: CPU count, at most 8). Raises DataError for a missing or
-    undecodable image, naming it.
+    undecodable image, naming it; with ``skip_unreadable`` (inference) an undecodable image
+    instead gets a black row and its reason in ``.unreadable``. A cache holding unreadable
+    images is refused when ``skip_unreadable`` is false (training never uses one).
     """
     _check(table, size, resize)
     key = cache_key(table, size, resize)
@@ -208,23 +229,37 @@ def build_cache(
 
     done = _finished(npy)
     if done is not None:
-        return done
+        return _refuse_unreadable(done, table) if not skip_unreadable else done
     with FileLock(str(folder / f"{stem}.lock")):
         done = _finished(npy)  # another process may have built it while we waited
         if done is not None:
-            return done
+            return _refuse_unreadable(done, table) if not skip_unreadable else done
         for stale in folder.glob(f"{stem}.*.tmp"):  # left by a builder that died
             stale.unlink(missing_ok=True)
         ordered = table.assign(image_id=table["image_id"].astype(str)).sort_values("image_id")
         ids = ordered["image_id"].tolist()
         start = time.perf_counter()
-        _write(npy, ordered["path"].tolist(), size, resize, workers, progress)
+        failed = _write(
+            npy, ordered["path"].tolist(), size, resize, workers, progress, skip_unreadable
+        )
         seconds = time.perf_counter() - start
+        unreadable = {ids[i]: reason for i, reason in sorted(failed.items())}
         index = {"key": key, "size": size, "resize": resize, "n": len(ids), "image_ids": ids}
+        if unreadable:
+            index["unreadable"] = unreadable
         _replace_text(npy.with_suffix(".json"), json.dumps(index))
-    built = DecodedImages(npy, ids, key, size, resize)
+    built = DecodedImages(npy, ids, key, size, resize, unreadable)
     built.build_seconds = seconds
     return built
+
+
+def _refuse_unreadable(done: DecodedImages, table: pd.DataFrame) -> DecodedImages:
+    """``done``, or the DataError a fresh build would raise when it holds unreadable images."""
+    if not done.unreadable:
+        return done
+    image_id, reason = next(iter(done.unreadable.items()))
+    paths = dict(zip(table["image_id"].astype(str), table["path"], strict=True))
+    raise _decode_error(paths.get(image_id, image_id), reason)
 
 
 def _temp_name(final: Path) -> Path:
@@ -241,25 +276,48 @@ def _replace_text(final: Path, text: str) -> None:
 
 
 def _write(
-    npy: Path, paths: list, size: int, resize: str, workers: int | None, progress: bool
-) -> None:
-    """Decode into a temporary .npy beside ``npy``, then rename it into place."""
+    npy: Path,
+    paths: list,
+    size: int,
+    resize: str,
+    workers: int | None,
+    progress: bool,
+    skip_unreadable: bool = False,
+) -> dict[int, str]:
+    """Decode into a temporary .npy beside ``npy``, then rename it into place.
+
+    Returns {row: reason} of the images skipped as unreadable (only with ``skip_unreadable``).
+    """
     tmp = _temp_name(npy)
     try:
         out = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3)
         )
-        _fill(out, paths, size, resize, workers or min(8, os.cpu_count() or 1), progress)
+        n_workers = workers or min(8, os.cpu_count() or 1)
+        failed = _fill(out, paths, size, resize, n_workers, progress, skip_unreadable)
         out.flush()
         del out
         os.replace(tmp, npy)
     finally:
         tmp.unlink(missing_ok=True)
+    return failed
+
+
+def _decode_error(path: str, reason: str) -> DataError:
+    return DataError(
+        f"Cannot decode image {path}: the file {reason}; fix or remove it and run again."
+    )
 
 
 def _fill(
-    out: np.ndarray, paths: list, size: int, resize: str, workers: int, progress: bool
-) -> None:
+    out: np.ndarray,
+    paths: list,
+    size: int,
+    resize: str,
+    workers: int,
+    progress: bool,
+    skip_unreadable: bool = False,
+) -> dict[int, str]:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -269,18 +327,20 @@ def _fill(
         TimeRemainingColumn,
     )
 
+    failed: dict[int, str] = {}
+
     def work(i: int) -> None:
         try:
             out[i] = decode_image(paths[i], size, resize)
+            return
         except ImageError as exc:
-            raise DataError(
-                f"Cannot decode image {paths[i]}: the file {exc.reason}; fix or remove it and "
-                "run again."
-            ) from None
+            reason = exc.reason
         except (OSError, ValueError) as exc:
-            raise DataError(
-                f"Cannot decode image {paths[i]} ({exc}); fix or remove it and run again."
-            ) from None
+            reason = f"cannot be decoded ({str(exc) or type(exc).__name__})"
+        if not skip_unreadable:
+            raise _decode_error(paths[i], reason)
+        out[i] = 0
+        failed[i] = reason
 
     bar = Progress(
         TextColumn("decoding {task.fields[what]}"),
@@ -299,3 +359,4 @@ def _fill(
                 bar.advance(task)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # stop early after a bad image
+    return failed
