@@ -52,9 +52,10 @@ def _root(
 
 
 def _register() -> None:
+    import skinclf.cli.data_download  # noqa: F401 (adds `data download` to the data group)
     from skinclf.cli import data, data_prep, evaluate, models, predict, train, tune  # noqa: F401
 
-    app.add_typer(data.app, name="data", help="Check, split, cache and generate datasets.")
+    app.add_typer(data.app, name="data", help="Download, check, split, cache and generate data.")
     for module in (models, train, tune, predict, evaluate):
         module.register(app)
 
