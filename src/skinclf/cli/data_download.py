@@ -40,8 +40,7 @@ def download(
 ) -> None:
     """Download a public dataset (resumable, verified), unpack it and run `data check` on it.
 
-    The licence and citation are printed before anything is transferred. Without network it
-    names the URL it could not reach and the manual steps; nothing half-extracted is left.
+    Prints licence and citation first. Offline: names the URL and the manual steps, exit 1.
     """
     from skinclf.data.download import download_dataset, iter_rows, load_sources
     from skinclf.errors import ConfigError

@@ -45,6 +45,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from skinclf import __version__
 from skinclf.errors import ConfigError, DataError
@@ -341,7 +342,7 @@ def _fetch_once(url: str, part: Path, size: int | None, timeout: float, bar, tas
         length = response.headers.get("Content-Length")
         length = int(length) if length and length.isdigit() else None
         total = have + length if length is not None else size
-        bar.update(task, total=total, completed=have)
+        bar.update(task, total=total, completed=have, visible=True)
         got = 0
         with part.open(mode) as f:
             try:
@@ -371,7 +372,14 @@ def _fetch(url, part, size, timeout, bar, task, retries: int, retry_wait: float)
             attempt += 1
             if attempt > retries:
                 raise _Dropped(exc.url, exc.reason) from None
-            time.sleep(retry_wait * 2 ** (attempt - 1))
+            wait = retry_wait * 2 ** (attempt - 1)
+            bar.console.print(
+                f"[yellow]{escape(part.name[: -len('.part')])}: {escape(exc.reason)}; resuming "
+                f"in {wait:.0f} s "
+                f"(try {attempt} of {retries})[/]",
+                soft_wrap=True,
+            )
+            time.sleep(wait)
 
 
 # ---------------------------------------------------------------------------- resolving
@@ -392,8 +400,7 @@ class _Planned:
 def _dataverse_files(source: Source, timeout: float) -> tuple[str, list[dict]]:
     dv = source.dataverse or {}
     server = dv["server"].rstrip("/")
-    query = urllib.parse.urlencode({"persistentId": dv["doi"]})
-    url = f"{server}/api/datasets/:persistentId/?{query}"
+    url = f"{server}/api/datasets/:persistentId/?persistentId={dv['doi']}"
     doc = _get_json(url, timeout)
     try:
         files = [f["dataFile"] for f in doc["data"]["latestVersion"]["files"]]
@@ -636,15 +643,16 @@ def _in_place(out: Path, source: Source, part: str) -> dict | None:
 
 def describe(source: Source, console: Console) -> None:
     """Print what is about to be downloaded, its licence and how to cite it."""
-    console.print(f"[bold]{source.title}[/]", soft_wrap=True)
-    console.print(f"from {source.source} ({source.page}), {source.size}", soft_wrap=True)
+    s = {k: escape(str(v)) for k, v in vars(source).items() if isinstance(v, str)}
+    console.print(f"[bold]{s['title']}[/]", soft_wrap=True)
+    console.print(f"from {s['source']} ({s['page']}), {s['size']}", soft_wrap=True)
     console.print(
-        f"[bold]Licence:[/] {source.licence} ({source.licence_url}): {source.licence_terms}.",
+        f"[bold]Licence:[/] {s['licence']} ({s['licence_url']}): {s['licence_terms']}.",
         soft_wrap=True,
     )
     if source.licence_note:
-        console.print(f"[dim]{source.licence_note}[/]", soft_wrap=True)
-    console.print(f"[bold]Cite:[/] {source.citation}.", soft_wrap=True)
+        console.print(f"[dim]{s['licence_note']}[/]", soft_wrap=True)
+    console.print(f"[bold]Cite:[/] {s['citation']}.", soft_wrap=True)
 
 
 def _progress(console: Console, enabled: bool):
@@ -715,13 +723,13 @@ def download_dataset(
         return DownloadResult(out, source, part, True, list(marker.get("files", [])))
 
     staging = staging_dir(out)
-    created = not staging.exists()
+    created = [p for p in (out.parent, staging) if not p.exists()]  # removed again if empty
     try:
         records = _download_all(
             source, part, out, staging, console, progress, timeout, retries, retry_wait
         )
     except _Unreachable as exc:
-        _drop_if_empty(staging, created)
+        _drop_if_empty(created)
         raise DataError(
             f"could not reach {exc.url} ({exc.reason}); check the network and run the command "
             f"again, or download by hand: {source.manual_steps(part, out)}."
@@ -733,7 +741,7 @@ def download_dataset(
             f"{source.manual_steps(part, out)}."
         ) from None
     except BaseException:
-        _drop_if_empty(staging, created)
+        _drop_if_empty(created)
         raise
     if not keep_archives:
         shutil.rmtree(staging, ignore_errors=True)
@@ -745,14 +753,12 @@ def download_dataset(
     return result
 
 
-def _drop_if_empty(staging: Path, created: bool) -> None:
-    """Remove the staging folder this call created if nothing worth keeping arrived."""
-    if (
-        created
-        and staging.is_dir()
-        and not any(p.is_file() and p.stat().st_size for p in staging.rglob("*"))
-    ):
-        shutil.rmtree(staging, ignore_errors=True)
+def _drop_if_empty(created: list[Path]) -> None:
+    """Remove the folders this call created (staging, a new parent) if nothing worth keeping
+    arrived in them: a failed first attempt leaves no trace."""
+    for folder in reversed(created):
+        if folder.is_dir() and not any(p.is_file() and p.stat().st_size for p in folder.rglob("*")):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _download_all(source, part, out, staging, console, progress, timeout, retries, retry_wait):
@@ -762,7 +768,7 @@ def _download_all(source, part, out, staging, console, progress, timeout, retrie
     with _progress(console, progress) as bar:
         for plan in plans:
             final = staging / plan.file.name
-            task = bar.add_task(plan.file.name, total=plan.size)
+            task = bar.add_task(plan.file.name, total=plan.size, visible=final.exists())
             if not final.exists():
                 partial = staging / (plan.file.name + ".part")
                 _fetch(plan.url, partial, plan.size, timeout, bar, task, retries, retry_wait)
