@@ -57,3 +57,19 @@ def test_config_file_and_round_trip(tmp_path) -> None:
     assert read_config(tmp_path / "config.yaml") == cfg
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("default", tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("override", "hint"),
+    [
+        ("train.epoch=3", "did you mean 'train.epochs'?"),
+        ("train.plateau.patiance=2", "did you mean 'train.plateau.patience'?"),
+        ("modle.backbone=resnet50", "did you mean 'model'?"),
+        ("train.zzz=1", "the keys under 'train' are: epochs, unfreeze,"),
+    ],
+)
+def test_unknown_key_suggests_the_closest_valid_keys(override: str, hint: str) -> None:
+    with pytest.raises(ConfigError, match="Unknown config key") as err:
+        load_config("default", overrides=[override])
+    assert hint in str(err.value)
+

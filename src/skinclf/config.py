@@ -6,6 +6,7 @@ YAML) or by a whole `--config FILE`; unknown keys are an error that names the ke
 
 from __future__ import annotations
 
+import difflib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -237,6 +238,34 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return out
 
 
+def _section(path: tuple[str, ...]) -> type[BaseModel] | None:
+    """The settings model at dotted `path` (() is RunConfig), or None if there is none."""
+    model: type[BaseModel] = RunConfig
+    for part in path:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _unknown_key_hint(loc: tuple[str, ...]) -> str:
+    """'; did you mean ...?' for the closest valid keys at that level, else the valid keys."""
+    section = _section(loc[:-1])
+    if section is None:
+        return "."
+    prefix = "".join(f"{p}." for p in loc[:-1])
+    valid = list(section.model_fields)
+    close = difflib.get_close_matches(loc[-1], valid, n=3, cutoff=0.6)
+    if close:
+        names = [f"'{prefix}{c}'" for c in close]
+        either = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+        return f"; did you mean {either}?"
+    where = f"under '{prefix[:-1]}'" if prefix else "at the top level"
+    return f"; the keys {where} are: {', '.join(valid)}."
+
+
 def _validate(data: dict[str, Any], origin: str) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
@@ -244,7 +273,8 @@ def _validate(data: dict[str, Any], origin: str) -> RunConfig:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            raise ConfigError(f"Unknown config key '{loc}' (from {origin}).") from None
+            hint = _unknown_key_hint(tuple(str(p) for p in err["loc"]))
+            raise ConfigError(f"Unknown config key '{loc}' (from {origin}){hint}") from None
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"Config key '{loc}' (from {origin}): {msg}.") from None
 
