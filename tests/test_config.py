@@ -73,3 +73,21 @@ def test_unknown_key_suggests_the_closest_valid_keys(override: str, hint: str) -
         load_config("default", overrides=[override])
     assert hint in str(err.value)
 
+
+def test_resume_settings_start_from_the_run_not_the_preset(tmp_path) -> None:
+    from skinclf.config import load_resume_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    paper = load_config("paper", overrides=["train.epochs=20"])
+    save_config(paper, run / "config.yaml")
+    cfg = load_resume_config(run, overrides=["trainer.threads=1", "trainer.logger=tensorboard"])
+    assert cfg.preset == "paper" and cfg.data.image_size == 120 and cfg.train.epochs == 20
+    assert cfg.trainer.threads == 1 and cfg.trainer.logger == "tensorboard"
+    with pytest.raises(ConfigError) as err:
+        load_resume_config(run, overrides=["train.epochs=25"])
+    message = str(err.value)
+    assert "train.epochs=25" in message and "train.epochs=20" in message
+    assert "start a new run" in message
+    with pytest.raises(ConfigError, match="with preset=default"):
+        load_resume_config(run, preset="default")

@@ -7,6 +7,7 @@ YAML) or by a whole `--config FILE`; unknown keys are an error that names the ke
 from __future__ import annotations
 
 import difflib
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -287,7 +288,16 @@ def load_config(
     """Preset, then a config file, then `key=value` overrides, each on top of the last."""
     data = _preset_dict(preset)
     data["preset"] = preset
-    origin = f"preset {preset}"
+    return _layered(data, f"preset {preset}", config_file, overrides)
+
+
+def _layered(
+    data: dict[str, Any],
+    origin: str,
+    config_file: Path | str | None,
+    overrides: list[str] | None,
+) -> RunConfig:
+    """`data`, then a config file, then `key=value` overrides, validated."""
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
@@ -314,3 +324,64 @@ def read_config(path: Path) -> RunConfig:
     if not path.is_file():
         raise ConfigError(f"{path} does not exist: is this a run folder written by skinclf train?")
     return _validate(yaml.safe_load(path.read_text()) or {}, str(path))
+
+
+# Settings a resumed run may change: they decide how fast it runs and where it logs, not what it
+# computes. Every other change would make the run something its config.yaml does not describe.
+RESUMABLE_KEYS = ("trainer.threads", "trainer.num_workers", "trainer.logger")
+
+
+def flat_settings(config: RunConfig) -> dict[str, Any]:
+    """Every setting as dotted key -> value (JSON types), in definition order."""
+
+    def flatten(d: dict[str, Any], prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in d.items():
+            if isinstance(value, dict):
+                out.update(flatten(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    return flatten(config.model_dump(mode="json"), "")
+
+
+def _show(value: Any) -> str:
+    """A setting's value as it would be written on the command line."""
+    return value if isinstance(value, str) and value else json.dumps(value)
+
+
+def check_resume(saved: RunConfig, config: RunConfig, run: Path | str) -> None:
+    """Refuse to resume run `run` (started with `saved`) under settings that change its results;
+    only RESUMABLE_KEYS may differ."""
+    old, new = flat_settings(saved), flat_settings(config)
+    changed = [k for k in new if k not in RESUMABLE_KEYS and old.get(k) != new[k]]
+    if not changed:
+        return
+    key = changed[0]
+    more = f" (and {', '.join(changed[1:])})" if changed[1:] else ""
+    raise ConfigError(
+        f"Cannot resume {run} with {key}={_show(new[key])}{more}: the run was started with "
+        f"{key}={_show(old.get(key))}, and a resumed run keeps the settings of its config.yaml "
+        f"(only {', '.join(RESUMABLE_KEYS)} may change); resuming does not extend a run or change "
+        "its recipe, so start a new run (another --out) for that."
+    )
+
+
+def load_resume_config(
+    run: Path | str,
+    preset: str | None = None,
+    config_file: Path | str | None = None,
+    overrides: list[str] | None = None,
+) -> RunConfig:
+    """The settings to resume run folder `run` with: its own config.yaml, then a config file,
+    then `key=value` overrides; refused (ConfigError) if they change the run's results."""
+    path = Path(run) / "config.yaml"
+    saved = read_config(path)
+    data = saved.model_dump(mode="json")
+    if preset is not None:
+        data["preset"] = preset
+    config = _layered(data, str(path), config_file, overrides)
+    check_resume(saved, config, run)
+    return config
+

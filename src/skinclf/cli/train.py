@@ -15,7 +15,9 @@ def train(
         ..., "--data", help="Dataset folder (any format `data check` knows)."
     ),
     out: Path = typer.Option(..., "--out", help="Run folder to create, e.g. runs/lite0-default."),
-    preset: str = typer.Option("default", help="Recipe: default, paper or sample."),
+    preset: str | None = typer.Option(
+        None, help="Recipe: default (if not given), paper or sample; --resume: the run's own."
+    ),
     backbone: str | None = typer.Option(
         None, help="Backbone name (see `skinclf models list`); shortcut for model.backbone=..."
     ),
@@ -29,7 +31,11 @@ def train(
     cache_dir: Path | None = typer.Option(
         None, help="Where decoded images and features are cached (default ~/.cache/skinclf)."
     ),
-    resume: bool = typer.Option(False, help="Continue an interrupted run from its last epoch."),
+    resume: bool = typer.Option(
+        False,
+        help="Continue an interrupted run from its last epoch, with the settings of its "
+        "config.yaml (only --threads, --num-workers, --logger may change).",
+    ),
     accelerator: str | None = typer.Option(None, help="cpu, gpu, auto (trainer.accelerator)."),
     devices: str | None = typer.Option(None, help="Number of devices or 'auto'."),
     strategy: str | None = typer.Option(None, help="auto, ddp, ddp_spawn, ... (Lightning)."),
@@ -49,7 +55,7 @@ def train(
 
     Example: skinclf train --data data/ham10000 --out runs/default --preset default train.epochs=6
     """
-    from skinclf.config import load_config
+    from skinclf.config import load_config, load_resume_config
 
     extra = list(overrides or [])
     for key, value in (
@@ -65,9 +71,11 @@ def train(
     ):
         if value is not None:
             extra.append(f"{key}={value}")
-    if resume and (out / "config.yaml").is_file() and config is None and not overrides:
-        config = out / "config.yaml"
-    cfg = load_config(preset, config, extra)
+    if resume and (out / "config.yaml").is_file():
+        # the run's own settings, then --config and the overrides; refused if results change
+        cfg = load_resume_config(out, preset, config, extra)
+    else:
+        cfg = load_config(preset or "default", config, extra)
 
     from skinclf.train.run import fit
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from skinclf.classes import CLASSES, NUM_CLASSES
-from skinclf.config import RunConfig, save_config
+from skinclf.config import RunConfig, check_resume, read_config, save_config
 from skinclf.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test", "calib")
@@ -92,6 +92,22 @@ def prepare_split(
         return read_split(out / "split.csv", table)
     d = cfg.data
     return split_dataset(table, val=d.val, test=d.test, calib=d.calib, seed=cfg.seed)
+
+
+def _check_resume_split(out: Path, split_file: Path | str | None) -> None:
+    """A resumed run keeps its split.csv: another --split is refused."""
+    if split_file is None or not (out / "split.csv").is_file() or not Path(split_file).is_file():
+        return  # (a missing or malformed --split gets read_split's error)
+
+    def assignments(path: Path) -> set[tuple[str, str]]:
+        t = pd.read_csv(path, dtype=str)
+        return set(zip(t.get("image_id", []), t.get("split", []), strict=False))
+
+    if assignments(out / "split.csv") != assignments(Path(split_file)):
+        raise ConfigError(
+            f"Cannot resume {out} with --split {split_file}: it differs from the run's own "
+            "split.csv; resume without --split, or start a new run (another --out)."
+        )
 
 
 def check_training_split(table: pd.DataFrame, split: pd.DataFrame) -> None:
@@ -374,6 +390,9 @@ def fit(
         raise ConfigError(
             f"{out} already holds a run; pass --resume to continue it or choose another --out."
         )
+    if resume and (out / "config.yaml").is_file():  # resumed as it was started, or not at all
+        check_resume(read_config(out / "config.yaml"), cfg, out)
+        _check_resume_split(out, split_file)
     get_backbone_info(cfg.model.backbone)  # unknown backbone: error before any work
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     infer_precision = resolve_precision(
