@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,8 +29,10 @@ import pandas as pd
 from filelock import FileLock
 from PIL import Image
 
+from skinclf import atomic
 from skinclf.data.formats import ImageError, open_rgb
 from skinclf.errors import ConfigError, DataError
+from skinclf.faults import fault_point
 
 RESIZE_POLICIES: tuple[str, ...] = ("squash", "center-crop")
 CACHE_FORMAT_VERSION = 1
@@ -262,17 +263,8 @@ def _refuse_unreadable(done: DecodedImages, table: pd.DataFrame) -> DecodedImage
     raise _decode_error(paths.get(image_id, image_id), reason)
 
 
-def _temp_name(final: Path) -> Path:
-    return final.with_name(f"{final.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}{final.suffix}.tmp")
-
-
 def _replace_text(final: Path, text: str) -> None:
-    tmp = _temp_name(final)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic.write_text(final, text)
 
 
 def _write(
@@ -288,18 +280,12 @@ def _write(
 
     Returns {row: reason} of the images skipped as unreadable (only with ``skip_unreadable``).
     """
-    tmp = _temp_name(npy)
-    try:
-        out = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3)
-        )
+    with atomic.atomic_path(npy) as tmp:
+        out = atomic.open_memmap(tmp, np.uint8, (len(paths), size, size, 3))
         n_workers = workers or min(8, os.cpu_count() or 1)
         failed = _fill(out, paths, size, resize, n_workers, progress, skip_unreadable)
         out.flush()
         del out
-        os.replace(tmp, npy)
-    finally:
-        tmp.unlink(missing_ok=True)
     return failed
 
 
@@ -357,6 +343,7 @@ def _fill(
             task = bar.add_task("decode", total=len(paths), what=what)
             for _ in pool.map(work, range(len(paths))):
                 bar.advance(task)
+                fault_point("decode-cache")
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # stop early after a bad image
     return failed

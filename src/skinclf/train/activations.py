@@ -15,7 +15,6 @@ this way predicts from images like any other.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -25,11 +24,13 @@ from filelock import FileLock
 from rich.progress import Progress
 from torch.utils.data import Dataset, Sampler
 
+from skinclf.atomic import atomic_path, open_memmap
 from skinclf.config import AugmentConfig
 from skinclf.errors import ConfigError
+from skinclf.faults import fault_point
 from skinclf.models.modes import eval_mode
 from skinclf.train.augment import augment_batch
-from skinclf.train.features import backbone_key, cache_file
+from skinclf.train.features import backbone_key, cache_file, load_cached
 from skinclf.train.inference import autocast_context
 from skinclf.train.mixing import MIXING_FIELDS
 
@@ -130,8 +131,9 @@ def cached_activations(
     )
     final = cache_file(cache_dir, "activations", parts, rows)
     with FileLock(str(final) + ".lock"):
-        if final.exists():
-            return np.load(final, mmap_mode="r")
+        done = load_cached(final, mmap_mode="r")
+        if done is not None:
+            return done
         with eval_mode(model):
             _build_activations(
                 model, images, rows, k, mode, n_views, final, precision, batch_size, seed,
@@ -159,9 +161,8 @@ def _build_activations(
     device = next(model.parameters()).device
     rows = np.asarray(rows, dtype=np.int64)
     g = torch.Generator().manual_seed(seed * 1_000_003 + 17)
-    tmp = final.with_suffix(f".{os.getpid()}.tmp.npy")
     out = None
-    with Progress(disable=not progress, transient=True) as bar:
+    with atomic_path(final) as tmp, Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(description, total=len(rows))
         for start in range(0, len(rows), batch_size):
             idx = rows[start : start + batch_size]
@@ -174,15 +175,13 @@ def _build_activations(
                     acts.append(prefix_forward(model, view, k).float().half().cpu())
             batch = torch.stack(acts, 1).contiguous().numpy()
             if out is None:
-                out = np.lib.format.open_memmap(
-                    tmp, mode="w+", dtype=np.float16, shape=(len(rows), *batch.shape[1:])
-                )
+                out = open_memmap(tmp, np.float16, (len(rows), *batch.shape[1:]))
             out[start : start + len(idx)] = batch
             bar.advance(task, len(idx))
-    assert out is not None, "no rows to cache"
-    out.flush()
-    del out
-    os.replace(tmp, final)
+            fault_point("activation-cache")
+        assert out is not None, "no rows to cache"
+        out.flush()
+        del out
 
 
 class ActivationDataset(Dataset):

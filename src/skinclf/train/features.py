@@ -5,13 +5,14 @@ resolution, normalisation and images, then reused (stage 1 trains the head on th
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from filelock import FileLock
 
+from skinclf.atomic import atomic_path
+from skinclf.faults import fault_point
 from skinclf.train.inference import predict_arrays
 
 
@@ -41,6 +42,17 @@ def cache_file(cache_dir: Path, kind: str, parts: dict[str, object], rows: np.nd
     return folder / f"{h.hexdigest()[:24]}.npy"
 
 
+def load_cached(path: Path, mmap_mode: str | None = None) -> np.ndarray | None:
+    """The array of a finished cache file, or None when there is none or it cannot be read
+    (damaged, e.g. truncated by a power cut: the caller builds it again and replaces it)."""
+    if not path.is_file():
+        return None
+    try:
+        return np.load(path, mmap_mode=mmap_mode)
+    except (ValueError, OSError, EOFError):
+        return None
+
+
 def cached_features(
     model: torch.nn.Module,
     images: np.ndarray,
@@ -59,8 +71,9 @@ def cached_features(
     parts = dict(key_parts, **backbone_key(model), precision=precision)
     final = cache_file(cache_dir, "features", parts, rows)
     with FileLock(str(final) + ".lock"):
-        if final.exists():
-            return np.load(final)
+        done = load_cached(final)
+        if done is not None:
+            return done
         _, feats = predict_arrays(
             model,
             images,
@@ -70,7 +83,9 @@ def cached_features(
             progress=progress,
             description="features",
         )
-        tmp = final.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, feats.astype(np.float32))
-        os.replace(tmp, final)
-        return feats.astype(np.float32)
+        feats = feats.astype(np.float32)
+        with atomic_path(final) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, feats)  # a file object: np.save would append .npy to a name
+            fh.flush()
+            fault_point("feature-cache")
+        return feats
