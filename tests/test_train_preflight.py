@@ -4,15 +4,35 @@ packages, unreachable hub weights, and --print-config (which writes nothing at a
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 from skinclf.config import load_config
-from skinclf.errors import ConfigError
+from skinclf.errors import ConfigError, MissingExtraError
 from skinclf.train.run import fit
 
 QUIET = {"progress": False, "log": lambda *_: None}
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    """cli(*args) runs `skinclf ARGS` in this process (no start-up cost): exit code, stdout,
+    stderr."""
+    from skinclf.cli import main
+
+    def run(*args: object) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["skinclf", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 def _files(folder: Path) -> dict[str, int]:
@@ -57,3 +77,31 @@ def test_fit_refuses_to_resume_with_another_split(
             **QUIET,
         )
 
+
+# --- optional logger packages --------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("logger", "modules"), [("wandb", ["wandb"]), ("tensorboard", ["tensorboard", "tensorboardX"])]
+)
+def test_missing_logger_package_names_its_extra_before_writing(
+    ham_sample: Path, tmp_path: Path, monkeypatch, logger: str, modules: list[str]
+) -> None:
+    for module in modules:  # as if not installed: importing it fails, find_spec finds nothing
+        monkeypatch.setitem(sys.modules, module, None)
+    out = tmp_path / "run"
+    cfg = load_config("sample", overrides=[f"trainer.logger={logger}"])
+    with pytest.raises(MissingExtraError) as err:
+        fit(ham_sample, out, cfg, cache_dir=tmp_path / "cache", **QUIET)
+    assert f'pip install "skinclf[{logger}]"' in str(err.value)
+    assert not out.exists()
+
+
+def test_cli_missing_wandb_is_one_sentence(
+    ham_sample: Path, tmp_path: Path, cli, monkeypatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    out = tmp_path / "run"
+    args = ["train", "--data", ham_sample, "--out", out, "--preset", "sample", "--logger", "wandb"]
+    code, _, err = cli(*args, "--cache-dir", tmp_path / "c", "--no-progress")
+    assert code == 1 and "Traceback" not in err
+    assert 'pip install "skinclf[wandb]"' in err and err.count("\n") == 1  # not eaten as markup
+    assert not out.exists()

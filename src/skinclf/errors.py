@@ -13,3 +13,7 @@ class DataError(SkinclfError):
 
 class ConfigError(SkinclfError):
     """An unknown preset, config key, or a value out of range."""
+
+
+class MissingExtraError(SkinclfError):
+    """An optional dependency (a pip extra of skinclf) that a requested feature needs."""

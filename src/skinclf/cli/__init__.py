@@ -15,11 +15,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from skinclf import __version__
 from skinclf.errors import SkinclfError
 
-console = Console(stderr=True)
+# soft_wrap: an error is one sentence on one line, never broken or cut at the terminal width.
+console = Console(stderr=True, soft_wrap=True)
 
 app = typer.Typer(
     name="skinclf",
@@ -68,5 +70,6 @@ def main() -> None:
     try:
         app()
     except SkinclfError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # escaped: a message such as `pip install "skinclf[wandb]"` is not rich markup
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(1)

@@ -373,6 +373,7 @@ def fit(
 
     from skinclf.data.cache import default_cache_dir
     from skinclf.data.dataset import CachedImageDataset
+    from skinclf.extras import require_extra
     from skinclf.models import get_backbone_info
     from skinclf.provenance import provenance
     from skinclf.train.callbacks import EpochSummary, TrainModeCheck
@@ -393,7 +394,11 @@ def fit(
     if resume and (out / "config.yaml").is_file():  # resumed as it was started, or not at all
         check_resume(read_config(out / "config.yaml"), cfg, out)
         _check_resume_split(out, split_file)
-    get_backbone_info(cfg.model.backbone)  # unknown backbone: error before any work
+    # everything that can fail without training fails here, before a file is written:
+    # unknown backbone, missing optional logger package
+    get_backbone_info(cfg.model.backbone)
+    if cfg.trainer.logger != "csv":
+        require_extra(cfg.trainer.logger, f"trainer.logger={cfg.trainer.logger}")
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     infer_precision = resolve_precision(
         cfg.trainer.precision, cfg.trainer.accelerator, training=False
