@@ -1,13 +1,40 @@
 """Lightning callbacks: one summary line per epoch, best-weights keeper for stage 1, and the
-check that fine-tuning starts with exactly the frozen stages in eval mode."""
+check that fine-tuning starts with exactly the frozen stages in eval mode; and the checkpoint
+writer (a Trainer plugin) that replaces checkpoints atomically."""
 
 from __future__ import annotations
 
 import copy
+import io
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.plugins import TorchCheckpointIO
+
+from skinclf import atomic
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it and renames it into place.
+
+    Lightning's own writer stages the file in the system temp folder and moves it; across file
+    systems the move is a copy, so a process killed during it leaves a truncated last.ckpt that
+    --resume cannot load (and a stray file in /tmp). Here a kill leaves the previous checkpoint
+    whole, and a full disk is one DataError naming the checkpoint.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(path, buffer.getbuffer())
 
 
 class EpochSummary(L.Callback):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from skinclf import atomic
 from skinclf.classes import CLASSES
 from skinclf.config import RunConfig
 from skinclf.evaluate import metrics as M
@@ -68,7 +69,8 @@ def plot_curves(per_epoch: pd.DataFrame, out_png: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
+    with atomic.atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -115,9 +117,9 @@ def finish_run(
         )
         result[split] = classification_summary(labels[split], logits)
     result.update(extra or {})
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    atomic.write_text(out / "metrics.json", json.dumps(result, indent=2))
     per_epoch = epoch_metrics(out / "logs")
     if len(per_epoch):
-        per_epoch.to_csv(out / "metrics.csv", index=False)
+        atomic.write_text(out / "metrics.csv", per_epoch.to_csv(index=False))
         plot_curves(per_epoch, out / "curves.png")
     return result
