@@ -10,12 +10,15 @@ Two stages, one study each; neither ever looks at the test split.
   feature or activation caches, so every trial reuses them: with `train.frozen_cache` a trial
   costs only its fine-tuning epochs.
 The study lives in `OUT/study.db` (SQLite): an interrupted search resumes with the trials it
-has, and `OUT/best.yaml` is a config file for `skinclf train --config`.
+has (the trial it was running is marked failed and its parameters are run again), and
+`OUT/best.yaml` is a config file for `skinclf train --config`.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,11 +27,15 @@ from typing import Literal, get_args
 import lightning as L
 import yaml
 
+from skinclf import atomic
+from skinclf.atomic import process_alive
 from skinclf.config import RunConfig, load_config
 from skinclf.errors import ConfigError
+from skinclf.faults import fault_point
 
 Stage = Literal["head", "finetune"]
 STAGES: tuple[str, ...] = get_args(Stage)
+MAX_RETRIES = 2  # a trial whose process keeps dying (e.g. out of memory) is not run forever
 
 SEARCH_SPACE_HELP = {
     "head": "loss.name (ce, weighted_ce, focal, logit_adjusted), loss.tau, loss.label_smoothing, "
@@ -150,7 +157,9 @@ def tune(
     counts = class_counts(prepared.labels["train"], 7)
 
     def objective(trial) -> float:
+        _claim(trial)
         overrides = suggest(trial)
+        fault_point("tune-trial")
         trial_cfg = load_config(cfg.preset, None, overrides_on(base, overrides))
         loss = build_loss(trial_cfg.loss, counts)
         _, score = train_head(
@@ -173,7 +182,9 @@ def _tune_finetune(data, out: Path, cfg: RunConfig, base: dict, trials, cache_di
     split_file = out / "split.csv"  # every trial on the study's split
 
     def objective(trial) -> float:
+        _claim(trial)
         overrides = suggest_finetune(trial, cfg)
+        fault_point("tune-trial")
         trial_cfg = load_config(cfg.preset, None, overrides_on(base, overrides))
         result = fit(
             data,
@@ -207,14 +218,21 @@ def _study(out: Path, name: str, seed: int, pruner=None):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # The heartbeat lets a continued study mark the trial an interrupted one was running as
-    # failed (after the grace period) instead of leaving it "running" forever.
-    with warnings.catch_warnings():  # heartbeats are marked experimental
+    # A trial an interrupted search left running is marked failed and its parameters are run
+    # again (Optuna's retry callback): at once when its process, on this machine, is gone
+    # (`_fail_dead_trials`), else by the heartbeat after its grace period (another machine).
+    with warnings.catch_warnings():  # heartbeats and retries are marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+            on_stale = {"heartbeat_stale_trial_callback": retry}
+        else:
+            retry = optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES)
+            on_stale = {"failed_trial_callback": retry}
         storage = optuna.storages.RDBStorage(
-            f"sqlite:///{out / 'study.db'}", heartbeat_interval=60, grace_period=180
+            f"sqlite:///{out / 'study.db'}", heartbeat_interval=60, grace_period=180, **on_stale
         )
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=name,
         storage=storage,
         load_if_exists=True,
@@ -222,6 +240,31 @@ def _study(out: Path, name: str, seed: int, pruner=None):
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=pruner,
     )
+    _fail_dead_trials(study, retry)
+    if study.trials:  # a continued study: not the first run's random draws over again
+        study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+    return study
+
+
+def _claim(trial) -> None:
+    """Record which process runs `trial`, so that a continued study knows when it died."""
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+
+
+def _fail_dead_trials(study, retry) -> None:
+    """Fail the trials left running by a killed search on this machine (their process is gone)
+    and queue their parameters again."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit() or process_alive(int(pid)):
+            continue
+        try:
+            failed = study.tell(t.number, state=TrialState.FAIL)
+        except RuntimeError:  # another process failed it first
+            continue
+        retry(study, failed)
 
 
 def _remaining(study, trials: int) -> int:
@@ -235,12 +278,13 @@ def _remaining(study, trials: int) -> int:
 
 def _finish(study, out: Path, cfg: RunConfig, base: dict, what: str):
     """trials.csv and best.yaml of a finished (or continued) study."""
-    study.trials_dataframe().to_csv(out / "trials.csv", index=False)
+    atomic.write_text(out / "trials.csv", study.trials_dataframe().to_csv(index=False))
     best = load_config(cfg.preset, None, overrides_on(base, suggest_fixed(study.best_params)))
-    (out / "best.yaml").write_text(
+    atomic.write_text(
+        out / "best.yaml",
         f"# Best of {len(study.trials)} trials: validation balanced accuracy "
         f"{study.best_value:.4f} ({what})\n"
-        + yaml.safe_dump(best.model_dump(mode="json"), sort_keys=False)
+        + yaml.safe_dump(best.model_dump(mode="json"), sort_keys=False),
     )
     return study
 
