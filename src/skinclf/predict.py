@@ -327,7 +327,9 @@ def predict(
         for col in ISIC_COLUMNS:
             frame[col] = probs[:, CLASSES.index(col.lower())]
         out.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(out, index=False)
+        from skinclf.atomic import write_text
+
+        write_text(out, frame.to_csv(index=False))  # never a half-written submission
         frame.attrs["skipped"] = skipped
         return frame
     labels = [CLASSES[i] if i >= 0 else "" for i in label_indices(table["label"])]

@@ -9,8 +9,6 @@ as for predictions on unlabelled images).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from skinclf.atomic import atomic_path
 from skinclf.classes import CLASS_TO_INDEX, CLASSES
 from skinclf.errors import DataError
 
@@ -142,14 +141,8 @@ def write_predictions(
         columns["abstain"] = [bool(a) for a in np.asarray(abstain)]
     frame = pd.DataFrame(columns)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            frame.to_csv(fh, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        frame.to_csv(fh, index=False)
     return path
 
 
