@@ -192,6 +192,85 @@ def test_unreachable_url_says_what_to_do(
         create_backbone(name)
 
 
+REFUSED = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused
+
+
+def test_hf_hub_offline_fails_at_once_without_requests(
+    isolated_caches: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)  # as the variable would be, set later:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    probes: list[str] = []
+    monkeypatch.setattr(registry, "_answers", lambda url, *a: probes.append(url) or True)
+    started = time.perf_counter()
+    with pytest.raises(SkinclfError, match="HF_HUB_OFFLINE is set") as err:
+        create_backbone("resnet50")
+    assert time.perf_counter() - started < 5
+    assert probes == []  # offline means not even a probe
+    assert str(err.value).endswith("--weights FILE with a local checkpoint of 'resnet50'.")
+
+
+def test_unreachable_hub_fails_within_seconds(
+    isolated_caches: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hf, "ENDPOINT", REFUSED)
+    monkeypatch.setattr(registry, "_PROBES", {})  # no remembered answer of another test
+    started = time.perf_counter()
+    with pytest.raises(SkinclfError, match="did not answer within 3 s") as err:
+        create_backbone("resnet50")
+    assert time.perf_counter() - started < 10  # no retries (they took a minute)
+    assert "efficientnet_lite0" in str(err.value) and "--weights FILE" in str(err.value)
+
+
+def test_cached_hub_weights_load_without_asking_an_unreachable_hub(
+    isolated_caches: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    import huggingface_hub.constants as hf
+    import timm
+    from safetensors.torch import save_file
+    from timm.models import get_pretrained_cfg
+
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hf, "ENDPOINT", REFUSED)
+    monkeypatch.setattr(registry, "_PROBES", {})  # no remembered answer of another test
+    repo = get_pretrained_cfg(TINY).hf_hub_id
+    commit = "0" * 40
+    folder = isolated_caches / "hf" / f"models--{repo.replace('/', '--')}"
+    (folder / "snapshots" / commit).mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    torch.manual_seed(3)
+    source = timm.create_model(TINY, pretrained=False)
+    save_file(source.state_dict(), str(folder / "snapshots" / commit / "model.safetensors"))
+    assert get_backbone_info(TINY).offline_available
+
+    looked_up: list[str] = []
+    getaddrinfo = socket.getaddrinfo
+
+    def recording(host, *args, **kwargs):
+        looked_up.append(str(host))
+        return getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", recording)
+    model, _ = create_backbone(TINY)
+    assert torch.equal(model.conv1[0].weight, source.conv1[0].weight)
+    assert not [h for h in looked_up if "huggingface" in h]  # no request to the hub, no retries
+    assert not hf.HF_HUB_OFFLINE  # offline mode only while loading
+
+
 def test_download_from_a_local_http_server(
     isolated_caches: Path, http_root: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -104,4 +105,41 @@ def test_cli_missing_wandb_is_one_sentence(
     code, _, err = cli(*args, "--cache-dir", tmp_path / "c", "--no-progress")
     assert code == 1 and "Traceback" not in err
     assert 'pip install "skinclf[wandb]"' in err and err.count("\n") == 1  # not eaten as markup
+    assert not out.exists()
+
+
+# --- hub weights without network -----------------------------------------------------------
+def _hub_answers() -> bool:
+    from huggingface_hub import constants
+
+    from skinclf.models.registry import _answers
+
+    return _answers(constants.ENDPOINT)
+
+
+def test_cli_hub_backbone_without_network_fails_fast_and_writes_nothing(
+    ham_sample: Path, tmp_path: Path, cli, monkeypatch
+) -> None:
+    import huggingface_hub.constants as hf
+
+    from skinclf.models import registry
+
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf"))  # resnet50 not downloaded yet
+    monkeypatch.setattr(registry, "_PROBES", {})
+    if _hub_answers():
+        pytest.skip("the Hugging Face hub is reachable from here (test_models covers the probe)")
+    out = tmp_path / "run"
+    args = ["train", "--data", ham_sample, "--out", out, "--backbone", "resnet50"]
+    args += ["--preset", "sample", "--cache-dir", tmp_path / "c", "--no-progress"]
+    started = time.perf_counter()
+    code, _, err = cli(*args, "train.frozen_cache=false")
+    seconds = time.perf_counter() - started
+    assert code == 1 and "Traceback" not in err and "Retrying" not in err
+    assert seconds < 20  # < 5 s when idle; huggingface_hub's retries took about a minute
+    line = err.strip()
+    assert err.count("\n") == 1 and line.startswith("error: Could not download")
+    assert line.endswith("pass --weights FILE with a local checkpoint of 'resnet50'.")
+    assert "efficientnet_lite0" in line
     assert not out.exists()

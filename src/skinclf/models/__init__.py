@@ -11,6 +11,7 @@ from skinclf.models.flops import (
 )
 from skinclf.models.registry import (
     BackboneInfo,
+    check_pretrained_download,
     create_backbone,
     feature_size,
     get_backbone_info,
@@ -26,6 +27,7 @@ __all__ = [
     "BackboneInfo",
     "backbone_cost",
     "backbone_costs",
+    "check_pretrained_download",
     "convert_reference_state_dict",
     "count_forward_flops",
     "count_parameters",

@@ -8,9 +8,17 @@ Each entry carries the input normalisation its weights were trained with.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import importlib.util
+import os
+import socket
+import textwrap
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -350,14 +358,18 @@ def create_backbone(
         kwargs["drop_rate"] = drop_rate
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
+    # an unreachable server or HF_HUB_OFFLINE: an error now (weights not cached) or the cached
+    # weights without asking the server, instead of huggingface_hub's minute of retries
+    cache_only = download and check_pretrained_download(info)
     try:
-        model = timm.create_model(
-            info.timm_name,
-            pretrained=download,
-            num_classes=0,
-            pretrained_cfg_overlay=overlay,
-            **kwargs,
-        )
+        with _hub_offline(cache_only):
+            model = timm.create_model(
+                info.timm_name,
+                pretrained=download,
+                num_classes=0,
+                pretrained_cfg_overlay=overlay,
+                **kwargs,
+            )
     except TypeError as exc:
         if "drop" not in str(exc):
             raise
@@ -367,12 +379,9 @@ def create_backbone(
     except Exception as exc:
         if not download:
             raise
-        raise SkinclfError(
-            f"Could not download the pretrained weights of '{name}' ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}). Without network, use "
-            f"a backbone whose weights ship offline ({', '.join(offline_backbones())}) or pass "
-            f"--weights FILE with a local checkpoint of '{name}'."
-        ) from exc
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
+        detail = textwrap.shorten(detail, width=200, placeholder=" ...")  # whole words
+        raise _download_error(name, f"{type(exc).__name__}: {detail}") from exc
     if weights is not None:
         from skinclf.models.checkpoint import load_backbone_weights
 
@@ -383,6 +392,115 @@ def create_backbone(
         load_backbone_weights(model, package_weights_file(source[len("package:") :]), name)
     info.num_features = feature_size(model)
     return model, info
+
+
+HUB_PROBE_SECONDS = 3.0  # how long a weights server may take to accept a connection
+_PROBES: dict[tuple[str, int], tuple[float, bool]] = {}  # (host, port) -> (when, answered)
+
+
+def _download_error(name: str, why: str) -> SkinclfError:
+    return SkinclfError(
+        f"Could not download the pretrained weights of '{name}' ({why}); without network, use "
+        f"a backbone whose weights ship offline ({', '.join(offline_backbones())}) or pass "
+        f"--weights FILE with a local checkpoint of '{name}'."
+    )
+
+
+def _hf_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE), read now and as huggingface_hub read it."""
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return bool(constants.is_offline_mode()) or env.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+@contextlib.contextmanager
+def _hub_offline(enabled: bool) -> Iterator[None]:
+    """huggingface_hub in offline mode (cached files only, no request) while `enabled`."""
+    if not enabled:
+        yield
+        return
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
+def _download_url(info: BackboneInfo) -> tuple[str, bool] | None:
+    """Where timm downloads `info`'s pretrained weights from: (URL, whether from the HF hub)."""
+    source = info.weights_source
+    if source.startswith("url:"):
+        return source[len("url:") :], False
+    if source != "hub":
+        return None
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(info.timm_name)
+    if cfg is not None and cfg.hf_hub_id:
+        from huggingface_hub import constants
+
+        return constants.ENDPOINT, True
+    return (cfg.url, False) if cfg is not None and cfg.url else None
+
+
+def _answers(url: str, timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether `url`'s server (or the proxy for it) accepts a TCP connection within `timeout`
+    seconds, name lookup included; remembered for a minute."""
+    parsed = urlparse(url)
+    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+    if not host:
+        return True  # a local file: nothing to reach
+    proxy = urllib.request.getproxies().get(parsed.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        p = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = p.hostname or host, p.port or (443 if p.scheme == "https" else 80)
+    key = (host, port)
+    if key in _PROBES and time.monotonic() - _PROBES[key][0] < 60:
+        return _PROBES[key][1]
+    answered: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(key, timeout=timeout).close()
+            answered.append(True)
+        except OSError:
+            answered.append(False)
+
+    thread = threading.Thread(target=connect, daemon=True)  # a slow name lookup cannot hang us
+    thread.start()
+    thread.join(timeout + 0.5)
+    _PROBES[key] = (time.monotonic(), bool(answered and answered[0]))
+    return _PROBES[key][1]
+
+
+def check_pretrained_download(
+    info: BackboneInfo, pretrained: bool = True, weights: Path | str | None = None
+) -> bool:
+    """Fail within seconds, in one sentence, when `info`'s pretrained weights need a download
+    that cannot happen: not in the download cache, and HF_HUB_OFFLINE set (hub weights) or
+    the server not answering within HUB_PROBE_SECONDS. Call it before writing anything.
+
+    Returns True when the weights must come from the download cache without asking the server
+    (offline mode, or the server does not answer), False otherwise."""
+    source = info.weights_source
+    needs_download = source == "hub" or source.startswith("url:")
+    target = _download_url(info) if pretrained and weights is None and needs_download else None
+    if target is None:
+        return False
+    url, from_hub = target
+    if from_hub and _hf_offline():
+        why = "HF_HUB_OFFLINE is set and they are not in the local cache"
+    elif _answers(url):
+        return False
+    else:
+        why = f"{urlparse(url).hostname} did not answer within {HUB_PROBE_SECONDS:g} s"
+    if info.offline_available:
+        return True
+    raise _download_error(info.name, why)
 
 
 def _passthrough_info(name: str) -> BackboneInfo:

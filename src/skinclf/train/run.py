@@ -374,7 +374,7 @@ def fit(
     from skinclf.data.cache import default_cache_dir
     from skinclf.data.dataset import CachedImageDataset
     from skinclf.extras import require_extra
-    from skinclf.models import get_backbone_info
+    from skinclf.models import check_pretrained_download, get_backbone_info
     from skinclf.provenance import provenance
     from skinclf.train.callbacks import EpochSummary, TrainModeCheck
     from skinclf.train.report import finish_run
@@ -395,10 +395,11 @@ def fit(
         check_resume(read_config(out / "config.yaml"), cfg, out)
         _check_resume_split(out, split_file)
     # everything that can fail without training fails here, before a file is written:
-    # unknown backbone, missing optional logger package
-    get_backbone_info(cfg.model.backbone)
+    # unknown backbone, missing optional logger package, hub weights that cannot be downloaded
+    info = get_backbone_info(cfg.model.backbone)
     if cfg.trainer.logger != "csv":
         require_extra(cfg.trainer.logger, f"trainer.logger={cfg.trainer.logger}")
+    check_pretrained_download(info, cfg.model.pretrained, cfg.model.weights)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     infer_precision = resolve_precision(
         cfg.trainer.precision, cfg.trainer.accelerator, training=False
