@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint demo clean
+.PHONY: setup test lint demo docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: setup lint
 
 demo: setup
 	bash scripts/demo.sh
+
+# docs/settings.md is generated from the settings models and presets (a test checks it is current)
+docs: setup
+	$(BIN)/python -m skinclf.config > docs/settings.md.tmp && mv docs/settings.md.tmp docs/settings.md
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .ruff_cache

@@ -74,6 +74,20 @@ def test_unknown_key_suggests_the_closest_valid_keys(override: str, hint: str) -
     assert hint in str(err.value)
 
 
+def test_settings_doc_is_generated_and_current() -> None:
+    from pathlib import Path
+
+    from skinclf.config import settings_markdown
+
+    text = settings_markdown()
+    for key in ("`train.epochs`", "`train.plateau.patience`", "`trainer.logger`", "`notes`"):
+        assert f"| {key} |" in text
+    # the paper preset's 50 epochs, next to the built-in 8 and the other presets
+    assert "| `train.epochs` | int | `8` | `9` | `50` | `1` |" in text
+    doc = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
+    assert doc.read_text() == text, "docs/settings.md is stale: run `make docs`"
+
+
 def test_resume_settings_start_from_the_run_not_the_preset(tmp_path) -> None:
     from skinclf.config import load_resume_config
 

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from skinclf.config import load_config
+from skinclf.config import load_config, save_config
 from skinclf.errors import ConfigError, MissingExtraError
 from skinclf.train.run import fit
 
@@ -77,6 +78,39 @@ def test_fit_refuses_to_resume_with_another_split(
             cache_dir=train_cache,
             **QUIET,
         )
+
+
+def test_cli_resume_starts_from_the_runs_config(ham_sample: Path, tmp_path: Path, cli) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(load_config("paper", overrides=["train.epochs=20"]), run / "config.yaml")
+    saved = (run / "config.yaml").read_text()
+
+    code, out, _ = cli("train", "--out", run, "--resume", "--print-config", "--threads", 1)
+    assert code == 0
+    resolved = yaml.safe_load(out)
+    assert resolved["preset"] == "paper" and resolved["data"]["image_size"] == 120
+    assert resolved["train"]["epochs"] == 20 and resolved["trainer"]["threads"] == 1
+
+    code, out, err = cli("train", "--data", ham_sample, "--out", run, "--resume", "train.epochs=25")
+    assert code == 1 and "Traceback" not in err
+    assert "train.epochs=25" in err and "train.epochs=20" in err and "start a new run" in err
+    assert err.count("\n") == 1  # one sentence on one line
+    assert (run / "config.yaml").read_text() == saved
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+
+
+# --- --print-config ------------------------------------------------------------------------
+def test_print_config_prints_yaml_and_writes_nothing(tmp_path: Path, cli, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    lite2 = ("--backbone", "efficientnet_lite2")
+    code, out, _ = cli("train", "--print-config", "--preset", "paper", *lite2, "train.epochs=3")
+    assert code == 0
+    expected = load_config(
+        "paper", overrides=["model.backbone=efficientnet_lite2", "train.epochs=3"]
+    )
+    assert yaml.safe_load(out) == expected.model_dump(mode="json")
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- optional logger packages --------------------------------------------------------------

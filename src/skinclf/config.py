@@ -10,7 +10,8 @@ import difflib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,12 +24,18 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    format: Literal["auto", "ham10000", "pad-ufes-20", "isic2018", "folder", "csv"] = "auto"
+    format: Literal["auto", "ham10000", "pad-ufes-20", "isic2018", "folder", "csv"] = Field(
+        "auto", description="Dataset format (README, Data formats); auto: detected."
+    )
     image_size: int = Field(192, description="Square input resolution in pixels (>= 32).")
-    resize: Literal["squash", "center-crop"] = "squash"
-    val: float = 0.15
-    test: float = 0.15
-    calib: float = 0.0
+    resize: Literal["squash", "center-crop"] = Field(
+        "squash", description="How the decode cache makes images square: resize or centre crop."
+    )
+    val: float = Field(0.15, description="Share of images in validation (a new split only).")
+    test: float = Field(0.15, description="Share of images in test (a new split only).")
+    calib: float = Field(
+        0.0, description="Share of images in a calibration split for SGR (a new split only)."
+    )
     normalize: Literal["backbone", "dataset"] = Field(
         "backbone",
         description="backbone: the mean/std the weights were trained with; dataset: the "
@@ -44,29 +51,35 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    backbone: str = "efficientnet_lite0"
-    pretrained: bool = True
+    backbone: str = Field(
+        "efficientnet_lite0", description="`skinclf models list`, or any timm model name."
+    )
+    pretrained: bool = Field(True, description="Start from ImageNet weights; false: random.")
     weights: str | None = Field(None, description="Local checkpoint file instead of downloading.")
     head: Literal["linear", "mlp"] = Field(
         "linear", description="linear, or the paper's Dense(hidden)-ReLU-Dropout-Dense."
     )
-    head_hidden: int = 1024
-    dropout: float = 0.2
-    drop_path_rate: float = 0.0
+    head_hidden: int = Field(1024, description="Hidden width of the mlp head.")
+    dropout: float = Field(0.2, description="Dropout before the head's last linear layer.")
+    drop_path_rate: float = Field(0.0, description="Stochastic depth of the backbone (timm).")
 
 
 class LossConfig(_Strict):
-    name: Literal["ce", "weighted_ce", "focal", "logit_adjusted"] = "ce"
-    class_weights: Literal["inverse", "sqrt_inverse"] = "inverse"
-    focal_gamma: float = 2.0
+    name: Literal["ce", "weighted_ce", "focal", "logit_adjusted"] = Field(
+        "ce", description="Training loss (both stages)."
+    )
+    class_weights: Literal["inverse", "sqrt_inverse"] = Field(
+        "inverse", description="weighted_ce's class weights: inverse class frequency or its root."
+    )
+    focal_gamma: float = Field(2.0, description="Focusing parameter of the focal loss.")
     tau: float = Field(1.0, description="Logit-adjustment strength (Menon et al. 2021).")
-    label_smoothing: float = 0.0
+    label_smoothing: float = Field(0.0, description="Label smoothing of the cross-entropy.")
 
 
 class AugmentConfig(_Strict):
     d4: bool = Field(True, description="Random 90-degree rotations and flips (the dihedral group).")
-    hflip: bool = False
-    vflip: bool = False
+    hflip: bool = Field(False, description="Random horizontal flips.")
+    vflip: bool = Field(False, description="Random vertical flips.")
     rotate: float = Field(0.0, description="Random rotation in degrees, uniform in [-r, r].")
     translate: float = Field(0.0, description="Random shift as a fraction of the image size.")
     scale: tuple[float, float] | None = Field(
@@ -99,35 +112,43 @@ class AugmentConfig(_Strict):
 class TransferConfig(_Strict):
     """Stage 1: the head alone on the frozen backbone, from cached pooled features."""
 
-    epochs: int = 30
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 128
+    epochs: int = Field(30, description="Epochs of the head on frozen features; 0: no stage 1.")
+    lr: float = Field(1e-3, description="Stage-1 learning rate (AdamW).")
+    weight_decay: float = Field(1e-4, description="Stage-1 weight decay.")
+    batch_size: int = Field(128, description="Stage-1 batch size.")
 
 
 class PlateauConfig(_Strict):
-    monitor: str = "val_accuracy"
-    factor: float = 0.1
-    patience: int = 10
+    monitor: str = Field("val_accuracy", description="Metric ReduceLROnPlateau follows.")
+    factor: float = Field(0.1, description="Factor applied to the learning rates on a plateau.")
+    patience: int = Field(10, description="Epochs without improvement before the factor.")
 
 
 class TrainConfig(_Strict):
     """Stage 2: fine-tuning (or, with transfer.epochs=0, the only stage)."""
 
-    epochs: int = 8
+    epochs: int = Field(8, description="Fine-tuning epochs (stage 2); 0: no fine-tuning.")
     unfreeze: int | Literal["all"] = Field(
         "all", description="How many of the backbone's last stages to train ('all' or N)."
     )
-    batch_size: int = 32
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = 1e-3
-    backbone_lr: float = 1e-4
-    weight_decay: float = 1e-4
-    schedule: Literal["cosine", "onecycle", "plateau", "constant"] = "cosine"
-    warmup_epochs: float = 0.5
+    batch_size: int = Field(32, description="Fine-tuning batch size.")
+    optimizer: Literal["adamw", "adam", "sgd"] = Field(
+        "adamw", description="Fine-tuning optimiser (sgd: Nesterov momentum 0.9)."
+    )
+    lr: float = Field(1e-3, description="Learning rate of the head in fine-tuning.")
+    backbone_lr: float = Field(1e-4, description="Learning rate of the backbone in fine-tuning.")
+    weight_decay: float = Field(1e-4, description="Fine-tuning weight decay.")
+    schedule: Literal["cosine", "onecycle", "plateau", "constant"] = Field(
+        "cosine", description="Learning-rate schedule (per step; plateau: per epoch)."
+    )
+    warmup_epochs: float = Field(
+        0.5, description="Linear warm-up of cosine (onecycle: its rising share), in epochs."
+    )
     plateau: PlateauConfig = PlateauConfig()
-    grad_clip: float | None = 1.0
-    sampler: Literal["uniform", "class_balanced", "sqrt_balanced"] = "uniform"
+    grad_clip: float | None = Field(1.0, description="Gradient-norm clipping; null: off.")
+    sampler: Literal["uniform", "class_balanced", "sqrt_balanced"] = Field(
+        "uniform", description="uniform: a shuffle per epoch; else draws weighted 1/n or 1/sqrt(n)."
+    )
     frozen_cache: bool = Field(
         False,
         description="With unfreeze=N: compute the frozen stages once per image view, cache "
@@ -143,11 +164,15 @@ class TrainConfig(_Strict):
         description="Exponential moving average of the weights after every step (e.g. 0.998); "
         "validation, checkpoints and predictions use the average. null: off.",
     )
-    early_stopping_patience: int | None = None
+    early_stopping_patience: int | None = Field(
+        None, description="Stop after this many epochs without improvement of monitor; null: off."
+    )
     budget_minutes: float | None = Field(
         None, description="Wall-clock budget for all training; stops fine-tuning when spent."
     )
-    monitor: Literal["val_balanced_accuracy", "val_accuracy", "val_loss"] = "val_balanced_accuracy"
+    monitor: Literal["val_balanced_accuracy", "val_accuracy", "val_loss"] = Field(
+        "val_balanced_accuracy", description="Validation metric that picks best.ckpt."
+    )
 
     @model_validator(mode="after")
     def _frozen_cache_needs_frozen_stages(self) -> TrainConfig:
@@ -162,15 +187,19 @@ class TrainConfig(_Strict):
 class TrainerConfig(_Strict):
     """Hardware and loop settings passed through to Lightning's Trainer."""
 
-    precision: Literal["32", "bf16-mixed", "16-mixed", "auto"] = "auto"
-    channels_last: bool = True
-    accelerator: str = "auto"
-    devices: int | str = "auto"
-    strategy: str = "auto"
-    num_nodes: int = 1
-    threads: int | None = None
-    num_workers: int = 0
-    logger: Literal["csv", "tensorboard", "wandb"] = "csv"
+    precision: Literal["32", "bf16-mixed", "16-mixed", "auto"] = Field(
+        "auto", description="auto: fp32 CPU training, bf16 CPU inference where native, GPU mixed."
+    )
+    channels_last: bool = Field(True, description="channels_last memory format (faster on CPU).")
+    accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu...")
+    devices: int | str = Field("auto", description="Devices per node (Lightning).")
+    strategy: str = Field("auto", description="Lightning strategy: auto, ddp, ddp_spawn...")
+    num_nodes: int = Field(1, description="Nodes for multi-node DDP.")
+    threads: int | None = Field(None, description="torch CPU threads; null: torch's default.")
+    num_workers: int = Field(0, description="DataLoader worker processes.")
+    logger: Literal["csv", "tensorboard", "wandb"] = Field(
+        "csv", description="CSV always, plus tensorboard or wandb (extras of the same names)."
+    )
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -179,13 +208,15 @@ class TrainerConfig(_Strict):
 
 
 class PredictConfig(_Strict):
-    tta: Literal["none", "d4"] = "none"
-    batch_size: int = 64
+    tta: Literal["none", "d4"] = Field(
+        "none", description="Test-time augmentation: none, or the mean of the 8 D4 views."
+    )
+    batch_size: int = Field(64, description="Inference batch size (also validation).")
 
 
 class RunConfig(_Strict):
-    preset: str = "default"
-    seed: int = 0
+    preset: str = Field("default", description="The preset the settings started from.")
+    seed: int = Field(0, description="Seed of the split, initialisation, sampling, augmentation.")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
@@ -194,7 +225,7 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     trainer: TrainerConfig = TrainerConfig()
     predict: PredictConfig = PredictConfig()
-    notes: str = ""
+    notes: str = Field("", description="Free text kept in the run's config.yaml.")
 
 
 def preset_names() -> list[str]:
@@ -385,3 +416,70 @@ def load_resume_config(
     check_resume(saved, config, run)
     return config
 
+
+def config_yaml(config: RunConfig) -> str:
+    """The settings as the YAML that save_config writes (and --config reads)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def _type_text(annotation: Any) -> str:
+    """A field's type in words: `int`, `float or null`, `ce, focal` (one of those)..."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return ", ".join(_show(a) for a in args)
+    if origin in (Union, UnionType):
+        return " or ".join("null" if a is type(None) else _type_text(a) for a in args)
+    if origin is tuple:
+        return "[" + ", ".join(_type_text(a) for a in args) + "]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, FieldInfo) of every leaf setting of `model`, in definition order."""
+    out: list[tuple[str, Any]] = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out += _fields(annotation, f"{prefix}{name}.")
+        else:
+            out.append((f"{prefix}{name}", info))
+    return out
+
+
+def settings_markdown() -> str:
+    """docs/settings.md: every setting with its type, default, each preset's value and what it
+    does, generated from the models above and the presets (`make docs` writes it)."""
+    presets = preset_names()
+    values = {p: flat_settings(load_config(p)) for p in presets}
+    lines = [
+        "# Settings",
+        "",
+        "Generated from `src/skinclf/config.py` and the presets in `src/skinclf/configs/` by",
+        "`make docs` (`python -m skinclf.config > docs/settings.md`); a test fails when this file",
+        "is out of date, so edit the models, not this file.",
+        "",
+        "Every key can be set as a dotted `key=value` argument of `skinclf train` or",
+        "`skinclf tune` (the value parsed as YAML, e.g. `train.epochs=12`,",
+        "`augment.scale=[0.5,1.0]`) or in a `--config FILE` of the same layout as a run's",
+        "`config.yaml`; `skinclf train --print-config` shows the resolved settings without",
+        "training. *built-in* is the value when neither the preset nor the command line sets the",
+        "key; the preset columns are what `--preset NAME` gives. On `--resume` only",
+        f"{', '.join(f'`{k}`' for k in RESUMABLE_KEYS)} may change.",
+        "",
+        "| key | type | built-in | " + " | ".join(f"`{p}`" for p in presets) + " | description |",
+        "|---|---|---|" + "---|" * len(presets) + "---|",
+    ]
+    for key, info in _fields(RunConfig):
+        cells = [
+            f"`{key}`",
+            _type_text(info.annotation),
+            f"`{_show(info.get_default(call_default_factory=True))}`",
+            *(f"`{_show(values[p][key])}`" for p in presets),
+            info.description or "",
+        ]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_markdown(), end="")

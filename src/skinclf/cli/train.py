@@ -11,10 +11,16 @@ console = Console(soft_wrap=True)
 
 
 def train(
-    data: Path = typer.Option(
-        ..., "--data", help="Dataset folder (any format `data check` knows)."
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        help="Dataset folder (any format `data check` knows). Required unless --print-config.",
     ),
-    out: Path = typer.Option(..., "--out", help="Run folder to create, e.g. runs/lite0-default."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Run folder to create, e.g. runs/lite0-default. Required unless --print-config.",
+    ),
     preset: str | None = typer.Option(
         None, help="Recipe: default (if not given), paper or sample; --resume: the run's own."
     ),
@@ -44,6 +50,9 @@ def train(
     num_workers: int | None = typer.Option(None, help="DataLoader workers (default 0)."),
     logger: str | None = typer.Option(None, help="csv (always), plus tensorboard or wandb."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    print_config: bool = typer.Option(
+        False, "--print-config", help="Print the resolved settings as YAML and exit; no training."
+    ),
     overrides: list[str] | None = typer.Argument(
         None, help="Settings as dotted key=value, e.g. train.epochs=12 loss.name=focal."
     ),
@@ -53,9 +62,12 @@ def train(
     Writes config.yaml, provenance.json, split.csv, checkpoints/, metrics.csv, curves.png,
     val/test_predictions.csv and metrics.json into --out.
 
+    Every setting, its default and each preset's value: docs/settings.md.
+
     Example: skinclf train --data data/ham10000 --out runs/default --preset default train.epochs=6
     """
-    from skinclf.config import load_config, load_resume_config
+    from skinclf.config import config_yaml, load_config, load_resume_config
+    from skinclf.errors import ConfigError
 
     extra = list(overrides or [])
     for key, value in (
@@ -71,11 +83,20 @@ def train(
     ):
         if value is not None:
             extra.append(f"{key}={value}")
-    if resume and (out / "config.yaml").is_file():
+    if resume and out is not None and (out / "config.yaml").is_file():
         # the run's own settings, then --config and the overrides; refused if results change
         cfg = load_resume_config(out, preset, config, extra)
     else:
         cfg = load_config(preset or "default", config, extra)
+    if print_config:
+        typer.echo(config_yaml(cfg), nl=False)
+        raise typer.Exit()
+    for name, value, what in (("--data", data, "dataset"), ("--out", out, "run folder")):
+        if value is None:
+            raise ConfigError(
+                f"Missing option {name}: give the {what} (only --print-config works without it)."
+            )
+    assert data is not None and out is not None
 
     from skinclf.train.run import fit
 
