@@ -376,7 +376,7 @@ def fit(
     from skinclf.extras import require_extra
     from skinclf.models import check_pretrained_download, get_backbone_info
     from skinclf.provenance import provenance
-    from skinclf.train.callbacks import EpochSummary, TrainModeCheck
+    from skinclf.train.callbacks import AtomicCheckpointIO, EpochSummary, TrainModeCheck
     from skinclf.train.report import finish_run
     from skinclf.train.samplers import EpochSampler
 
@@ -531,6 +531,7 @@ def fit(
             log_every_n_steps=10,
             num_sanity_val_steps=0,
             default_root_dir=str(out),
+            plugins=[AtomicCheckpointIO()],  # a kill never leaves a half-written checkpoint
             **_trainer_kwargs(cfg, precision),
         )
         t0 = time.perf_counter()
@@ -551,7 +552,7 @@ def fit(
             state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
             model.load_state_dict(state)
     else:
-        torch.save(
+        AtomicCheckpointIO().save_checkpoint(
             {"state_dict": model.state_dict(), "epoch": 0}, out / "checkpoints" / "best.ckpt"
         )
 
