@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 import threading
 
 import numpy as np
@@ -270,4 +271,49 @@ def test_skip_unreadable_records_them_and_training_still_refuses(tmp_path):
     with pytest.raises(DataError, match=r"broken\.jpg: the file is empty \(0 bytes\)"):
         build_cache(table, 8, cache_dir=tmp_path / "c", progress=False)
     with pytest.raises(DataError, match=r"broken\.jpg: the file is empty \(0 bytes\)"):
+        build_cache(table, 8, cache_dir=tmp_path / "fresh", progress=False)
+
+
+@pytest.mark.parametrize(
+    ("error", "name"),
+    [(struct.error("unpack requires a buffer"), "struct.error"), (EOFError(), "EOFError"),
+     (IndexError, "IndexError")],
+)  # fmt: skip
+def test_any_decoder_exception_is_one_image_error(tmp_path, monkeypatch, error, name):
+    """Pillow raises more than OSError on corrupt data (EOFError, struct.error, IndexError):
+    each becomes the ImageError / DataError sentence naming the file and the exception type."""
+    from PIL import ImageFile
+
+    from skinclf.data.check import verify_image
+    from skinclf.data.formats import ImageError, open_rgb
+
+    table = write_images(tmp_path / "imgs", colours=COLOURS[:2])
+    path = table.loc[0, "path"]
+
+    def corrupt(self, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", corrupt)
+    with pytest.raises(ImageError, match=rf"img0\.jpg: image cannot be decoded \({name}"):
+        open_rgb(path)
+    assert verify_image(path)[2].startswith(f"cannot be decoded ({name}")
+    with pytest.raises(DataError, match=r"Cannot decode image .*img0\.jpg: the file cannot"):
+        build_cache(table, 8, cache_dir=tmp_path / "c", progress=False)
+    decoded = build_cache(table, 8, cache_dir=tmp_path / "c", progress=False, skip_unreadable=True)
+    assert name in decoded.unreadable["img0"] and name in decoded.unreadable["img1"]
+
+
+def test_decode_loop_turns_any_exception_into_a_skipped_image(tmp_path, monkeypatch):
+    table = write_images(tmp_path / "imgs", colours=COLOURS[:2])
+    real = cache_mod.decode_image
+
+    def resize_fails(path, size, resize="squash"):
+        if str(path).endswith("img1.png"):
+            raise IndexError("tile index out of range")
+        return real(path, size, resize)
+
+    monkeypatch.setattr(cache_mod, "decode_image", resize_fails)
+    decoded = build_cache(table, 8, cache_dir=tmp_path / "c", progress=False, skip_unreadable=True)
+    assert decoded.unreadable == {"img1": "cannot be decoded (IndexError: tile index out of range)"}
+    with pytest.raises(DataError, match=r"img1\.png: the file cannot be decoded \(IndexError"):
         build_cache(table, 8, cache_dir=tmp_path / "fresh", progress=False)

@@ -30,7 +30,7 @@ from filelock import FileLock
 from PIL import Image
 
 from skinclf import atomic
-from skinclf.data.formats import ImageError, open_rgb
+from skinclf.data.formats import ImageError, decode_failure, open_rgb
 from skinclf.errors import ConfigError, DataError
 from skinclf.faults import fault_point
 
@@ -321,8 +321,10 @@ def _fill(
             return
         except ImageError as exc:
             reason = exc.reason
-        except (OSError, ValueError) as exc:
-            reason = f"cannot be decoded ({str(exc) or type(exc).__name__})"
+        except ConfigError:
+            raise
+        except Exception as exc:  # e.g. the resize of a corrupt image (not BaseException)
+            reason = decode_failure(exc)
         if not skip_unreadable:
             raise _decode_error(paths[i], reason)
         out[i] = 0

@@ -141,6 +141,8 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Iterator[Imag
                     f"with {MAX_PIXELS_ENV}=PIXELS (or `skinclf data check --max-pixels`)",
                 )
             yield im
+    except (DataError, ConfigError):
+        raise  # already one sentence (the ImageErrors above)
     except UnidentifiedImageError:
         raise ImageError(path, "is not a readable image file") from None
     except FileNotFoundError:
@@ -150,6 +152,18 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Iterator[Imag
         if "truncated" in reason.lower() or "broken data stream" in reason:
             raise ImageError(path, f"is truncated or corrupt ({reason})") from None
         raise ImageError(path, f"cannot be decoded ({reason})") from None
+    except Exception as exc:  # corrupt data also raises EOFError, struct.error, IndexError, ...
+        raise ImageError(path, decode_failure(exc)) from None
+
+
+def decode_failure(exc: Exception) -> str:
+    """The reason for an image that raised `exc` while decoding, naming the exception type."""
+    kind = type(exc)
+    name = kind.__qualname__  # struct.error is named `error`: qualify all but builtins
+    if kind.__module__ != "builtins":
+        name = f"{kind.__module__}.{name}"
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"cannot be decoded ({name}{': ' + detail if detail else ''})"
 
 
 def open_rgb(path: str | Path, draft: tuple[int, int] | None = None) -> Image.Image:
