@@ -51,3 +51,23 @@ def test_report_survives_a_broken_image(make_sample, tmp_path: Path) -> None:
     page = _report(table, tmp_path / "sub" / "r.html", examples_per_class=2)
     thumbs = [s for s in _sources(page) if s.startswith("data:image/jpeg")]
     assert len(thumbs) == 2 * 7 - 1  # the broken image is skipped, the page still written
+
+
+def test_report_thumbnails_honour_the_pixel_limit(make_sample, tmp_path: Path) -> None:
+    """`data check --report --max-pixels N` shows no image larger than N (32 x 32 here)."""
+    from typer.testing import CliRunner
+
+    from skinclf.cli import app
+
+    root = make_sample("folder", n=1)
+    table = load_dataset(root)
+
+    def jpegs(page: str) -> list[str]:
+        return [s for s in _sources(page) if s.startswith("data:image/jpeg")]
+
+    assert len(jpegs(_report(table, tmp_path / "all.html", max_pixels=32 * 32))) == 7
+    assert jpegs(_report(table, tmp_path / "none.html", max_pixels=32 * 32 - 1)) == []
+    report = tmp_path / "cli.html"
+    args = ["data", "check", str(root), "--report", str(report), "--max-pixels", "1000"]
+    assert CliRunner().invoke(app, args).exit_code == 1  # every image over the limit
+    assert jpegs(report.read_text(encoding="utf-8")) == []

@@ -77,6 +77,18 @@ def _print_problems(result) -> None:
             out.print(f"[{colour}]{level}:[/] ... and {more:,} more of this kind ({kind})")
 
 
+def _mention_max_pixels(result) -> None:
+    """`data check` also takes --max-pixels: say so where a message names the variable."""
+    from dataclasses import replace
+
+    from skinclf.data.formats import PIXEL_LIMIT_REMEDY
+
+    option = f"{PIXEL_LIMIT_REMEDY} or --max-pixels PIXELS"
+    result.problems = [
+        replace(p, message=p.message.replace(PIXEL_LIMIT_REMEDY, option)) for p in result.problems
+    ]
+
+
 @app.command("check")
 def check(
     path: Path = typer.Argument(..., help="Dataset folder (or its metadata/labels CSV)."),
@@ -102,12 +114,13 @@ def check(
     result = check_dataset(
         path, format=format, verify_images=verify, progress=True, max_pixels=max_pixels
     )
+    _mention_max_pixels(result)
     _print_check(result)
     if report is not None and result.summary.get("images_found", 0):
         from skinclf.data.report import write_report
 
         table = result.table[result.table.path != ""]
-        write_report(table, report)
+        write_report(table, report, max_pixels=max_pixels)
         out.print(
             f"Wrote the data report to {report} (it embeds dataset images: never commit it)",
             soft_wrap=True,

@@ -30,7 +30,7 @@ from filelock import FileLock
 from PIL import Image
 
 from skinclf import atomic
-from skinclf.data.formats import ImageError, decode_failure, open_rgb
+from skinclf.data.formats import PIXEL_LIMIT_REMEDY, ImageError, decode_failure, open_rgb
 from skinclf.errors import ConfigError, DataError
 from skinclf.faults import fault_point
 
@@ -290,9 +290,11 @@ def _write(
 
 
 def _decode_error(path: str, reason: str) -> DataError:
-    return DataError(
-        f"Cannot decode image {path}: the file {reason}; fix or remove it and run again."
-    )
+    # one remedy: the reason of an image over the pixel limit already says how to raise it
+    remedy = "; fix or remove it and run again"
+    if PIXEL_LIMIT_REMEDY in reason:
+        remedy = " and run again"
+    return DataError(f"Cannot decode image {path}: the file {reason}{remedy}.")
 
 
 def _fill(

@@ -86,6 +86,9 @@ def warning(kind: str, message: str) -> Problem:
 
 MAX_PIXELS_ENV = "SKINCLF_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_PIXELS = 180_000_000  # about Pillow's own hard limit (2 x 89.5 megapixels)
+# The remedy ending the reason of an image over the limit: the variable works in every command
+# (`data check` adds its --max-pixels option; the decode cache's error ends "and run again").
+PIXEL_LIMIT_REMEDY = f"raise it with {MAX_PIXELS_ENV}=PIXELS"
 
 
 class ImageError(DataError):
@@ -137,8 +140,8 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Iterator[Imag
                 raise ImageError(
                     path,
                     f"declares {width} x {height} pixels ({_megapixels(width * height)} "
-                    f"megapixels), over the limit of {_megapixels(limit)} megapixels; raise it "
-                    f"with {MAX_PIXELS_ENV}=PIXELS (or `skinclf data check --max-pixels`)",
+                    f"megapixels), over the limit of {_megapixels(limit)} megapixels; "
+                    + PIXEL_LIMIT_REMEDY,
                 )
             yield im
     except (DataError, ConfigError):
@@ -166,13 +169,16 @@ def decode_failure(exc: Exception) -> str:
     return f"cannot be decoded ({name}{': ' + detail if detail else ''})"
 
 
-def open_rgb(path: str | Path, draft: tuple[int, int] | None = None) -> Image.Image:
+def open_rgb(
+    path: str | Path, draft: tuple[int, int] | None = None, max_pixels: int | None = None
+) -> Image.Image:
     """Decode an image as 8-bit RGB (EXIF rotation applied; alpha composited on white).
 
     `draft=(w, h)` lets JPEG decode at a reduced scale that is still at least w x h (faster
     when the image is resized down afterwards). Raises ImageError for a file it cannot use.
+    `max_pixels`: see `open_image`.
     """
-    with open_image(path) as im:
+    with open_image(path, max_pixels) as im:
         if draft is not None and im.format == "JPEG":
             im.draft("RGB", draft)
         im.load()

@@ -137,9 +137,9 @@ def _class_distribution(cat: pd.Series, order: list[str]) -> str:
     )
 
 
-def _thumbnail(path: str) -> str:
+def _thumbnail(path: str, max_pixels: int | None = None) -> str:
     try:
-        img = open_rgb(path, draft=(THUMB * 2, THUMB * 2))
+        img = open_rgb(path, draft=(THUMB * 2, THUMB * 2), max_pixels=max_pixels)
     except Exception:  # noqa: BLE001  (a broken image must not stop the report)
         return ""
     side = min(img.size)
@@ -150,7 +150,13 @@ def _thumbnail(path: str) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _examples(table: pd.DataFrame, cat: pd.Series, order: list[str], per_class: int) -> str:
+def _examples(
+    table: pd.DataFrame,
+    cat: pd.Series,
+    order: list[str],
+    per_class: int,
+    max_pixels: int | None = None,
+) -> str:
     parts = ["<section><h2>Example images</h2>"]
     parts.append(f"<p class='muted'>Up to {per_class} random images per class (centre crop).</p>")
     for c in order:
@@ -158,7 +164,7 @@ def _examples(table: pd.DataFrame, cat: pd.Series, order: list[str], per_class: 
         pick = rows.sample(min(per_class, len(rows)), random_state=0) if len(rows) else rows
         figures = []
         for image_id, path in zip(pick["image_id"], pick["path"], strict=True):
-            data = _thumbnail(path)
+            data = _thumbnail(path, max_pixels)
             if data:
                 figures.append(
                     f"<figure><img alt='{html.escape(image_id)}' "
@@ -308,8 +314,15 @@ def _groups(table: pd.DataFrame, cat: pd.Series, order: list[str]) -> str:
     )
 
 
-def write_report(table: pd.DataFrame, out_html: Path, examples_per_class: int = 8) -> Path:
-    """Write the data report of a dataset table (DESIGN.md) as one self-contained HTML page."""
+def write_report(
+    table: pd.DataFrame,
+    out_html: Path,
+    examples_per_class: int = 8,
+    max_pixels: int | None = None,
+) -> Path:
+    """Write the data report of a dataset table (DESIGN.md) as one self-contained HTML page.
+
+    `max_pixels`: images larger than this are not shown (`formats.max_image_pixels`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -335,7 +348,7 @@ def write_report(table: pd.DataFrame, out_html: Path, examples_per_class: int = 
     if len(table):
         body += [
             _class_distribution(cat, order),
-            _examples(table, cat, order, examples_per_class),
+            _examples(table, cat, order, examples_per_class, max_pixels),
             _metadata(table, cat, order),
             _groups(table, cat, order),
         ]
