@@ -317,3 +317,22 @@ def test_decode_loop_turns_any_exception_into_a_skipped_image(tmp_path, monkeypa
     assert decoded.unreadable == {"img1": "cannot be decoded (IndexError: tile index out of range)"}
     with pytest.raises(DataError, match=r"img1\.png: the file cannot be decoded \(IndexError"):
         build_cache(table, 8, cache_dir=tmp_path / "fresh", progress=False)
+
+
+def test_rebuild_removes_only_the_temporary_files_of_dead_builders(tmp_path):
+    """A dead builder's temporary files go (atomic.remove_stale_temps); a live process's stay."""
+    import subprocess
+    import sys
+
+    table = write_images(tmp_path / "imgs", colours=COLOURS[:2])
+    folder = tmp_path / "c" / "decoded"
+    folder.mkdir(parents=True)
+    stem = f"8px-squash-{cache_key(table, 8, 'squash')}"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    stale = [folder / f"{stem}.{ext}.{dead}-0000abcd.tmp" for ext in ("npy", "json")]
+    live = folder / f"{stem}.npy.{os.getppid()}-0000abcd.tmp"
+    for p in (*stale, live):
+        p.write_bytes(b"half")
+    build_cache(table, 8, cache_dir=tmp_path / "c", progress=False)
+    assert not any(p.exists() for p in stale) and live.exists()

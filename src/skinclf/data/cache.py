@@ -235,8 +235,6 @@ def build_cache(
         done = _finished(npy)  # another process may have built it while we waited
         if done is not None:
             return _refuse_unreadable(done, table) if not skip_unreadable else done
-        for stale in folder.glob(f"{stem}.*.tmp"):  # left by a builder that died
-            stale.unlink(missing_ok=True)
         ordered = table.assign(image_id=table["image_id"].astype(str)).sort_values("image_id")
         ids = ordered["image_id"].tolist()
         start = time.perf_counter()
@@ -248,7 +246,7 @@ def build_cache(
         index = {"key": key, "size": size, "resize": resize, "n": len(ids), "image_ids": ids}
         if unreadable:
             index["unreadable"] = unreadable
-        _replace_text(npy.with_suffix(".json"), json.dumps(index))
+        atomic.write_text(npy.with_suffix(".json"), json.dumps(index))
     built = DecodedImages(npy, ids, key, size, resize, unreadable)
     built.build_seconds = seconds
     return built
@@ -261,10 +259,6 @@ def _refuse_unreadable(done: DecodedImages, table: pd.DataFrame) -> DecodedImage
     image_id, reason = next(iter(done.unreadable.items()))
     paths = dict(zip(table["image_id"].astype(str), table["path"], strict=True))
     raise _decode_error(paths.get(image_id, image_id), reason)
-
-
-def _replace_text(final: Path, text: str) -> None:
-    atomic.write_text(final, text)
 
 
 def _write(
