@@ -336,3 +336,47 @@ def test_rebuild_removes_only_the_temporary_files_of_dead_builders(tmp_path):
         p.write_bytes(b"half")
     build_cache(table, 8, cache_dir=tmp_path / "c", progress=False)
     assert not any(p.exists() for p in stale) and live.exists()
+
+
+def test_image_over_the_pixel_limit_is_readable_once_the_limit_is_raised(tmp_path, monkeypatch):
+    """The limit is part of the key: an image refused under a low limit is not refused (or
+    skipped) for ever by the cache built then."""
+    from skinclf.data.formats import MAX_PIXELS_ENV
+
+    table = write_images(tmp_path / "imgs", colours=COLOURS[:2], size=(24, 16))
+    kwargs = {"cache_dir": tmp_path / "c", "progress": False}
+    monkeypatch.setenv(MAX_PIXELS_ENV, str(24 * 16 - 1))
+    with pytest.raises(DataError, match=r"img0\.jpg: the file declares 24 x 16 pixels"):
+        build_cache(table, 8, **kwargs)
+    skipped = build_cache(table, 8, skip_unreadable=True, **kwargs)
+    assert sorted(skipped.unreadable) == ["img0", "img1"]
+    monkeypatch.setenv(MAX_PIXELS_ENV, str(24 * 16))
+    raised = build_cache(table, 8, **kwargs)  # training accepts it now
+    assert raised.unreadable == {} and raised.build_seconds is not None
+    assert build_cache(table, 8, skip_unreadable=True, **kwargs).unreadable == {}
+
+
+def test_unreadable_images_of_a_reused_cache_are_tried_again(tmp_path, monkeypatch):
+    """A verdict that did not come from the file (here a decoder failing once) is not kept:
+    the reused cache's unreadable images are decoded again, and the cache rebuilt if any
+    decodes now."""
+    table = write_images(tmp_path / "imgs", colours=COLOURS[:3])
+    real = cache_mod.decode_image
+    failing = {"img1.png"}
+
+    def flaky(path, size, resize="squash"):
+        if os.path.basename(path) in failing:
+            raise OSError("Permission denied")
+        return real(path, size, resize)
+
+    monkeypatch.setattr(cache_mod, "decode_image", flaky)
+    kwargs = {"cache_dir": tmp_path / "c", "progress": False, "skip_unreadable": True}
+    first = build_cache(table, 8, **kwargs)
+    assert list(first.unreadable) == ["img1"]
+    still = build_cache(table, 8, **kwargs)  # still unreadable: reused as it is
+    assert still.build_seconds is None and list(still.unreadable) == ["img1"]
+    failing.clear()
+    again = build_cache(table, 8, **kwargs)
+    assert again.build_seconds is not None and again.unreadable == {}
+    assert again.images[again.rows(["img1"])[0]].any()  # no longer a black row
+    assert build_cache(table, 8, cache_dir=tmp_path / "c", progress=False).unreadable == {}

@@ -7,8 +7,9 @@ Layout under ``cache_dir`` (DESIGN.md "Caches")::
     decoded/<stem>.lock   the lock builders hold
 
 ``<stem>`` is ``{size}px-{resize}-{key}``; ``key`` hashes every source file's image_id, path,
-byte size and mtime, plus the size and resize policy, so a changed source file gives a new
-key (a rebuild) and an unchanged table reuses the cache. Files are written under a temporary
+byte size and mtime, plus the size, resize policy and pixel limit, so a changed source file
+gives a new key (a rebuild) and an unchanged table reuses the cache (unless an image it
+recorded as unreadable decodes now). Files are written under a temporary
 name and renamed into place (``.npy`` first, then ``.json``, which marks completion) while a
 file lock is held, so parallel workers and DDP ranks never see half a file and only one of
 them decodes.
@@ -30,7 +31,13 @@ from filelock import FileLock
 from PIL import Image
 
 from skinclf import atomic
-from skinclf.data.formats import PIXEL_LIMIT_REMEDY, ImageError, decode_failure, open_rgb
+from skinclf.data.formats import (
+    PIXEL_LIMIT_REMEDY,
+    ImageError,
+    decode_failure,
+    max_image_pixels,
+    open_rgb,
+)
 from skinclf.errors import ConfigError, DataError
 from skinclf.faults import fault_point
 
@@ -166,8 +173,10 @@ class DecodedImages:
 
 
 def cache_key(table: pd.DataFrame, size: int, resize: str) -> str:
-    """Hash of the sources (image_id, path, byte size, mtime of each), size and policy."""
-    h = hashlib.sha256(f"skinclf-decoded-v{CACHE_FORMAT_VERSION}\n{size}\n{resize}\n".encode())
+    """Hash of the sources (image_id, path, byte size, mtime of each), size and policy, and
+    the pixel limit (`formats.max_image_pixels`: it decides which images are unreadable)."""
+    head = f"skinclf-decoded-v{CACHE_FORMAT_VERSION}\n{size}\n{resize}\n{max_image_pixels()}\n"
+    h = hashlib.sha256(head.encode())
     for iid, path in sorted(zip(table["image_id"].astype(str), table["path"], strict=True)):
         p = Path(path).resolve()
         try:
@@ -219,7 +228,8 @@ def build_cache(
     decoding threads (default: CPU count, at most 8). Raises DataError for a missing or
     undecodable image, naming it; with ``skip_unreadable`` (inference) an undecodable image
     instead gets a black row and its reason in ``.unreadable``. A cache holding unreadable
-    images is refused when ``skip_unreadable`` is false (training never uses one).
+    images is refused when ``skip_unreadable`` is false (training never uses one); it is
+    rebuilt when one of those images decodes now.
     """
     _check(table, size, resize)
     key = cache_key(table, size, resize)
@@ -228,11 +238,12 @@ def build_cache(
     stem = f"{size}px-{resize}-{key}"
     npy = folder / f"{stem}.npy"
 
-    done = _finished(npy)
+    done = _still_valid(_finished(npy), table, size, resize)
     if done is not None:
         return _refuse_unreadable(done, table) if not skip_unreadable else done
     with FileLock(str(folder / f"{stem}.lock")):
-        done = _finished(npy)  # another process may have built it while we waited
+        # another process may have built it while we waited
+        done = _still_valid(_finished(npy), table, size, resize)
         if done is not None:
             return _refuse_unreadable(done, table) if not skip_unreadable else done
         ordered = table.assign(image_id=table["image_id"].astype(str)).sort_values("image_id")
@@ -250,6 +261,30 @@ def build_cache(
     built = DecodedImages(npy, ids, key, size, resize, unreadable)
     built.build_seconds = seconds
     return built
+
+
+def _still_valid(
+    done: DecodedImages | None, table: pd.DataFrame, size: int, resize: str
+) -> DecodedImages | None:
+    """``done``, or None (rebuild it) when an image it recorded as unreadable decodes now.
+
+    Whether an image decodes can change without its file changing (its permissions, the
+    Pillow version), so the few unreadable images of a reused cache are tried again.
+    """
+    if done is None or not done.unreadable:
+        return done
+    paths = dict(zip(table["image_id"].astype(str), table["path"], strict=True))
+    for image_id in done.unreadable:
+        if image_id not in paths:
+            continue
+        try:
+            decode_image(paths[image_id], size, resize)
+        except ConfigError:
+            raise
+        except Exception:  # noqa: BLE001  (still unreadable, whatever the reason)
+            continue
+        return None
+    return done
 
 
 def _refuse_unreadable(done: DecodedImages, table: pd.DataFrame) -> DecodedImages:
