@@ -399,3 +399,47 @@ def test_full_disk_while_writing_a_run_file(tmp_path: Path, monkeypatch, what: s
             atomic.write_text(path, json.dumps({"a": 1}))
     _one_sentence(info.value, name)
     assert path.read_bytes() == b"old" and temps(tmp_path) == []
+
+
+def test_full_disk_while_fit_writes_its_run_files(
+    ham_sample: Path, tmp_path: Path, monkeypatch, capsys
+):
+    """A real fit whose disk fills up while writing provenance.json: one sentence, no truncated
+    file and no temporary file left. Through the CLI, a full disk outside skinclf.atomic (an
+    OSError with ENOSPC) is the same one sentence, exit 1, no traceback."""
+    from skinclf.cli import main
+    from skinclf.train import run as run_module
+    from skinclf.train.run import fit
+
+    real = Path.write_text
+
+    def full_at_provenance(self, data, *args, **kwargs):
+        if self.name.startswith("provenance.json"):
+            with open(self, "w") as fh:
+                fh.write(data[:10])
+            _no_space()
+        return real(self, data, *args, **kwargs)
+
+    settings = ["data.image_size=32", "transfer.epochs=0", "train.epochs=0"]
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    monkeypatch.setattr(Path, "write_text", full_at_provenance)
+    with pytest.raises(DataError) as info:
+        fit(ham_sample, out, load_config("sample", overrides=settings), cache_dir=cache, **QUIET)
+    _one_sentence(info.value, "provenance.json")
+    assert (out / "config.yaml").is_file() and (out / "split.csv").is_file()
+    assert not (out / "provenance.json").exists() and temps(out) == []
+    monkeypatch.undo()
+
+    def no_space(cfg, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(run_module, "save_config", no_space)
+    cmd = ["skinclf", "train", "--data", str(ham_sample), "--out", str(tmp_path / "cli")]
+    cmd += ["--preset", "sample", "--cache-dir", str(cache), "--no-progress", *settings]
+    monkeypatch.setattr(sys, "argv", cmd)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("error: The disk is full: cannot write ")
+    assert str(tmp_path / "cli" / "config.yaml") in err and "MB free" in err

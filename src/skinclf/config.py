@@ -16,6 +16,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from skinclf import atomic
 from skinclf.errors import ConfigError
 
 
@@ -348,7 +349,8 @@ def _layered(
 
 
 def save_config(config: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    """Write `config` to `path` as YAML, atomically (`skinclf.atomic`)."""
+    atomic.write_text(path, config_yaml(config))
 
 
 def read_config(path: Path) -> RunConfig:

@@ -147,7 +147,7 @@ def tune(
     if split_file is None and (out / "split.csv").is_file():
         split_file = out / "split.csv"  # a continued study keeps its split
     prepared = prepare_data(data, cfg, out, split_file, cache_dir=cache_dir, progress=progress)
-    prepared.table[["image_id", "split"]].to_csv(out / "split.csv", index=False)
+    atomic.write_text(out / "split.csv", prepared.table[["image_id", "split"]].to_csv(index=False))
     base = cfg.model_dump(mode="json")
     if stage == "finetune":
         return _tune_finetune(data, out, cfg, base, trials, cache_dir, progress, log)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 # On 2 shared cores, OpenMP's default busy-waiting collapses 2-thread training about 8x as soon
 # as another process runs (measured: 62 -> 4 img/s); passive waiting costs ~13 % when idle.
@@ -66,10 +67,22 @@ _register()
 
 
 def main() -> None:
-    """Console-script entry point: user errors become one red sentence and exit code 1."""
+    """Console-script entry point: user errors, and a full disk anywhere, become one red
+    sentence and exit code 1."""
     try:
         app()
     except SkinclfError as exc:
-        # escaped: a message such as `pip install "skinclf[wandb]"` is not rich markup
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(1)
+        _fail(exc)
+    except OSError as exc:
+        from skinclf import atomic
+
+        if exc.errno not in atomic.NO_SPACE:
+            raise
+        name = exc.filename if isinstance(exc.filename, (str, os.PathLike)) else "a file"
+        _fail(atomic.disk_full(Path(name)))
+
+
+def _fail(exc: SkinclfError) -> None:
+    # escaped: a message such as `pip install "skinclf[wandb]"` is not rich markup
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    sys.exit(1)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from skinclf import atomic
 from skinclf.classes import CLASSES, NUM_CLASSES
 from skinclf.config import RunConfig, check_resume, read_config, save_config
 from skinclf.errors import ConfigError, DataError
@@ -418,7 +419,7 @@ def fit(
     if is_global_zero():
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-        table[["image_id", "split"]].to_csv(out / "split.csv", index=False)
+        atomic.write_text(out / "split.csv", table[["image_id", "split"]].to_csv(index=False))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model, loss = build_model(cfg, prepared)
     if cfg.train.frozen_cache and cfg.train.epochs > 0:
@@ -440,7 +441,7 @@ def fit(
                 "decode_cache": str(images.path),
             },
         )
-        (out / "provenance.json").write_text(json.dumps(prov, indent=2))
+        atomic.write_text(out / "provenance.json", json.dumps(prov, indent=2))
 
     timings: dict[str, float] = {}
     # Stage 1: transfer learning on cached frozen features (skipped when resuming stage 2).
