@@ -80,6 +80,27 @@ def test_fit_refuses_to_resume_with_another_split(
         )
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\xff\xfe\x00\x81 not text \x00", b"image_id,split\nISIC_1,train\nISIC_2,val,x\n"],
+    ids=["empty", "binary", "ragged"],
+)
+def test_resume_with_a_malformed_split_file_is_one_sentence(
+    ham_sample: Path, tmp_path: Path, cli, content: bytes
+) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    save_config(load_config("sample"), run / "config.yaml")
+    (run / "split.csv").write_text("image_id,split\nISIC_1,train\n")
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"not read before the split is")
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(content)
+    args = ["train", "--data", ham_sample, "--out", run, "--resume", "--split", bad]
+    code, _, err = cli(*args, "--cache-dir", tmp_path / "c", "--no-progress")
+    assert code == 1 and "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith(f"error: Split file {bad} is not a readable CSV")
+
+
 def test_cli_resume_starts_from_the_runs_config(ham_sample: Path, tmp_path: Path, cli) -> None:
     run = tmp_path / "run"
     run.mkdir()

@@ -254,7 +254,8 @@ def read_split(path: Path | str, table: pd.DataFrame) -> pd.DataFrame:
     try:
         split = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"Split file {path} is not a readable CSV ({exc}).") from None
+        reason = " ".join(str(exc).split()) or type(exc).__name__  # pandas ends it with "\n"
+        raise DataError(f"Split file {path} is not a readable CSV ({reason}).") from None
     missing_cols = [c for c in ("image_id", "split") if c not in split.columns]
     if missing_cols:
         raise DataError(

@@ -100,11 +100,15 @@ def _check_resume_split(out: Path, split_file: Path | str | None) -> None:
     if split_file is None or not (out / "split.csv").is_file() or not Path(split_file).is_file():
         return  # (a missing or malformed --split gets read_split's error)
 
-    def assignments(path: Path) -> set[tuple[str, str]]:
-        t = pd.read_csv(path, dtype=str)
+    def assignments(path: Path) -> set[tuple[str, str]] | None:
+        try:
+            t = pd.read_csv(path, dtype=str)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+            return None  # not a CSV: read_split says so in one sentence, once the data is read
         return set(zip(t.get("image_id", []), t.get("split", []), strict=False))
 
-    if assignments(out / "split.csv") != assignments(Path(split_file)):
+    own, given = assignments(out / "split.csv"), assignments(Path(split_file))
+    if own is not None and given is not None and own != given:
         raise ConfigError(
             f"Cannot resume {out} with --split {split_file}: it differs from the run's own "
             "split.csv; resume without --split, or start a new run (another --out)."
