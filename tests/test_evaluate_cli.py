@@ -74,7 +74,7 @@ def test_full_evaluation(files, tmp_path: Path, monkeypatch, capsys) -> None:
     for key in ("accuracy", "macro_f1", "nll", "brier", "ece", "baselines"):
         assert key in t
     assert t["baselines"]["majority"]["class"] == "nv"
-    expected_scores = {"msp", "msp_ts", "max_logit", "margin", "neg_entropy", "doctor"}
+    expected_scores = {"msp", "msp_ts", "max_logit", "margin", "neg_entropy", "doctor", "energy"}
     assert set(t["selective"]) == expected_scores | {"mc_dropout"}
     msp = t["selective"]["msp"]
     for key in ("aurc", "augrc", "aurc_balanced", "augrc_balanced", "e_aurc", "failure_auroc"):

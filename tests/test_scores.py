@@ -54,7 +54,7 @@ def test_registry_matches_probability_functions() -> None:
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(20, 7)) * 3
     probs = softmax(logits)
-    assert set(SCORES) == {"msp", "max_logit", "margin", "neg_entropy", "doctor"}
+    assert set(SCORES) == {"msp", "max_logit", "margin", "neg_entropy", "doctor", "energy"}
     np.testing.assert_allclose(SCORES["msp"](logits), msp(probs))
     np.testing.assert_allclose(SCORES["margin"](logits), margin(probs))
     np.testing.assert_allclose(SCORES["neg_entropy"](logits), neg_entropy(probs))

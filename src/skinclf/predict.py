@@ -20,7 +20,7 @@ from skinclf.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 LOGIT_SCORES = ("msp", "max_logit", "margin", "neg_entropy", "doctor")
-FEATURE_SCORES = ("mahalanobis", "knn")
+FEATURE_STATS_FILE = "feature_stats.npz"  # in the run folder, fitted on its training split
 ISIC_COLUMNS = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 
 
@@ -198,6 +198,54 @@ def _train_features(run: LoadedRun, cache_dir: Path | None, progress: bool) -> t
     return feats, np.asarray(label_indices(table["label"]))
 
 
+def _checkpoint_fingerprint(run: LoadedRun) -> str:
+    import hashlib
+
+    h = hashlib.sha256((run.path / "checkpoints" / "best.ckpt").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def feature_stats(run: LoadedRun, cache_dir: Path | None, progress: bool):  # -> FeatureStats
+    """The run's feature-space score statistics, fitted once on its training split's features
+    and kept in RUN/feature_stats.npz (refitted when the checkpoint changed)."""
+    from skinclf.evaluate.feature_scores import FeatureStats, fit_feature_stats
+
+    path = run.path / FEATURE_STATS_FILE
+    fingerprint = _checkpoint_fingerprint(run)
+    if path.is_file():
+        stats = FeatureStats.load(path)
+        if stats.fingerprint == fingerprint:
+            return stats
+    feats, labels = _train_features(run, cache_dir, progress)
+    linear = [m for m in run.model.head.modules() if hasattr(m, "weight") and m.weight.ndim == 2]
+    weight = bias = None
+    if len(linear) == 1:  # ViM needs the head to be one linear layer
+        weight = linear[0].weight.detach().double().numpy()
+        bias = linear[0].bias.detach().double().numpy()
+    stats = fit_feature_stats(feats, labels, weight, bias, fingerprint=fingerprint)
+    stats.save(path)
+    return stats
+
+
+def _gate_values(sel, selective: Path, feats: np.ndarray) -> dict[str, np.ndarray]:
+    """The OOD gate's feature-score components, from the statistics beside selective.json."""
+    from skinclf.evaluate.feature_scores import FEATURE_SCORES, FeatureStats
+
+    gate = sel.gate
+    names = tuple(c for c in gate.components if c in FEATURE_SCORES) if gate else ()
+    if not names:
+        return {}
+    if not gate.stats_file:
+        raise DataError(f"{selective}: its OOD gate uses {names[0]} but names no stats file.")
+    stats_path = Path(selective).parent / gate.stats_file
+    if not stats_path.is_file():
+        raise DataError(
+            f"{stats_path} is missing: selective.json's OOD gate needs the feature statistics "
+            "that `skinclf evaluate --gate-stats` writes beside it."
+        )
+    return FeatureStats.load(stats_path).scores(feats, names)
+
+
 def predict(
     runs: list[Path],
     out: Path,
@@ -220,8 +268,9 @@ def predict(
     """
     from skinclf.data.cache import build_cache
     from skinclf.data.dataset import label_indices
+    from skinclf.evaluate.feature_scores import FEATURE_SCORES
     from skinclf.evaluate.predictions import softmax, write_predictions
-    from skinclf.evaluate.scores import SCORES, fit_knn, fit_mahalanobis, msp_ts
+    from skinclf.evaluate.scores import SCORES, msp_ts
     from skinclf.train.inference import predict_arrays
     from skinclf.train.run import resolve_precision
 
@@ -234,7 +283,7 @@ def predict(
             f"Unknown --format '{output_format}': predictions or isic2018-submission."
         )
     requested = list(scores or LOGIT_SCORES)
-    known = {*LOGIT_SCORES, "msp_ts", *FEATURE_SCORES, "tta", "mc_dropout", "ensemble"}
+    known = {*SCORES, "msp_ts", *FEATURE_SCORES, "tta", "mc_dropout", "ensemble"}
     unknown = [s for s in requested if s not in known]
     if unknown:
         raise ConfigError(f"Unknown score {unknown[0]!r}; choose from {', '.join(sorted(known))}.")
@@ -245,7 +294,7 @@ def predict(
         )
     sel = None
     if selective is not None:
-        from skinclf.evaluate.evaluation import apply_selective, load_selective
+        from skinclf.evaluate.sgr import apply_policy, load_selective
 
         sel = load_selective(selective)
     loaded = [load_run(r) for r in runs]
@@ -308,19 +357,25 @@ def predict(
         p = _mc_dropout(loaded[0].model, feats_first, mc_dropout or 10, loaded[0].cfg.seed)
         conf["mc_dropout"] = mc_dropout_msp(p)
         conf["mc_dropout_neg_mi"] = mc_dropout_neg_mutual_information(p)
-    if any(s in requested for s in FEATURE_SCORES):
-        train_feats, train_labels = _train_features(loaded[0], cache_dir, progress)
-        if "mahalanobis" in requested:
-            conf["mahalanobis"] = fit_mahalanobis(train_feats, train_labels).score(feats_first)
-        if "knn" in requested:
-            conf["knn"] = fit_knn(train_feats).score(feats_first)
+    wanted = tuple(s for s in FEATURE_SCORES if s in requested)
+    if wanted:
+        stats = feature_stats(loaded[0], cache_dir, progress)
+        conf.update(stats.scores(feats_first, wanted))
 
-    abstain = None
+    abstain = reason = None
     if sel is not None:
         if "msp_ts" in requested:
+            if sel.temperature is None:
+                raise ConfigError(
+                    f"msp_ts needs a temperature, but {selective} has none: it was fitted "
+                    "without --val; run `skinclf evaluate` with --val."
+                )
             conf["msp_ts"] = msp_ts(logits, sel.temperature)
-        score_values, abstain = apply_selective(sel, logits)
+        gate_values = _gate_values(sel, selective, feats_first)
+        score_values, abstain, reason = apply_policy(sel, logits, gate_values)
         conf.setdefault(sel["score"], score_values)
+        for name, values in gate_values.items():
+            conf.setdefault(name, values)
 
     if output_format == "isic2018-submission":
         frame = pd.DataFrame({"image": [Path(i).stem for i in table["image_id"]]})
@@ -343,6 +398,7 @@ def predict(
         probs,
         conf,
         abstain,
+        reason,
     )
     frame = pd.read_csv(out)
     frame.attrs["skipped"] = skipped

@@ -29,8 +29,41 @@ def evaluate(
     ood: list[Path] = typer.Option(
         [], "--ood", help="Out-of-distribution predictions file (repeatable)."
     ),
+    external: list[Path] = typer.Option(
+        [],
+        "--external",
+        help="Labelled in-distribution predictions from another source, e.g. the ISIC 2018 "
+        "test images (repeatable): measured like --test, and must be kept by an OOD gate.",
+    ),
     scores: str | None = typer.Option(
         None, "--scores", help="Comma-separated scores to evaluate (default: all available)."
+    ),
+    ood_gate: str | None = typer.Option(
+        None,
+        "--ood-gate",
+        help="Out-of-distribution gate before the confidence gate: a score (mahalanobis, "
+        "rel_mahalanobis, knn, vim, energy) or a rank combination such as mahalanobis+msp.",
+    ),
+    id_keep: float = typer.Option(
+        0.95, "--id-keep", help="Share of in-distribution calibration images the gate keeps."
+    ),
+    gate_stats: Path | None = typer.Option(
+        None,
+        "--gate-stats",
+        help="Feature statistics of the run (RUN/feature_stats.npz, written by predict with a "
+        "feature score); copied beside selective.json so predict needs no training images.",
+    ),
+    choose_gate: bool = typer.Option(
+        False,
+        "--choose-gate",
+        help="Choose the gate score on in-distribution data only (no OOD labels): the one "
+        "that leaves the fewest errors among the calibration images it keeps.",
+    ),
+    confidence_gate: str = typer.Option(
+        "sgr", "--confidence-gate", help="After the OOD gate: sgr, coverage or off."
+    ),
+    target_coverage: float | None = typer.Option(
+        None, "--target-coverage", help="With --confidence-gate coverage: the share to keep."
     ),
     target_risk: float = typer.Option(0.10, "--target-risk", help="SGR target risk r* in (0, 1]."),
     delta: float = typer.Option(0.05, "--delta", help="SGR confidence parameter in (0, 1)."),
@@ -62,6 +95,13 @@ def evaluate(
             val=val,
             calib=calib,
             ood=ood,
+            external=external,
+            ood_gate=ood_gate,
+            id_keep=id_keep,
+            gate_stats=gate_stats,
+            choose_gate=choose_gate,
+            confidence_gate=confidence_gate,
+            target_coverage=target_coverage,
             scores=score_list,
             target_risk=target_risk,
             delta=delta,
@@ -106,10 +146,52 @@ def evaluate(
             f"OOD {name}: n={o['n']}, balanced accuracy {_fmt(o.get('balanced_accuracy'))}, "
             f"detection AUROC (msp) {_fmt(auroc)}"
         )
+    for name, e in m.get("external", {}).items():
+        lo, hi = e["balanced_accuracy_ci95"]
+        console.print(
+            f"external {name}: n={e['n']}, balanced accuracy {_fmt(e['balanced_accuracy'])} "
+            f"[{_fmt(lo)}, {_fmt(hi)}]"
+        )
+    if "policy" in m:
+        _print_policy(m["policy"])
     for note in m.get("notes", []):
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     written = [result.metrics_path, result.report_path, result.selective_path]
     console.print("wrote " + ", ".join(str(p) for p in written if p))
+
+
+def _print_policy(policy: dict) -> None:
+    gate = policy["gate"]
+    console.print(
+        f"gated selective classifier: OOD gate {gate['score']} keeps {gate['id_kept']:.3f} of "
+        f"{gate['fitted_on']} (asked {gate['id_keep']:g}), then the confidence gate "
+        f"({policy['confidence_gate']})"
+    )
+    table = Table(title="abstention per set (gated / single score)")
+    for col in (
+        "set",
+        "coverage",
+        "accepted acc.",
+        "accepted bal. acc.",
+        "silent failures",
+        "SCC abstained",
+    ):
+        table.add_column(col, justify="right" if col != "set" else "left")
+    for name, entry in policy["sets"].items():
+        g, s = entry["gated"], entry.get("single_score", {})
+
+        def both(key: str, g=g, s=s) -> str:
+            return f"{_fmt(g.get(key))} / {_fmt(s.get(key))}"
+
+        table.add_row(
+            name,
+            both("coverage"),
+            both("accepted_accuracy"),
+            both("accepted_balanced_accuracy"),
+            both("silent_failure_rate"),
+            both("semantic_ood_abstention"),
+        )
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -21,11 +21,15 @@ def predict(
     scores: str = typer.Option(
         "msp,max_logit,margin,neg_entropy,doctor",
         help="Confidence scores (conf_<name> columns): msp, max_logit, margin, neg_entropy, "
-        "doctor, tta, mc_dropout, mahalanobis, knn, msp_ts (the temperature of --selective).",
+        "doctor, energy, tta, mc_dropout, msp_ts (the temperature of --selective), and the "
+        "feature-space scores mahalanobis, rel_mahalanobis, knn, vim (fitted once on the "
+        "run's training split, kept in RUN/feature_stats.npz).",
     ),
     mc_dropout: int = typer.Option(0, help="K stochastic passes of the head (0: off)."),
     selective: Path | None = typer.Option(
-        None, help="RUN/eval/selective.json: adds the `abstain` column with its threshold."
+        None,
+        help="RUN/eval/selective.json from `skinclf evaluate`: adds `abstain` and "
+        "`abstain_reason` (unfamiliar: the OOD gate; uncertain: the confidence gate).",
     ),
     output_format: str = typer.Option(
         "predictions", "--format", help="predictions or isic2018-submission."

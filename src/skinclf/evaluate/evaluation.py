@@ -217,6 +217,13 @@ def evaluate_predictions(
     calib: str | Path | None = None,
     ood: Sequence[str | Path] = (),
     scores: Sequence[str] | None = None,
+    external: Sequence[str | Path] = (),
+    ood_gate: str | None = None,
+    id_keep: float = 0.95,
+    gate_stats: str | Path | None = None,
+    choose_gate: bool = False,
+    confidence_gate: str = "sgr",
+    target_coverage: float | None = None,
     target_risk: float = 0.10,
     delta: float = 0.05,
     coverages: Sequence[float] = DEFAULT_COVERAGES,
@@ -231,6 +238,13 @@ def evaluate_predictions(
     `scores` defaults to every score available (logit scores, msp_ts with --val, and the test
     file's conf_ columns). `selective_score` "auto" picks the logit score with the lowest AURC
     on the validation set (msp without one). `on_step` is told each step's name (progress).
+
+    `ood_gate` (a score or a combination `a+b`; `choose_gate` picks one without OOD labels)
+    adds an out-of-distribution gate that keeps `id_keep` of the calibration (or validation)
+    images, before the confidence gate (`confidence_gate`: sgr, coverage, off); its feature
+    statistics (`gate_stats`, written by predict) are copied beside selective.json. `external`
+    files are labelled in-distribution sets from other sources (e.g. the ISIC 2018 test
+    images), measured like the test set.
     """
     _check_targets(float(target_risk), float(delta))
     coverages = parse_fractions(coverages, "coverage")
@@ -242,6 +256,7 @@ def evaluate_predictions(
     val_p = read_predictions(val) if val else None
     calib_p = read_predictions(calib) if calib else None
     ood_ps = [read_predictions(o, require_labels=False) for o in ood]
+    ext_ps = [read_predictions(e) for e in external]
     if not test_p.labelled.any():
         raise ConfigError(f"{test}: no labelled in-distribution rows to evaluate.")
     for name, p in (("validation", val_p), ("calibration", calib_p)):
@@ -365,7 +380,7 @@ def evaluate_predictions(
             )
         selective = Selective(
             score=chosen,
-            temperature=float(temperature) if temperature is not None else 1.0,
+            temperature=float(temperature) if temperature is not None else None,
             threshold=fit.threshold,
             target_risk=float(target_risk),
             delta=float(delta),
@@ -459,6 +474,46 @@ def evaluate_predictions(
                 )
         result["ood"][name] = entry
 
+    for p in ext_ps:
+        name = _ood_name(p, used)
+        step(f"external set {name}")
+        eset = scored(p, "external", name)
+        sets.append(eset)
+        result.setdefault("external", {})[name] = _external_block(
+            p, eset.conf, test_conf, n_bootstrap, seed
+        )
+
+    for es in (x for x in sets if x.kind == "external"):
+        em = es.preds.labelled
+        for os_ in (x for x in sets if x.kind == "ood"):
+            result["ood"][os_.name].setdefault("detection_vs_external", {})[es.name] = {
+                s: ood_detection(es.conf[s][em], v) for s, v in os_.conf.items() if s in es.conf
+            }
+
+    gated, decisions = None, {}
+    if (ood_gate or choose_gate) and fit_p is not None:
+        step("gated selective classifier")
+        gated, result["policy"], decisions = _gated_policy_block(
+            fit_p,
+            "calib" if calib_p is not None else "val",
+            selective,
+            temperature,
+            ood_gate,
+            choose_gate,
+            id_keep,
+            confidence_gate,
+            target_risk,
+            delta,
+            target_coverage,
+            gate_stats,
+            {"test": test_p, **_named(ext_ps, result.get("external", {})),
+             **_named(ood_ps, result.get("ood", {}))},
+            n_bootstrap,
+            seed,
+        )
+    elif ood_gate or choose_gate:
+        raise ConfigError("--ood-gate and --choose-gate need --val or --calib to fit the gate on.")
+
     if calib_p is not None:
         sets.append(scored(calib_p, "calib", "calib"))
     result["scores"] = list(score_names)
@@ -473,6 +528,7 @@ def evaluate_predictions(
             "val": str(val) if val else None,
             "calib": str(calib) if calib else None,
             "ood": [str(o) for o in ood],
+            "external": [str(e) for e in external],
         },
     }
     result["notes"] = list(dict.fromkeys(notes))
@@ -482,8 +538,127 @@ def evaluate_predictions(
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.json"
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    selective_path = save_selective(selective, out_dir / "selective.json") if selective else None
+    stored = gated if gated is not None else selective
+    selective_path = save_selective(stored, out_dir / "selective.json") if stored else None
+    if gated is not None:
+        _write_gate_files(gated, gate_stats, out_dir, decisions)
     report_path = write_report(
-        out_dir / "report.html", metrics, sets, temperature=temperature, selective=selective
+        out_dir / "report.html",
+        metrics,
+        sets,
+        temperature=temperature,
+        selective=selective,
+        gated=gated,
     )
     return EvaluationResult(metrics, selective, metrics_path, report_path, selective_path)
+
+
+def _named(ps: Sequence[Predictions], names: dict) -> dict[str, Predictions]:
+    """The predictions of each named OOD/external set, in the order they were named."""
+    return dict(zip(list(names), ps, strict=True))
+
+
+def _external_block(
+    p: Predictions,
+    conf: dict[str, np.ndarray],
+    test_conf: dict[str, np.ndarray],
+    n_bootstrap: int,
+    seed: int,
+) -> dict:
+    """A labelled set from another source: classification metrics, and how well each score
+    tells it from the test set (AUROC near 0.5: no shift a gate would see)."""
+    m = p.labelled
+    y, pred = p.y[m], p.pred[m]
+    entry = classification_metrics(y, p.probs[m])
+    entry["balanced_accuracy_ci95"] = list(
+        metric_ci("balanced_accuracy", y, pred, None, n_bootstrap, seed)
+    )
+    entry["detection_vs_test"] = {
+        s: ood_detection(test_conf[s], v[m]) for s, v in conf.items() if s in test_conf
+    }
+    return entry
+
+
+def _gated_policy_block(
+    fit_p: Predictions,
+    fitted_on: str,
+    single: Selective | None,
+    temperature: float | None,
+    ood_gate: str | None,
+    choose: bool,
+    id_keep: float,
+    confidence_gate: str,
+    target_risk: float,
+    delta: float,
+    target_coverage: float | None,
+    gate_stats: str | Path | None,
+    named_sets: dict[str, Predictions],
+    n_bootstrap: int,
+    seed: int,
+) -> tuple[Selective, dict, dict[str, tuple]]:
+    """Fit the gated classifier on `fit_p`, then measure it and the single-score classifier
+    on every set. Returns the classifier, its metrics block and the per-set decisions."""
+    from skinclf.evaluate import shift
+    from skinclf.evaluate.feature_scores import FEATURE_SCORES
+    from skinclf.evaluate.gates import combination_parts
+
+    parse_fractions([id_keep], "--id-keep")
+    if confidence_gate not in ("sgr", "coverage", "off"):
+        raise ConfigError(f"--confidence-gate {confidence_gate!r}: use sgr, coverage or off.")
+    score = single.score if single is not None else "msp"
+    block: dict = {"fitted_on": fitted_on, "id_keep": id_keep, "confidence_gate": confidence_gate}
+    chosen_by = "given (--ood-gate)"
+    if choose:
+        candidates = shift.gate_candidates(fit_p, score)
+        ood_gate, block["choice"] = shift.choose_gate(fit_p, candidates, id_keep, temperature)
+        chosen_by = f"--choose-gate: {shift.CHOOSE_GATE_CRITERION}"
+        block["choice_criterion"] = shift.CHOOSE_GATE_CRITERION
+    assert ood_gate is not None
+    needs_stats = any(c in FEATURE_SCORES for c in combination_parts(ood_gate))
+    if needs_stats and gate_stats is None:
+        raise ConfigError(
+            f"The OOD gate {ood_gate!r} uses feature scores: give --gate-stats RUN/"
+            "feature_stats.npz (written by `skinclf predict --scores ...`), so that predict "
+            "can apply it without the training images."
+        )
+    gated = shift.fit_gated_policy(
+        fit_p, fitted_on, score, temperature, ood_gate, id_keep, confidence_gate,
+        target_risk, delta, target_coverage,
+        "selective_stats.npz" if needs_stats else None, chosen_by,
+    )
+    block["gate"] = gated.ood_gate
+    block["threshold"] = gated.threshold
+    block["sets"], decisions = {}, {}
+    for name, p in named_sets.items():
+        mine, abstain, reason = shift.outcome(gated, p, n_bootstrap, seed)
+        entry = {"gated": mine}
+        if single is not None:
+            entry["single_score"] = shift.outcome(single, p, n_bootstrap, seed)[0]
+        if p.labelled.any():
+            msp = shift.score_values(p, "msp", temperature)
+            entry["vs_msp_same_coverage"] = shift.same_coverage_comparison(
+                p, ~abstain, msp, n_bootstrap, seed
+            )
+        block["sets"][name] = entry
+        decisions[name] = (p.image_ids, abstain, reason)
+    return gated, block, decisions
+
+
+def _write_gate_files(
+    gated: Selective, gate_stats: str | Path | None, out_dir: Path, decisions: dict
+) -> None:
+    """Copy the gate's feature statistics beside selective.json; write each set's decisions."""
+    import pandas as pd
+
+    from skinclf.atomic import atomic_path
+
+    gate = gated.gate
+    if gate is not None and gate.stats_file and gate_stats is not None:
+        with atomic_path(out_dir / gate.stats_file) as tmp:
+            tmp.write_bytes(Path(gate_stats).read_bytes())
+    folder = out_dir / "decisions"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (ids, abstain, reason) in decisions.items():
+        frame = pd.DataFrame({"image_id": ids, "abstain": abstain, "abstain_reason": reason})
+        with atomic_path(folder / f"{name}.csv") as tmp:
+            frame.to_csv(tmp, index=False)

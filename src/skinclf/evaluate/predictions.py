@@ -2,7 +2,9 @@
 
 Schema, one row per image: `image_id, dataset, label, semantic_ood, logit_<class>...,
 prob_<class>...`, then optional `conf_<score>` columns (higher = more confident), then, only
-when a threshold was applied, `abstain`. Classes are in `skinclf.classes.CLASSES` order.
+when a selective classifier was applied, `abstain` and `abstain_reason` (`unfamiliar`: the
+out-of-distribution gate; `uncertain`: the confidence gate; empty when accepted).
+Classes are in `skinclf.classes.CLASSES` order.
 An empty `label` is allowed only where `semantic_ood` is true (unless labels are not required,
 as for predictions on unlabelled images).
 """
@@ -107,6 +109,7 @@ def write_predictions(
     probs: np.ndarray | None = None,
     conf: Mapping[str, np.ndarray] | None = None,
     abstain: Sequence[bool] | np.ndarray | None = None,
+    abstain_reason: Sequence[str] | np.ndarray | None = None,
 ) -> Path:
     """Write a predictions file atomically (temp file + rename) and return its path.
 
@@ -139,6 +142,8 @@ def write_predictions(
         columns[f"conf_{name}"] = values
     if abstain is not None:
         columns["abstain"] = [bool(a) for a in np.asarray(abstain)]
+    if abstain_reason is not None:
+        columns["abstain_reason"] = [str(r) for r in np.asarray(abstain_reason, dtype=object)]
     frame = pd.DataFrame(columns)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:

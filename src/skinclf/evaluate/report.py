@@ -38,7 +38,7 @@ class ScoredSet:
     """One predictions file with its confidence scores on every row (what the report draws)."""
 
     name: str
-    kind: str  # "test", "val", "calib" or "ood"
+    kind: str  # "test", "val", "calib", "external" or "ood"
     preds: Predictions
     conf: dict[str, np.ndarray]
 
@@ -537,8 +537,10 @@ def write_report(
     sets: Sequence[ScoredSet],
     temperature: float | None = None,
     selective: Selective | None = None,
+    gated: Selective | None = None,
 ) -> Path:
-    """Render report.html from the metrics and the scored prediction sets."""
+    """Render report.html from the metrics and the scored prediction sets (`gated`: the
+    selective classifier with an OOD gate, shown against `selective`)."""
     path = Path(path)
     test = next(s for s in sets if s.kind == "test")
     oods = [s for s in sets if s.kind == "ood"]
@@ -612,6 +614,12 @@ def write_report(
             "<h3>Confidence histograms</h3>",
             fig_histograms(hist_groups, hist_score, selective.threshold if selective else None),
         ]
+    if gated is not None and "policy" in metrics:
+        from skinclf.evaluate.report_shift import policy_section
+
+        shown = [s for s in sets if s.kind in ("test", "external", "ood")]
+        section = policy_section(metrics, shown, gated, selective)
+        parts += ["<h2>Abstaining under shift</h2>", section]
     parts += ["<h2>Uncertainty of the numbers</h2>", _bootstrap_table(metrics), "</body></html>"]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts), encoding="utf-8")

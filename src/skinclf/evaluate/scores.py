@@ -34,6 +34,14 @@ def max_logit(logits: np.ndarray) -> np.ndarray:
     return np.asarray(logits, dtype=np.float64).max(axis=-1)
 
 
+def energy(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Minus the free energy, T * logsumexp(logits / T) (Liu et al., NeurIPS 2020)."""
+    from scipy.special import logsumexp
+
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    return temperature * logsumexp(z, axis=-1)
+
+
 def margin(probs: np.ndarray) -> np.ndarray:
     """Top-1 minus top-2 probability."""
     top2 = np.sort(np.asarray(probs, dtype=np.float64), axis=-1)[..., -2:]
@@ -161,6 +169,7 @@ SCORES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "margin": _from_probs(margin),
     "neg_entropy": _from_probs(neg_entropy),
     "doctor": _from_probs(doctor),
+    "energy": energy,
 }
 """Scores computable from one model's logits alone: name -> function(logits) -> (N,)."""
 

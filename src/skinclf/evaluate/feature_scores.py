@@ -1,0 +1,235 @@
+"""Feature-space scores for out-of-distribution gates, fitted on the training split's features.
+
+Each score is higher for images that look like the training data. `FeatureStats` holds what
+they need (class means and shared precision, the background Gaussian of relative Mahalanobis,
+the kNN feature bank, the ViM subspace) and is saved as one `.npz` file, so that prediction
+and serving never read training images again.
+
+- Mahalanobis (Lee et al., NeurIPS 2018): minus the smallest distance to a class mean under the
+  shared covariance (`scores.Mahalanobis`).
+- Relative Mahalanobis (Ren et al., 2021, "A simple fix to Mahalanobis distance"): minus the
+  smallest squared class distance minus the squared distance under one background Gaussian
+  fitted on all training features, which removes the part of the distance that every class
+  shares (image statistics unrelated to the lesion).
+- kNN (Sun et al., ICML 2022): cosine similarity to the k-th nearest training feature.
+- ViM (Wang et al., CVPR 2022): energy of the logits minus a virtual logit, alpha times the norm
+  of the feature's residual outside the principal subspace of the training features (origin
+  -pinv(W) b); alpha matches the residual norms to the max logits on the training features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.special import logsumexp
+
+from skinclf.evaluate.scores import KNN, Mahalanobis, _l2_normalise, fit_knn, fit_mahalanobis
+
+FEATURE_SCORES: tuple[str, ...] = ("mahalanobis", "rel_mahalanobis", "knn", "vim")
+STATS_FORMAT_VERSION = 1
+
+
+def _shrunk_precision(centred: np.ndarray) -> np.ndarray:
+    from sklearn.covariance import LedoitWolf
+
+    cov = LedoitWolf(assume_centered=True).fit(centred).covariance_
+    return np.linalg.pinv(cov, hermitian=True)
+
+
+def _squared_distances(x: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """(N, K) squared Mahalanobis distances of rows of x to each mean."""
+    out = np.empty((len(x), len(means)))
+    for k, mu in enumerate(means):
+        diff = x - mu
+        out[:, k] = ((diff @ precision) * diff).sum(axis=1)
+    return out
+
+
+@dataclass(frozen=True)
+class RelativeMahalanobis:
+    """Class Gaussians (shared precision) and one background Gaussian of all features."""
+
+    means: np.ndarray  # (C, D)
+    precision: np.ndarray  # (D, D)
+    background_mean: np.ndarray  # (D,)
+    background_precision: np.ndarray  # (D, D)
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Minus min_k [MD_k(x) - MD_0(x)] with squared distances (Ren et al. 2021)."""
+        x = np.asarray(features, dtype=np.float64)
+        md = _squared_distances(x, self.means, self.precision)
+        md0 = _squared_distances(x, self.background_mean[None], self.background_precision)
+        return -(md - md0).min(axis=1)
+
+
+def fit_relative_mahalanobis(features: np.ndarray, labels: np.ndarray) -> RelativeMahalanobis:
+    x = np.asarray(features, dtype=np.float64)
+    maha = fit_mahalanobis(x, labels)
+    mean0 = x.mean(axis=0)
+    return RelativeMahalanobis(maha.means, maha.precision, mean0, _shrunk_precision(x - mean0))
+
+
+@dataclass(frozen=True)
+class ViM:
+    """Origin, an orthonormal basis of the residual space, alpha, and the linear head."""
+
+    origin: np.ndarray  # (D,)
+    residual_basis: np.ndarray  # (D, D - d): complement of the principal subspace
+    alpha: float
+    weight: np.ndarray  # (C, D)
+    bias: np.ndarray  # (C,)
+
+    def residual_norm(self, features: np.ndarray) -> np.ndarray:
+        x = np.asarray(features, dtype=np.float64) - self.origin
+        return np.linalg.norm(x @ self.residual_basis, axis=1)
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """logsumexp(logits) - alpha * ||residual||: the log-odds of ViM's in-distribution
+        probability, so a monotone transform of minus ViM's OOD score."""
+        x = np.asarray(features, dtype=np.float64)
+        logits = x @ self.weight.T + self.bias
+        return logsumexp(logits, axis=1) - self.alpha * self.residual_norm(x)
+
+
+def vim_dimension(n_features: int) -> int:
+    """Principal dimension: half the feature size, at most 512 (Wang et al. used 512-1000 for
+    768-2048 features)."""
+    return max(1, min(512, n_features // 2))
+
+
+def fit_vim(
+    features: np.ndarray, weight: np.ndarray, bias: np.ndarray, dim: int | None = None
+) -> ViM:
+    x = np.asarray(features, dtype=np.float64)
+    w, b = np.asarray(weight, dtype=np.float64), np.asarray(bias, dtype=np.float64)
+    d = dim or vim_dimension(x.shape[1])
+    if not 0 < d < x.shape[1]:
+        raise ValueError(f"ViM's principal dimension {d} must be in (0, {x.shape[1]})")
+    origin = -np.linalg.pinv(w) @ b
+    centred = x - origin
+    # eigenvectors of the (uncentred about the origin) second-moment matrix, largest first
+    _, vecs = np.linalg.eigh(centred.T @ centred / len(x))
+    residual_basis = vecs[:, ::-1][:, d:]
+    max_logit = (x @ w.T + b).max(axis=1)
+    resid = np.linalg.norm(centred @ residual_basis, axis=1)
+    alpha = float(max_logit.mean() / max(resid.mean(), 1e-12))
+    return ViM(origin, residual_basis, alpha, w, b)
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Everything the feature-space scores need, fitted once on the training features."""
+
+    mahalanobis: Mahalanobis
+    rel_mahalanobis: RelativeMahalanobis
+    knn: KNN
+    vim: ViM | None  # None when the head is not one linear layer
+    n_train: int
+    fingerprint: str = ""  # of the model whose features these are (e.g. its checkpoint hash)
+
+    def scores(self, features: np.ndarray, names: tuple[str, ...] = FEATURE_SCORES) -> dict:
+        """name -> (N,) score, for each requested feature score that these stats support."""
+        out = {}
+        for name in names:
+            scorer = getattr(self, name, None)
+            if scorer is not None:
+                out[name] = scorer.score(features)
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        arrays = {
+            "format_version": np.array(STATS_FORMAT_VERSION),
+            "n_train": np.array(self.n_train),
+            "fingerprint": np.array(self.fingerprint),
+            "maha_means": self.mahalanobis.means,
+            "maha_precision": self.mahalanobis.precision,
+            "rmd_background_mean": self.rel_mahalanobis.background_mean,
+            "rmd_background_precision": self.rel_mahalanobis.background_precision,
+            "knn_bank": self.knn.bank.astype(np.float32),
+            "knn_k": np.array(self.knn.k),
+        }
+        if self.vim is not None:
+            arrays.update(
+                vim_origin=self.vim.origin,
+                vim_residual_basis=self.vim.residual_basis,
+                vim_alpha=np.array(self.vim.alpha),
+                vim_weight=self.vim.weight,
+                vim_bias=self.vim.bias,
+            )
+        from skinclf.atomic import atomic_path
+
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureStats:
+        from skinclf.errors import DataError
+
+        path = Path(path)
+        try:
+            z = np.load(path)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: cannot read feature statistics ({exc}).") from None
+        version = int(z["format_version"]) if "format_version" in z else -1
+        if version != STATS_FORMAT_VERSION:
+            raise DataError(
+                f"{path}: feature statistics format {version}, expected "
+                f"{STATS_FORMAT_VERSION}; predict the training split again to refit them."
+            )
+        means, precision = z["maha_means"], z["maha_precision"]
+        vim = None
+        if "vim_origin" in z:
+            vim = ViM(
+                z["vim_origin"],
+                z["vim_residual_basis"],
+                float(z["vim_alpha"]),
+                z["vim_weight"],
+                z["vim_bias"],
+            )
+        return cls(
+            mahalanobis=Mahalanobis(means, precision),
+            rel_mahalanobis=RelativeMahalanobis(
+                means, precision, z["rmd_background_mean"], z["rmd_background_precision"]
+            ),
+            knn=KNN(bank=z["knn_bank"].astype(np.float64), k=int(z["knn_k"])),
+            vim=vim,
+            n_train=int(z["n_train"]),
+            fingerprint=str(z["fingerprint"]) if "fingerprint" in z else "",
+        )
+
+
+def fit_feature_stats(
+    features: np.ndarray,
+    labels: np.ndarray,
+    weight: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    knn_k: int = 10,
+    fingerprint: str = "",
+) -> FeatureStats:
+    """Fit every feature-space score on training features (ViM needs the linear head)."""
+    x = np.asarray(features, dtype=np.float64)
+    rmd = fit_relative_mahalanobis(x, labels)
+    return FeatureStats(
+        mahalanobis=Mahalanobis(rmd.means, rmd.precision),
+        rel_mahalanobis=rmd,
+        knn=fit_knn(x, k=knn_k),
+        vim=fit_vim(x, weight, bias) if weight is not None and bias is not None else None,
+        n_train=len(x),
+        fingerprint=fingerprint,
+    )
+
+
+__all__ = [
+    "FEATURE_SCORES",
+    "FeatureStats",
+    "RelativeMahalanobis",
+    "ViM",
+    "_l2_normalise",
+    "fit_feature_stats",
+    "fit_relative_mahalanobis",
+    "fit_vim",
+]

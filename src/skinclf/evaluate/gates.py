@@ -1,0 +1,207 @@
+"""Abstention under shift: an out-of-distribution gate before the confidence gate.
+
+A gated selective classifier decides in two steps:
+
+1. the **OOD gate** accepts an image when a gate score (a feature-space score such as
+   Mahalanobis, or a combination) is at least a threshold chosen so that a stated share
+   (`id_keep`, e.g. 0.95) of in-distribution calibration images pass; a rejected image is
+   `unfamiliar`;
+2. the **confidence gate** accepts what passed gate 1 when its confidence score is at least an
+   SGR threshold (or a target-coverage threshold) fitted on the calibration images that passed
+   gate 1; a rejected image is `uncertain`.
+
+A combined score ranks each component against its stored calibration values (the empirical
+CDF) and averages the ranks, so one image gets the same decision alone or in a batch. Policies
+are fitted on in-distribution data only; nothing here looks at OOD labels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from skinclf.evaluate.metrics import accuracy, balanced_accuracy
+
+UNFAMILIAR = "unfamiliar"
+UNCERTAIN = "uncertain"
+REASON_MESSAGES = {
+    UNFAMILIAR: "this does not look like the dermoscopic images the model was trained on",
+    UNCERTAIN: "uncertain: refer to a dermatologist",
+}
+
+
+def combination_parts(name: str) -> list[str]:
+    """Components of a combined score name `a+b` (a single score: itself)."""
+    return [p.strip() for p in name.split("+") if p.strip()]
+
+
+@dataclass(frozen=True)
+class RankCombination:
+    """Mean of the components' empirical CDFs against stored calibration values."""
+
+    components: tuple[str, ...]
+    calibration: tuple[np.ndarray, ...]  # sorted calibration values, one array per component
+
+    def score(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
+        ranks = [
+            np.searchsorted(calib, np.asarray(values[name], dtype=np.float64), side="right")
+            / len(calib)
+            for name, calib in zip(self.components, self.calibration, strict=True)
+        ]
+        return np.mean(ranks, axis=0)
+
+    def to_json(self) -> dict:
+        return {
+            "components": list(self.components),
+            "calibration": [c.tolist() for c in self.calibration],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> RankCombination:
+        return cls(
+            tuple(data["components"]),
+            tuple(np.sort(np.asarray(c, dtype=np.float64)) for c in data["calibration"]),
+        )
+
+
+def fit_combination(name: str, values: Mapping[str, np.ndarray]) -> RankCombination:
+    parts = combination_parts(name)
+    return RankCombination(
+        tuple(parts), tuple(np.sort(np.asarray(values[p], dtype=np.float64)) for p in parts)
+    )
+
+
+def keep_threshold(conf: np.ndarray, keep: float) -> float:
+    """The highest threshold that accepts (conf >= threshold) at least `keep` of `conf`."""
+    c = np.sort(np.asarray(conf, dtype=np.float64))[::-1]
+    k = min(len(c), max(1, math.ceil(keep * len(c) - 1e-9)))
+    return float(c[k - 1])
+
+
+@dataclass(frozen=True)
+class OODGate:
+    """Gate 1 of selective.json: accept when the gate score is >= threshold."""
+
+    score: str  # a feature score, a logit score, or a combination `a+b`
+    threshold: float
+    id_keep: float  # the requested share of in-distribution calibration images kept
+    id_kept: float  # the share actually kept on the calibration images (ties kept together)
+    fitted_on: str  # "calib" or "val"
+    n: int
+    combination: dict | None = None  # RankCombination.to_json() for a combined score
+    stats_file: str | None = None  # feature statistics beside selective.json
+    chosen_by: str = ""  # how the score was chosen (e.g. --choose-gate's criterion)
+
+    @property
+    def components(self) -> list[str]:
+        return combination_parts(self.score)
+
+    def values(self, component_values: Mapping[str, np.ndarray]) -> np.ndarray:
+        if self.combination is not None:
+            return RankCombination.from_json(self.combination).score(component_values)
+        return np.asarray(component_values[self.score], dtype=np.float64)
+
+    def accept(self, component_values: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.values(component_values) >= self.threshold
+
+
+def fit_ood_gate(
+    score: str,
+    component_values: Mapping[str, np.ndarray],
+    id_keep: float,
+    fitted_on: str,
+    stats_file: str | None = None,
+    chosen_by: str = "",
+) -> OODGate:
+    """Fit gate 1 on in-distribution calibration values of each component score."""
+    combination = None
+    if len(combination_parts(score)) > 1:
+        comb = fit_combination(score, component_values)
+        values = comb.score(component_values)
+        combination = comb.to_json()
+    else:
+        values = np.asarray(component_values[score], dtype=np.float64)
+    threshold = keep_threshold(values, id_keep)
+    return OODGate(
+        score=score,
+        threshold=threshold,
+        id_keep=float(id_keep),
+        id_kept=float(np.mean(values >= threshold)),
+        fitted_on=fitted_on,
+        n=len(values),
+        combination=combination,
+        stats_file=stats_file,
+        chosen_by=chosen_by,
+    )
+
+
+def decide(
+    gate_accept: np.ndarray | None, conf: np.ndarray | None, threshold: float | None, on: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(abstain, reason) from gate 1's acceptances and the confidence gate.
+
+    `gate_accept` None: no OOD gate. `on` False: no confidence gate. `threshold` None with the
+    confidence gate on: abstain on everything that gate 1 let through (no SGR solution).
+    """
+    n = len(gate_accept) if gate_accept is not None else len(conf)  # type: ignore[arg-type]
+    reason = np.full(n, "", dtype=object)
+    passed = np.ones(n, bool) if gate_accept is None else np.asarray(gate_accept, bool)
+    reason[~passed] = UNFAMILIAR
+    if on:
+        confident = np.zeros(n, bool) if threshold is None else np.asarray(conf) >= threshold
+        reason[passed & ~confident] = UNCERTAIN
+    return reason != "", reason
+
+
+@dataclass
+class PolicyOutcome:
+    """What a policy did on one set of images (all rows, labelled or not)."""
+
+    n: int
+    coverage: float
+    accepted_accuracy: float | None
+    accepted_balanced_accuracy: float | None
+    silent_failure_rate: float | None  # accepted and wrong / all (semantic OOD accepted: wrong)
+    semantic_ood_abstention: float | None
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def policy_outcome(
+    abstain: np.ndarray,
+    reason: np.ndarray,
+    y: np.ndarray,
+    pred: np.ndarray,
+    labelled: np.ndarray,
+    semantic_ood: np.ndarray,
+) -> PolicyOutcome:
+    """Coverage, accepted (balanced) accuracy on labelled rows, silent failures, reasons.
+
+    Rows that are neither labelled nor semantic OOD (plain unlabelled images) count in the
+    coverage only.
+    """
+    accepted = ~np.asarray(abstain, bool)
+    labelled, semantic_ood = np.asarray(labelled, bool), np.asarray(semantic_ood, bool)
+    acc_l = accepted & labelled
+    wrong = labelled & (np.asarray(pred) != np.asarray(y))
+    judged = labelled | semantic_ood
+    silent = (accepted & (wrong | semantic_ood)).sum()
+    return PolicyOutcome(
+        n=len(accepted),
+        coverage=float(accepted.mean()) if len(accepted) else 0.0,
+        accepted_accuracy=accuracy(y[acc_l], pred[acc_l]) if acc_l.any() else None,
+        accepted_balanced_accuracy=(
+            balanced_accuracy(y[acc_l], pred[acc_l]) if acc_l.any() else None
+        ),
+        silent_failure_rate=float(silent / judged.sum()) if judged.any() else None,
+        semantic_ood_abstention=(
+            float(1.0 - accepted[semantic_ood].mean()) if semantic_ood.any() else None
+        ),
+        reasons={
+            "accepted": int(accepted.sum()),
+            UNFAMILIAR: int((reason == UNFAMILIAR).sum()),
+            UNCERTAIN: int((reason == UNCERTAIN).sum()),
+        },
+    )

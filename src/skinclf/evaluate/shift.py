@@ -1,0 +1,199 @@
+"""Fitting and measuring gated selective classifiers on predictions files (`skinclf evaluate
+--ood-gate`): the policy is fitted on in-distribution calibration (or validation) rows only,
+then measured on every set by coverage, accepted (balanced) accuracy and silent failures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import numpy as np
+
+from skinclf.errors import ConfigError
+from skinclf.evaluate.bootstrap import bootstrap_ci, paired_bootstrap
+from skinclf.evaluate.feature_scores import FEATURE_SCORES
+from skinclf.evaluate.gates import (
+    combination_parts,
+    fit_ood_gate,
+    policy_outcome,
+)
+from skinclf.evaluate.metrics import balanced_accuracy
+from skinclf.evaluate.predictions import Predictions
+from skinclf.evaluate.scores import compute_score
+from skinclf.evaluate.selective import threshold_at_coverage
+from skinclf.evaluate.sgr import Selective, apply_policy, sgr
+
+CHOOSE_GATE_CRITERION = (
+    "lowest error rate of the validation/calibration images that pass the gate at --id-keep "
+    "(the gate that, for the same in-distribution cost, turns away the most misclassified "
+    "in-distribution images); no OOD label or image is used"
+)
+
+
+def score_values(p: Predictions, name: str, temperature: float | None) -> np.ndarray | None:
+    """A score per row: its conf_ column, else computed from the logits; None if neither."""
+    if name in p.conf:
+        return p.conf[name]
+    try:
+        return compute_score(name, p.logits, temperature)
+    except (KeyError, ValueError):
+        return None
+
+
+def component_values(
+    p: Predictions, gate: str, temperature: float | None, what: str
+) -> dict[str, np.ndarray]:
+    out = {}
+    for name in combination_parts(gate):
+        values = score_values(p, name, temperature)
+        if values is None:
+            hint = f" (predict with --scores {name})" if name in FEATURE_SCORES else ""
+            raise ConfigError(f"The OOD gate needs score {name!r}, missing in {what}{hint}.")
+        out[name] = values
+    return out
+
+
+def gate_candidates(p: Predictions, confidence_score: str) -> list[str]:
+    """Feature scores present in `p`, energy, and each feature score combined with the
+    confidence score."""
+    feats = [s for s in FEATURE_SCORES if s in p.conf]
+    return [*feats, "energy", *[f"{f}+{confidence_score}" for f in feats]]
+
+
+def choose_gate(
+    fit_p: Predictions, candidates: Sequence[str], id_keep: float, temperature: float | None
+) -> tuple[str, dict[str, float]]:
+    """The candidate whose gate, at `id_keep`, leaves the lowest error rate on `fit_p`."""
+    m = fit_p.labelled
+    wrong = fit_p.pred[m] != fit_p.y[m]
+    table = {}
+    for name in candidates:
+        values = {k: v[m] for k, v in component_values(fit_p, name, temperature, "").items()}
+        gate = fit_ood_gate(name, values, id_keep, "")
+        table[name] = float(wrong[gate.accept(values)].mean())
+    best = min(table, key=lambda k: (table[k], len(combination_parts(k))))
+    return best, table
+
+
+def fit_gated_policy(
+    fit_p: Predictions,
+    fitted_on: str,
+    confidence_score: str,
+    temperature: float | None,
+    gate_score: str | None,
+    id_keep: float,
+    confidence_gate: str,
+    target_risk: float,
+    delta: float,
+    target_coverage: float | None,
+    stats_file: str | None,
+    chosen_by: str = "",
+) -> Selective:
+    """Gate 1 at `id_keep` on the labelled in-distribution rows of `fit_p`, then the
+    confidence gate (SGR at `target_risk`, a `target_coverage` threshold, or off) on the rows
+    that passed it."""
+    m = fit_p.labelled
+    gate = None
+    passed = np.ones(int(m.sum()), bool)
+    if gate_score:
+        values = {k: v[m] for k, v in component_values(fit_p, gate_score, temperature, "").items()}
+        gate = fit_ood_gate(gate_score, values, id_keep, fitted_on, stats_file, chosen_by)
+        passed = gate.accept(values)
+    conf = compute_score(confidence_score, fit_p.logits[m], temperature)[passed]
+    residuals = (fit_p.pred[m] != fit_p.y[m])[passed].astype(float)
+    threshold, exists, risk, bound, coverage = None, False, None, None, 0.0
+    if confidence_gate == "sgr":
+        if len(conf) < 2:
+            raise ConfigError(f"Only {len(conf)} {fitted_on} image(s) pass the OOD gate.")
+        fit = sgr(conf, residuals, target_risk, delta)
+        threshold, exists, risk = fit.threshold, fit.solution_exists, fit.risk
+        bound, coverage = fit.bound, fit.coverage
+    elif confidence_gate == "coverage":
+        if target_coverage is None:
+            raise ConfigError("--confidence-gate coverage needs --target-coverage.")
+        threshold, exists = threshold_at_coverage(conf, target_coverage), True
+        keep = conf >= threshold
+        coverage, risk = float(keep.mean()), float(residuals[keep].mean())
+    else:
+        exists, coverage, risk = True, 1.0, float(residuals.mean()) if len(conf) else None
+    return Selective(
+        score=confidence_score,
+        temperature=float(temperature) if temperature is not None else None,
+        threshold=threshold,
+        target_risk=float(target_risk),
+        delta=float(delta),
+        solution_exists=exists,
+        fitted_on=fitted_on,
+        n_calib=len(conf),
+        calib_coverage=coverage,
+        calib_risk=risk,
+        bound=bound,
+        confidence_gate=confidence_gate,
+        target_coverage=target_coverage,
+        ood_gate=asdict(gate) if gate is not None else None,
+    )
+
+
+def apply_to(selective: Selective, p: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(confidence, abstain, reason) of `selective` on a predictions file's rows."""
+    gate = selective.gate
+    values = None
+    if gate is not None:
+        values = component_values(p, gate.score, selective.temperature, str(p.path))
+    return apply_policy(selective, p.logits, values)
+
+
+def _strata(p: Predictions) -> np.ndarray:
+    """Bootstrap strata: the class, -2 for semantic OOD, -1 for unlabelled rows."""
+    return np.where(p.semantic_ood, -2, p.y)
+
+
+def outcome(
+    selective: Selective, p: Predictions, n_bootstrap: int, seed: int
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The policy's outcome on `p` with bootstrap intervals, plus its abstain and reasons."""
+    _, abstain, reason = apply_to(selective, p)
+    y, pred, lab, sem = p.y, p.pred, p.labelled, p.semantic_ood
+    result = asdict(policy_outcome(abstain, reason, y, pred, lab, sem))
+
+    def stat(key: str):
+        def f(i: np.ndarray) -> float:
+            value = getattr(
+                policy_outcome(abstain[i], reason[i], y[i], pred[i], lab[i], sem[i]), key
+            )
+            return np.nan if value is None else value
+
+        return f
+
+    for key in ("coverage", "silent_failure_rate", "accepted_balanced_accuracy"):
+        if result[key] is not None:
+            result[f"{key}_ci95"] = list(bootstrap_ci(stat(key), _strata(p), n_bootstrap, seed))
+    return result, abstain, reason
+
+
+def same_coverage_comparison(
+    p: Predictions, accepted: np.ndarray, score: np.ndarray, n_bootstrap: int, seed: int
+) -> dict:
+    """Selective balanced accuracy of the gated policy vs a single score accepting the same
+    number of images (its most confident ones), paired bootstrap over the labelled rows."""
+    m = p.labelled
+    y, pred, acc, s = p.y[m], p.pred[m], np.asarray(accepted)[m], np.asarray(score)[m]
+    k = int(acc.sum())
+    if k == 0:
+        return {"coverage": 0.0, "note": "the gated policy accepts no labelled image"}
+
+    def top_k(i: np.ndarray) -> np.ndarray:
+        kk = max(1, round(k * len(i) / len(y)))
+        return i[np.argsort(-s[i], kind="stable")[:kk]]
+
+    def gated(i: np.ndarray) -> float:
+        j = i[acc[i]]
+        return balanced_accuracy(y[j], pred[j]) if len(j) else np.nan
+
+    def single(i: np.ndarray) -> float:
+        j = top_k(i)
+        return balanced_accuracy(y[j], pred[j])
+
+    cmp = paired_bootstrap(gated, single, y, n_bootstrap, seed, "selective_balanced_accuracy")
+    return {"coverage": k / len(y), **asdict(cmp)}
