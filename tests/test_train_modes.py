@@ -91,3 +91,14 @@ def test_train_mode_check_accepts_only_the_frozen_stages_in_eval() -> None:
     module.train()  # frozen stage training: also wrong
     with pytest.raises(RuntimeError, match="frozen"):
         check.on_train_start(None, module)
+
+
+def test_train_mode_check_installs_no_process_wide_warnings_filter() -> None:
+    """fit silences Lightning's eval-mode warning around its own trainer.fit only; the callback
+    leaves the process's warnings filters as they were."""
+    import warnings
+
+    before = list(warnings.filters)
+    module = _Frozen()
+    TrainModeCheck().on_fit_start(None, module)
+    assert warnings.filters == before

@@ -117,14 +117,9 @@ class TrainModeCheck(L.Callback):
     Exactly the frozen stages (`SkinClassifier.frozen_modules`: their BatchNorm keeps its
     running statistics) may be in eval mode; every other module must train (dropout, drop-path,
     batch statistics). Replaces Lightning's blanket "module(s) in eval mode" warning, which
-    fires by design for the frozen stages and so hid a model left in eval mode by inference.
+    fires by design for the frozen stages and so hid a model left in eval mode by inference
+    (`train.run.fit` silences that warning around its own `trainer.fit` only).
     """
-
-    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        import warnings
-
-        # Lightning's own warning counts the frozen stages too; this check is exact instead.
-        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         frozen = {id(m) for m in getattr(module, "frozen_modules", [])}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -540,12 +541,16 @@ def fit(
             **_trainer_kwargs(cfg, precision),
         )
         t0 = time.perf_counter()
-        trainer.fit(
-            model,
-            _loader(train_ds, cfg.train.batch_size, cfg.trainer.num_workers, sampler),
-            _loader(val_ds, cfg.predict.batch_size, cfg.trainer.num_workers),
-            ckpt_path=str(last_ckpt) if resume and last_ckpt.is_file() else None,
-        )
+        with warnings.catch_warnings():
+            # Lightning warns of "module(s) in eval mode", the frozen stages included by design;
+            # TrainModeCheck checks the modes exactly instead. Only this fit is silenced.
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+            trainer.fit(
+                model,
+                _loader(train_ds, cfg.train.batch_size, cfg.trainer.num_workers, sampler),
+                _loader(val_ds, cfg.predict.batch_size, cfg.trainer.num_workers),
+                ckpt_path=str(last_ckpt) if resume and last_ckpt.is_file() else None,
+            )
         timings["finetune_seconds"] = time.perf_counter() - t0
         epochs_done = trainer.current_epoch
         train_ips = summary.images_per_second
