@@ -127,3 +127,22 @@ def test_none_in_best_params_becomes_null() -> None:
         "train.ema_decay=null",
         "train.lr=0.001",
     ]
+
+
+def test_a_trial_recorded_with_this_processs_pid_is_failed_and_run_again(tmp_path: Path) -> None:
+    """A container restarted by the same command often has the same pid as the killed search:
+    before any trial of this process starts, a RUNNING trial of this host:pid is dead."""
+    from optuna.trial import TrialState
+
+    from skinclf.tune import _claim, _study
+
+    study = _study(tmp_path, "skinclf", 0)
+    with warnings.catch_warnings():  # optuna: heartbeats are meant for optimize()
+        warnings.simplefilter("ignore", UserWarning)
+        trial = study.ask()
+    trial.suggest_float("transfer.lr", 1e-4, 1e-2, log=True)
+    _claim(trial)  # this host and this process's pid, as the killed search recorded
+    again = _study(tmp_path, "skinclf", 0)  # the same command started again, same pid
+    failed, queued = again.trials
+    assert failed.state == TrialState.FAIL and queued.state == TrialState.WAITING
+    assert queued.params == failed.params == trial.params

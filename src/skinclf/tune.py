@@ -253,12 +253,17 @@ def _claim(trial) -> None:
 
 def _fail_dead_trials(study, retry) -> None:
     """Fail the trials left running by a killed search on this machine (their process is gone)
-    and queue their parameters again."""
+    and queue their parameters again.
+
+    Runs before this process starts a trial, so a trial recorded with this process's own pid
+    is dead too: a restarted container often gives the same command the same pid."""
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
-        if host != socket.gethostname() or not pid.isdigit() or process_alive(int(pid)):
+        if host != socket.gethostname() or not pid.isdigit():
+            continue
+        if int(pid) != os.getpid() and process_alive(int(pid)):
             continue
         try:
             failed = study.tell(t.number, state=TrialState.FAIL)
