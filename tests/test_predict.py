@@ -235,3 +235,51 @@ def test_msp_ts_takes_the_temperature_of_selective(
     logits = frame[[f"logit_{c}" for c in CLASSES]].to_numpy()
     np.testing.assert_allclose(frame["conf_msp_ts"], msp_ts(logits, 2.5), atol=1e-6)
     assert (frame["conf_msp_ts"] < frame["conf_msp"]).all()  # T > 1 flattens the softmax
+
+
+def test_predict_skips_listed_images_whose_file_is_missing(
+    trained_run: Path,
+    train_cache: Path,
+    learnable_sample: Path,
+    make_sample,
+    make_broken,
+    tmp_path: Path,
+) -> None:
+    """A dataset (--data) or the run's own data (--split) listing an image whose file was
+    deleted: the others are predicted, the missing one is listed in the errors file like an
+    unreadable image; every other problem of the data still stops predict."""
+    import json
+
+    from skinclf.predict import errors_file
+
+    quiet = {"cache_dir": train_cache, "progress": False}
+    data = make_sample("ham10000")
+    gone = sorted(data.rglob("*.jpg"))[2]
+    gone.unlink()
+    out = tmp_path / "data.csv"
+    frame = predict([trained_run], out, data=data, **quiet)
+    listed = pd.read_csv(data / "HAM10000_metadata.csv")["image_id"]
+    assert len(frame) == len(listed) - 1 and gone.stem not in set(frame["image_id"])
+    errors = pd.read_csv(errors_file(out))
+    assert errors["path"].tolist() == [gone.stem]
+    reason = errors["reason"][0]
+    assert reason.startswith("image file is missing (") and "HAM10000_metadata.csv line" in reason
+    assert frame.attrs["skipped"] == [[gone.stem, reason]]
+
+    data_copy = Path(shutil.copytree(learnable_sample, tmp_path / "learn"))
+    run = _run_copy(trained_run, tmp_path / "run")
+    provenance = json.loads((run / "provenance.json").read_text())
+    (run / "provenance.json").write_text(json.dumps({**provenance, "data_path": str(data_copy)}))
+    split = pd.read_csv(run / "split.csv")
+    test_ids = split.loc[split["split"] == "test", "image_id"].tolist()
+    next(data_copy.rglob(f"{test_ids[0]}.*")).unlink()
+    frame = predict([run], tmp_path / "test.csv", split="test", **quiet)
+    assert sorted(frame["image_id"]) == sorted(test_ids[1:])
+    assert [p for p, _ in frame.attrs["skipped"]] == [test_ids[0]]
+
+    with pytest.raises(DataError, match="not a class"):  # other problems: as before
+        predict([trained_run], tmp_path / "x.csv", data=make_broken("unknown-label"), **quiet)
+    for f in data.rglob("*.jpg"):
+        f.unlink()
+    with pytest.raises(DataError, match=r"None of the \d+ images has its image file"):
+        predict([trained_run], tmp_path / "y.csv", data=data, **quiet)

@@ -101,22 +101,58 @@ def _check_same_split(
         )
 
 
+def _dataset_table(root: Path | str, format: str = "auto") -> tuple[pd.DataFrame, dict[str, str]]:
+    """The dataset table of `root`, and {image_id: reason} of its rows whose image file is
+    missing (in the table with an empty path); any other problem is load_dataset's DataError."""
+    from skinclf.data.formats import raise_for_problems, read_dataset
+
+    result = read_dataset(root, format)
+    table = result.table
+    gone = (table["path"].astype(str) == "") & (table["image_id"].astype(str) != "")
+    missing = [p for p in result.errors if p.kind == "missing-image"]
+    reasons: dict[str, str] = {}
+    if missing and len(missing) == int(gone.sum()):  # one per such row, in row order
+        ids = table.loc[gone, "image_id"].astype(str)
+        for image_id, problem in zip(ids, missing, strict=True):
+            reasons[image_id] = f"image file is missing ({problem.message.rstrip('.')})"
+        result.problems = [p for p in result.problems if p.kind != "missing-image"]
+    raise_for_problems(result)
+    return table, reasons
+
+
+def _without_missing(
+    table: pd.DataFrame, reasons: dict[str, str]
+) -> tuple[pd.DataFrame, list[list[str]]]:
+    """`table` without the rows whose image file is missing, and [image_id, reason] of those."""
+    ids = table["image_id"].astype(str)
+    gone = ids.isin(reasons)
+    skipped = [[i, reasons[i]] for i in ids[gone]]
+    if skipped and gone.all():
+        raise DataError(
+            f"None of the {len(skipped)} images has its image file, e.g. {skipped[0][1]}; "
+            "run `skinclf data check` on the data."
+        )
+    return table[~gone].reset_index(drop=True), skipped
+
+
 def input_table(
     data: Path | None,
     split: str | None,
     first: LoadedRun,
     others: Sequence[LoadedRun] = (),
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, list[list[str]]]:
     """The images to predict: `data`, or the `split` images of `first` (and of `others`,
-    whose split.csv must then assign every image as `first`'s does)."""
-    from skinclf.data.formats import detect_format, load_dataset
+    whose split.csv must then assign every image as `first`'s does); and [image_id, reason]
+    of the images a dataset lists whose file is missing, left out of the table (predict
+    reports them with the unreadable ones)."""
+    from skinclf.data.formats import detect_format
     from skinclf.data.split import read_split
 
     if split is not None:
         data_path = first.provenance.get("data_path")
         if not data_path:
             raise DataError(f"{first.path}/provenance.json does not say which data it used.")
-        table = load_dataset(data_path, first.cfg.data.format)
+        table, missing = _dataset_table(data_path, first.cfg.data.format)
         table = table[table["label"].astype(str) != ""]
         parts = read_split(first.path / "split.csv", table)
         for other in others:
@@ -124,18 +160,18 @@ def input_table(
         chosen = parts.loc[parts["split"] == split, "image_id"]
         if chosen.empty:
             raise DataError(f"The run's split.csv has no '{split}' images.")
-        return table[table["image_id"].isin(set(chosen))].reset_index(drop=True)
+        return _without_missing(table[table["image_id"].isin(set(chosen))], missing)
     assert data is not None
     data = Path(data)
     if not data.exists():
         raise DataError(f"{data} does not exist.")
     if data.is_file():
-        return images_table(data)
+        return images_table(data), []
     try:
         detect_format(data)
     except DataError:
-        return images_table(data)
-    return load_dataset(data)
+        return images_table(data), []
+    return _without_missing(*_dataset_table(data))
 
 
 def errors_file(out: Path | str) -> Path:
@@ -145,11 +181,15 @@ def errors_file(out: Path | str) -> Path:
 
 
 def _skip_unreadable(
-    table: pd.DataFrame, unreadable: dict[str, str], path: Path
+    table: pd.DataFrame,
+    unreadable: dict[str, str],
+    path: Path,
+    missing: Sequence[Sequence[str]] = (),
 ) -> list[list[str]]:
-    """[path, reason] of each unreadable image of `table`, written to `path` as path,reason
-    (a stale file from an earlier run without unreadable images is removed)."""
-    skipped = [
+    """[path, reason] of each image skipped, the `missing` ones (from `input_table`) first,
+    then each unreadable image of `table`, written to `path` as path,reason (a stale file from
+    an earlier run that skipped none is removed)."""
+    skipped = [list(m) for m in missing] + [
         [str(p), f"image {unreadable[str(i)]}"]
         for i, p in zip(table["image_id"], table["path"], strict=True)
         if str(i) in unreadable
@@ -182,7 +222,12 @@ def _train_features(run: LoadedRun, cache_dir: Path | None, progress: bool) -> t
     from skinclf.train.features import cached_features
     from skinclf.train.run import resolve_precision
 
-    table = input_table(None, "train", run)
+    table, missing = input_table(None, "train", run)
+    if missing:  # the statistics describe the whole training split
+        raise DataError(
+            f"Cannot fit the feature statistics of {run.path} on its training split: "
+            f"{missing[0][1]}; restore the file and run again."
+        )
     cfg = run.cfg
     images = build_cache(table, cfg.data.image_size, cfg.data.resize, cache_dir, progress=progress)
     rows = images.rows(table["image_id"])
@@ -298,7 +343,7 @@ def predict(
 
         sel = load_selective(selective)
     loaded = [load_run(r) for r in runs]
-    table = input_table(data, split, loaded[0], loaded[1:])
+    table, missing = input_table(data, split, loaded[0], loaded[1:])
 
     decoded, unreadable = [], {}
     for run in loaded:
@@ -314,7 +359,7 @@ def predict(
         decoded.append(images)
         unreadable.update(images.unreadable)
     out = Path(out)
-    skipped = _skip_unreadable(table, unreadable, errors_file(out))
+    skipped = _skip_unreadable(table, unreadable, errors_file(out), missing)
     if skipped:
         table = table[~table["image_id"].astype(str).isin(unreadable)].reset_index(drop=True)
     if table.empty:
