@@ -206,10 +206,13 @@ def test_hf_hub_offline_fails_at_once_without_requests(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     probes: list[str] = []
     monkeypatch.setattr(registry, "_answers", lambda url, *a: probes.append(url) or True)
+    info = get_backbone_info("resnet50")
     started = time.perf_counter()
+    with pytest.raises(SkinclfError, match="HF_HUB_OFFLINE is set"):
+        registry.check_pretrained_download(info)
+    assert time.perf_counter() - started < 5  # the check itself
     with pytest.raises(SkinclfError, match="HF_HUB_OFFLINE is set") as err:
         create_backbone("resnet50")
-    assert time.perf_counter() - started < 5
     assert probes == []  # offline means not even a probe
     assert str(err.value).endswith("--weights FILE with a local checkpoint of 'resnet50'.")
 
@@ -225,11 +228,56 @@ def test_unreachable_hub_fails_within_seconds(
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(hf, "ENDPOINT", REFUSED)
     monkeypatch.setattr(registry, "_PROBES", {})  # no remembered answer of another test
+    info = get_backbone_info("resnet50")
     started = time.perf_counter()
+    with pytest.raises(SkinclfError, match="did not answer within 3 s"):
+        registry.check_pretrained_download(info)
+    assert time.perf_counter() - started < 5  # the check itself: no retries (they took a minute)
     with pytest.raises(SkinclfError, match="did not answer within 3 s") as err:
         create_backbone("resnet50")
-    assert time.perf_counter() - started < 10  # no retries (they took a minute)
     assert "efficientnet_lite0" in str(err.value) and "--weights FILE" in str(err.value)
+
+
+def test_hub_download_runs_with_short_timeouts(
+    isolated_caches: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub that accepts the connection but does not answer: huggingface_hub's timeouts are
+    a few seconds while the backbone is downloaded (not 10 s, and 60 s for its retry), and
+    as they were afterwards; a timeout the user set is kept."""
+    import os
+
+    import huggingface_hub.constants as hf
+    import timm
+    from huggingface_hub import file_download
+
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_ETAG_TIMEOUT", raising=False)
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "30")  # the user's
+    monkeypatch.setattr(hf, "HF_HUB_DOWNLOAD_TIMEOUT", 30)
+    monkeypatch.setattr(registry, "_answers", lambda url, *a: True)  # the server accepts
+    before = (hf.HF_HUB_ETAG_TIMEOUT, getattr(file_download, "_ETAG_RETRY_TIMEOUT", None))
+    seen: list[tuple] = []
+    real = timm.create_model
+
+    def recording(name, pretrained=False, **kwargs):
+        seen.append(
+            (
+                pretrained,
+                hf.HF_HUB_ETAG_TIMEOUT,
+                os.environ.get("HF_HUB_ETAG_TIMEOUT"),
+                getattr(file_download, "_ETAG_RETRY_TIMEOUT", 3),
+                hf.HF_HUB_DOWNLOAD_TIMEOUT,
+            )
+        )
+        return real(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", recording)
+    create_backbone(TINY)
+    assert [s for s in seen if s[0]] == [(True, 3, "3", 3, 30)]  # (the others: no download)
+    after = (hf.HF_HUB_ETAG_TIMEOUT, getattr(file_download, "_ETAG_RETRY_TIMEOUT", None))
+    assert after == before and "HF_HUB_ETAG_TIMEOUT" not in os.environ
+    assert hf.HF_HUB_DOWNLOAD_TIMEOUT == 30
 
 
 def test_cached_hub_weights_load_without_asking_an_unreachable_hub(

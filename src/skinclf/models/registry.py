@@ -359,10 +359,11 @@ def create_backbone(
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
     # an unreachable server or HF_HUB_OFFLINE: an error now (weights not cached) or the cached
-    # weights without asking the server, instead of huggingface_hub's minute of retries
+    # weights without asking the server, instead of huggingface_hub's minute of retries; a
+    # server that accepts the connection but does not answer: huggingface_hub's short timeouts
     cache_only = download and check_pretrained_download(info)
     try:
-        with _hub_offline(cache_only):
+        with _hub_offline(cache_only), _short_hub_timeouts(download):
             model = timm.create_model(
                 info.timm_name,
                 pretrained=download,
@@ -428,6 +429,43 @@ def _hub_offline(enabled: bool) -> Iterator[None]:
         yield
     finally:
         constants.HF_HUB_OFFLINE = previous
+
+
+HUB_TIMEOUT_SECONDS = 3  # huggingface_hub's request timeouts while a backbone is downloaded
+_HUB_TIMEOUTS = ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT")
+
+
+@contextlib.contextmanager
+def _short_hub_timeouts(enabled: bool = True) -> Iterator[None]:
+    """huggingface_hub's metadata and download timeouts at HUB_TIMEOUT_SECONDS while `enabled`
+    (each, unless its variable is set), so that a hub that accepts the connection but does not
+    answer fails within seconds. The variables and huggingface_hub's constants (read when it
+    was imported) are set for the block; so is the timeout of the metadata request it retries
+    when the first one fails (60 s, `file_download._ETAG_RETRY_TIMEOUT`, where it exists):
+    huggingface_hub has no setting that turns that retry off."""
+    if not enabled:
+        yield
+        return
+    from huggingface_hub import constants, file_download
+
+    targets = [(constants, n) for n in _HUB_TIMEOUTS if not os.environ.get(n)]
+    if not os.environ.get("HF_HUB_ETAG_TIMEOUT") and hasattr(file_download, "_ETAG_RETRY_TIMEOUT"):
+        targets.append((file_download, "_ETAG_RETRY_TIMEOUT"))
+    saved = [(module, name, getattr(module, name, None)) for module, name in targets]
+    env = {name: os.environ.get(name) for module, name in targets if module is constants}
+    try:
+        for module, name in targets:
+            setattr(module, name, HUB_TIMEOUT_SECONDS)
+        os.environ.update({name: str(HUB_TIMEOUT_SECONDS) for name in env})
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _download_url(info: BackboneInfo) -> tuple[str, bool] | None:
