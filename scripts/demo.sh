@@ -24,7 +24,7 @@ echo "== 4. train (preset 'sample': head on frozen features, then 1 epoch of fin
 $S train --data "$OUT/ham" --split "$OUT/split.csv" --out "$OUT/run" --preset sample --no-progress
 
 echo "== 5. predict val, test and the out-of-distribution set with several confidence scores"
-SCORES=msp,max_logit,margin,neg_entropy,doctor,knn,mahalanobis
+SCORES=msp,max_logit,margin,neg_entropy,doctor,energy,knn,mahalanobis,rel_mahalanobis,vim
 for split in val test; do
   $S predict "$OUT/run" --split "$split" --scores "$SCORES" --mc-dropout 5 \
     --out "$OUT/run/eval/${split}_predictions.csv" --no-progress
@@ -32,11 +32,13 @@ done
 $S predict "$OUT/run" --data "$OUT/pad" --scores "$SCORES" --mc-dropout 5 \
   --out "$OUT/run/eval/pad_predictions.csv" --no-progress
 
-echo "== 6. evaluate: metrics, selective classification, SGR threshold, OOD, report"
+echo "== 6. evaluate: metrics, selective classification, an OOD gate chosen on validation only"
+echo "      (no OOD label), the SGR threshold behind it, OOD metrics, report"
 $S evaluate --val "$OUT/run/eval/val_predictions.csv" --test "$OUT/run/eval/test_predictions.csv" \
-  --ood "$OUT/run/eval/pad_predictions.csv" --target-risk 0.3 --out "$OUT/run/eval"
+  --ood "$OUT/run/eval/pad_predictions.csv" --target-risk 0.3 --out "$OUT/run/eval" \
+  --choose-gate --id-keep 0.95 --gate-stats "$OUT/run/feature_stats.npz"
 
-echo "== 7. predict with abstention from the stored threshold"
+echo "== 7. predict with abstention (OOD gate, then confidence gate) from selective.json"
 $S predict "$OUT/run" --data "$OUT/pad" --selective "$OUT/run/eval/selective.json" \
   --out "$OUT/pad_with_abstain.csv" --no-progress
 
