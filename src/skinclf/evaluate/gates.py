@@ -17,13 +17,13 @@ are fitted on in-distribution data only; nothing here looks at OOD labels.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from skinclf.evaluate.metrics import accuracy, balanced_accuracy
+from skinclf.evaluate.selective import threshold_at_coverage
 
 UNFAMILIAR = "unfamiliar"
 UNCERTAIN = "uncertain"
@@ -74,11 +74,8 @@ def fit_combination(name: str, values: Mapping[str, np.ndarray]) -> RankCombinat
     )
 
 
-def keep_threshold(conf: np.ndarray, keep: float) -> float:
-    """The highest threshold that accepts (conf >= threshold) at least `keep` of `conf`."""
-    c = np.sort(np.asarray(conf, dtype=np.float64))[::-1]
-    k = min(len(c), max(1, math.ceil(keep * len(c) - 1e-9)))
-    return float(c[k - 1])
+# The highest threshold that accepts (conf >= threshold) at least `keep` of `conf`.
+keep_threshold = threshold_at_coverage
 
 
 @dataclass(frozen=True)
