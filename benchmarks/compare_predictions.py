@@ -15,9 +15,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from skinclf.classes import CLASSES
+from skinclf.contracts.predictions import Predictions, read_predictions
 from skinclf.evaluate.bootstrap import compare_predictions, metric_ci
 from skinclf.evaluate.metrics import accuracy, balanced_accuracy, recall_per_class
-from skinclf.evaluate.predictions import Predictions, read_predictions
 
 
 def summarise(path: Path, p: Predictions) -> dict:

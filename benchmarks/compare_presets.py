@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 from compare_predictions import write_comparison  # next to this script
+from skinclf.contracts.predictions import Predictions, read_predictions
 from skinclf.evaluate.bootstrap import metric_ci
-from skinclf.evaluate.predictions import Predictions, read_predictions
 
 
 def summarise(run: Path, test: Predictions) -> dict:

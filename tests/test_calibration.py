@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from skinclf.contracts.predictions import softmax
 from skinclf.evaluate.calibration import (
     calibration_summary,
     fit_temperature,
@@ -12,7 +13,6 @@ from skinclf.evaluate.calibration import (
     temperature_nll,
 )
 from skinclf.evaluate.metrics import ece, nll
-from skinclf.evaluate.predictions import softmax
 
 
 def _sample(rng: np.random.Generator, n: int, true_t: float) -> tuple[np.ndarray, np.ndarray]:

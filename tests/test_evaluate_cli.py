@@ -11,9 +11,9 @@ import pytest
 
 from skinclf.classes import CLASSES
 from skinclf.cli import main
+from skinclf.contracts.predictions import read_predictions, write_predictions
+from skinclf.contracts.selective import apply_selective, load_selective
 from skinclf.evaluate.evaluation import evaluate_predictions
-from skinclf.evaluate.predictions import read_predictions, write_predictions
-from skinclf.evaluate.sgr import apply_selective, load_selective
 
 PRIOR = np.array([183, 264, 583, 60, 491, 4323, 80]) / 5984
 PAD_PRIOR = np.array([34, 70, 39, 0, 16, 51, 0]) / 210

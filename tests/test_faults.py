@@ -376,7 +376,7 @@ def test_full_disk_while_writing_a_cache(
 def test_full_disk_while_writing_a_run_file(tmp_path: Path, monkeypatch, what: str):
     """One sentence; the file being replaced keeps its old content; no temporary file left."""
     from skinclf import atomic
-    from skinclf.evaluate.predictions import write_predictions
+    from skinclf.contracts.predictions import write_predictions
     from skinclf.train.callbacks import AtomicCheckpointIO
 
     name = {"predictions": "val_predictions.csv", "checkpoint": "last.ckpt"}.get(what, "m.json")

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
+from skinclf.contracts.scores import SCORES, energy
+from skinclf.contracts.selective import UNCERTAIN, UNFAMILIAR, RankCombination, decide
 from skinclf.evaluate.feature_scores import (
     FeatureStats,
     RelativeMahalanobis,
@@ -18,16 +20,7 @@ from skinclf.evaluate.feature_scores import (
     fit_relative_mahalanobis,
     fit_vim,
 )
-from skinclf.evaluate.gates import (
-    UNCERTAIN,
-    UNFAMILIAR,
-    RankCombination,
-    decide,
-    fit_ood_gate,
-    keep_threshold,
-    policy_outcome,
-)
-from skinclf.evaluate.scores import SCORES, energy
+from skinclf.evaluate.gates import fit_ood_gate, keep_threshold, policy_outcome
 
 
 def test_energy_by_hand() -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
+from skinclf.contracts.predictions import Predictions
 from skinclf.errors import DataError
 from skinclf.evaluate import metrics as M
 from skinclf.evaluate.bootstrap import (
@@ -23,7 +24,6 @@ from skinclf.evaluate.ood import (
     ood_detection,
     semantic_ood_at_threshold,
 )
-from skinclf.evaluate.predictions import Predictions
 
 Y = np.array([0, 0, 1, 1, 1, 2])
 PRED = np.array([0, 1, 1, 1, 0, 2])

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from skinclf.classes import CLASSES
+from skinclf.contracts.predictions import read_predictions
 from skinclf.errors import ConfigError, DataError
-from skinclf.evaluate.predictions import read_predictions
 from skinclf.predict import predict
 
 
@@ -82,7 +82,7 @@ def test_plain_images_ensemble_and_abstention(
     )
     assert "conf_ensemble" in twice
 
-    from skinclf.evaluate.sgr import Selective, save_selective
+    from skinclf.contracts.selective import Selective, save_selective
 
     threshold = float(np.median(single["conf_msp"]))
     sel = save_selective(
@@ -216,8 +216,8 @@ def test_ensemble_split_must_be_the_same_split(
 def test_msp_ts_takes_the_temperature_of_selective(
     trained_run: Path, train_cache: Path, folder_sample: Path, tmp_path: Path
 ) -> None:
-    from skinclf.evaluate.scores import msp_ts
-    from skinclf.evaluate.sgr import Selective, save_selective
+    from skinclf.contracts.scores import msp_ts
+    from skinclf.contracts.selective import Selective, save_selective
 
     images = tmp_path / "loose"
     images.mkdir()

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 
 from skinclf.classes import CLASSES
-from skinclf.errors import DataError
-from skinclf.evaluate.predictions import (
+from skinclf.contracts.predictions import (
     LOGIT_COLUMNS,
     PROB_COLUMNS,
     read_predictions,
     softmax,
     write_predictions,
 )
+from skinclf.errors import DataError
 
 
 def _write(tmp_path: Path, n: int = 6, **kwargs) -> Path:

@@ -8,14 +8,12 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
-from skinclf.evaluate.predictions import softmax
-from skinclf.evaluate.scores import (
+from skinclf.contracts.predictions import softmax
+from skinclf.contracts.scores import (
     SCORES,
     compute_score,
     doctor,
     ensemble_msp,
-    fit_knn,
-    fit_mahalanobis,
     margin,
     max_logit,
     mc_dropout_msp,
@@ -25,6 +23,7 @@ from skinclf.evaluate.scores import (
     neg_entropy,
     tta_msp,
 )
+from skinclf.evaluate.feature_scores import fit_knn, fit_mahalanobis
 
 P = np.array([[0.7, 0.2, 0.1], [1 / 3, 1 / 3, 1 / 3]])
 

@@ -10,18 +10,11 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
+from skinclf.contracts.predictions import softmax
+from skinclf.contracts.selective import Selective, apply_selective, load_selective, save_selective
 from skinclf.errors import DataError
-from skinclf.evaluate.predictions import softmax
 from skinclf.evaluate.selective import coverage_at_risk
-from skinclf.evaluate.sgr import (
-    Selective,
-    apply_selective,
-    apply_threshold,
-    binomial_upper_bound,
-    load_selective,
-    save_selective,
-    sgr,
-)
+from skinclf.evaluate.sgr import apply_threshold, binomial_upper_bound, sgr
 
 
 def test_binomial_upper_bound() -> None:

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from skinclf.contracts.predictions import read_predictions
 from skinclf.errors import ConfigError
 from skinclf.evaluate.evaluation import evaluate_predictions
-from skinclf.evaluate.predictions import read_predictions
 from skinclf.predict import predict
 
 SCORES = ["msp", "energy", "mahalanobis", "rel_mahalanobis", "knn", "vim"]

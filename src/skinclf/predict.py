@@ -311,11 +311,11 @@ def predict(
     with their reason (columns path,reason) in `errors_file(out)` and in the returned frame's
     `attrs["skipped"]` ([path, reason] pairs). DataError when no image could be read.
     """
+    from skinclf.contracts.predictions import softmax, write_predictions
+    from skinclf.contracts.scores import SCORES, msp_ts
     from skinclf.data.cache import build_cache
     from skinclf.data.dataset import label_indices
     from skinclf.evaluate.feature_scores import FEATURE_SCORES
-    from skinclf.evaluate.predictions import softmax, write_predictions
-    from skinclf.evaluate.scores import SCORES, msp_ts
     from skinclf.train.inference import predict_arrays
     from skinclf.train.run import resolve_precision
 
@@ -339,7 +339,7 @@ def predict(
         )
     sel = None
     if selective is not None:
-        from skinclf.evaluate.sgr import apply_policy, load_selective
+        from skinclf.contracts.selective import apply_policy, load_selective
 
         sel = load_selective(selective)
     loaded = [load_run(r) for r in runs]
@@ -397,7 +397,7 @@ def predict(
     if len(loaded) > 1:
         conf["ensemble"] = SCORES["msp"](logits)
     if mc_dropout or "mc_dropout" in requested:
-        from skinclf.evaluate.scores import mc_dropout_msp, mc_dropout_neg_mutual_information
+        from skinclf.contracts.scores import mc_dropout_msp, mc_dropout_neg_mutual_information
 
         p = _mc_dropout(loaded[0].model, feats_first, mc_dropout or 10, loaded[0].cfg.seed)
         conf["mc_dropout"] = mc_dropout_msp(p)

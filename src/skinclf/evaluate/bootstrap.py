@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from skinclf.contracts.predictions import Predictions
+from skinclf.contracts.scores import SCORES
 from skinclf.errors import DataError
 from skinclf.evaluate.metrics import accuracy, balanced_accuracy, macro_f1
-from skinclf.evaluate.predictions import Predictions
-from skinclf.evaluate.scores import SCORES
 from skinclf.evaluate.selective import augrc, augrc_balanced, aurc, aurc_balanced
 
 N_RESAMPLES = 1000

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from skinclf.contracts.predictions import softmax
+from skinclf.contracts.scores import log_probs
 from skinclf.evaluate.metrics import calibration_bins, ece, nll
-from skinclf.evaluate.predictions import softmax
-from skinclf.evaluate.scores import log_probs
 
 T_MIN, T_MAX = 0.01, 100.0
 

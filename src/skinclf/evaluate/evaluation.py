@@ -17,30 +17,22 @@ from pathlib import Path
 import numpy as np
 
 from skinclf.classes import CLASSES, NUM_CLASSES
+from skinclf.contracts.predictions import Predictions, read_predictions
+from skinclf.contracts.scores import SCORES, msp_ts
+from skinclf.contracts.selective import Selective, apply_selective, load_selective, save_selective
 from skinclf.errors import ConfigError
 from skinclf.evaluate import metrics as M
 from skinclf.evaluate.bootstrap import metric_ci
 from skinclf.evaluate.calibration import calibration_summary, fit_temperature
 from skinclf.evaluate.ood import ood_detection, semantic_ood_at_threshold
-from skinclf.evaluate.predictions import Predictions, read_predictions
 from skinclf.evaluate.report import ScoredSet, write_report
-from skinclf.evaluate.scores import SCORES, msp_ts
 from skinclf.evaluate.selective import (
     DEFAULT_COVERAGES,
     aurc,
     check_fraction,
     selective_summary,
 )
-from skinclf.evaluate.sgr import (
-    Selective,
-    SGRResult,
-    ThresholdOutcome,
-    apply_selective,
-    apply_threshold,
-    load_selective,
-    save_selective,
-    sgr,
-)
+from skinclf.evaluate.sgr import SGRResult, ThresholdOutcome, apply_threshold, sgr
 
 __all__ = [
     "EvaluationResult",
@@ -506,8 +498,11 @@ def evaluate_predictions(
             delta,
             target_coverage,
             gate_stats,
-            {"test": test_p, **_named(ext_ps, result.get("external", {})),
-             **_named(ood_ps, result.get("ood", {}))},
+            {
+                "test": test_p,
+                **_named(ext_ps, result.get("external", {})),
+                **_named(ood_ps, result.get("ood", {})),
+            },
             n_bootstrap,
             seed,
         )
@@ -598,9 +593,9 @@ def _gated_policy_block(
 ) -> tuple[Selective, dict, dict[str, tuple]]:
     """Fit the gated classifier on `fit_p`, then measure it and the single-score classifier
     on every set. Returns the classifier, its metrics block and the per-set decisions."""
+    from skinclf.contracts.selective import combination_parts
     from skinclf.evaluate import shift
     from skinclf.evaluate.feature_scores import FEATURE_SCORES
-    from skinclf.evaluate.gates import combination_parts
 
     parse_fractions([id_keep], "--id-keep")
     if confidence_gate not in ("sgr", "coverage", "off"):
@@ -622,9 +617,18 @@ def _gated_policy_block(
             "can apply it without the training images."
         )
     gated = shift.fit_gated_policy(
-        fit_p, fitted_on, score, temperature, ood_gate, id_keep, confidence_gate,
-        target_risk, delta, target_coverage,
-        "selective_stats.npz" if needs_stats else None, chosen_by,
+        fit_p,
+        fitted_on,
+        score,
+        temperature,
+        ood_gate,
+        id_keep,
+        confidence_gate,
+        target_risk,
+        delta,
+        target_coverage,
+        "selective_stats.npz" if needs_stats else None,
+        chosen_by,
     )
     block["gate"] = gated.ood_gate
     block["threshold"] = gated.threshold

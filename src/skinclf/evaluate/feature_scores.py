@@ -6,7 +6,7 @@ the kNN feature bank, the ViM subspace) and is saved as one `.npz` file, so that
 and serving never read training images again.
 
 - Mahalanobis (Lee et al., NeurIPS 2018): minus the smallest distance to a class mean under the
-  shared covariance (`scores.Mahalanobis`).
+  shared covariance (`Mahalanobis`).
 - Relative Mahalanobis (Ren et al., 2021, "A simple fix to Mahalanobis distance"): minus the
   smallest squared class distance minus the squared distance under one background Gaussian
   fitted on all training features, which removes the part of the distance that every class
@@ -25,10 +25,79 @@ from pathlib import Path
 import numpy as np
 from scipy.special import logsumexp
 
-from skinclf.evaluate.scores import KNN, Mahalanobis, _l2_normalise, fit_knn, fit_mahalanobis
+_EPS = 1e-12
 
 FEATURE_SCORES: tuple[str, ...] = ("mahalanobis", "rel_mahalanobis", "knn", "vim")
 STATS_FORMAT_VERSION = 1
+
+
+def _l2_normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), _EPS, None)
+
+
+@dataclass(frozen=True)
+class Mahalanobis:
+    """Class means and the (pseudo-)inverse of the shared covariance of training features."""
+
+    means: np.ndarray  # (C, D)
+    precision: np.ndarray  # (D, D)
+
+    def score(self, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Minus the smallest Mahalanobis distance to a class mean (Lee et al., 2018)."""
+        x = np.asarray(features, dtype=np.float64)
+        out = np.empty(len(x))
+        for start in range(0, len(x), batch_size):
+            xb = x[start : start + batch_size]
+            d2 = np.empty((len(xb), len(self.means)))
+            for c, mu in enumerate(self.means):
+                diff = xb - mu
+                d2[:, c] = ((diff @ self.precision) * diff).sum(axis=1)
+            out[start : start + batch_size] = -np.sqrt(np.clip(d2.min(axis=1), 0.0, None))
+        return out
+
+
+def fit_mahalanobis(features: np.ndarray, labels: np.ndarray) -> Mahalanobis:
+    """Fit class means and a shared covariance on training features (Lee et al., NeurIPS 2018).
+
+    The covariance is Ledoit-Wolf shrunk and inverted with a pseudo-inverse, so it stays
+    stable with fewer samples than feature dimensions. Classes without samples are skipped.
+    """
+    from sklearn.covariance import LedoitWolf
+
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels)
+    classes = [c for c in np.unique(y) if c >= 0]
+    means = np.stack([x[y == c].mean(axis=0) for c in classes])
+    centred = np.concatenate([x[y == c] - means[i] for i, c in enumerate(classes)])
+    cov = LedoitWolf(assume_centered=True).fit(centred).covariance_
+    return Mahalanobis(means=means, precision=np.linalg.pinv(cov, hermitian=True))
+
+
+@dataclass(frozen=True)
+class KNN:
+    """L2-normalised training features for the k-nearest-neighbour score."""
+
+    bank: np.ndarray  # (M, D), rows of unit length
+    k: int = 10
+
+    def score(self, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Cosine similarity to the k-th nearest training feature (Sun et al., ICML 2022)."""
+        q = _l2_normalise(features)
+        k = min(self.k, len(self.bank))
+        out = np.empty(len(q))
+        for start in range(0, len(q), batch_size):
+            sims = q[start : start + batch_size] @ self.bank.T
+            # k-th largest similarity = k-th nearest neighbour
+            out[start : start + batch_size] = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
+        return out
+
+
+def fit_knn(features: np.ndarray, k: int = 10) -> KNN:
+    """Store the L2-normalised training features; k is the neighbour rank used (default 10)."""
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    return KNN(bank=_l2_normalise(features), k=k)
 
 
 def _shrunk_precision(centred: np.ndarray) -> np.ndarray:

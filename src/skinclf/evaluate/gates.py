@@ -22,49 +22,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from skinclf.contracts.selective import (
+    UNCERTAIN,
+    UNFAMILIAR,
+    OODGate,
+    RankCombination,
+    combination_parts,
+)
 from skinclf.evaluate.metrics import accuracy, balanced_accuracy
 from skinclf.evaluate.selective import threshold_at_coverage
-
-UNFAMILIAR = "unfamiliar"
-UNCERTAIN = "uncertain"
-REASON_MESSAGES = {
-    UNFAMILIAR: "this does not look like the dermoscopic images the model was trained on",
-    UNCERTAIN: "uncertain: refer to a dermatologist",
-}
-
-
-def combination_parts(name: str) -> list[str]:
-    """Components of a combined score name `a+b` (a single score: itself)."""
-    return [p.strip() for p in name.split("+") if p.strip()]
-
-
-@dataclass(frozen=True)
-class RankCombination:
-    """Mean of the components' empirical CDFs against stored calibration values."""
-
-    components: tuple[str, ...]
-    calibration: tuple[np.ndarray, ...]  # sorted calibration values, one array per component
-
-    def score(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
-        ranks = [
-            np.searchsorted(calib, np.asarray(values[name], dtype=np.float64), side="right")
-            / len(calib)
-            for name, calib in zip(self.components, self.calibration, strict=True)
-        ]
-        return np.mean(ranks, axis=0)
-
-    def to_json(self) -> dict:
-        return {
-            "components": list(self.components),
-            "calibration": [c.tolist() for c in self.calibration],
-        }
-
-    @classmethod
-    def from_json(cls, data: dict) -> RankCombination:
-        return cls(
-            tuple(data["components"]),
-            tuple(np.sort(np.asarray(c, dtype=np.float64)) for c in data["calibration"]),
-        )
 
 
 def fit_combination(name: str, values: Mapping[str, np.ndarray]) -> RankCombination:
@@ -76,33 +42,6 @@ def fit_combination(name: str, values: Mapping[str, np.ndarray]) -> RankCombinat
 
 # The highest threshold that accepts (conf >= threshold) at least `keep` of `conf`.
 keep_threshold = threshold_at_coverage
-
-
-@dataclass(frozen=True)
-class OODGate:
-    """Gate 1 of selective.json: accept when the gate score is >= threshold."""
-
-    score: str  # a feature score, a logit score, or a combination `a+b`
-    threshold: float
-    id_keep: float  # the requested share of in-distribution calibration images kept
-    id_kept: float  # the share actually kept on the calibration images (ties kept together)
-    fitted_on: str  # "calib" or "val"
-    n: int
-    combination: dict | None = None  # RankCombination.to_json() for a combined score
-    stats_file: str | None = None  # feature statistics beside selective.json
-    chosen_by: str = ""  # how the score was chosen (e.g. --choose-gate's criterion)
-
-    @property
-    def components(self) -> list[str]:
-        return combination_parts(self.score)
-
-    def values(self, component_values: Mapping[str, np.ndarray]) -> np.ndarray:
-        if self.combination is not None:
-            return RankCombination.from_json(self.combination).score(component_values)
-        return np.asarray(component_values[self.score], dtype=np.float64)
-
-    def accept(self, component_values: Mapping[str, np.ndarray]) -> np.ndarray:
-        return self.values(component_values) >= self.threshold
 
 
 def fit_ood_gate(
@@ -133,24 +72,6 @@ def fit_ood_gate(
         stats_file=stats_file,
         chosen_by=chosen_by,
     )
-
-
-def decide(
-    gate_accept: np.ndarray | None, conf: np.ndarray | None, threshold: float | None, on: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """(abstain, reason) from gate 1's acceptances and the confidence gate.
-
-    `gate_accept` None: no OOD gate. `on` False: no confidence gate. `threshold` None with the
-    confidence gate on: abstain on everything that gate 1 let through (no SGR solution).
-    """
-    n = len(gate_accept) if gate_accept is not None else len(conf)  # type: ignore[arg-type]
-    reason = np.full(n, "", dtype=object)
-    passed = np.ones(n, bool) if gate_accept is None else np.asarray(gate_accept, bool)
-    reason[~passed] = UNFAMILIAR
-    if on:
-        confident = np.zeros(n, bool) if threshold is None else np.asarray(conf) >= threshold
-        reason[passed & ~confident] = UNCERTAIN
-    return reason != "", reason
 
 
 @dataclass

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from skinclf.classes import CLASSES
+from skinclf.contracts.predictions import Predictions, softmax
+from skinclf.contracts.selective import Selective
 from skinclf.evaluate.calibration import reliability_diagram
-from skinclf.evaluate.predictions import Predictions, softmax
 from skinclf.evaluate.selective import risk_coverage_curve
-from skinclf.evaluate.sgr import Selective
 
 _COLOURS = [
     "#1f77b4",

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from skinclf.contracts.selective import Selective
 from skinclf.evaluate.report import _COLOURS, ScoredSet, _ci, _e, _f, _figure, _png, _table
-from skinclf.evaluate.sgr import Selective
 
 
 def _judged(p) -> tuple[np.ndarray, np.ndarray]:

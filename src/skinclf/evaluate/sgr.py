@@ -1,4 +1,4 @@
-"""Selection with guaranteed risk (SGR) and the stored selective classifier (selective.json).
+"""Selection with guaranteed risk (SGR): fitting the confidence gate of selective.json.
 
 SGR is Algorithm 1 of Geifman & El-Yaniv, "Selective Classification for Deep Neural Networks",
 NeurIPS 2017: on a calibration set of m samples sorted by confidence, a binary search of
@@ -12,16 +12,12 @@ threshold meets the target, no solution exists and the classifier abstains on ev
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import beta
 
-from skinclf.errors import DataError
-from skinclf.evaluate.scores import SCORES, compute_score
 from skinclf.evaluate.selective import check_fraction
 
 
@@ -122,149 +118,3 @@ def apply_threshold(
         n_accepted=n_acc,
         target_met=risk is None or risk <= target_risk + 1e-12,
     )
-
-
-# ---------------------------------------------------------------- selective.json
-
-
-SELECTIVE_FORMAT_VERSION = 2
-CONFIDENCE_GATES = ("sgr", "coverage", "off")
-
-
-@dataclass(frozen=True)
-class Selective:
-    """The selective classifier `predict` reuses (selective.json).
-
-    The confidence gate is `score` >= `threshold`; with `ood_gate` (an `OODGate` as a dict)
-    an out-of-distribution gate runs first. Without one, this is the single-score classifier
-    of format 1, whose files still load.
-    """
-
-    score: str  # a logit-only score: one of SCORES or msp_ts
-    temperature: float | None  # fitted on val (None without); only msp_ts uses it
-    threshold: float | None  # abstain when conf < threshold; None: abstain on everything
-    target_risk: float
-    delta: float
-    solution_exists: bool
-    fitted_on: str  # "calib" or "val"
-    n_calib: int
-    calib_coverage: float
-    calib_risk: float | None
-    bound: float | None
-    note: str = ""
-    format_version: int = SELECTIVE_FORMAT_VERSION
-    confidence_gate: str = "sgr"  # sgr | coverage (threshold at target_coverage) | off
-    target_coverage: float | None = None
-    ood_gate: dict | None = None  # OODGate fields; None: no out-of-distribution gate
-
-    def __getitem__(self, key: str):
-        """Dict-style access to a field (`selective["score"]`), as in selective.json."""
-        if key not in self.__dataclass_fields__:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    @property
-    def gate(self):  # noqa: ANN201 (OODGate | None; imported lazily)
-        from skinclf.evaluate.gates import OODGate
-
-        return None if self.ood_gate is None else OODGate(**self.ood_gate)
-
-
-def save_selective(selective: Selective, path: str | Path) -> Path:
-    """Write selective.json."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(selective), indent=2) + "\n")
-    return path
-
-
-def load_selective(path: str | Path) -> Selective:
-    """Read selective.json; DataError when it is missing or malformed."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(
-            f"{path}: no such selective.json; run `skinclf evaluate --val ... --out DIR` first."
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: is not valid JSON ({exc.msg}, line {exc.lineno}).") from None
-    fields = set(Selective.__dataclass_fields__)
-    optional = {"note", "format_version", "confidence_gate", "target_coverage", "ood_gate"}
-    required = fields - optional
-    if not isinstance(data, dict) or required - set(data):
-        missing = sorted(required - set(data)) if isinstance(data, dict) else sorted(required)
-        raise DataError(f"{path}: missing key(s) {', '.join(missing)} in selective.json.")
-    version = data.get("format_version", 1)
-    if version not in (1, SELECTIVE_FORMAT_VERSION):
-        raise DataError(
-            f"{path}: selective.json format {version} is not one this skinclf reads "
-            f"(1 or {SELECTIVE_FORMAT_VERSION}); evaluate again with this version."
-        )
-    selective = Selective(**{k: v for k, v in data.items() if k in fields})
-    if selective.confidence_gate not in CONFIDENCE_GATES:
-        raise DataError(
-            f"{path}: confidence_gate {selective.confidence_gate!r} is not one of "
-            f"{', '.join(CONFIDENCE_GATES)}."
-        )
-    if selective.score not in SCORES and selective.score != "msp_ts":
-        raise DataError(
-            f"{path}: score {selective.score!r} cannot be computed from logits; use one of "
-            f"{', '.join([*SCORES, 'msp_ts'])}."
-        )
-    t = selective.temperature
-    if t is not None and not (isinstance(t, int | float) and t > 0):
-        raise DataError(f"{path}: temperature must be a positive number or null.")
-    if selective.score == "msp_ts" and t is None:
-        raise DataError(f"{path}: score msp_ts needs a temperature, but it is null.")
-    return selective
-
-
-def apply_selective(
-    selective: Selective | dict, logits: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Confidence (the stored score at the stored temperature) and abstain flags for logits.
-
-    Abstain where conf < threshold, or everywhere when no threshold met the target risk. The
-    confidence gate only: `apply_policy` applies the OOD gate too. `selective` may also be the
-    dict read from selective.json.
-    """
-    if isinstance(selective, dict):
-        fields = Selective.__dataclass_fields__
-        selective = Selective(**{k: v for k, v in selective.items() if k in fields})
-    conf = compute_score(selective.score, np.asarray(logits), selective.temperature)
-    if selective.confidence_gate == "off":
-        return conf, np.zeros(len(conf), dtype=bool)
-    if selective.threshold is None:
-        return conf, np.ones(len(conf), dtype=bool)
-    return conf, conf < selective.threshold
-
-
-def apply_policy(
-    selective: Selective, logits: np.ndarray, gate_values: dict[str, np.ndarray] | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(confidence, abstain, abstain_reason) of both gates.
-
-    `gate_values`: the OOD gate's component scores per row (feature scores from
-    `FeatureStats`; logit scores are computed here when missing). Reasons: "" (accepted),
-    "unfamiliar" (OOD gate), "uncertain" (confidence gate).
-    """
-    from skinclf.evaluate.gates import decide
-
-    logits = np.asarray(logits)
-    conf = compute_score(selective.score, logits, selective.temperature)
-    gate = selective.gate
-    accept = None
-    if gate is not None:
-        values = dict(gate_values or {})
-        for name in gate.components:
-            if name not in values:
-                try:
-                    values[name] = compute_score(name, logits, selective.temperature)
-                except KeyError:
-                    raise DataError(
-                        f"The OOD gate needs score {name!r}, which was not computed; it needs "
-                        "the feature statistics saved beside selective.json."
-                    ) from None
-        accept = gate.accept(values)
-    return (conf, *decide(accept, conf, selective.threshold, selective.confidence_gate != "off"))

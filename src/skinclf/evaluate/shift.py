@@ -10,19 +10,16 @@ from dataclasses import asdict
 
 import numpy as np
 
+from skinclf.contracts.predictions import Predictions
+from skinclf.contracts.scores import compute_score
+from skinclf.contracts.selective import Selective, apply_policy, combination_parts
 from skinclf.errors import ConfigError
 from skinclf.evaluate.bootstrap import bootstrap_ci, paired_bootstrap
 from skinclf.evaluate.feature_scores import FEATURE_SCORES
-from skinclf.evaluate.gates import (
-    combination_parts,
-    fit_ood_gate,
-    policy_outcome,
-)
+from skinclf.evaluate.gates import fit_ood_gate, policy_outcome
 from skinclf.evaluate.metrics import balanced_accuracy
-from skinclf.evaluate.predictions import Predictions
-from skinclf.evaluate.scores import compute_score
 from skinclf.evaluate.selective import threshold_at_coverage
-from skinclf.evaluate.sgr import Selective, apply_policy, sgr
+from skinclf.evaluate.sgr import sgr
 
 CHOOSE_GATE_CRITERION = (
     "lowest error rate of the validation/calibration images that pass the gate at --id-keep "

@@ -12,9 +12,9 @@ import pandas as pd
 from skinclf import atomic
 from skinclf.classes import CLASSES
 from skinclf.config import RunConfig
+from skinclf.contracts.predictions import softmax, write_predictions
+from skinclf.contracts.scores import SCORES
 from skinclf.evaluate import metrics as M
-from skinclf.evaluate.predictions import softmax, write_predictions
-from skinclf.evaluate.scores import SCORES
 from skinclf.train.inference import predict_arrays
 
 

@@ -9,12 +9,11 @@ mean probabilities as logits (their softmax is the mean probabilities).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import log_softmax
 
-from skinclf.evaluate.predictions import softmax
+from skinclf.contracts.predictions import softmax
 
 _EPS = 1e-12
 
@@ -84,75 +83,6 @@ def tta_msp(probs_vnc: np.ndarray) -> np.ndarray:
 def ensemble_msp(probs_rnc: np.ndarray) -> np.ndarray:
     """Deep ensemble: MSP of the run-averaged probabilities, input (R, N, C)."""
     return msp(np.asarray(probs_rnc, dtype=np.float64).mean(axis=0))
-
-
-def _l2_normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), _EPS, None)
-
-
-@dataclass(frozen=True)
-class Mahalanobis:
-    """Class means and the (pseudo-)inverse of the shared covariance of training features."""
-
-    means: np.ndarray  # (C, D)
-    precision: np.ndarray  # (D, D)
-
-    def score(self, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """Minus the smallest Mahalanobis distance to a class mean (Lee et al., 2018)."""
-        x = np.asarray(features, dtype=np.float64)
-        out = np.empty(len(x))
-        for start in range(0, len(x), batch_size):
-            xb = x[start : start + batch_size]
-            d2 = np.empty((len(xb), len(self.means)))
-            for c, mu in enumerate(self.means):
-                diff = xb - mu
-                d2[:, c] = ((diff @ self.precision) * diff).sum(axis=1)
-            out[start : start + batch_size] = -np.sqrt(np.clip(d2.min(axis=1), 0.0, None))
-        return out
-
-
-def fit_mahalanobis(features: np.ndarray, labels: np.ndarray) -> Mahalanobis:
-    """Fit class means and a shared covariance on training features (Lee et al., NeurIPS 2018).
-
-    The covariance is Ledoit-Wolf shrunk and inverted with a pseudo-inverse, so it stays
-    stable with fewer samples than feature dimensions. Classes without samples are skipped.
-    """
-    from sklearn.covariance import LedoitWolf
-
-    x = np.asarray(features, dtype=np.float64)
-    y = np.asarray(labels)
-    classes = [c for c in np.unique(y) if c >= 0]
-    means = np.stack([x[y == c].mean(axis=0) for c in classes])
-    centred = np.concatenate([x[y == c] - means[i] for i, c in enumerate(classes)])
-    cov = LedoitWolf(assume_centered=True).fit(centred).covariance_
-    return Mahalanobis(means=means, precision=np.linalg.pinv(cov, hermitian=True))
-
-
-@dataclass(frozen=True)
-class KNN:
-    """L2-normalised training features for the k-nearest-neighbour score."""
-
-    bank: np.ndarray  # (M, D), rows of unit length
-    k: int = 10
-
-    def score(self, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Cosine similarity to the k-th nearest training feature (Sun et al., ICML 2022)."""
-        q = _l2_normalise(features)
-        k = min(self.k, len(self.bank))
-        out = np.empty(len(q))
-        for start in range(0, len(q), batch_size):
-            sims = q[start : start + batch_size] @ self.bank.T
-            # k-th largest similarity = k-th nearest neighbour
-            out[start : start + batch_size] = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
-        return out
-
-
-def fit_knn(features: np.ndarray, k: int = 10) -> KNN:
-    """Store the L2-normalised training features; k is the neighbour rank used (default 10)."""
-    if k < 1:
-        raise ValueError("k must be at least 1")
-    return KNN(bank=_l2_normalise(features), k=k)
 
 
 def _from_probs(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
