@@ -316,7 +316,7 @@ def predict(
     from skinclf.data.cache import build_cache
     from skinclf.data.dataset import label_indices
     from skinclf.evaluate.feature_scores import FEATURE_SCORES
-    from skinclf.train.inference import predict_arrays
+    from skinclf.inference import predict_arrays
     from skinclf.train.run import resolve_precision
 
     if (data is None) == (split is None):

@@ -87,12 +87,3 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> to
     if cfg.color_jitter:
         x = color_jitter(x, cfg.color_jitter, g)
     return x
-
-
-def d4_views(x: torch.Tensor) -> list[torch.Tensor]:
-    """The 8 views of the dihedral group D4 (for test-time augmentation)."""
-    views = []
-    for flip in (False, True):
-        base = torch.flip(x, dims=[3]) if flip else x
-        views.extend(torch.rot90(base, k, dims=[2, 3]) for k in range(4))
-    return views

@@ -10,7 +10,15 @@ import torch
 from rich.progress import Progress
 
 from skinclf.models.modes import eval_mode
-from skinclf.train.augment import d4_views
+
+
+def d4_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 views of the dihedral group D4 (for test-time augmentation)."""
+    views = []
+    for flip in (False, True):
+        base = torch.flip(x, dims=[3]) if flip else x
+        views.extend(torch.rot90(base, k, dims=[2, 3]) for k in range(4))
+    return views
 
 
 def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
