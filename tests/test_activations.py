@@ -118,7 +118,7 @@ def test_activation_cache_is_built_once_and_views_differ(tmp_path: Path) -> None
 def test_feature_cache_is_keyed_by_the_backbone_not_the_head(tmp_path: Path) -> None:
     """Runs that differ only in their seed (so in the head's initialisation) reuse the stage-1
     features; a different backbone does not."""
-    from skinclf.train.features import cached_features
+    from skinclf.inference.feature_cache import cached_features
 
     model, _ = _model([])
     images = np.random.default_rng(2).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)

@@ -40,7 +40,7 @@ from torch import nn
 
 from skinclf.config import load_config
 from skinclf.train.activations import cached_activations
-from skinclf.train.features import cached_features
+from skinclf.inference.feature_cache import cached_features
 
 
 class Tiny(nn.Module):
@@ -280,7 +280,7 @@ def test_killed_prediction_leaves_the_old_file_and_reruns_identically(
 @pytest.mark.parametrize(
     ("what", "module", "function", "calls"),
     [
-        ("features", "skinclf.train.features", "predict_arrays", 1),
+        ("features", "skinclf.inference.feature_cache", "predict_arrays", 1),
         ("activations", "skinclf.train.activations", "prefix_forward", 3 * 2),  # batches x views
     ],
 )

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from skinclf.config import AugmentConfig, LossConfig
-from skinclf.inference import d4_views
+from skinclf.inference.batch import d4_views
 from skinclf.train.augment import augment_batch
 from skinclf.train.losses import FocalLoss, LogitAdjustedLoss, build_loss, class_weights
 from skinclf.train.samplers import EpochSampler, sample_weights

@@ -219,8 +219,8 @@ def _mc_dropout(model, feats: np.ndarray, k: int, seed: int) -> np.ndarray:
 def _train_features(run: LoadedRun, cache_dir: Path | None, progress: bool) -> tuple:
     from skinclf.data.cache import build_cache, default_cache_dir
     from skinclf.data.dataset import label_indices
-    from skinclf.train.features import cached_features
-    from skinclf.train.run import resolve_precision
+    from skinclf.inference.feature_cache import cached_features
+    from skinclf.inference.precision import resolve_precision
 
     table, missing = input_table(None, "train", run)
     if missing:  # the statistics describe the whole training split
@@ -316,8 +316,8 @@ def predict(
     from skinclf.data.cache import build_cache
     from skinclf.data.dataset import label_indices
     from skinclf.evaluate.feature_scores import FEATURE_SCORES
-    from skinclf.inference import predict_arrays
-    from skinclf.train.run import resolve_precision
+    from skinclf.inference.batch import predict_arrays
+    from skinclf.inference.precision import resolve_precision
 
     if (data is None) == (split is None):
         raise ConfigError("Give exactly one of --data PATH or --split val|test|calib.")

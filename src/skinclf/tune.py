@@ -124,13 +124,13 @@ def tune(
     """Run (or continue) the study of `stage`; returns it. `cfg` gives everything not
     searched."""
     from skinclf.data.cache import default_cache_dir
+    from skinclf.inference.precision import resolve_precision
     from skinclf.train.losses import build_loss, class_counts
     from skinclf.train.run import (
         build_model,
         frozen_features,
         prepare_data,
         quiet_lightning,
-        resolve_precision,
         train_head,
     )
 

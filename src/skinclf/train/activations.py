@@ -28,10 +28,10 @@ from skinclf.atomic import atomic_path, open_memmap
 from skinclf.config import AugmentConfig
 from skinclf.errors import ConfigError
 from skinclf.faults import fault_point
-from skinclf.inference import autocast_context
+from skinclf.inference.batch import autocast_context
+from skinclf.inference.feature_cache import backbone_key, cache_file, load_cached
 from skinclf.models.modes import eval_mode
 from skinclf.train.augment import augment_batch
-from skinclf.train.features import backbone_key, cache_file, load_cached
 from skinclf.train.mixing import MIXING_FIELDS
 
 

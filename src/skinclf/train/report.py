@@ -15,7 +15,7 @@ from skinclf.config import RunConfig
 from skinclf.contracts.predictions import softmax, write_predictions
 from skinclf.contracts.scores import SCORES
 from skinclf.evaluate import metrics as M
-from skinclf.inference import predict_arrays
+from skinclf.inference.batch import predict_arrays
 
 
 def classification_summary(y: np.ndarray, logits: np.ndarray) -> dict:

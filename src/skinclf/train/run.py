@@ -23,6 +23,7 @@ from skinclf import atomic
 from skinclf.classes import CLASSES, NUM_CLASSES
 from skinclf.config import RunConfig, check_resume, read_config, save_config
 from skinclf.errors import ConfigError, DataError
+from skinclf.inference.precision import resolve_precision
 
 SPLITS = ("train", "val", "test", "calib")
 
@@ -35,28 +36,6 @@ class TrainResult:
     epochs_done: int = 0
     images_per_second: float | None = None
     extra: dict = field(default_factory=dict)
-
-
-def resolve_precision(precision: str, accelerator: str = "auto", training: bool = True) -> str:
-    """`auto`: on a GPU, bf16 (or fp16) autocast. On the CPU, fp32 for training and bf16
-    autocast for inference where the CPU has native bf16 (AMX / AVX512-BF16).
-
-    Measured on a 2-core AMX Xeon, EfficientNet-Lite0, channels_last, batch 32: training
-    fp32 27.4 vs bf16 23.2 img/s at 192 px (2 threads), 24.6 vs 17.9 at 160 px (1 thread);
-    inference bf16 about 1.6x faster than fp32 (benchmarks/results/backbone.json)."""
-    if precision != "auto":
-        return precision
-    import torch
-
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    if training:
-        return "32"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "32"
-    return "bf16-mixed" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "32"
 
 
 def quiet_lightning() -> None:
@@ -305,7 +284,7 @@ def frozen_features(
     splits: tuple[str, ...] = ("train", "val"),
 ) -> dict[str, np.ndarray]:
     """Pooled features of the (untrained) backbone per split, from the feature cache."""
-    from skinclf.train.features import cached_features
+    from skinclf.inference.feature_cache import cached_features
 
     images = prepared.images
     key = _cache_key(cfg, images)

@@ -13,7 +13,7 @@ from filelock import FileLock
 
 from skinclf.atomic import atomic_path
 from skinclf.faults import fault_point
-from skinclf.inference import predict_arrays
+from skinclf.inference.batch import predict_arrays
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
