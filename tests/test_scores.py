@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
-from skinclf.contracts.predictions import softmax
+from skinclf.contracts.predictions import Predictions, softmax
 from skinclf.contracts.scores import (
     SCORES,
     compute_score,
@@ -21,6 +21,7 @@ from skinclf.contracts.scores import (
     msp,
     msp_ts,
     neg_entropy,
+    score_values,
     tta_msp,
 )
 from skinclf.evaluate.feature_scores import fit_knn, fit_mahalanobis
@@ -120,3 +121,35 @@ def test_knn_by_hand() -> None:
     np.testing.assert_allclose(fit_knn(bank, k=10).score(q), [-1.0])  # k capped at bank size
     with pytest.raises(ValueError):
         fit_knn(bank, k=0)
+
+
+def _predictions(logits: np.ndarray, conf: dict[str, np.ndarray]) -> Predictions:
+    n = len(logits)
+    return Predictions(
+        image_ids=np.array([f"i{i}" for i in range(n)]),
+        dataset=np.array(["d"] * n),
+        y=np.zeros(n, dtype=int),
+        semantic_ood=np.zeros(n, dtype=bool),
+        logits=logits,
+        probs=softmax(logits),
+        conf=conf,
+    )
+
+
+def test_score_values_column_first_then_logits() -> None:
+    logits = np.array([[2.0, 0.0, -1.0], [0.5, 0.4, 0.3]])
+    stored = np.array([0.11, 0.22])
+    p = _predictions(logits, {"msp": stored, "knn": -stored, "msp_ts": stored / 2})
+    np.testing.assert_array_equal(score_values(p, "msp"), stored)  # the column wins
+    np.testing.assert_array_equal(score_values(p, "knn"), -stored)
+    np.testing.assert_allclose(score_values(p, "energy"), SCORES["energy"](logits))
+    assert score_values(p, "vim") is None  # neither a column nor a logit score
+    # msp_ts: the stored column by default (gates, comparisons) ...
+    np.testing.assert_array_equal(score_values(p, "msp_ts", 2.0), stored / 2)
+    # ... recomputed at the fitted temperature when asked (evaluate), None without one
+    fresh = score_values(p, "msp_ts", 2.0, stored_msp_ts=False)
+    np.testing.assert_allclose(fresh, msp_ts(logits, 2.0))
+    assert score_values(p, "msp_ts", None, stored_msp_ts=False) is None
+    bare = _predictions(logits, {})
+    np.testing.assert_allclose(score_values(bare, "msp_ts", 1.5), msp_ts(logits, 1.5))
+    assert score_values(bare, "msp_ts") is None

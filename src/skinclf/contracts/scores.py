@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.special import log_softmax
 
-from skinclf.contracts.predictions import softmax
+from skinclf.contracts.predictions import Predictions, softmax
 
 _EPS = 1e-12
 
@@ -113,6 +113,23 @@ def compute_score(name: str, logits: np.ndarray, temperature: float | None = Non
     if name not in SCORES:
         raise KeyError(f"unknown score {name!r}; known: {', '.join([*SCORES, 'msp_ts'])}")
     return SCORES[name](logits)
+
+
+def score_values(
+    p: Predictions, name: str, temperature: float | None = None, *, stored_msp_ts: bool = True
+) -> np.ndarray | None:
+    """A score on every row of a predictions file: its conf_<name> column, else computed from
+    the logits (`msp_ts` at `temperature`); None when neither is possible.
+
+    `stored_msp_ts=False` always recomputes `msp_ts` at `temperature` (evaluate's freshly
+    fitted one), ignoring a conf_msp_ts column that may hold another temperature.
+    """
+    if name in p.conf and (name != "msp_ts" or stored_msp_ts):
+        return p.conf[name]
+    try:
+        return compute_score(name, p.logits, temperature)
+    except (KeyError, ValueError):
+        return None
 
 
 def log_probs(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from skinclf.contracts.predictions import Predictions
-from skinclf.contracts.scores import SCORES
+from skinclf.contracts.scores import score_values
 from skinclf.errors import DataError
 from skinclf.evaluate.metrics import accuracy, balanced_accuracy, macro_f1
 from skinclf.evaluate.selective import augrc, augrc_balanced, aurc, aurc_balanced
@@ -144,11 +144,10 @@ def paired_bootstrap(
 
 
 def _confidence(p: Predictions, score: str) -> np.ndarray:
-    if score in p.conf:
-        return p.conf[score]
-    if score in SCORES:
-        return SCORES[score](p.logits)
-    raise DataError(f"{p.path}: no conf_{score} column and {score!r} is not a logit score.")
+    values = score_values(p, score)
+    if values is None:
+        raise DataError(f"{p.path}: no conf_{score} column and {score!r} is not a logit score.")
+    return values
 
 
 def compare_predictions(

@@ -11,19 +11,19 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from skinclf.classes import CLASSES, NUM_CLASSES
 from skinclf.contracts.predictions import Predictions, read_predictions
-from skinclf.contracts.scores import SCORES, msp_ts
+from skinclf.contracts.scores import SCORES, score_values
 from skinclf.contracts.selective import Selective, apply_selective, load_selective, save_selective
 from skinclf.errors import ConfigError
 from skinclf.evaluate import metrics as M
 from skinclf.evaluate.bootstrap import metric_ci
 from skinclf.evaluate.calibration import calibration_summary, fit_temperature
+from skinclf.evaluate.classification import baselines, classification_metrics
 from skinclf.evaluate.ood import ood_detection, semantic_ood_at_threshold
 from skinclf.evaluate.report import ScoredSet, write_report
 from skinclf.evaluate.selective import (
@@ -38,6 +38,8 @@ __all__ = [
     "EvaluationResult",
     "Selective",
     "apply_selective",
+    "baselines",
+    "classification_metrics",
     "evaluate_predictions",
     "load_selective",
     "parse_fractions",
@@ -59,6 +61,73 @@ class EvaluationResult:
     metrics_path: Path
     report_path: Path
     selective_path: Path | None
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The numbers every step uses: SGR targets, coverages and the bootstrap."""
+
+    target_risk: float
+    delta: float
+    coverages: tuple[float, ...]
+    n_bootstrap: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class _GateOptions:
+    """The gated selective classifier asked for (`--ood-gate` and friends)."""
+
+    ood_gate: str | None
+    choose: bool
+    id_keep: float
+    gate_stats: str | Path | None
+    confidence_gate: str
+    target_coverage: float | None
+
+
+@dataclass
+class _Run:
+    """What the steps share: the predictions files, the temperature fitted on validation,
+    the scores evaluated, the scored sets the report draws and the notes for the reader."""
+
+    test: Predictions
+    val: Predictions | None
+    calib: Predictions | None
+    ood: list[Predictions]
+    external: list[Predictions]
+    temperature: float | None = None
+    score_names: list[str] = field(default_factory=list)
+    sets: list[ScoredSet] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    test_conf: dict[str, np.ndarray] = field(default_factory=dict)  # labelled test rows
+    set_names: set[str] = field(default_factory=set)  # of the OOD and external sets
+
+    @property
+    def fit_p(self) -> Predictions | None:
+        """The file the SGR threshold and the gates are fitted on."""
+        return self.calib if self.calib is not None else self.val
+
+    @property
+    def fitted_on(self) -> str:
+        return "calib" if self.calib is not None else "val"
+
+    def score(self, p: Predictions, name: str) -> np.ndarray | None:
+        """A score on every row of `p`; msp_ts at this run's temperature."""
+        return score_values(p, name, self.temperature, stored_msp_ts=False)
+
+    def scored(self, p: Predictions, kind: str, name: str) -> ScoredSet:
+        """`p` with every evaluated score (noting the missing ones), added to the report."""
+        conf = {}
+        for s in self.score_names:
+            values = self.score(p, s)
+            if values is None:
+                self.notes.append(f"{name}: score {s} is missing (no conf_{s} column); skipped.")
+            else:
+                conf[s] = values
+        scored = ScoredSet(name=name, kind=kind, preds=p, conf=conf)
+        self.sets.append(scored)
+        return scored
 
 
 def parse_fractions(text: str | Sequence[float], what: str) -> tuple[float, ...]:
@@ -84,17 +153,6 @@ def _check_targets(target_risk: float, delta: float) -> None:
         raise ConfigError(f"delta {delta:g} is outside (0, 1); use e.g. 0.05.")
 
 
-def _score_values(p: Predictions, name: str, temperature: float | None) -> np.ndarray | None:
-    """A score on every row: a conf_<name> column if present, else computed from logits."""
-    if name == "msp_ts":
-        return None if temperature is None else msp_ts(p.logits, temperature)
-    if name in p.conf:
-        return p.conf[name]
-    if name in SCORES:
-        return SCORES[name](p.logits)
-    return None
-
-
 def _available_scores(test: Predictions, temperature: float | None) -> list[str]:
     names = [s for s in LOGIT_SCORES if s != "msp_ts" or temperature is not None]
     return names + [c for c in test.conf if c not in names]
@@ -116,10 +174,6 @@ def _jsonable(value):
     return value
 
 
-def _per_class(values: np.ndarray) -> dict[str, float | None]:
-    return {c: (None if np.isnan(v) else float(v)) for c, v in zip(CLASSES, values, strict=True)}
-
-
 def _outcome(o: ThresholdOutcome) -> dict:
     return {
         "coverage": o.coverage,
@@ -127,49 +181,6 @@ def _outcome(o: ThresholdOutcome) -> dict:
         "n": o.n,
         "n_accepted": o.n_accepted,
         "target_met": o.target_met,
-    }
-
-
-def classification_metrics(y: np.ndarray, probs: np.ndarray) -> dict:
-    """Accuracy, balanced accuracy, macro-F1, per-class recall/precision/AUROC, NLL, Brier, ECE."""
-    pred = probs.argmax(axis=1)
-    auroc = M.auroc_ovr(y, probs)
-    return {
-        "n": len(y),
-        "accuracy": M.accuracy(y, pred),
-        "balanced_accuracy": M.balanced_accuracy(y, pred),
-        "macro_f1": M.macro_f1(y, pred),
-        "recall": _per_class(M.recall_per_class(y, pred)),
-        "precision": _per_class(M.precision_per_class(y, pred)),
-        "auroc_ovr": _per_class(auroc),
-        "auroc_ovr_macro": float(np.nanmean(auroc)) if not np.isnan(auroc).all() else None,
-        "nll": M.nll(probs, y),
-        "brier": M.brier(probs, y),
-        "ece": M.ece(probs, y),
-        "confusion_matrix": M.confusion_matrix(y, pred).tolist(),
-    }
-
-
-def baselines(y_test: np.ndarray, y_prior: np.ndarray, prior_from: str) -> dict:
-    """Majority-class and prior-sampling predictors, as expected values (no random draws)."""
-    prior = np.bincount(y_prior, minlength=NUM_CLASSES) / len(y_prior)
-    freq = np.bincount(y_test, minlength=NUM_CLASSES) / len(y_test)
-    present = freq > 0
-    majority = int(prior.argmax())
-    constant = np.full(len(y_test), majority)
-    return {
-        "prior_from": prior_from,
-        "majority": {
-            "class": CLASSES[majority],
-            "accuracy": M.accuracy(y_test, constant),
-            "balanced_accuracy": M.balanced_accuracy(y_test, constant),
-            "macro_f1": M.macro_f1(y_test, constant),
-        },
-        "prior_sampling": {
-            # predict class c with probability prior_c, independently of the image
-            "accuracy": float((freq * prior).sum()),
-            "balanced_accuracy": float(prior[present].mean()),
-        },
     }
 
 
@@ -239,285 +250,327 @@ def evaluate_predictions(
     images), measured like the test set.
     """
     _check_targets(float(target_risk), float(delta))
-    coverages = parse_fractions(coverages, "coverage")
+    s = _Settings(
+        float(target_risk), float(delta), parse_fractions(coverages, "coverage"), n_bootstrap, seed
+    )
+    gates = _GateOptions(
+        ood_gate, choose_gate, id_keep, gate_stats, confidence_gate, target_coverage
+    )
     step = on_step if (progress and on_step) else (lambda _s: None)
-    out_dir = Path(out_dir)
-
     step("reading predictions")
-    test_p = read_predictions(test)
-    val_p = read_predictions(val) if val else None
-    calib_p = read_predictions(calib) if calib else None
-    ood_ps = [read_predictions(o, require_labels=False) for o in ood]
-    ext_ps = [read_predictions(e) for e in external]
-    if not test_p.labelled.any():
+    run = _read_inputs(test, val, calib, ood, external)
+    if run.val is not None:
+        step("fitting the temperature")
+        vm = run.val.labelled
+        run.temperature = fit_temperature(run.val.logits[vm], run.val.y[vm])
+    run.score_names = _score_names(scores, run.test, run.temperature)
+    result: dict = {"test": _test_block(run, s, step)}
+    if run.val is not None:
+        result.update(_val_blocks(run))
+    selective = _selective_step(run, result, selective_score, s, step)
+    _ood_blocks(run, result, selective, s, step)
+    _external_blocks(run, result, s, step)
+    gated, decisions = _policy_step(run, result, selective, gates, s, step)
+    if run.calib is not None:
+        run.scored(run.calib, "calib", "calib")
+    result["scores"] = list(run.score_names)
+    result["settings"] = _settings_block(s, test, val, calib, ood, external)
+    result["notes"] = list(dict.fromkeys(run.notes))
+    step("writing the report")
+    return _write_outputs(
+        Path(out_dir), _jsonable(result), run, selective, gated, decisions, gate_stats
+    )
+
+
+def _read_inputs(
+    test: str | Path,
+    val: str | Path | None,
+    calib: str | Path | None,
+    ood: Sequence[str | Path],
+    external: Sequence[str | Path],
+) -> _Run:
+    """Read every predictions file; the test file needs labelled rows, val/calib two."""
+    run = _Run(
+        test=read_predictions(test),
+        val=read_predictions(val) if val else None,
+        calib=read_predictions(calib) if calib else None,
+        ood=[read_predictions(o, require_labels=False) for o in ood],
+        external=[read_predictions(e) for e in external],
+    )
+    if not run.test.labelled.any():
         raise ConfigError(f"{test}: no labelled in-distribution rows to evaluate.")
-    for name, p in (("validation", val_p), ("calibration", calib_p)):
+    for name, p in (("validation", run.val), ("calibration", run.calib)):
         if p is not None and p.labelled.sum() < 2:
             raise ConfigError(f"{p.path}: the {name} file needs at least 2 labelled rows.")
+    return run
 
-    notes: list[str] = []
-    temperature = None
-    if val_p is not None:
-        step("fitting the temperature")
-        vm = val_p.labelled
-        temperature = fit_temperature(val_p.logits[vm], val_p.y[vm])
 
-    available = _available_scores(test_p, temperature)
-    if scores:
-        unknown = [s for s in scores if s not in available]
-        if unknown:
-            hint = " (msp_ts needs --val)" if "msp_ts" in unknown else ""
-            raise ConfigError(
-                f"score(s) {', '.join(unknown)} not available{hint}; available: "
-                f"{', '.join(available)}."
-            )
-        score_names = list(dict.fromkeys(scores))
-    else:
-        score_names = available
+def _score_names(
+    scores: Sequence[str] | None, test: Predictions, temperature: float | None
+) -> list[str]:
+    """The scores asked for (each must be available), or every available one."""
+    available = _available_scores(test, temperature)
+    if not scores:
+        return available
+    unknown = [s for s in scores if s not in available]
+    if unknown:
+        hint = " (msp_ts needs --val)" if "msp_ts" in unknown else ""
+        raise ConfigError(
+            f"score(s) {', '.join(unknown)} not available{hint}; available: {', '.join(available)}."
+        )
+    return list(dict.fromkeys(scores))
 
-    def scored(p: Predictions, kind: str, name: str) -> ScoredSet:
-        conf = {}
-        for s in score_names:
-            values = _score_values(p, s, temperature)
-            if values is None:
-                notes.append(f"{name}: score {s} is missing (no conf_{s} column); skipped.")
-            else:
-                conf[s] = values
-        return ScoredSet(name=name, kind=kind, preds=p, conf=conf)
 
-    test_set = scored(test_p, "test", "test")
-    sets = [test_set]
-
-    # ---- test set
+def _test_block(run: _Run, s: _Settings, step: Callable[[str], None]) -> dict:
+    """Classification, bootstrap intervals, selective metrics and baselines on the test set."""
+    test_set = run.scored(run.test, "test", "test")
     step("test metrics")
-    tm = test_p.labelled
-    y, probs, pred = test_p.y[tm], test_p.probs[tm], test_p.pred[tm]
-    test_conf = {s: v[tm] for s, v in test_set.conf.items()}
-    test_metrics = classification_metrics(y, probs)
+    tm = run.test.labelled
+    y, pred = run.test.y[tm], run.test.pred[tm]
+    run.test_conf = {name: v[tm] for name, v in test_set.conf.items()}
+    block = classification_metrics(y, run.test.probs[tm])
     step("bootstrap intervals")
-    test_metrics["balanced_accuracy_ci95"] = list(
-        metric_ci("balanced_accuracy", y, pred, None, n_bootstrap, seed)
+    block["balanced_accuracy_ci95"] = list(
+        metric_ci("balanced_accuracy", y, pred, None, s.n_bootstrap, s.seed)
     )
-    test_metrics["selective"] = _selective_block(y, pred, test_conf, coverages, target_risk)
-    for s, values in test_conf.items():
+    block["selective"] = _selective_block(y, pred, run.test_conf, s.coverages, s.target_risk)
+    for name, values in run.test_conf.items():
         for metric in ("aurc", "augrc"):
-            test_metrics["selective"][s][f"{metric}_ci95"] = list(
-                metric_ci(metric, y, pred, values, n_bootstrap, seed)
+            block["selective"][name][f"{metric}_ci95"] = list(
+                metric_ci(metric, y, pred, values, s.n_bootstrap, s.seed)
             )
-    prior_y = val_p.y[val_p.labelled] if val_p is not None else y
-    test_metrics["baselines"] = baselines(y, prior_y, "val" if val_p is not None else "test")
-    result: dict = {"test": test_metrics}
+    prior_y = run.val.y[run.val.labelled] if run.val is not None else y
+    block["baselines"] = baselines(y, prior_y, "val" if run.val is not None else "test")
+    return block
 
-    # ---- validation set and temperature scaling
-    if val_p is not None:
-        val_set = scored(val_p, "val", "val")
-        sets.append(val_set)
-        vm = val_p.labelled
-        vy, vpred = val_p.y[vm], val_p.pred[vm]
-        val_conf = {s: v[vm] for s, v in val_set.conf.items()}
-        result["val"] = {
+
+def _val_blocks(run: _Run) -> dict:
+    """The validation set's headline numbers, and temperature scaling on val and test."""
+    assert run.val is not None
+    val_set = run.scored(run.val, "val", "val")
+    vm, tm = run.val.labelled, run.test.labelled
+    vy, vpred = run.val.y[vm], run.val.pred[vm]
+    val_conf = {name: v[vm] for name, v in val_set.conf.items()}
+    t = run.temperature
+    return {
+        "val": {
             "n": int(vm.sum()),
             "accuracy": M.accuracy(vy, vpred),
             "balanced_accuracy": M.balanced_accuracy(vy, vpred),
-            "selective": {s: {"aurc": aurc(v, vy != vpred)} for s, v in val_conf.items()},
-        }
-        result["calibration"] = {
-            "temperature": temperature,
+            "selective": {name: {"aurc": aurc(v, vy != vpred)} for name, v in val_conf.items()},
+        },
+        "calibration": {
+            "temperature": t,
             "fitted_on": "val",
-            "val": calibration_summary(val_p.logits[vm], vy, temperature, val_p.probs[vm]),
-            "test": calibration_summary(test_p.logits[tm], y, temperature, probs),
-        }
+            "val": calibration_summary(run.val.logits[vm], vy, t, run.val.probs[vm]),
+            "test": calibration_summary(run.test.logits[tm], run.test.y[tm], t, run.test.probs[tm]),
+        },
+    }
 
-    # ---- choice of the selective score and SGR
-    fit_p = calib_p if calib_p is not None else val_p
-    selective = None
+
+def _selective_step(
+    run: _Run, result: dict, selective_score: str, s: _Settings, step: Callable[[str], None]
+) -> Selective | None:
+    """Choose the selective score and fit its SGR threshold (result["sgr"]), if a validation
+    or calibration file allows; None (and a note) otherwise."""
     if selective_score != "auto" and selective_score not in LOGIT_SCORES:
         raise ConfigError(
             f"selective score {selective_score!r} cannot be computed from logits by predict;"
             f" use one of {', '.join(LOGIT_SCORES)} or auto."
         )
-    if selective_score == "msp_ts" and temperature is None:
+    if selective_score == "msp_ts" and run.temperature is None:
         raise ConfigError("selective score msp_ts needs --val to fit the temperature.")
-    if fit_p is not None:
-        step("selection with guaranteed risk")
-        auto = selective_score == "auto" and val_p is not None
-        if selective_score == "auto":
-            if val_p is not None:
-                candidates = [s for s in LOGIT_SCORES if s != "msp_ts" or temperature]
-                val_aurc = {
-                    s: aurc(_score_values(val_p, s, temperature)[vm], vy != vpred)
-                    for s in candidates
-                }
-                chosen = min(val_aurc, key=lambda s: val_aurc[s])
-            else:
-                chosen = "msp"
-        else:
-            chosen = selective_score
-        fitted_on = "calib" if calib_p is not None else "val"
-        fit_conf = _score_values(fit_p, chosen, temperature)
-        fit = _fit_sgr(fit_p, fit_conf, target_risk, delta)
-        also = [w for w, used in (("temperature", chosen == "msp_ts"), ("score", auto)) if used]
-        sgr_note = (
-            VAL_SELECTION_NOTE.format(f" (and the {' and the '.join(also)})" if also else "")
-            if fitted_on == "val"
-            else ""
-        )
-        if sgr_note:
-            notes.append(sgr_note)
-        if not fit.solution_exists:
-            notes.append(
-                f"SGR found no threshold whose risk bound is below {target_risk:g} on "
-                f"{fitted_on} ({fit.n} images): the stored classifier abstains on everything; "
-                "raise --target-risk or use a larger calibration set."
-            )
-        selective = Selective(
-            score=chosen,
-            temperature=float(temperature) if temperature is not None else None,
-            threshold=fit.threshold,
-            target_risk=float(target_risk),
-            delta=float(delta),
-            solution_exists=fit.solution_exists,
-            fitted_on=fitted_on,
-            n_calib=fit.n,
-            calib_coverage=fit.coverage,
-            calib_risk=fit.risk,
-            bound=fit.bound,
-            note=sgr_note,
-        )
-        test_residuals = (pred != y).astype(float)
-        on_test = apply_threshold(
-            _score_values(test_p, chosen, temperature)[tm],
-            test_residuals,
-            fit.threshold,
-            target_risk,
-        )
-        result["sgr"] = {
-            "score": chosen,
-            "temperature": selective.temperature,
-            "target_risk": float(target_risk),
-            "delta": float(delta),
-            "fitted_on": fitted_on,
-            "solution_exists": fit.solution_exists,
-            "threshold": fit.threshold,
-            "steps": fit.steps,
-            fitted_on: {
-                "n": fit.n,
-                "n_accepted": fit.n_accepted,
-                "coverage": fit.coverage,
-                "risk": fit.risk,
-                "bound": fit.bound,
-            },
-            "test": _outcome(on_test),
-            "note": sgr_note,
-        }
-        if test_p.semantic_ood.any():
-            conf_all = _score_values(test_p, chosen, temperature)
-            result["sgr"]["test_semantic_ood"] = semantic_ood_at_threshold(
-                conf_all[tm], test_residuals, conf_all[test_p.semantic_ood], fit.threshold
-            )
-    else:
-        notes.append(
+    if run.fit_p is None:
+        run.notes.append(
             "No --val or --calib file: no temperature scaling, no SGR threshold and no "
             "selective.json (they need fitting on held-out predictions)."
         )
+        return None
+    step("selection with guaranteed risk")
+    chosen = _chosen_score(run, selective_score)
+    auto = selective_score == "auto" and run.val is not None
+    fit = _fit_sgr(run.fit_p, run.score(run.fit_p, chosen), s.target_risk, s.delta)
+    selective = _stored_selective(run, chosen, auto, fit, s)
+    result["sgr"] = _sgr_block(run, selective, fit, s)
+    return selective
 
-    # ---- out-of-distribution sets
-    used: set[str] = set()
-    if ood_ps:
+
+def _chosen_score(run: _Run, selective_score: str) -> str:
+    """The given score, or ("auto") the logit score with the lowest validation AURC."""
+    if selective_score != "auto":
+        return selective_score
+    if run.val is None:
+        return "msp"
+    vm = run.val.labelled
+    wrong = run.val.y[vm] != run.val.pred[vm]
+    candidates = [name for name in LOGIT_SCORES if name != "msp_ts" or run.temperature]
+    val_aurc = {name: aurc(run.score(run.val, name)[vm], wrong) for name in candidates}
+    return min(val_aurc, key=lambda name: val_aurc[name])
+
+
+def _stored_selective(
+    run: _Run, chosen: str, auto: bool, fit: SGRResult, s: _Settings
+) -> Selective:
+    """The selective classifier of selective.json, noting a weaker guarantee or no solution."""
+    also = [w for w, used in (("temperature", chosen == "msp_ts"), ("score", auto)) if used]
+    sgr_note = (
+        VAL_SELECTION_NOTE.format(f" (and the {' and the '.join(also)})" if also else "")
+        if run.fitted_on == "val"
+        else ""
+    )
+    if sgr_note:
+        run.notes.append(sgr_note)
+    if not fit.solution_exists:
+        run.notes.append(
+            f"SGR found no threshold whose risk bound is below {s.target_risk:g} on "
+            f"{run.fitted_on} ({fit.n} images): the stored classifier abstains on everything; "
+            "raise --target-risk or use a larger calibration set."
+        )
+    return Selective(
+        score=chosen,
+        temperature=float(run.temperature) if run.temperature is not None else None,
+        threshold=fit.threshold,
+        target_risk=s.target_risk,
+        delta=s.delta,
+        solution_exists=fit.solution_exists,
+        fitted_on=run.fitted_on,
+        n_calib=fit.n,
+        calib_coverage=fit.coverage,
+        calib_risk=fit.risk,
+        bound=fit.bound,
+        note=sgr_note,
+    )
+
+
+def _sgr_block(run: _Run, selective: Selective, fit: SGRResult, s: _Settings) -> dict:
+    """The SGR fit and the same threshold on the test set (and its semantic OOD rows)."""
+    tm = run.test.labelled
+    test_residuals = (run.test.pred[tm] != run.test.y[tm]).astype(float)
+    conf_all = run.score(run.test, selective.score)
+    on_test = apply_threshold(conf_all[tm], test_residuals, fit.threshold, s.target_risk)
+    block = {
+        "score": selective.score,
+        "temperature": selective.temperature,
+        "target_risk": s.target_risk,
+        "delta": s.delta,
+        "fitted_on": run.fitted_on,
+        "solution_exists": fit.solution_exists,
+        "threshold": fit.threshold,
+        "steps": fit.steps,
+        run.fitted_on: {
+            "n": fit.n,
+            "n_accepted": fit.n_accepted,
+            "coverage": fit.coverage,
+            "risk": fit.risk,
+            "bound": fit.bound,
+        },
+        "test": _outcome(on_test),
+        "note": selective.note,
+    }
+    if run.test.semantic_ood.any():
+        block["test_semantic_ood"] = semantic_ood_at_threshold(
+            conf_all[tm], test_residuals, conf_all[run.test.semantic_ood], fit.threshold
+        )
+    return block
+
+
+def _ood_blocks(
+    run: _Run,
+    result: dict,
+    selective: Selective | None,
+    s: _Settings,
+    step: Callable[[str], None],
+) -> None:
+    """Each out-of-distribution set: detection against the test set, metrics on its mapped
+    classes, and the stored threshold's coverage and risk on it (result["ood"])."""
+    if run.ood:
         result["ood"] = {}
-    for p in ood_ps:
-        name = _ood_name(p, used)
+    for p in run.ood:
+        name = _ood_name(p, run.set_names)
         step(f"out-of-distribution set {name}")
-        oset = scored(p, "ood", name)
-        sets.append(oset)
+        oset = run.scored(p, "ood", name)
         om, scc = p.labelled, p.semantic_ood
         entry: dict = {"n": p.n, "n_mapped": int(om.sum()), "n_semantic_ood": int(scc.sum())}
         entry["detection"] = {
-            s: ood_detection(test_conf[s], v) for s, v in oset.conf.items() if s in test_conf
+            k: ood_detection(run.test_conf[k], v)
+            for k, v in oset.conf.items()
+            if k in run.test_conf
         }
         if om.any():
-            oy, opred = p.y[om], p.pred[om]
-            mapped = classification_metrics(oy, p.probs[om])
-            mapped.pop("confusion_matrix")
-            mapped.pop("n")
-            entry.update(mapped)
-            entry["confusion_matrix"] = M.confusion_matrix(oy, opred).tolist()
-            entry["selective"] = _selective_block(
-                oy, opred, {s: v[om] for s, v in oset.conf.items()}, coverages, target_risk
-            )
+            entry.update(_mapped_block(p, oset.conf, s))
         if selective is not None:
-            conf_sel = _score_values(p, selective.score, temperature)
-            accepted = (
-                conf_sel >= selective.threshold
-                if selective.threshold is not None
-                else np.zeros(p.n, bool)
-            )
-            entry["coverage_at_threshold"] = float(accepted.mean())  # all rows, labelled or not
-            if om.any():
-                o_res = (p.pred[om] != p.y[om]).astype(float)
-                entry["sgr"] = _outcome(
-                    apply_threshold(conf_sel[om], o_res, selective.threshold, target_risk)
-                )
-            else:
-                o_res = np.zeros(0)
-            if scc.any():
-                entry["semantic_ood"] = semantic_ood_at_threshold(
-                    conf_sel[om], o_res, conf_sel[scc], selective.threshold
-                )
+            entry.update(_at_threshold(p, run.score(p, selective.score), selective, s))
         result["ood"][name] = entry
 
-    for p in ext_ps:
-        name = _ood_name(p, used)
-        step(f"external set {name}")
-        eset = scored(p, "external", name)
-        sets.append(eset)
-        result.setdefault("external", {})[name] = _external_block(
-            p, eset.conf, test_conf, n_bootstrap, seed
-        )
 
-    for es in (x for x in sets if x.kind == "external"):
+def _mapped_block(p: Predictions, conf: dict[str, np.ndarray], s: _Settings) -> dict:
+    """Classification and selective metrics of an OOD set's rows with a mapped class."""
+    om = p.labelled
+    oy, opred = p.y[om], p.pred[om]
+    mapped = classification_metrics(oy, p.probs[om])
+    mapped.pop("confusion_matrix")
+    mapped.pop("n")
+    mapped["confusion_matrix"] = M.confusion_matrix(oy, opred).tolist()
+    mapped["selective"] = _selective_block(
+        oy, opred, {k: v[om] for k, v in conf.items()}, s.coverages, s.target_risk
+    )
+    return mapped
+
+
+def _at_threshold(p: Predictions, conf_sel: np.ndarray, selective: Selective, s: _Settings) -> dict:
+    """Coverage of the stored threshold on all rows, its risk on the mapped rows and how it
+    treats the semantic OOD rows."""
+    om, scc = p.labelled, p.semantic_ood
+    accepted = (
+        conf_sel >= selective.threshold if selective.threshold is not None else np.zeros(p.n, bool)
+    )
+    entry: dict = {"coverage_at_threshold": float(accepted.mean())}  # labelled or not
+    if om.any():
+        o_res = (p.pred[om] != p.y[om]).astype(float)
+        entry["sgr"] = _outcome(
+            apply_threshold(conf_sel[om], o_res, selective.threshold, s.target_risk)
+        )
+    else:
+        o_res = np.zeros(0)
+    if scc.any():
+        entry["semantic_ood"] = semantic_ood_at_threshold(
+            conf_sel[om], o_res, conf_sel[scc], selective.threshold
+        )
+    return entry
+
+
+def _external_blocks(run: _Run, result: dict, s: _Settings, step: Callable[[str], None]) -> None:
+    """Each external set (result["external"]), then how well each score tells every OOD set
+    from it (result["ood"][...]["detection_vs_external"])."""
+    for p in run.external:
+        name = _ood_name(p, run.set_names)
+        step(f"external set {name}")
+        eset = run.scored(p, "external", name)
+        result.setdefault("external", {})[name] = _external_block(
+            p, eset.conf, run.test_conf, s.n_bootstrap, s.seed
+        )
+    for es in (x for x in run.sets if x.kind == "external"):
         em = es.preds.labelled
-        for os_ in (x for x in sets if x.kind == "ood"):
+        for os_ in (x for x in run.sets if x.kind == "ood"):
             result["ood"][os_.name].setdefault("detection_vs_external", {})[es.name] = {
-                s: ood_detection(es.conf[s][em], v) for s, v in os_.conf.items() if s in es.conf
+                k: ood_detection(es.conf[k][em], v) for k, v in os_.conf.items() if k in es.conf
             }
 
-    gated, decisions = None, {}
-    if (ood_gate or choose_gate) and fit_p is not None:
-        step("gated selective classifier")
-        gated, result["policy"], decisions = _gated_policy_block(
-            fit_p,
-            "calib" if calib_p is not None else "val",
-            selective,
-            temperature,
-            ood_gate,
-            choose_gate,
-            id_keep,
-            confidence_gate,
-            target_risk,
-            delta,
-            target_coverage,
-            gate_stats,
-            {
-                "test": test_p,
-                **_named(ext_ps, result.get("external", {})),
-                **_named(ood_ps, result.get("ood", {})),
-            },
-            n_bootstrap,
-            seed,
-        )
-    elif ood_gate or choose_gate:
-        raise ConfigError("--ood-gate and --choose-gate need --val or --calib to fit the gate on.")
 
-    if calib_p is not None:
-        sets.append(scored(calib_p, "calib", "calib"))
-    result["scores"] = list(score_names)
-    result["settings"] = {
-        "target_risk": float(target_risk),
-        "delta": float(delta),
-        "coverages": list(coverages),
-        "n_bootstrap": n_bootstrap,
-        "seed": seed,
+def _settings_block(
+    s: _Settings,
+    test: str | Path,
+    val: str | Path | None,
+    calib: str | Path | None,
+    ood: Sequence[str | Path],
+    external: Sequence[str | Path],
+) -> dict:
+    return {
+        "target_risk": s.target_risk,
+        "delta": s.delta,
+        "coverages": list(s.coverages),
+        "n_bootstrap": s.n_bootstrap,
+        "seed": s.seed,
         "files": {
             "test": str(test),
             "val": str(val) if val else None,
@@ -526,10 +579,19 @@ def evaluate_predictions(
             "external": [str(e) for e in external],
         },
     }
-    result["notes"] = list(dict.fromkeys(notes))
-    metrics = _jsonable(result)
 
-    step("writing the report")
+
+def _write_outputs(
+    out_dir: Path,
+    metrics: dict,
+    run: _Run,
+    selective: Selective | None,
+    gated: Selective | None,
+    decisions: dict,
+    gate_stats: str | Path | None,
+) -> EvaluationResult:
+    """metrics.json, selective.json (the gated classifier if any), the gate's files and
+    report.html."""
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.json"
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
@@ -540,8 +602,8 @@ def evaluate_predictions(
     report_path = write_report(
         out_dir / "report.html",
         metrics,
-        sets,
-        temperature=temperature,
+        run.sets,
+        temperature=run.temperature,
         selective=selective,
         gated=gated,
     )
@@ -574,43 +636,67 @@ def _external_block(
     return entry
 
 
-def _gated_policy_block(
-    fit_p: Predictions,
-    fitted_on: str,
-    single: Selective | None,
-    temperature: float | None,
-    ood_gate: str | None,
-    choose: bool,
-    id_keep: float,
-    confidence_gate: str,
-    target_risk: float,
-    delta: float,
-    target_coverage: float | None,
-    gate_stats: str | Path | None,
-    named_sets: dict[str, Predictions],
-    n_bootstrap: int,
-    seed: int,
-) -> tuple[Selective, dict, dict[str, tuple]]:
-    """Fit the gated classifier on `fit_p`, then measure it and the single-score classifier
-    on every set. Returns the classifier, its metrics block and the per-set decisions."""
+def _policy_step(
+    run: _Run,
+    result: dict,
+    selective: Selective | None,
+    gates: _GateOptions,
+    s: _Settings,
+    step: Callable[[str], None],
+) -> tuple[Selective | None, dict]:
+    """The gated selective classifier when asked for (result["policy"]), and its decisions."""
+    if not (gates.ood_gate or gates.choose):
+        return None, {}
+    if run.fit_p is None:
+        raise ConfigError("--ood-gate and --choose-gate need --val or --calib to fit the gate on.")
+    step("gated selective classifier")
+    named_sets = {
+        "test": run.test,
+        **_named(run.external, result.get("external", {})),
+        **_named(run.ood, result.get("ood", {})),
+    }
+    gated = _fit_gated(run, selective, gates, s)
+    block: dict = {
+        "fitted_on": run.fitted_on,
+        "id_keep": gates.id_keep,
+        "confidence_gate": gates.confidence_gate,
+    }
+    block.update(gated.choice)
+    block["gate"] = gated.selective.ood_gate
+    block["threshold"] = gated.selective.threshold
+    block["sets"], decisions = _policy_sets(gated.selective, selective, named_sets, run, s)
+    result["policy"] = block
+    return gated.selective, decisions
+
+
+@dataclass(frozen=True)
+class _Gated:
+    selective: Selective
+    choice: dict  # "choice" and "choice_criterion" with --choose-gate
+
+
+def _fit_gated(run: _Run, single: Selective | None, gates: _GateOptions, s: _Settings) -> _Gated:
+    """Fit the gated classifier on the calibration (or validation) file: the OOD gate given
+    or chosen without OOD labels, then the confidence gate on the images it keeps."""
     from skinclf.contracts.selective import combination_parts
     from skinclf.evaluate import shift
     from skinclf.evaluate.feature_scores import FEATURE_SCORES
 
-    parse_fractions([id_keep], "--id-keep")
-    if confidence_gate not in ("sgr", "coverage", "off"):
-        raise ConfigError(f"--confidence-gate {confidence_gate!r}: use sgr, coverage or off.")
+    fit_p = run.fit_p
+    assert fit_p is not None
+    parse_fractions([gates.id_keep], "--id-keep")
+    if gates.confidence_gate not in ("sgr", "coverage", "off"):
+        raise ConfigError(f"--confidence-gate {gates.confidence_gate!r}: use sgr, coverage or off.")
     score = single.score if single is not None else "msp"
-    block: dict = {"fitted_on": fitted_on, "id_keep": id_keep, "confidence_gate": confidence_gate}
-    chosen_by = "given (--ood-gate)"
-    if choose:
+    ood_gate, chosen_by, choice = gates.ood_gate, "given (--ood-gate)", {}
+    if gates.choose:
         candidates = shift.gate_candidates(fit_p, score)
-        ood_gate, block["choice"] = shift.choose_gate(fit_p, candidates, id_keep, temperature)
+        ood_gate, table = shift.choose_gate(fit_p, candidates, gates.id_keep, run.temperature)
         chosen_by = f"--choose-gate: {shift.CHOOSE_GATE_CRITERION}"
-        block["choice_criterion"] = shift.CHOOSE_GATE_CRITERION
+        choice = {"choice": table, "choice_criterion": shift.CHOOSE_GATE_CRITERION}
     assert ood_gate is not None
     needs_stats = any(c in FEATURE_SCORES for c in combination_parts(ood_gate))
-    if needs_stats and gate_stats is None:
+    if needs_stats and gates.gate_stats is None:
         raise ConfigError(
             f"The OOD gate {ood_gate!r} uses feature scores: give --gate-stats RUN/"
             "feature_stats.npz (written by `skinclf predict --scores ...`), so that predict "
@@ -618,34 +704,46 @@ def _gated_policy_block(
         )
     gated = shift.fit_gated_policy(
         fit_p,
-        fitted_on,
+        run.fitted_on,
         score,
-        temperature,
+        run.temperature,
         ood_gate,
-        id_keep,
-        confidence_gate,
-        target_risk,
-        delta,
-        target_coverage,
+        gates.id_keep,
+        gates.confidence_gate,
+        s.target_risk,
+        s.delta,
+        gates.target_coverage,
         "selective_stats.npz" if needs_stats else None,
         chosen_by,
     )
-    block["gate"] = gated.ood_gate
-    block["threshold"] = gated.threshold
-    block["sets"], decisions = {}, {}
+    return _Gated(gated, choice)
+
+
+def _policy_sets(
+    gated: Selective,
+    single: Selective | None,
+    named_sets: dict[str, Predictions],
+    run: _Run,
+    s: _Settings,
+) -> tuple[dict, dict[str, tuple]]:
+    """The gated and the single-score classifier measured on every set, and the gated one's
+    decisions per set (image ids, abstain, reason)."""
+    from skinclf.evaluate import shift
+
+    sets, decisions = {}, {}
     for name, p in named_sets.items():
-        mine, abstain, reason = shift.outcome(gated, p, n_bootstrap, seed)
+        mine, abstain, reason = shift.outcome(gated, p, s.n_bootstrap, s.seed)
         entry = {"gated": mine}
         if single is not None:
-            entry["single_score"] = shift.outcome(single, p, n_bootstrap, seed)[0]
+            entry["single_score"] = shift.outcome(single, p, s.n_bootstrap, s.seed)[0]
         if p.labelled.any():
-            msp = shift.score_values(p, "msp", temperature)
+            msp = score_values(p, "msp", run.temperature)
             entry["vs_msp_same_coverage"] = shift.same_coverage_comparison(
-                p, ~abstain, msp, n_bootstrap, seed
+                p, ~abstain, msp, s.n_bootstrap, s.seed
             )
-        block["sets"][name] = entry
+        sets[name] = entry
         decisions[name] = (p.image_ids, abstain, reason)
-    return gated, block, decisions
+    return sets, decisions
 
 
 def _write_gate_files(

@@ -11,7 +11,7 @@ from dataclasses import asdict
 import numpy as np
 
 from skinclf.contracts.predictions import Predictions
-from skinclf.contracts.scores import compute_score
+from skinclf.contracts.scores import compute_score, score_values
 from skinclf.contracts.selective import Selective, apply_policy, combination_parts
 from skinclf.errors import ConfigError
 from skinclf.evaluate.bootstrap import bootstrap_ci, paired_bootstrap
@@ -26,16 +26,6 @@ CHOOSE_GATE_CRITERION = (
     "(the gate that, for the same in-distribution cost, turns away the most misclassified "
     "in-distribution images); no OOD label or image is used"
 )
-
-
-def score_values(p: Predictions, name: str, temperature: float | None) -> np.ndarray | None:
-    """A score per row: its conf_ column, else computed from the logits; None if neither."""
-    if name in p.conf:
-        return p.conf[name]
-    try:
-        return compute_score(name, p.logits, temperature)
-    except (KeyError, ValueError):
-        return None
 
 
 def component_values(
