@@ -184,3 +184,18 @@ def test_no_samples_give_nan() -> None:
         assert math.isnan(_old_nll(probs, empty)) and math.isnan(_old_brier(probs, empty))
     assert math.isnan(M.nll(probs, empty))
     assert math.isnan(M.brier(probs, empty))
+
+
+def test_fpr_at_tpr_ties_and_edges_by_hand() -> None:
+    conf_id, conf_ood = np.array([1.0, 2.0, 2.0, 3.0]), np.array([2.0, 0.0])
+    # keep >= 2 of 4 ID: threshold 2 (both 2s kept, TPR 3/4) accepts the OOD 2.0
+    assert fpr_at_tpr(conf_id, conf_ood, 0.5) == 0.5
+    # one ID sample is always kept: threshold 3 accepts no OOD sample
+    assert fpr_at_tpr(conf_id, conf_ood, 0.25) == 0.0
+    assert fpr_at_tpr(conf_id, conf_ood, 0.0) == 0.0
+    assert fpr_at_tpr(conf_id, conf_ood, 1.0) == 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no OOD samples: FPR undefined
+        assert math.isnan(fpr_at_tpr(conf_id, np.array([])))
+    with pytest.raises(ValueError, match="in-distribution"):
+        fpr_at_tpr(np.array([]), conf_ood)

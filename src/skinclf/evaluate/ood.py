@@ -1,26 +1,30 @@
 """Out-of-distribution metrics: detection of shifted images, and semantic OOD (e.g. SCC).
 
 Detection treats in-distribution test images as the positive class: a good confidence score
-is higher on them than on out-of-distribution images.
+is higher on them than on out-of-distribution images. Detection metrics are read off
+scikit-learn's ROC; the semantic-OOD counts at a threshold are own code (no library has them).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
 
 
 def fpr_at_tpr(conf_id: np.ndarray, conf_ood: np.ndarray, tpr: float = 0.95) -> float:
     """Share of OOD samples accepted at the highest threshold that keeps >= `tpr` of ID samples.
 
     Accept conf >= threshold; ties are accepted together, so the achieved TPR may exceed `tpr`.
+    At least one ID sample is kept. Read off sklearn `roc_curve` with every threshold kept.
     """
-    c_id = np.sort(np.asarray(conf_id, dtype=np.float64))[::-1]
-    k = max(1, math.ceil(tpr * len(c_id) - 1e-9))
-    threshold = c_id[k - 1]
-    return float(np.mean(np.asarray(conf_ood, dtype=np.float64) >= threshold))
+    n_id = len(conf_id)
+    if n_id == 0:
+        raise ValueError("fpr_at_tpr needs at least one in-distribution sample")
+    labels = np.r_[np.ones(n_id), np.zeros(len(conf_ood))]
+    scores = np.r_[np.asarray(conf_id, dtype=np.float64), np.asarray(conf_ood, dtype=np.float64)]
+    fpr, tpr_curve, _ = roc_curve(labels, scores, drop_intermediate=False)
+    kept = np.rint(tpr_curve * n_id)  # ID samples accepted at each threshold, highest first
+    return float(fpr[np.argmax(kept >= max(1.0, tpr * n_id - 1e-9))])
 
 
 def detection_auroc(conf_id: np.ndarray, conf_ood: np.ndarray) -> float:
