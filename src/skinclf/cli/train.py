@@ -3,59 +3,96 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 console = Console(soft_wrap=True)
 
-
-def train(
-    data: Path | None = typer.Option(
-        None,
+# The options of `skinclf train` (defaults in the signature of `train`).
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
         "--data",
         help="Dataset folder (any format `data check` knows). Required unless --print-config.",
     ),
-    out: Path | None = typer.Option(
-        None,
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(
         "--out",
         help="Run folder to create, e.g. runs/lite0-default. Required unless --print-config.",
     ),
-    preset: str | None = typer.Option(
-        None, help="Recipe: default (if not given), paper or sample; --resume: the run's own."
-    ),
-    backbone: str | None = typer.Option(
-        None, help="Backbone name (see `skinclf models list`); shortcut for model.backbone=..."
-    ),
-    weights: Path | None = typer.Option(
-        None, help="Local backbone checkpoint instead of downloading (model.weights=...)."
-    ),
-    split: Path | None = typer.Option(
-        None, help="Split file (image_id,split) from `skinclf data split`; default: a new one."
-    ),
-    config: Path | None = typer.Option(None, help="YAML file of settings on top of the preset."),
-    cache_dir: Path | None = typer.Option(
-        None, help="Where decoded images and features are cached (default ~/.cache/skinclf)."
-    ),
-    resume: bool = typer.Option(
-        False,
+]
+PresetOpt = Annotated[
+    str | None,
+    typer.Option(help="Recipe: default (if not given), paper or sample; --resume: the run's own."),
+]
+BackboneOpt = Annotated[
+    str | None,
+    typer.Option(help="Backbone name (see `skinclf models list`); shortcut for model.backbone=..."),
+]
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option(help="Local backbone checkpoint instead of downloading (model.weights=...)."),
+]
+SplitOpt = Annotated[
+    Path | None,
+    typer.Option(help="Split file (image_id,split) from `skinclf data split`; default: a new one."),
+]
+ConfigOpt = Annotated[Path | None, typer.Option(help="YAML file of settings on top of the preset.")]
+CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="Where decoded images and features are cached (default ~/.cache/skinclf)."),
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
         help="Continue an interrupted run from its last epoch, with the settings of its "
-        "config.yaml (only --threads, --num-workers, --logger may change).",
+        "config.yaml (only --threads, --num-workers, --logger may change)."
     ),
-    accelerator: str | None = typer.Option(None, help="cpu, gpu, auto (trainer.accelerator)."),
-    devices: str | None = typer.Option(None, help="Number of devices or 'auto'."),
-    strategy: str | None = typer.Option(None, help="auto, ddp, ddp_spawn, ... (Lightning)."),
-    num_nodes: int | None = typer.Option(None, help="Nodes for multi-node DDP."),
-    threads: int | None = typer.Option(None, help="torch CPU threads (default: all cores)."),
-    num_workers: int | None = typer.Option(None, help="DataLoader workers (default 0)."),
-    logger: str | None = typer.Option(None, help="csv (always), plus tensorboard or wandb."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
-    print_config: bool = typer.Option(
-        False, "--print-config", help="Print the resolved settings as YAML and exit; no training."
+]
+AcceleratorOpt = Annotated[str | None, typer.Option(help="cpu, gpu, auto (trainer.accelerator).")]
+DevicesOpt = Annotated[str | None, typer.Option(help="Number of devices or 'auto'.")]
+StrategyOpt = Annotated[str | None, typer.Option(help="auto, ddp, ddp_spawn, ... (Lightning).")]
+NumNodesOpt = Annotated[int | None, typer.Option(help="Nodes for multi-node DDP.")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="torch CPU threads (default: all cores).")]
+NumWorkersOpt = Annotated[int | None, typer.Option(help="DataLoader workers (default 0).")]
+LoggerOpt = Annotated[str | None, typer.Option(help="csv (always), plus tensorboard or wandb.")]
+ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
+PrintConfigOpt = Annotated[
+    bool,
+    typer.Option(
+        "--print-config", help="Print the resolved settings as YAML and exit; no training."
     ),
-    overrides: list[str] | None = typer.Argument(
-        None, help="Settings as dotted key=value, e.g. train.epochs=12 loss.name=focal."
-    ),
+]
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Settings as dotted key=value, e.g. train.epochs=12 loss.name=focal."),
+]
+
+
+def train(
+    data: DataOpt = None,
+    out: OutOpt = None,
+    preset: PresetOpt = None,
+    backbone: BackboneOpt = None,
+    weights: WeightsOpt = None,
+    split: SplitOpt = None,
+    config: ConfigOpt = None,
+    cache_dir: CacheDirOpt = None,
+    resume: ResumeOpt = False,
+    accelerator: AcceleratorOpt = None,
+    devices: DevicesOpt = None,
+    strategy: StrategyOpt = None,
+    num_nodes: NumNodesOpt = None,
+    threads: ThreadsOpt = None,
+    num_workers: NumWorkersOpt = None,
+    logger: LoggerOpt = None,
+    progress: ProgressOpt = True,
+    print_config: PrintConfigOpt = False,
+    overrides: OverridesArg = None,
 ) -> None:
     """Train a classifier: head on frozen features, then fine-tuning (see the preset).
 
@@ -91,12 +128,11 @@ def train(
     if print_config:
         typer.echo(config_yaml(cfg), nl=False)
         raise typer.Exit()
-    for name, value, what in (("--data", data, "dataset"), ("--out", out, "run folder")):
-        if value is None:
-            raise ConfigError(
-                f"Missing option {name}: give the {what} (only --print-config works without it)."
-            )
-    assert data is not None and out is not None
+    if data is None or out is None:
+        name, what = ("--data", "dataset") if data is None else ("--out", "run folder")
+        raise ConfigError(
+            f"Missing option {name}: give the {what} (only --print-config works without it)."
+        )
 
     from skinclf.train.run import fit
 
