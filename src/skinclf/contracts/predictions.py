@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.special import softmax as scipy_softmax
 
 from skinclf.atomic import atomic_path
 from skinclf.classes import CLASS_TO_INDEX, CLASSES
@@ -76,11 +77,8 @@ class Predictions:
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of `logits / temperature`, numerically stable."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    """Row-wise softmax of `logits / temperature` (scipy `softmax`, max-shifted, stable)."""
+    return scipy_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=-1)
 
 
 def _labels_to_strings(labels: Sequence[str | None] | np.ndarray, n: int) -> list[str]:
@@ -206,25 +204,17 @@ def _read_frame(path: Path) -> pd.DataFrame:
     return frame
 
 
-def read_predictions(path: str | Path, require_labels: bool = True) -> Predictions:
-    """Read and validate a predictions file; raise DataError naming file, line and value.
-
-    A file may carry only `logit_*` or only `prob_*` columns (predictions from another
-    model): the missing set is derived (probabilities = softmax, logits = log probabilities).
-    With `require_labels=False`, empty labels are allowed on any row (unlabelled images).
-    """
-    path = Path(path)
-    frame = _read_frame(path)
+def _check_columns(frame: pd.DataFrame, path: Path) -> tuple[bool, bool]:
+    """Raise on missing columns or no rows; return whether all logits / all probs are there."""
     missing = [c for c in BASE_COLUMNS if c not in frame.columns]
     has_logits = [c in frame.columns for c in LOGIT_COLUMNS]
     has_probs = [c in frame.columns for c in PROB_COLUMNS]
     if not any(has_logits) and not any(has_probs):
         missing += list(LOGIT_COLUMNS) + list(PROB_COLUMNS)
     else:
-        if any(has_logits) and not all(has_logits):
-            missing += [c for c, h in zip(LOGIT_COLUMNS, has_logits, strict=True) if not h]
-        if any(has_probs) and not all(has_probs):
-            missing += [c for c, h in zip(PROB_COLUMNS, has_probs, strict=True) if not h]
+        for names, has in ((LOGIT_COLUMNS, has_logits), (PROB_COLUMNS, has_probs)):
+            if any(has) and not all(has):
+                missing += [c for c, h in zip(names, has, strict=True) if not h]
     if missing:
         raise DataError(
             f"{path}: missing column(s) {', '.join(missing)}; a predictions file needs "
@@ -233,13 +223,26 @@ def read_predictions(path: str | Path, require_labels: bool = True) -> Predictio
         )
     if len(frame) == 0:
         raise DataError(f"{path}: the predictions file has a header but no rows.")
+    return all(has_logits), all(has_probs)
 
+
+def _image_ids(frame: pd.DataFrame, path: Path) -> np.ndarray:
     image_ids = frame["image_id"].astype(str).to_numpy(dtype=object)
     duplicated = pd.Series(image_ids).duplicated()
     if duplicated.any():
         i = int(np.flatnonzero(duplicated.to_numpy())[0])
         raise DataError(f"{path}: {_row(i)}: image_id {image_ids[i]!r} appears more than once.")
-    semantic_ood = _parse_bool(frame["semantic_ood"], "semantic_ood", path)
+    return image_ids
+
+
+def _class_indices(
+    frame: pd.DataFrame,
+    image_ids: np.ndarray,
+    semantic_ood: np.ndarray,
+    require_labels: bool,
+    path: Path,
+) -> np.ndarray:
+    """Class index per row, -1 where the label is empty."""
     labels = frame["label"].astype(str).str.strip().str.lower().to_numpy()
     y = np.full(len(frame), -1, dtype=np.int64)
     for i, label in enumerate(labels):
@@ -256,39 +259,67 @@ def read_predictions(path: str | Path, require_labels: bool = True) -> Predictio
                 f"{', '.join(CLASSES)} (leave it empty for semantic_ood rows)."
             )
         y[i] = CLASS_TO_INDEX[label]
+    return y
 
-    probs = logits = None
-    if all(has_probs):
-        probs = _float_block(frame, PROB_COLUMNS, path)
-        if ((probs < 0) | (probs > 1)).any():
-            i, j = (int(k[0]) for k in np.nonzero((probs < 0) | (probs > 1)))
-            raise DataError(
-                f"{path}: {_row(i)}: {PROB_COLUMNS[j]} = {probs[i, j]:g} is not a probability "
-                "in [0, 1]."
-            )
-        sums = probs.sum(axis=1)
-        bad = np.abs(sums - 1.0) > PROB_SUM_TOLERANCE
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise DataError(
-                f"{path}: {_row(i)}: the prob_<class> columns sum to {sums[i]:.6g}, not 1 "
-                f"(tolerance {PROB_SUM_TOLERANCE:g}); write softmax probabilities."
-            )
-    if all(has_logits):
-        logits = _float_block(frame, LOGIT_COLUMNS, path)
+
+def _probabilities(frame: pd.DataFrame, path: Path) -> np.ndarray:
+    """The prob_<class> block, each in [0, 1] and each row summing to 1 within tolerance."""
+    probs = _float_block(frame, PROB_COLUMNS, path)
+    if ((probs < 0) | (probs > 1)).any():
+        i, j = (int(k[0]) for k in np.nonzero((probs < 0) | (probs > 1)))
+        raise DataError(
+            f"{path}: {_row(i)}: {PROB_COLUMNS[j]} = {probs[i, j]:g} is not a probability "
+            "in [0, 1]."
+        )
+    sums = probs.sum(axis=1)
+    bad = np.abs(sums - 1.0) > PROB_SUM_TOLERANCE
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}: {_row(i)}: the prob_<class> columns sum to {sums[i]:.6g}, not 1 "
+            f"(tolerance {PROB_SUM_TOLERANCE:g}); write softmax probabilities."
+        )
+    return probs
+
+
+def _logits_and_probs(
+    frame: pd.DataFrame, has_logits: bool, has_probs: bool, path: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both blocks; a missing one is derived (softmax, or log probabilities)."""
+    probs = _probabilities(frame, path) if has_probs else None
+    logits = _float_block(frame, LOGIT_COLUMNS, path) if has_logits else None
     if probs is None:
         probs = softmax(logits)
     if logits is None:
         logits = np.log(np.clip(probs, 1e-12, None))
+    return logits, probs
 
+
+def _conf(frame: pd.DataFrame, path: Path) -> dict[str, np.ndarray]:
     conf_columns = [c for c in frame.columns if c.startswith("conf_") and len(c) > 5]
     conf_block = _float_block(frame, conf_columns, path) if conf_columns else None
-    conf = {c[5:]: conf_block[:, j] for j, c in enumerate(conf_columns)}
+    return {c[5:]: conf_block[:, j] for j, c in enumerate(conf_columns)}
+
+
+def read_predictions(path: str | Path, require_labels: bool = True) -> Predictions:
+    """Read and validate a predictions file; raise DataError naming file, line and value.
+
+    A file may carry only `logit_*` or only `prob_*` columns (predictions from another
+    model): the missing set is derived (probabilities = softmax, logits = log probabilities).
+    With `require_labels=False`, empty labels are allowed on any row (unlabelled images).
+    """
+    path = Path(path)
+    frame = _read_frame(path)
+    has_logits, has_probs = _check_columns(frame, path)
+    image_ids = _image_ids(frame, path)
+    semantic_ood = _parse_bool(frame["semantic_ood"], "semantic_ood", path)
+    y = _class_indices(frame, image_ids, semantic_ood, require_labels, path)
+    logits, probs = _logits_and_probs(frame, has_logits, has_probs, path)
+    conf = _conf(frame, path)
     abstain = _parse_bool(frame["abstain"], "abstain", path) if "abstain" in frame else None
-    dataset = frame["dataset"].astype(str).to_numpy(dtype=object)
     return Predictions(
         image_ids=image_ids,
-        dataset=dataset,
+        dataset=frame["dataset"].astype(str).to_numpy(dtype=object),
         y=y,
         semantic_ood=semantic_ood,
         logits=logits,
