@@ -1,4 +1,8 @@
-"""Temperature scaling (Guo et al., ICML 2017) and reliability-diagram data."""
+"""Temperature scaling (Guo et al., ICML 2017) and reliability-diagram data.
+
+Own code: scikit-learn's calibrators (sigmoid, isotonic) do not include temperature scaling,
+which is a one-parameter NLL fit here with scipy's bounded Brent search.
+"""
 
 from __future__ import annotations
 
@@ -52,7 +56,7 @@ class ReliabilityDiagram:
 def reliability_diagram(
     probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15
 ) -> ReliabilityDiagram:
-    """Reliability-diagram data and ECE of the arg-max prediction."""
+    """Reliability-diagram data and ECE of the arg-max prediction (the bins of `ece`)."""
     probs = np.asarray(probs, dtype=np.float64)
     correct = probs.argmax(axis=1) == np.asarray(y_true)
     edges, conf, acc, count = calibration_bins(probs.max(axis=1), correct, n_bins)

@@ -14,6 +14,8 @@ Selective Classification Systems", NeurIPS 2024):
   "linear" interpolation). Values are on the [0, 1] scale (FD-Shifts displays them x1000).
 
 Residuals are 0/1 errors here (any values in [0, 1] work).
+Own code: no library dependency has risk-coverage curves, AURC/AUGRC or their balanced
+variants; the areas use scipy `trapezoid` and the failure AUROC sklearn `roc_auc_score`.
 """
 
 from __future__ import annotations
