@@ -252,14 +252,8 @@ class SkinClassifier(_Classifier):
                 pct_start=max(0.05, min(0.5, t.warmup_epochs / max(t.epochs, 1))),
             )
         else:
+            from skinclf.train.schedules import warmup_cosine
+
             steps_per_epoch = total / max(t.epochs, 1)
-            warmup = int(t.warmup_epochs * steps_per_epoch)
-
-            def cosine(step: int) -> float:
-                if step < warmup:
-                    return (step + 1) / (warmup + 1)
-                progress = (step - warmup) / max(1, total - warmup)
-                return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
+            sched = warmup_cosine(opt, total, warmup=int(t.warmup_epochs * steps_per_epoch))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
