@@ -178,10 +178,10 @@ def test_training_on_cached_activations(learnable_sample: Path, train_cache: Pat
     start = create_backbone(cfg.model.backbone)[0].state_dict()
     state = torch.load(run / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
     for name in ("conv_stem.weight", "blocks.4.0.conv_pw.weight", "bn1.running_mean"):
-        assert torch.equal(state[f"backbone.{name}"], start[name]), name
-    assert not torch.equal(state["backbone.conv_head.weight"], start["conv_head.weight"])
+        assert torch.equal(state[f"classifier.backbone.{name}"], start[name]), name
+    assert not torch.equal(state["classifier.backbone.conv_head.weight"], start["conv_head.weight"])
     assert not torch.equal(
-        state["backbone.blocks.6.0.conv_pw.weight"], start["blocks.6.0.conv_pw.weight"]
+        state["classifier.backbone.blocks.6.0.conv_pw.weight"], start["blocks.6.0.conv_pw.weight"]
     )
 
 

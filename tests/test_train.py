@@ -238,6 +238,6 @@ def test_ema_weights_are_validated_and_saved(ham_sample: Path, tmp_path: Path) -
     ckpt = torch.load(tmp_path / "ema/checkpoints/last.ckpt", weights_only=False)
     average, current = ckpt["state_dict"], ckpt["current_model_state"]
     assert average.keys() == current.keys()
-    name = "head.1.weight"
+    name = "classifier.head.1.weight"
     assert not torch.equal(average[name], current[name])  # the average is not the last step
     assert (tmp_path / "ema" / "metrics.json").is_file()

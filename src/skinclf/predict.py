@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skinclf.classes import CLASSES, NUM_CLASSES
+from skinclf.classes import CLASSES
 from skinclf.config import RunConfig, read_config
 from skinclf.errors import ConfigError, DataError
 
@@ -28,39 +28,22 @@ ISIC_COLUMNS = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 class LoadedRun:
     path: Path
     cfg: RunConfig
-    model: object  # SkinClassifier
+    model: object  # models.Classifier
     provenance: dict
 
 
 def load_run(run: Path | str) -> LoadedRun:
-    """The best checkpoint of a run folder, ready for inference on the CPU."""
-    import torch
-
-    from skinclf.models import create_backbone
-    from skinclf.train.losses import build_loss
-    from skinclf.train.module import SkinClassifier
+    """The best checkpoint of a run folder, rebuilt from the checkpoint alone, on the CPU."""
+    from skinclf.models.classifier import load_classifier
 
     run = Path(run)
     ckpt = run / "checkpoints" / "best.ckpt"
     if not ckpt.is_file():
         raise DataError(f"{run} has no checkpoints/best.ckpt: is it a finished skinclf run?")
     cfg = read_config(run / "config.yaml")
-    backbone, info = create_backbone(cfg.model.backbone, pretrained=False)
-    model = SkinClassifier(
-        cfg,
-        build_loss(cfg.loss, np.ones(NUM_CLASSES)),
-        backbone,
-        info.stages,
-        (0.0, 0.0, 0.0),
-        (1.0, 1.0, 1.0),
-        int(info.num_features),
-    )
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    model.load_state_dict(state)
-    model.eval()
     prov_path = run / "provenance.json"
     prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
-    return LoadedRun(run, cfg, model, prov)
+    return LoadedRun(run, cfg, load_classifier(ckpt), prov)
 
 
 def images_table(path: Path) -> pd.DataFrame:
@@ -291,6 +274,173 @@ def _gate_values(sel, selective: Path, feats: np.ndarray) -> dict[str, np.ndarra
     return FeatureStats.load(stats_path).scores(feats, names)
 
 
+def _check_request(
+    data: Path | None,
+    split: str | None,
+    runs: Sequence[Path],
+    output_format: str,
+    requested: Sequence[str],
+    selective: Path | None,
+) -> None:
+    """ConfigError, in one sentence, for a request that cannot be answered."""
+    from skinclf.contracts.scores import SCORES
+    from skinclf.evaluate.feature_scores import FEATURE_SCORES
+
+    if (data is None) == (split is None):
+        raise ConfigError("Give exactly one of --data PATH or --split val|test|calib.")
+    if not runs:
+        raise ConfigError("Give at least one run folder.")
+    if output_format not in ("predictions", "isic2018-submission"):
+        raise ConfigError(
+            f"Unknown --format '{output_format}': predictions or isic2018-submission."
+        )
+    known = {*SCORES, "msp_ts", *FEATURE_SCORES, "tta", "mc_dropout", "ensemble"}
+    unknown = [s for s in requested if s not in known]
+    if unknown:
+        raise ConfigError(f"Unknown score {unknown[0]!r}; choose from {', '.join(sorted(known))}.")
+    if "msp_ts" in requested and selective is None:
+        raise ConfigError(
+            "msp_ts needs a temperature: give --selective RUN/eval/selective.json (written by "
+            "`skinclf evaluate --val ...`)."
+        )
+
+
+def _decode(
+    loaded: Sequence[LoadedRun],
+    table: pd.DataFrame,
+    missing: Sequence[Sequence[str]],
+    out: Path,
+    cache_dir: Path | None,
+    progress: bool,
+) -> tuple[list, pd.DataFrame, list[list[str]]]:
+    """Each run's decoded images, the table without unreadable images, and the skipped ones."""
+    from skinclf.data.cache import build_cache
+
+    decoded, unreadable = [], {}
+    for run in loaded:
+        spec = run.model.spec
+        images = build_cache(
+            table, spec.image_size, spec.resize, cache_dir, progress=progress, skip_unreadable=True
+        )
+        decoded.append(images)
+        unreadable.update(images.unreadable)
+    skipped = _skip_unreadable(table, unreadable, errors_file(out), missing)
+    if skipped:
+        table = table[~table["image_id"].astype(str).isin(unreadable)].reset_index(drop=True)
+    if table.empty:
+        raise DataError(
+            f"None of the {len(skipped)} images could be read; the reason for each is in "
+            f"{errors_file(out)}."
+        )
+    return decoded, table, skipped
+
+
+def _infer_runs(
+    loaded: Sequence[LoadedRun],
+    decoded: Sequence,
+    table: pd.DataFrame,
+    tta: str | None,
+    batch_size: int | None,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logits, probabilities, features of the first run); an ensemble averages probabilities
+    and its logits are the log of the mean probabilities."""
+    from skinclf.contracts.predictions import softmax
+    from skinclf.inference.batch import infer
+    from skinclf.inference.precision import resolve_precision
+
+    probs_per_run, first = [], None
+    for run, images in zip(loaded, decoded, strict=True):
+        cfg = run.cfg
+        result = infer(
+            run.model,
+            images.images,
+            images.rows(table["image_id"]),
+            tta=tta or cfg.predict.tta,
+            precision=resolve_precision(cfg.trainer.precision, training=False),
+            batch_size=batch_size or cfg.predict.batch_size,
+            progress=progress,
+            description=f"predict {run.path.name}",
+        )
+        probs_per_run.append(softmax(result.logits))
+        if first is None:
+            first = result
+    probs = np.mean(probs_per_run, axis=0)
+    logits = np.log(np.clip(probs, 1e-12, None)) if len(loaded) > 1 else first.logits
+    return logits, probs, first.features
+
+
+def _confidence(
+    requested: Sequence[str],
+    logits: np.ndarray,
+    feats: np.ndarray,
+    loaded: Sequence[LoadedRun],
+    tta: str | None,
+    mc_dropout: int,
+    cache_dir: Path | None,
+    progress: bool,
+) -> dict[str, np.ndarray]:
+    """The requested confidence scores (conf_<name> columns) of the predicted images."""
+    from skinclf.contracts.scores import SCORES
+    from skinclf.evaluate.feature_scores import FEATURE_SCORES
+
+    conf = {name: SCORES[name](logits) for name in requested if name in SCORES}
+    if "tta" in requested or (tta or loaded[0].cfg.predict.tta) == "d4":
+        conf["tta"] = SCORES["msp"](logits)
+    if len(loaded) > 1:
+        conf["ensemble"] = SCORES["msp"](logits)
+    if mc_dropout or "mc_dropout" in requested:
+        from skinclf.contracts.scores import mc_dropout_msp, mc_dropout_neg_mutual_information
+
+        p = _mc_dropout(loaded[0].model, feats, mc_dropout or 10, loaded[0].cfg.seed)
+        conf["mc_dropout"] = mc_dropout_msp(p)
+        conf["mc_dropout_neg_mi"] = mc_dropout_neg_mutual_information(p)
+    wanted = tuple(s for s in FEATURE_SCORES if s in requested)
+    if wanted:
+        stats = feature_stats(loaded[0], cache_dir, progress)
+        conf.update(stats.scores(feats, wanted))
+    return conf
+
+
+def _abstain(
+    sel,
+    selective: Path,
+    requested: Sequence[str],
+    logits: np.ndarray,
+    feats: np.ndarray,
+    conf: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(abstain, abstain_reason) of the stored selective classifier; adds its scores to conf."""
+    from skinclf.contracts.scores import msp_ts
+    from skinclf.contracts.selective import apply_policy
+
+    if "msp_ts" in requested:
+        if sel.temperature is None:
+            raise ConfigError(
+                f"msp_ts needs a temperature, but {selective} has none: it was fitted "
+                "without --val; run `skinclf evaluate` with --val."
+            )
+        conf["msp_ts"] = msp_ts(logits, sel.temperature)
+    gate_values = _gate_values(sel, selective, feats)
+    score_values, abstain, reason = apply_policy(sel, logits, gate_values)
+    conf.setdefault(sel["score"], score_values)
+    for name, values in gate_values.items():
+        conf.setdefault(name, values)
+    return abstain, reason
+
+
+def _write_submission(out: Path, table: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
+    """The ISIC 2018 Task 3 submission CSV (image, MEL, NV, ...), written atomically."""
+    from skinclf.atomic import write_text
+
+    frame = pd.DataFrame({"image": [Path(i).stem for i in table["image_id"]]})
+    for col in ISIC_COLUMNS:
+        frame[col] = probs[:, CLASSES.index(col.lower())]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, frame.to_csv(index=False))  # never a half-written submission
+    return frame
+
+
 def predict(
     runs: list[Path],
     out: Path,
@@ -311,125 +461,24 @@ def predict(
     with their reason (columns path,reason) in `errors_file(out)` and in the returned frame's
     `attrs["skipped"]` ([path, reason] pairs). DataError when no image could be read.
     """
-    from skinclf.contracts.predictions import softmax, write_predictions
-    from skinclf.contracts.scores import SCORES, msp_ts
-    from skinclf.data.cache import build_cache
+    from skinclf.contracts.predictions import write_predictions
+    from skinclf.contracts.selective import load_selective
     from skinclf.data.dataset import label_indices
-    from skinclf.evaluate.feature_scores import FEATURE_SCORES
-    from skinclf.inference.batch import predict_arrays
-    from skinclf.inference.precision import resolve_precision
 
-    if (data is None) == (split is None):
-        raise ConfigError("Give exactly one of --data PATH or --split val|test|calib.")
-    if not runs:
-        raise ConfigError("Give at least one run folder.")
-    if output_format not in ("predictions", "isic2018-submission"):
-        raise ConfigError(
-            f"Unknown --format '{output_format}': predictions or isic2018-submission."
-        )
     requested = list(scores or LOGIT_SCORES)
-    known = {*SCORES, "msp_ts", *FEATURE_SCORES, "tta", "mc_dropout", "ensemble"}
-    unknown = [s for s in requested if s not in known]
-    if unknown:
-        raise ConfigError(f"Unknown score {unknown[0]!r}; choose from {', '.join(sorted(known))}.")
-    if "msp_ts" in requested and selective is None:
-        raise ConfigError(
-            "msp_ts needs a temperature: give --selective RUN/eval/selective.json (written by "
-            "`skinclf evaluate --val ...`)."
-        )
-    sel = None
-    if selective is not None:
-        from skinclf.contracts.selective import apply_policy, load_selective
-
-        sel = load_selective(selective)
+    _check_request(data, split, runs, output_format, requested, selective)
+    sel = load_selective(selective) if selective is not None else None
     loaded = [load_run(r) for r in runs]
     table, missing = input_table(data, split, loaded[0], loaded[1:])
-
-    decoded, unreadable = [], {}
-    for run in loaded:
-        cfg = run.cfg
-        images = build_cache(
-            table,
-            cfg.data.image_size,
-            cfg.data.resize,
-            cache_dir,
-            progress=progress,
-            skip_unreadable=True,
-        )
-        decoded.append(images)
-        unreadable.update(images.unreadable)
     out = Path(out)
-    skipped = _skip_unreadable(table, unreadable, errors_file(out), missing)
-    if skipped:
-        table = table[~table["image_id"].astype(str).isin(unreadable)].reset_index(drop=True)
-    if table.empty:
-        raise DataError(
-            f"None of the {len(skipped)} images could be read; the reason for each is in "
-            f"{errors_file(out)}."
-        )
-
-    probs_per_run, feats_first = [], None
-    for run, images in zip(loaded, decoded, strict=True):
-        cfg = run.cfg
-        rows = images.rows(table["image_id"])
-        logits, feats = predict_arrays(
-            run.model,
-            images.images,
-            rows,
-            batch_size=batch_size or cfg.predict.batch_size,
-            tta=tta or cfg.predict.tta,
-            precision=resolve_precision(cfg.trainer.precision, training=False),
-            progress=progress,
-            description=f"predict {run.path.name}",
-        )
-        probs_per_run.append(softmax(logits))
-        if feats_first is None:
-            feats_first = feats
-    probs = np.mean(probs_per_run, axis=0)
-    logits = np.log(np.clip(probs, 1e-12, None)) if len(loaded) > 1 else logits
-
-    conf: dict[str, np.ndarray] = {}
-    for name in requested:
-        if name in SCORES:
-            conf[name] = SCORES[name](logits)
-    if "tta" in requested or (tta or loaded[0].cfg.predict.tta) == "d4":
-        conf["tta"] = SCORES["msp"](logits)
-    if len(loaded) > 1:
-        conf["ensemble"] = SCORES["msp"](logits)
-    if mc_dropout or "mc_dropout" in requested:
-        from skinclf.contracts.scores import mc_dropout_msp, mc_dropout_neg_mutual_information
-
-        p = _mc_dropout(loaded[0].model, feats_first, mc_dropout or 10, loaded[0].cfg.seed)
-        conf["mc_dropout"] = mc_dropout_msp(p)
-        conf["mc_dropout_neg_mi"] = mc_dropout_neg_mutual_information(p)
-    wanted = tuple(s for s in FEATURE_SCORES if s in requested)
-    if wanted:
-        stats = feature_stats(loaded[0], cache_dir, progress)
-        conf.update(stats.scores(feats_first, wanted))
-
+    decoded, table, skipped = _decode(loaded, table, missing, out, cache_dir, progress)
+    logits, probs, feats = _infer_runs(loaded, decoded, table, tta, batch_size, progress)
+    conf = _confidence(requested, logits, feats, loaded, tta, mc_dropout, cache_dir, progress)
     abstain = reason = None
     if sel is not None:
-        if "msp_ts" in requested:
-            if sel.temperature is None:
-                raise ConfigError(
-                    f"msp_ts needs a temperature, but {selective} has none: it was fitted "
-                    "without --val; run `skinclf evaluate` with --val."
-                )
-            conf["msp_ts"] = msp_ts(logits, sel.temperature)
-        gate_values = _gate_values(sel, selective, feats_first)
-        score_values, abstain, reason = apply_policy(sel, logits, gate_values)
-        conf.setdefault(sel["score"], score_values)
-        for name, values in gate_values.items():
-            conf.setdefault(name, values)
-
+        abstain, reason = _abstain(sel, selective, requested, logits, feats, conf)
     if output_format == "isic2018-submission":
-        frame = pd.DataFrame({"image": [Path(i).stem for i in table["image_id"]]})
-        for col in ISIC_COLUMNS:
-            frame[col] = probs[:, CLASSES.index(col.lower())]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        from skinclf.atomic import write_text
-
-        write_text(out, frame.to_csv(index=False))  # never a half-written submission
+        frame = _write_submission(out, table, probs)
         frame.attrs["skipped"] = skipped
         return frame
     labels = [CLASSES[i] if i >= 0 else "" for i in label_indices(table["label"])]

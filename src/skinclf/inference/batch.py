@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,6 +28,34 @@ def autocast_context(precision: str, device: torch.device) -> contextlib.Abstrac
     if precision == "16-mixed":
         return torch.autocast(device.type, dtype=torch.float16)
     return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class Inference:
+    """What one pass over images gave, and how it ran."""
+
+    logits: np.ndarray  # (N, C); with TTA, log of the view-averaged probabilities
+    features: np.ndarray  # (N, D) pooled backbone features (view-averaged with TTA)
+    tta: str  # none | d4
+    precision: str  # 32 | bf16-mixed | 16-mixed
+
+
+def infer(
+    classifier: torch.nn.Module,
+    images: np.ndarray,
+    rows: Sequence[int] | np.ndarray,
+    tta: str = "none",
+    precision: str = "32",
+    batch_size: int = 64,
+    progress: bool = True,
+    description: str = "predict",
+) -> Inference:
+    """Logits and features of `images[rows]` (uint8 N,H,W,3) from a classifier (anything with
+    `features(x)` and `head(f)`, e.g. `models.Classifier`), in eval mode."""
+    logits, feats = predict_arrays(
+        classifier, images, rows, batch_size, tta, precision, progress, description
+    )
+    return Inference(logits, feats, tta, precision)
 
 
 @torch.inference_mode()

@@ -15,23 +15,39 @@ import torch
 import torchmetrics
 from torch import nn
 
-from skinclf.classes import NUM_CLASSES
+from skinclf.classes import CLASSES, NUM_CLASSES
 from skinclf.config import RunConfig
+from skinclf.models.classifier import SPEC_KEY, Classifier, ClassifierSpec
+from skinclf.models.classifier import build_head as models_build_head
 from skinclf.train.augment import augment_batch
 from skinclf.train.mixing import BatchMix, sample_mix
 
 
 def build_head(cfg: RunConfig, in_features: int) -> nn.Module:
-    """`linear`: Dropout-Linear; `mlp`: the paper's Dense(hidden)-ReLU-Dropout-Dense."""
+    """The configured head (`model.head`) on `in_features` pooled features."""
     m = cfg.model
-    if m.head == "mlp":
-        return nn.Sequential(
-            nn.Linear(in_features, m.head_hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(m.dropout),
-            nn.Linear(m.head_hidden, NUM_CLASSES),
-        )
-    return nn.Sequential(nn.Dropout(m.dropout), nn.Linear(in_features, NUM_CLASSES))
+    return models_build_head(m.head, in_features, m.head_hidden, m.dropout, NUM_CLASSES)
+
+
+def classifier_spec(
+    cfg: RunConfig, mean: Sequence[float], std: Sequence[float], num_features: int
+) -> ClassifierSpec:
+    """The spec of the classifier a run trains (saved in its checkpoints)."""
+    m = cfg.model
+    return ClassifierSpec(
+        backbone=m.backbone,
+        num_features=int(num_features),
+        head=m.head,
+        head_hidden=m.head_hidden,
+        dropout=m.dropout,
+        classes=tuple(CLASSES),
+        image_size=cfg.data.image_size,
+        resize=cfg.data.resize,
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+        channels_last=cfg.trainer.channels_last,
+        drop_path_rate=m.drop_path_rate,
+    )
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -113,7 +129,11 @@ class HeadClassifier(_Classifier):
 
 
 class SkinClassifier(_Classifier):
-    """Backbone + head on uint8 images (N, 3, H, W); normalisation inside the model."""
+    """Training of a `Classifier` (backbone + head on uint8 images, normalisation inside).
+
+    The classifier's spec is saved in every checkpoint (hyperparameters), so
+    `models.load_classifier(best.ckpt)` rebuilds it without this module or its loss.
+    """
 
     def __init__(
         self,
@@ -126,17 +146,35 @@ class SkinClassifier(_Classifier):
         num_features: int,
     ) -> None:
         super().__init__(cfg, loss)
-        self.backbone = backbone
+        spec = classifier_spec(cfg, mean, std, num_features)
+        self.save_hyperparameters({SPEC_KEY: spec.to_dict()})
+        self.classifier = Classifier(spec, backbone)
         self.num_features = num_features
-        self.head = build_head(cfg, num_features)
         self.stages = list(stages)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.frozen_modules: list[nn.Module] = []
         self.set_trainable(cfg.train.unfreeze)
         # Set while training on cached activations of the first `prefix_blocks` blocks
         # (train.frozen_cache): inputs are then those activations, not images.
         self.prefix_blocks: int | None = None
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.classifier.backbone
+
+    @property
+    def head(self) -> nn.Module:
+        return self.classifier.head
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.classifier.mean
+
+    @property
+    def std(self) -> torch.Tensor:
+        return self.classifier.std
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.normalize(x)
 
     # --- model -----------------------------------------------------------------------------
     def set_trainable(self, unfreeze: int | str) -> None:
@@ -170,16 +208,9 @@ class SkinClassifier(_Classifier):
         # default); Lightning keeps the modes it finds, so set the intended ones here.
         self.train()
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x
-        return (x - self.mean) / self.std
-
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features of uint8 (or [0, 1] float) images."""
-        x = self.normalize(x)
-        if self.cfg.trainer.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.backbone(x)
+        return self.classifier.features(x)
 
     def sample_mix(self, n: int, seed: int) -> BatchMix | None:
         return sample_mix(self.cfg.augment, n, seed)

@@ -14,22 +14,8 @@ from skinclf.classes import CLASSES
 from skinclf.config import RunConfig
 from skinclf.contracts.predictions import softmax, write_predictions
 from skinclf.contracts.scores import SCORES
-from skinclf.evaluate import metrics as M
-from skinclf.inference.batch import predict_arrays
-
-
-def classification_summary(y: np.ndarray, logits: np.ndarray) -> dict:
-    """The headline numbers of one labelled set (keys as in metrics.json)."""
-    pred = logits.argmax(1)
-    recall = M.recall_per_class(y, pred)
-    return {
-        "n": int(len(y)),
-        "accuracy": M.accuracy(y, pred),
-        "balanced_accuracy": M.balanced_accuracy(y, pred),
-        "macro_f1": M.macro_f1(y, pred),
-        "recall": {c: float(r) for c, r in zip(CLASSES, recall, strict=True)},
-        "nll": M.nll(softmax(logits), y),
-    }
+from skinclf.evaluate.classification import classification_summary
+from skinclf.inference.batch import infer
 
 
 def epoch_metrics(logs: Path) -> pd.DataFrame:
@@ -88,23 +74,32 @@ def finish_run(
     progress: bool = True,
     splits: Sequence[str] = ("val", "test", "calib"),
 ) -> dict:
-    """Predict the run's `splits` (those not empty) with its best weights; write the files."""
+    """Predict the run's `splits` (those not empty) with its best weights; write the files.
+
+    `model`: the trained classifier (a `models.Classifier`, or the training module holding one
+    as `.classifier`), predicted by the same inference path as `skinclf predict`."""
+    classifier = getattr(model, "classifier", model)
     tta = cfg.predict.tta
-    result: dict = {"tta": tta, "preset": cfg.preset, "backbone": cfg.model.backbone}
+    result: dict = {
+        "tta": tta,
+        "inference_precision": precision,
+        "preset": cfg.preset,
+        "backbone": cfg.model.backbone,
+    }
     by_id = table.set_index("image_id")
     for split in splits:
         if len(rows[split]) == 0:
             continue
-        logits, _ = predict_arrays(
-            model,
+        logits = infer(
+            classifier,
             images.images,
             rows[split],
-            batch_size=cfg.predict.batch_size,
             tta=tta,
             precision=precision,
+            batch_size=cfg.predict.batch_size,
             progress=progress,
             description=f"predict {split}",
-        )
+        ).logits
         part = by_id.loc[ids[split]]
         write_predictions(
             out / f"{split}_predictions.csv",
@@ -115,7 +110,7 @@ def finish_run(
             logits,
             conf={name: fn(logits) for name, fn in SCORES.items()},
         )
-        result[split] = classification_summary(labels[split], logits)
+        result[split] = classification_summary(labels[split], softmax(logits))
     result.update(extra or {})
     atomic.write_text(out / "metrics.json", json.dumps(result, indent=2))
     per_epoch = epoch_metrics(out / "logs")
