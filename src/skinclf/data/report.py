@@ -3,13 +3,13 @@
 Class distribution, example images per class, the metadata per class (age/sex/localization
 for HAM10000, region/fitspatrick for PAD-UFES-20) and images per lesion/patient. Plots are
 embedded as base64 PNG, examples as small base64 JPEG thumbnails, so the page embeds dataset
-images: never commit one.
+images: never commit one. The page is the `data.html` template (skinclf/templates), in the
+evaluation report's style.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 from pathlib import Path
 
@@ -18,36 +18,11 @@ import pandas as pd
 
 from skinclf.classes import CLASS_NAMES, CLASSES
 from skinclf.data.formats import open_rgb
+from skinclf.templates import render
 
 THUMB = 112
 _PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
             "#9c755f", "#bab0ac"]  # fmt: skip
-_CSS = """
-body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;
- background:#f5f6f8;color:#1d2330;line-height:1.45}
-main{max-width:1120px;margin:0 auto;padding:24px 28px 48px}
-h1{font-size:26px;margin:8px 0 4px}h2{font-size:19px;margin:0 0 12px}
-h3{font-size:15px;margin:14px 0 6px;color:#39414f}
-.sub{color:#5b6576;margin:0 0 18px}
-section{background:#fff;border:1px solid #e2e5ea;border-radius:10px;padding:18px 22px;
- margin:18px 0;box-shadow:0 1px 2px rgba(0,0,0,.04)}
-.kpis{display:flex;gap:12px;flex-wrap:wrap;margin:12px 0 4px}
-.kpi{background:#fff;border:1px solid #e2e5ea;border-radius:10px;padding:10px 16px;min-width:120px}
-.kpi b{display:block;font-size:22px}.kpi span{color:#5b6576;font-size:13px}
-table{border-collapse:collapse;font-size:14px;margin:6px 0}
-th,td{padding:4px 12px;border-bottom:1px solid #eceef2;text-align:right}
-th{background:#f0f2f5;font-weight:600}
-td:first-child,th:first-child,td.l{text-align:left}
-img.plot{max-width:100%;height:auto;display:block;margin:6px 0}
-.row{display:flex;gap:18px;flex-wrap:wrap;align-items:flex-start}
-.grid{display:flex;flex-wrap:wrap;gap:6px;margin-bottom:6px}
-figure{margin:0;width:112px}figure img{width:112px;height:112px;object-fit:cover;
- border-radius:6px;display:block;background:#ddd}
-figcaption{font-size:10px;color:#5b6576;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.cls{font-weight:600}.muted{color:#5b6576;font-size:13px}
-.note{font-size:13px;color:#8a5a00;background:#fff7e0;border:1px solid #f3dfa2;
- border-radius:8px;padding:8px 12px}
-"""
 
 
 def _category(table: pd.DataFrame) -> pd.Series:
@@ -68,42 +43,38 @@ def _order(categories: pd.Series) -> list[str]:
     return [c for c in CLASSES if c in present] + sorted(present - set(CLASSES))
 
 
-def _png(fig, alt: str) -> str:
+def _png(fig, alt: str) -> dict[str, str]:
+    """The figure as a base64 PNG with its alt text (the template embeds it)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    return {"data": base64.b64encode(buf.getvalue()).decode("ascii"), "alt": alt}
 
 
-def _table_html(df: pd.DataFrame, index_name: str = "", left: tuple[str, ...] = ()) -> str:
-    """A plain HTML table; numbers right-aligned, `left` columns left-aligned."""
-    head = "".join(
-        f"<th{' class=l' if c in left else ''}>{html.escape(str(c))}</th>"
-        for c in [index_name, *df.columns]
-    )
-    aligned = [c in left for c in df.columns]
+def _table(df: pd.DataFrame, index_name: str = "", left: tuple[str, ...] = ()) -> dict:
+    """A table for the `table` macro: integers with thousands separators, `left` columns
+    left-aligned."""
 
-    def cell(v: object, is_left: bool) -> str:
-        text = f"{v:,}" if isinstance(v, (int, np.integer)) else str(v)
-        return f"<td{' class=l' if is_left else ''}>{html.escape(text)}</td>"
+    def text(v: object) -> str:
+        return f"{v:,}" if isinstance(v, (int, np.integer)) else str(v)
 
-    rows = "".join(
-        f"<tr><td>{html.escape(str(i))}</td>"
-        + "".join(cell(v, lf) for v, lf in zip(row, aligned, strict=True))
-        + "</tr>"
-        for i, row in zip(df.index, df.itertuples(index=False), strict=True)
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return {
+        "header": [index_name, *df.columns],
+        "rows": [
+            [str(i), *[text(v) for v in row]]
+            for i, row in zip(df.index, df.itertuples(index=False), strict=True)
+        ],
+        "left": [j + 1 for j, c in enumerate(df.columns) if c in left],
+    }
 
 
 def _colours(order: list[str]) -> dict[str, str]:
     return {c: _PALETTE[i % len(_PALETTE)] for i, c in enumerate(order)}
 
 
-def _class_distribution(cat: pd.Series, order: list[str]) -> str:
+def _class_distribution(cat: pd.Series, order: list[str]) -> dict:
     import matplotlib.pyplot as plt
 
     counts = cat.value_counts().reindex(order, fill_value=0)
@@ -125,16 +96,11 @@ def _class_distribution(cat: pd.Series, order: list[str]) -> str:
         index=order,
     )
     largest, smallest = counts.max(), counts[counts > 0].min()
-    ratio = f"The largest class has {largest / smallest:.0f}x the images of the smallest"
-    return (
-        "<section><h2>Class distribution</h2>"
-        f"<p class='muted'>{ratio}: report balanced accuracy, and train with class weights or "
-        "a balanced sampler.</p><div class='row'><div>"
-        + _table_html(df, "class", left=("name",))
-        + "</div><div style='flex:1;min-width:380px'>"
-        + _png(fig, "Images per class")
-        + "</div></div></section>"
-    )
+    return {
+        "ratio": f"{largest / smallest:.0f}",
+        "table": _table(df, "class", left=("name",)),
+        "plot": _png(fig, "Images per class"),
+    }
 
 
 def _thumbnail(path: str, max_pixels: int | None = None) -> str:
@@ -156,32 +122,30 @@ def _examples(
     order: list[str],
     per_class: int,
     max_pixels: int | None = None,
-) -> str:
-    parts = ["<section><h2>Example images</h2>"]
-    parts.append(f"<p class='muted'>Up to {per_class} random images per class (centre crop).</p>")
+) -> list[dict]:
+    """Per class: its name, image count and up to `per_class` random thumbnails (id, JPEG)."""
+    out = []
     for c in order:
         rows = table[(cat == c) & (table["path"] != "")]
         pick = rows.sample(min(per_class, len(rows)), random_state=0) if len(rows) else rows
-        figures = []
-        for image_id, path in zip(pick["image_id"], pick["path"], strict=True):
-            data = _thumbnail(path, max_pixels)
-            if data:
-                figures.append(
-                    f"<figure><img alt='{html.escape(image_id)}' "
-                    f"src='data:image/jpeg;base64,{data}'><figcaption title='"
-                    f"{html.escape(image_id)}'>{html.escape(image_id)}</figcaption></figure>"
-                )
-        name = CLASS_NAMES.get(c, "")
-        parts.append(f"<h3><span class='cls'>{html.escape(c)}</span> "
-                     f"<span class='muted'>{html.escape(name)} · {len(rows):,} images</span></h3>"
-                     f"<div class='grid'>{''.join(figures)}</div>")  # fmt: skip
-    parts.append("</section>")
-    return "".join(parts)
+        thumbs = [
+            (image_id, _thumbnail(path, max_pixels))
+            for image_id, path in zip(pick["image_id"], pick["path"], strict=True)
+        ]
+        out.append(
+            {
+                "label": c,
+                "name": CLASS_NAMES.get(c, ""),
+                "n": f"{len(rows):,}",
+                "thumbs": [(image_id, data) for image_id, data in thumbs if data],
+            }
+        )
+    return out
 
 
 def _share_heatmap(
     cat: pd.Series, values: pd.Series, order: list[str], title: str, natural: bool = False
-) -> str:
+) -> dict[str, str]:
     """Share of each value within each class, as a heatmap (rows: classes); columns by
     frequency (top 15), or in sorted order if `natural`; missing and other last."""
     top = 15
@@ -222,7 +186,7 @@ def _matplotlib_version() -> tuple[int, int]:
     return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
 
 
-def _age_plot(cat: pd.Series, age: pd.Series, order: list[str]) -> str:
+def _age_plot(cat: pd.Series, age: pd.Series, order: list[str]) -> dict[str, str]:
     import matplotlib.pyplot as plt
 
     data = [age[(cat == c) & age.notna()].to_numpy() for c in order]
@@ -249,7 +213,8 @@ def _age_plot(cat: pd.Series, age: pd.Series, order: list[str]) -> str:
     return _png(fig, "Age per class")
 
 
-def _metadata(table: pd.DataFrame, cat: pd.Series, order: list[str]) -> str:
+def _metadata(table: pd.DataFrame, cat: pd.Series, order: list[str]) -> list[dict[str, str]]:
+    """The metadata plots: age per class, and the share of each value of the other columns."""
     plots = []
     if "age" in table.columns:
         age = pd.to_numeric(table["age"], errors="coerce")
@@ -271,13 +236,10 @@ def _metadata(table: pd.DataFrame, cat: pd.Series, order: list[str]) -> str:
                 )
             natural = column in ("sex", "gender", "fitspatrick")
             plots.append(_share_heatmap(cat, values, order, title, natural=natural))
-    if not plots:
-        return ""
-    cells = "".join(f"<div>{p}</div>" for p in plots)
-    return f"<section><h2>Metadata per class</h2><div class='row'>{cells}</div></section>"
+    return plots
 
 
-def _groups(table: pd.DataFrame, cat: pd.Series, order: list[str]) -> str:
+def _groups(table: pd.DataFrame, cat: pd.Series, order: list[str]) -> dict:
     import matplotlib.pyplot as plt
 
     datasets = set(table["dataset"])
@@ -285,7 +247,7 @@ def _groups(table: pd.DataFrame, cat: pd.Series, order: list[str]) -> str:
             "patient_id" if datasets == {"pad-ufes-20"} else "group")  # fmt: skip
     sizes = table.groupby("group").size()
     hist = sizes.value_counts().sort_index()
-    plot = ""
+    plot = None
     if len(hist) > 1:
         fig, ax = plt.subplots(figsize=(0.6 * len(hist) + 2.6, 2.8), layout="constrained")
         ax.bar([str(k) for k in hist.index], hist.to_numpy(), color=_PALETTE[0], width=0.6)
@@ -294,7 +256,7 @@ def _groups(table: pd.DataFrame, cat: pd.Series, order: list[str]) -> str:
         ax.set_xlabel(f"images per {name}")
         ax.set_ylabel(f"{name}s")
         ax.spines[["top", "right"]].set_visible(False)
-        plot = f"<div>{_png(fig, f'Images per {name}')}</div>"
+        plot = _png(fig, f"Images per {name}")
     per_class = pd.DataFrame(
         {
             "images": cat.value_counts().reindex(order, fill_value=0),
@@ -308,10 +270,7 @@ def _groups(table: pd.DataFrame, cat: pd.Series, order: list[str]) -> str:
         f"{len(sizes):,} {name}s; {multi:,} have more than one image. Splits keep every "
         f"{name} in one split, so near-identical images never leak between train and test."
     )
-    return (
-        f"<section><h2>Images per {name}</h2><p class='muted'>{text}</p><div class='row'>"
-        f"{plot}<div>" + _table_html(per_class, "class") + "</div></div></section>"
-    )
+    return {"name": name, "text": text, "plot": plot, "table": _table(per_class, "class")}
 
 
 def write_report(
@@ -337,30 +296,17 @@ def write_report(
         (f"{sum(c in CLASSES for c in order)}", "classes present"),
         (f"{int(table['semantic_ood'].sum()):,}", "semantic OOD (no class)"),
     ]
-    body = [
-        f"<h1>Data report · {html.escape(datasets)}</h1>",
-        "<p class='sub'>What to know about the data before training: class balance, what the "
-        "images look like, metadata per class, and how many images share a lesion or patient."
-        "</p><div class='kpis'>",
-        *(f"<div class='kpi'><b>{v}</b><span>{k}</span></div>" for v, k in kpis),
-        "</div>",
-    ]
+    sections = {}
     if len(table):
-        body += [
-            _class_distribution(cat, order),
-            _examples(table, cat, order, examples_per_class, max_pixels),
-            _metadata(table, cat, order),
-            _groups(table, cat, order),
-        ]
-    body.append(
-        "<p class='note'>This page embeds images from the dataset: keep it with the data and "
-        "never commit or publish it unless the dataset's licence allows.</p>"
-    )
-    page = (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
-        f"<title>Data report · {html.escape(datasets)}</title><style>{_CSS}</style></head>"
-        f"<body><main>{''.join(body)}</main></body></html>"
+        sections = {
+            "distribution": _class_distribution(cat, order),
+            "examples": _examples(table, cat, order, examples_per_class, max_pixels),
+            "per_class": examples_per_class,
+            "metadata": _metadata(table, cat, order),
+            "groups": _groups(table, cat, order),
+        }
+    page = render(
+        "data.html", title=f"Data report · {datasets}", datasets=datasets, kpis=kpis, **sections
     )
     out_html.parent.mkdir(parents=True, exist_ok=True)
     out_html.write_text(page, encoding="utf-8")
