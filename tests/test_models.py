@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import http.server
 import threading
@@ -14,7 +15,9 @@ from torch import nn
 
 from skinclf.errors import ConfigError, SkinclfError
 from skinclf.models import (
-    BackboneInfo,
+    BackboneEntry,
+    BlockSplit,
+    block_split,
     count_forward_flops,
     count_parameters,
     create_backbone,
@@ -24,6 +27,7 @@ from skinclf.models import (
     package_weights_file,
     registry,
 )
+from skinclf.models.efficientnet_lite import LITE_MEAN, LITE_STD
 from skinclf.models.flops import backbone_cost, meta_backbone
 
 REQUIRED = [
@@ -63,11 +67,7 @@ def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
 
 def _url_entry(monkeypatch: pytest.MonkeyPatch, url: str) -> str:
-    info = get_backbone_info(TINY)
-    entry = BackboneInfo(
-        "tiny_from_url", TINY, f"url:{url}", False, 64, info.mean, info.std, "bilinear",
-        info.num_features, info.stages,
-    )
+    entry = BackboneEntry("tiny_from_url", TINY, f"url:{url}", input_size=64)
     monkeypatch.setitem(registry._REGISTRY, entry.name, entry)
     return entry.name
 
@@ -133,6 +133,62 @@ def test_entry_matches_its_architecture(name: str) -> None:
 def test_lite0_stages_are_the_efficientnet_layout() -> None:
     stages = get_backbone_info("efficientnet_lite0").stages
     assert stages == ["conv_stem", "bn1", *(f"blocks.{i}" for i in range(7)), "conv_head", "bn2"]
+
+
+def test_only_the_package_weights_set_preprocessing_by_hand() -> None:
+    """Every other entry's preprocessing is its timm config's; the Lite package weights differ
+    from timm's own Lite weights in mean and std only."""
+    from timm.models import get_pretrained_cfg
+
+    by_hand = {
+        name: {k: v for k, v in dataclasses.asdict(entry).items() if v is not None}
+        for name, entry in registry._REGISTRY.items()
+    }
+    for name in REQUIRED:
+        own = set(by_hand[name]) - {"name", "timm_name", "weights"}
+        assert own == ({"mean", "std"} if name.startswith("efficientnet_lite") else set()), name
+    for variant, (size, crop) in enumerate([(224, 0.875), (240, 0.882), (260, 0.890)]):
+        info = get_backbone_info(f"efficientnet_lite{variant}")
+        assert (info.mean, info.std) == (LITE_MEAN, LITE_STD)
+        assert get_pretrained_cfg(info.timm_name).mean != LITE_MEAN  # why it is set by hand
+        assert (info.input_size, info.crop_pct, info.interpolation) == (size, crop, "bicubic")
+
+
+EFFNET = ["conv_stem", "bn1", *(f"blocks.{i}" for i in range(7)), "conv_head", "bn2"]
+# what train.unfreeze=N counts, as the hand-written lists of the registry had them
+STAGES = {
+    "vgg16": (14, "features.0", "features.28", "pre_logits"),
+    "resnet50": (6, "conv1", "layer3", "layer4"),
+    "densenet121": (10, "features.conv0", "features.denseblock4", "features.norm5"),
+    "inception_v3": (16, "Conv2d_1a_3x3", "Mixed_7b", "Mixed_7c"),
+    "xception": (20, "conv1", "conv4", "bn4"),
+    "convnext_tiny": (6, "stem", "stages.3", "head"),
+}
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_stages_are_those_unfreeze_counted_before(name: str) -> None:
+    stages = get_backbone_info(name).stages
+    if name.startswith(("efficientnet", "mobilenet")):
+        assert stages == EFFNET
+    elif name.startswith("densenet"):
+        assert stages == get_backbone_info("densenet121").stages
+    else:
+        count, first, *last = STAGES[name]
+        assert (len(stages), stages[0], stages[-2:]) == (count, first, last)
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_block_split_is_read_from_the_architecture(name: str) -> None:
+    """The stem / blocks / head split of timm's group_matcher, only for the EfficientNet class."""
+    info = get_backbone_info(name)
+    model = meta_backbone(info)
+    assert info.split == block_split(model)
+    if type(model).__name__ == "EfficientNet":
+        assert info.split == BlockSplit(("conv_stem", "bn1"), "blocks", ("conv_head", "bn2"))
+    else:
+        assert info.split is None
+    assert block_split(torch.nn.Linear(2, 2)) is None
 
 
 def test_other_timm_names_pass_through() -> None:

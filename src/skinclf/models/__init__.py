@@ -10,7 +10,10 @@ from skinclf.models.flops import (
     count_parameters,
 )
 from skinclf.models.registry import (
+    BackboneEntry,
     BackboneInfo,
+    BlockSplit,
+    block_split,
     check_pretrained_download,
     create_backbone,
     feature_size,
@@ -24,9 +27,12 @@ __all__ = [
     "LITE_MEAN",
     "LITE_STD",
     "BackboneCost",
+    "BackboneEntry",
     "BackboneInfo",
+    "BlockSplit",
     "backbone_cost",
     "backbone_costs",
+    "block_split",
     "check_pretrained_download",
     "convert_reference_state_dict",
     "count_forward_flops",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from skinclf.models.registry import BackboneInfo, get_backbone_info, list_backbones
+from skinclf.models.registry import BackboneInfo, get_backbone_info, list_backbones, meta_model
 
 if TYPE_CHECKING:
     import torch
@@ -47,11 +47,7 @@ def count_forward_flops(model: torch.nn.Module, image_size: int, batch_size: int
 
 def meta_backbone(info: BackboneInfo) -> torch.nn.Module:
     """The architecture of `info` on the meta device, without weights (num_classes=0)."""
-    import timm
-    import torch
-
-    with torch.device("meta"):
-        return timm.create_model(info.timm_name, pretrained=False, num_classes=0)
+    return meta_model(info.timm_name)
 
 
 def backbone_cost(name: str, image_size: int | None = None) -> BackboneCost:

