@@ -31,21 +31,29 @@ from skinclf.faults import fault_point
 from skinclf.inference.batch import autocast_context
 from skinclf.inference.feature_cache import backbone_key, cache_file, load_cached
 from skinclf.models.modes import eval_mode
+from skinclf.models.registry import BlockSplit, block_split
 from skinclf.train.augment import augment_batch
 from skinclf.train.mixing import MIXING_FIELDS
 
 
-def frozen_blocks(backbone: torch.nn.Module, stages: Sequence[str], unfreeze: int | str) -> int:
-    """How many of the backbone's `blocks` are frozen under `unfreeze` (the cached prefix is
-    stem + those blocks). Needs an EfficientNet-style backbone (conv_stem, bn1, blocks, conv_head,
-    bn2), which is what timm's EfficientNet, EfficientNet-Lite and MobileNet families are."""
-    needed = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool")
-    if not all(hasattr(backbone, n) for n in needed):
+def _split(backbone: torch.nn.Module) -> BlockSplit:
+    """The registry's stem / blocks / head split of `backbone`, or the error that it has none."""
+    split = block_split(backbone)
+    if split is None:
         raise ConfigError(
             "train.frozen_cache needs an EfficientNet-style backbone (EfficientNet, "
-            f"EfficientNet-Lite, MobileNet); {type(backbone).__name__} is not one. "
+            "EfficientNet-Lite, MobileNetV2: a stem, one block sequence, a head); "
+            f"{type(backbone).__name__} is not one. "
             "Set train.frozen_cache=false (the default preset turns it on)."
         )
+    return split
+
+
+def frozen_blocks(backbone: torch.nn.Module, stages: Sequence[str], unfreeze: int | str) -> int:
+    """How many blocks of the backbone's block sequence are frozen under `unfreeze` (the cached
+    prefix is the stem + those blocks). Needs a backbone the registry can split
+    (`skinclf.models.block_split`): timm's EfficientNet, EfficientNet-Lite and MobileNetV2."""
+    split = _split(backbone)
     if unfreeze == "all":
         raise ConfigError(
             "train.frozen_cache caches the frozen stages, but train.unfreeze is 'all'; "
@@ -53,22 +61,24 @@ def frozen_blocks(backbone: torch.nn.Module, stages: Sequence[str], unfreeze: in
         )
     n_frozen = max(0, len(stages) - int(unfreeze))
     frozen = stages[:n_frozen]
-    if "conv_stem" not in frozen or "bn1" not in frozen:
+    if not all(name in frozen for name in split.stem):
         raise ConfigError(
             f"train.unfreeze={unfreeze} leaves no frozen prefix to cache (of {len(stages)} "
             "stages); choose a smaller train.unfreeze or train.frozen_cache=false."
         )
-    return sum(1 for s in frozen if s.startswith("blocks."))
+    return sum(1 for s in frozen if s.startswith(f"{split.blocks}."))
 
 
 def prefix_forward(model: torch.nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
     """Activations after the stem and the first `k` blocks of uint8 / [0, 1] images."""
     bb = model.backbone
+    split = _split(bb)
     h = model.normalize(x)
     if model.cfg.trainer.channels_last:
         h = h.contiguous(memory_format=torch.channels_last)
-    h = bb.bn1(bb.conv_stem(h))
-    for block in bb.blocks[:k]:
+    for name in split.stem:
+        h = bb.get_submodule(name)(h)
+    for block in bb.get_submodule(split.blocks)[:k]:
         h = block(h)
     return h
 
@@ -76,11 +86,14 @@ def prefix_forward(model: torch.nn.Module, x: torch.Tensor, k: int) -> torch.Ten
 def suffix_features(model: torch.nn.Module, h: torch.Tensor, k: int) -> torch.Tensor:
     """Pooled features from prefix activations `h` (the rest of the backbone's forward)."""
     bb = model.backbone
+    split = _split(bb)
     if model.cfg.trainer.channels_last:
         h = h.contiguous(memory_format=torch.channels_last)
-    for block in bb.blocks[k:]:
+    for block in bb.get_submodule(split.blocks)[k:]:
         h = block(h)
-    return bb.global_pool(bb.bn2(bb.conv_head(h))).flatten(1)
+    for name in split.head:
+        h = bb.get_submodule(name)(h)
+    return bb.get_submodule(split.pool)(h).flatten(1)
 
 
 def _views(
