@@ -17,66 +17,86 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+# the options of `skinclf evaluate`, one per line of its signature
+_TEST = typer.Option(..., "--test", help="Predictions file of the test split.")
+_OUT = typer.Option(..., "--out", help="Output folder (a run's eval/ by convention).")
+_VAL = typer.Option(
+    None, "--val", help="Validation predictions: enables temperature scaling and SGR."
+)
+_CALIB = typer.Option(
+    None, "--calib", help="Calibration predictions: the SGR threshold is fitted here."
+)
+_OOD = typer.Option([], "--ood", help="Out-of-distribution predictions file (repeatable).")
+_EXTERNAL = typer.Option(
+    [],
+    "--external",
+    help="Labelled in-distribution predictions from another source, e.g. the ISIC 2018 "
+    "test images (repeatable): measured like --test, and must be kept by an OOD gate.",
+)
+_SCORES = typer.Option(
+    None, "--scores", help="Comma-separated scores to evaluate (default: all available)."
+)
+_OOD_GATE = typer.Option(
+    None,
+    "--ood-gate",
+    help="Out-of-distribution gate before the confidence gate: a score (mahalanobis, "
+    "rel_mahalanobis, knn, vim, energy) or a rank combination such as mahalanobis+msp.",
+)
+_ID_KEEP = typer.Option(
+    0.95, "--id-keep", help="Share of in-distribution calibration images the gate keeps."
+)
+_GATE_STATS = typer.Option(
+    None,
+    "--gate-stats",
+    help="Feature statistics of the run (RUN/feature_stats.npz, written by predict with a "
+    "feature score); copied beside selective.json so predict needs no training images.",
+)
+_CHOOSE_GATE = typer.Option(
+    False,
+    "--choose-gate",
+    help="Choose the gate score on in-distribution data only (no OOD labels): the one "
+    "that leaves the fewest errors among the calibration images it keeps.",
+)
+_CONFIDENCE_GATE = typer.Option(
+    "sgr", "--confidence-gate", help="After the OOD gate: sgr, coverage or off."
+)
+_TARGET_COVERAGE = typer.Option(
+    None, "--target-coverage", help="With --confidence-gate coverage: the share to keep."
+)
+_TARGET_RISK = typer.Option(0.10, "--target-risk", help="SGR target risk r* in (0, 1].")
+_DELTA = typer.Option(0.05, "--delta", help="SGR confidence parameter in (0, 1).")
+_COVERAGES = typer.Option(
+    "1,0.9,0.8,0.7,0.5", "--coverages", help="Coverages for selective metrics, each in (0, 1]."
+)
+_SELECTIVE_SCORE = typer.Option(
+    "auto",
+    "--selective-score",
+    help="Score stored in selective.json (auto: lowest validation AURC among logit scores).",
+)
+_BOOTSTRAP = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CIs.")
+_SEED = typer.Option(0, "--seed", help="Seed of the bootstrap.")
+
+
 def evaluate(
-    test: Path = typer.Option(..., "--test", help="Predictions file of the test split."),
-    out: Path = typer.Option(..., "--out", help="Output folder (a run's eval/ by convention)."),
-    val: Path | None = typer.Option(
-        None, "--val", help="Validation predictions: enables temperature scaling and SGR."
-    ),
-    calib: Path | None = typer.Option(
-        None, "--calib", help="Calibration predictions: the SGR threshold is fitted here."
-    ),
-    ood: list[Path] = typer.Option(
-        [], "--ood", help="Out-of-distribution predictions file (repeatable)."
-    ),
-    external: list[Path] = typer.Option(
-        [],
-        "--external",
-        help="Labelled in-distribution predictions from another source, e.g. the ISIC 2018 "
-        "test images (repeatable): measured like --test, and must be kept by an OOD gate.",
-    ),
-    scores: str | None = typer.Option(
-        None, "--scores", help="Comma-separated scores to evaluate (default: all available)."
-    ),
-    ood_gate: str | None = typer.Option(
-        None,
-        "--ood-gate",
-        help="Out-of-distribution gate before the confidence gate: a score (mahalanobis, "
-        "rel_mahalanobis, knn, vim, energy) or a rank combination such as mahalanobis+msp.",
-    ),
-    id_keep: float = typer.Option(
-        0.95, "--id-keep", help="Share of in-distribution calibration images the gate keeps."
-    ),
-    gate_stats: Path | None = typer.Option(
-        None,
-        "--gate-stats",
-        help="Feature statistics of the run (RUN/feature_stats.npz, written by predict with a "
-        "feature score); copied beside selective.json so predict needs no training images.",
-    ),
-    choose_gate: bool = typer.Option(
-        False,
-        "--choose-gate",
-        help="Choose the gate score on in-distribution data only (no OOD labels): the one "
-        "that leaves the fewest errors among the calibration images it keeps.",
-    ),
-    confidence_gate: str = typer.Option(
-        "sgr", "--confidence-gate", help="After the OOD gate: sgr, coverage or off."
-    ),
-    target_coverage: float | None = typer.Option(
-        None, "--target-coverage", help="With --confidence-gate coverage: the share to keep."
-    ),
-    target_risk: float = typer.Option(0.10, "--target-risk", help="SGR target risk r* in (0, 1]."),
-    delta: float = typer.Option(0.05, "--delta", help="SGR confidence parameter in (0, 1)."),
-    coverages: str = typer.Option(
-        "1,0.9,0.8,0.7,0.5", "--coverages", help="Coverages for selective metrics, each in (0, 1]."
-    ),
-    selective_score: str = typer.Option(
-        "auto",
-        "--selective-score",
-        help="Score stored in selective.json (auto: lowest validation AURC among logit scores).",
-    ),
-    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CIs."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    test: Path = _TEST,
+    out: Path = _OUT,
+    val: Path | None = _VAL,
+    calib: Path | None = _CALIB,
+    ood: list[Path] = _OOD,
+    external: list[Path] = _EXTERNAL,
+    scores: str | None = _SCORES,
+    ood_gate: str | None = _OOD_GATE,
+    id_keep: float = _ID_KEEP,
+    gate_stats: Path | None = _GATE_STATS,
+    choose_gate: bool = _CHOOSE_GATE,
+    confidence_gate: str = _CONFIDENCE_GATE,
+    target_coverage: float | None = _TARGET_COVERAGE,
+    target_risk: float = _TARGET_RISK,
+    delta: float = _DELTA,
+    coverages: str = _COVERAGES,
+    selective_score: str = _SELECTIVE_SCORE,
+    bootstrap: int = _BOOTSTRAP,
+    seed: int = _SEED,
 ) -> None:
     """Evaluate predictions files: metrics.json, report.html and selective.json in OUT.
 
@@ -112,7 +132,13 @@ def evaluate(
             progress=True,
             on_step=lambda s: status.update(f"evaluating: {s}"),
         )
-    m = result.metrics
+    _print_summary(result.metrics)
+    written = [result.metrics_path, result.report_path, result.selective_path]
+    console.print("wrote " + ", ".join(str(p) for p in written if p))
+
+
+def _print_summary(m: dict) -> None:
+    """The headline numbers of metrics.json: test, selective scores, SGR, OOD, external."""
     t = m["test"]
     lo, hi = t["balanced_accuracy_ci95"]
     console.print(
@@ -156,8 +182,6 @@ def evaluate(
         _print_policy(m["policy"])
     for note in m.get("notes", []):
         console.print(f"[yellow]note:[/] {note}", highlight=False)
-    written = [result.metrics_path, result.report_path, result.selective_path]
-    console.print("wrote " + ", ".join(str(p) for p in written if p))
 
 
 def _print_policy(policy: dict) -> None:
