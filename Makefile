@@ -17,8 +17,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 setup: $(STAMP)
 
+# ruff; the package layering (import-linter contracts in pyproject.toml); no block of 6+
+# near-identical lines repeated in src/ (pylint's duplicate-code check, settings in pyproject.toml)
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/pylint --rcfile=pyproject.toml --disable=all --enable=duplicate-code src/skinclf
 
 test: setup lint
 	$(BIN)/python -m pytest -q
