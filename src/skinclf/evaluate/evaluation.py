@@ -86,6 +86,14 @@ class _GateOptions:
     target_coverage: float | None
 
 
+@dataclass(frozen=True)
+class _Gated:
+    """The gated classifier fitted, with the gate candidates when it was chosen."""
+
+    selective: Selective
+    choice: dict  # "choice" and "choice_criterion" with --choose-gate
+
+
 @dataclass
 class _Run:
     """What the steps share: the predictions files, the temperature fitted on validation,
@@ -667,12 +675,6 @@ def _policy_step(
     block["sets"], decisions = _policy_sets(gated.selective, selective, named_sets, run, s)
     result["policy"] = block
     return gated.selective, decisions
-
-
-@dataclass(frozen=True)
-class _Gated:
-    selective: Selective
-    choice: dict  # "choice" and "choice_criterion" with --choose-gate
 
 
 def _fit_gated(run: _Run, single: Selective | None, gates: _GateOptions, s: _Settings) -> _Gated:
