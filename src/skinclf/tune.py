@@ -125,14 +125,10 @@ def tune(
     searched."""
     from skinclf.data.cache import default_cache_dir
     from skinclf.inference.precision import resolve_precision
+    from skinclf.train.datamodule import frozen_features, prepare_data
     from skinclf.train.losses import build_loss, class_counts
-    from skinclf.train.run import (
-        build_model,
-        frozen_features,
-        prepare_data,
-        quiet_lightning,
-        train_head,
-    )
+    from skinclf.train.run import build_model, quiet_lightning
+    from skinclf.train.stages import train_head
 
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}.")

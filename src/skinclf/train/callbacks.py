@@ -118,7 +118,7 @@ class TrainModeCheck(L.Callback):
     running statistics) may be in eval mode; every other module must train (dropout, drop-path,
     batch statistics). Replaces Lightning's blanket "module(s) in eval mode" warning, which
     fires by design for the frozen stages and so hid a model left in eval mode by inference
-    (`train.run.fit` silences that warning around its own `trainer.fit` only).
+    (`train.stages.finetune` silences that warning around its own `trainer.fit` only).
     """
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
