@@ -61,6 +61,7 @@ def _register() -> None:
     app.add_typer(data.app, name="data", help="Download, check, split, cache and generate data.")
     for module in (models, train, tune, predict, evaluate):
         module.register(app)
+    import skinclf.cli.serve  # noqa: F401 (adds `serve`, after the commands above)
 
 
 _register()

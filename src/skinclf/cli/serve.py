@@ -1,0 +1,57 @@
+"""`skinclf serve`: an exported model over HTTP (FastAPI + uvicorn; the `serve` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from skinclf.cli import app
+from skinclf.errors import ConfigError
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+@app.command("serve")
+def serve(
+    model_dir: Path = typer.Argument(..., help="Model folder written by `skinclf export`."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every one)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    workers: int = typer.Option(1, help="Worker processes, each with its own copy of the model."),
+    max_upload_mb: float = typer.Option(
+        20.0, help="Largest request body in MB (2**20 bytes), enforced while it streams in."
+    ),
+    max_files: int = typer.Option(16, help="Most images in one request."),
+) -> None:
+    """Serve a model: POST /predict (multipart field `files`), GET /health, GET /model (the
+    model card), a page at / to try images, and the API docs at /docs. Research, not diagnosis.
+
+    Example: skinclf serve models/lite0 --port 8000, then open http://127.0.0.1:8000/
+    """
+    from skinclf.serve import require_serve_extra
+
+    require_serve_extra()
+    if workers < 1 or max_files < 1 or not max_upload_mb > 0 or not 0 <= port <= 65535:
+        raise ConfigError(
+            "--workers and --max-files must be at least 1, --max-upload-mb above 0 and --port "
+            f"0-65535 (got {workers}, {max_files}, {max_upload_mb:g}, {port})."
+        )
+    from skinclf.package import load
+    from skinclf.serve.app import run_server
+
+    model = load(model_dir)  # a bad folder is one sentence here, before anything listens
+    console.print(
+        f"serving {model.model_id} on http://{host}:{port}/ (API docs: /docs); "
+        "a research tool, not a diagnosis",
+        highlight=False,
+    )
+    run_server(
+        model_dir,
+        model=model if workers == 1 else None,
+        host=host,
+        port=port,
+        workers=workers,
+        max_bytes=max(1, int(max_upload_mb * 2**20)),
+        max_files=max_files,
+    )
