@@ -71,3 +71,27 @@ def test_load_classifier_says_what_is_wrong(tmp_path: Path) -> None:
     torch.save({"weights": {}}, tmp_path / "other.ckpt")
     with pytest.raises(DataError, match="no state_dict"):
         load_classifier(tmp_path / "other.ckpt")
+
+
+def test_a_checkpoint_alone_rebuilds_without_its_run_folder(
+    trained_run: Path, ham_sample: Path, tmp_path: Path
+) -> None:
+    """No config.yaml beside it: the spec comes from the checkpoint, for Lightning's save and
+    for the best.ckpt written without fine-tuning (train.epochs=0)."""
+    import shutil
+
+    from skinclf.config import load_config
+    from skinclf.train.run import fit
+
+    settings = ["data.image_size=32", "transfer.epochs=1", "train.epochs=0"]
+    untrained = tmp_path / "run0"
+    fit(ham_sample, untrained, load_config("sample", overrides=settings),
+        cache_dir=tmp_path / "cache", progress=False, log=lambda *_: None)  # fmt: skip
+    for run, size in ((trained_run, 64), (untrained, 32)):
+        alone = tmp_path / f"{run.name}.ckpt"
+        shutil.copy(run / "checkpoints" / "best.ckpt", alone)
+        model = load_classifier(alone)
+        assert model.spec.image_size == size and model.spec.backbone == "efficientnet_lite0"
+        x = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8)
+        with torch.inference_mode():
+            assert model(x).shape == (1, 7)

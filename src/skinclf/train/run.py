@@ -144,7 +144,8 @@ def save_untrained(model, out: Path) -> None:
     from skinclf.train.callbacks import AtomicCheckpointIO
 
     AtomicCheckpointIO().save_checkpoint(
-        {"state_dict": model.state_dict(), "epoch": 0}, out / "checkpoints" / "best.ckpt"
+        {"state_dict": model.state_dict(), "epoch": 0, "hyper_parameters": dict(model.hparams)},
+        out / "checkpoints" / "best.ckpt",
     )
 
 
