@@ -33,6 +33,12 @@ def backbone_key(model: torch.nn.Module) -> dict[str, object]:
     }
 
 
+def images_key(backbone: str, images) -> dict[str, object]:
+    """What a feature or activation cache depends on besides the weights and the rows: the
+    backbone name and the decoded images (`data.cache.DecodedImages`: decode key, size)."""
+    return {"backbone": backbone, "decode": images.key, "size": images.size}
+
+
 def cache_file(cache_dir: Path, kind: str, parts: dict[str, object], rows: np.ndarray) -> Path:
     """`cache_dir/kind/<hash>.npy` for a cache entry keyed by `parts` and the image rows."""
     h = hashlib.sha256(repr(sorted(parts.items())).encode())

@@ -132,7 +132,9 @@ def loader(
 
 def cache_key(cfg: RunConfig, images) -> dict[str, object]:
     """What the feature and activation caches depend on besides the weights and the rows."""
-    return {"backbone": cfg.model.backbone, "decode": images.key, "size": images.size}
+    from skinclf.inference.feature_cache import images_key
+
+    return images_key(cfg.model.backbone, images)
 
 
 def frozen_features(
