@@ -7,7 +7,6 @@ head on cached frozen-backbone features (stage 1, transfer learning).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import lightning as L
