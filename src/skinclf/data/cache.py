@@ -34,6 +34,7 @@ from skinclf import atomic
 from skinclf.data.formats import (
     PIXEL_LIMIT_REMEDY,
     ImageError,
+    ImageSource,
     decode_failure,
     max_image_pixels,
     open_rgb,
@@ -56,15 +57,18 @@ def default_cache_dir() -> Path:
     return base / "skinclf"
 
 
-def decode_image(path: Path | str, size: int, resize: str = "squash") -> np.ndarray:
+def decode_image(
+    path: ImageSource, size: int, resize: str = "squash", name: str = "the uploaded file"
+) -> np.ndarray:
     """Decode ``path`` to RGB and resize to ``(size, size, 3)`` uint8.
 
     ``squash``: plain resize of the whole image; ``center-crop``: the centred square of side
     min(width, height), resized. Decoding goes through ``formats.open_rgb`` (JPEGs at a reduced
     DCT scale that is still at least ``size`` on both sides); the resize is bicubic with
-    antialiasing, with ``reducing_gap`` for speed on large sources.
+    antialiasing, with ``reducing_gap`` for speed on large sources. ``path`` may also be an
+    image in memory (the file's bytes, a Pillow image, a uint8 array), called ``name``.
     """
-    img = open_rgb(path, draft=(size, size))
+    img = open_rgb(path, draft=(size, size), name=name)
     w, h = img.size
     if resize == "center-crop":
         side = min(w, h)

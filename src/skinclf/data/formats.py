@@ -120,21 +120,31 @@ def _megapixels(pixels: int) -> str:
     return f"{pixels / 1e6:,.0f}" if pixels >= 10_000_000 else f"{pixels / 1e6:.3g}"
 
 
+# an image in memory: the encoded file's bytes, a Pillow image or a uint8 array (H, W[, 3|4])
+ImageSource = str | Path | bytes | Image.Image | np.ndarray
+
+
 @contextmanager
-def open_image(path: str | Path, max_pixels: int | None = None) -> Iterator[Image.Image]:
+def open_image(
+    path: str | Path | bytes, max_pixels: int | None = None, name: str = "the uploaded file"
+) -> Iterator[Image.Image]:
     """`with open_image(path) as im:` the one place skinclf opens an image file.
 
     Any failure inside the block, decoding included, becomes one ImageError (a DataError):
     an empty file, not an image, truncated or corrupt data, or a header declaring more than
     `max_pixels` (default `max_image_pixels()`) pixels, refused before anything is decoded.
     This check replaces Pillow's, which prints a DecompressionBombWarning below twice its limit.
+    `path` may also be the file's bytes (an upload), called `name` in the messages.
     """
     limit = max_image_pixels(max_pixels)
     Image.MAX_IMAGE_PIXELS = None  # the check below replaces Pillow's
+    data = bytes(path) if isinstance(path, bytes | bytearray | memoryview) else None
+    if data is not None:
+        path = name
     try:
-        if os.path.getsize(path) == 0:
+        if (len(data) if data is not None else os.path.getsize(path)) == 0:
             raise ImageError(path, "is empty (0 bytes)")
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
             width, height = im.size
             if width * height > limit:
                 raise ImageError(
@@ -170,30 +180,56 @@ def decode_failure(exc: Exception) -> str:
 
 
 def open_rgb(
-    path: str | Path, draft: tuple[int, int] | None = None, max_pixels: int | None = None
+    path: ImageSource,
+    draft: tuple[int, int] | None = None,
+    max_pixels: int | None = None,
+    name: str = "the uploaded file",
 ) -> Image.Image:
     """Decode an image as 8-bit RGB (EXIF rotation applied; alpha composited on white).
 
     `draft=(w, h)` lets JPEG decode at a reduced scale that is still at least w x h (faster
     when the image is resized down afterwards). Raises ImageError for a file it cannot use.
-    `max_pixels`: see `open_image`.
+    `max_pixels`: see `open_image`. `path` may also be the file's bytes, a Pillow image or a
+    uint8 array (H, W[, 3|4]), converted the same way (`name` names it in the messages).
     """
-    with open_image(path, max_pixels) as im:
+    if isinstance(path, np.ndarray):
+        path = _array_image(path, name)
+    if isinstance(path, Image.Image):
+        try:
+            return _rgb(path.copy())
+        except Exception as exc:  # a lazily opened image whose data is damaged
+            raise ImageError(name, decode_failure(exc)) from None
+    with open_image(path, max_pixels, name) as im:
         if draft is not None and im.format == "JPEG":
             im.draft("RGB", draft)
         im.load()
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            a = np.asarray(im, dtype=np.float64)
-            hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
-            im = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-        if im.mode == "P":
-            im = im.convert("RGBA")
-        if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-            rgba = im.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(background, rgba).convert("RGB")
-        return im.convert("RGB") if im.mode != "RGB" else im.copy()
+        return _rgb(im)
+
+
+def _array_image(array: np.ndarray, name: str) -> Image.Image:
+    """A Pillow image of a uint8 array (H, W), (H, W, 3) or (H, W, 4); ImageError otherwise."""
+    shape_ok = array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))
+    if array.dtype != np.uint8 or not shape_ok or 0 in array.shape:
+        raise ImageError(
+            name, f"is a {array.dtype} array of shape {array.shape}, not uint8 (H, W[, 3|4])"
+        )
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _rgb(im: Image.Image) -> Image.Image:
+    """`im` (loaded) as 8-bit RGB: EXIF rotation applied, alpha composited on white."""
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB") if im.mode != "RGB" else im.copy()
 
 
 def iter_image_files(root: Path) -> Iterable[Path]:
