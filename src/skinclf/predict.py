@@ -1,7 +1,10 @@
 """Batch inference of trained runs, with confidence scores and optional abstention.
 
-Several runs form an ensemble (mean probabilities). Writes the predictions file of DESIGN.md,
-or the ISIC 2018 Task 3 submission CSV.
+Several runs form an ensemble (mean probabilities). An exported model folder (MODEL_DIR of
+`skinclf export`) is accepted wherever a run folder is: its members join the ensemble, its
+selective.json is applied unless --selective names another, and `abstain` / `abstain_reason`
+are always written for it. Writes the predictions file of DESIGN.md, or the ISIC 2018 Task 3
+submission CSV.
 """
 
 from __future__ import annotations
@@ -17,10 +20,18 @@ import pandas as pd
 from skinclf.classes import CLASSES
 from skinclf.config import RunConfig, read_config
 from skinclf.errors import ConfigError, DataError
+from skinclf.package import (
+    FEATURE_STATS_FILE,
+    LOGIT_SCORES,
+    abstain_decisions,
+    combine_members,
+    is_package,
+    logit_scores,
+    package_selective,
+    read_manifest,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-LOGIT_SCORES = ("msp", "max_logit", "margin", "neg_entropy", "doctor")
-FEATURE_STATS_FILE = "feature_stats.npz"  # in the run folder, fitted on its training split
 ISIC_COLUMNS = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 
 
@@ -30,6 +41,13 @@ class LoadedRun:
     cfg: RunConfig
     model: object  # models.Classifier
     provenance: dict
+    checkpoint: Path | None = None  # default: path/checkpoints/best.ckpt
+    precision: str | None = None  # an exported model's recorded one (default: the config's)
+    stats_path: Path | None = None  # the feature statistics (default: path/feature_stats.npz)
+
+    @property
+    def checkpoint_file(self) -> Path:
+        return self.checkpoint or self.path / "checkpoints" / "best.ckpt"
 
 
 def load_run(run: Path | str) -> LoadedRun:
@@ -44,6 +62,31 @@ def load_run(run: Path | str) -> LoadedRun:
     prov_path = run / "provenance.json"
     prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
     return LoadedRun(run, cfg, load_classifier(ckpt), prov)
+
+
+def load_runs(path: Path | str) -> list[LoadedRun]:
+    """The run of a run folder, or each member of an exported model folder (MODEL_DIR): its
+    checkpoint, config.yaml, split.csv and provenance, with the recorded inference precision
+    and the package's feature statistics."""
+    from skinclf.models.classifier import load_classifier
+
+    path = Path(path)
+    if not is_package(path):
+        return [load_run(path)]
+    manifest = read_manifest(path)
+    stats = manifest.get("feature_stats")
+    members = []
+    for member in manifest["members"]:
+        ckpt = path / member
+        folder = ckpt.parent
+        prov_path = folder / "provenance.json"
+        prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
+        cfg = read_config(folder / "config.yaml")
+        precision = manifest["inference"]["precision"]
+        run = LoadedRun(folder, cfg, load_classifier(ckpt), prov, ckpt, precision)
+        run.stats_path = path / stats if stats else None
+        members.append(run)
+    return members
 
 
 def images_table(path: Path) -> pd.DataFrame:
@@ -229,7 +272,7 @@ def _train_features(run: LoadedRun, cache_dir: Path | None, progress: bool) -> t
 def _checkpoint_fingerprint(run: LoadedRun) -> str:
     import hashlib
 
-    h = hashlib.sha256((run.path / "checkpoints" / "best.ckpt").read_bytes())
+    h = hashlib.sha256(run.checkpoint_file.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -238,7 +281,7 @@ def feature_stats(run: LoadedRun, cache_dir: Path | None, progress: bool):  # ->
     and kept in RUN/feature_stats.npz (refitted when the checkpoint changed)."""
     from skinclf.evaluate.feature_scores import FeatureStats, fit_feature_stats
 
-    path = run.path / FEATURE_STATS_FILE
+    path = run.stats_path or run.path / FEATURE_STATS_FILE
     fingerprint = _checkpoint_fingerprint(run)
     if path.is_file():
         stats = FeatureStats.load(path)
@@ -253,25 +296,6 @@ def feature_stats(run: LoadedRun, cache_dir: Path | None, progress: bool):  # ->
     stats = fit_feature_stats(feats, labels, weight, bias, fingerprint=fingerprint)
     stats.save(path)
     return stats
-
-
-def _gate_values(sel, selective: Path, feats: np.ndarray) -> dict[str, np.ndarray]:
-    """The OOD gate's feature-score components, from the statistics beside selective.json."""
-    from skinclf.evaluate.feature_scores import FEATURE_SCORES, FeatureStats
-
-    gate = sel.gate
-    names = tuple(c for c in gate.components if c in FEATURE_SCORES) if gate else ()
-    if not names:
-        return {}
-    if not gate.stats_file:
-        raise DataError(f"{selective}: its OOD gate uses {names[0]} but names no stats file.")
-    stats_path = Path(selective).parent / gate.stats_file
-    if not stats_path.is_file():
-        raise DataError(
-            f"{stats_path} is missing: selective.json's OOD gate needs the feature statistics "
-            "that `skinclf evaluate --gate-stats` writes beside it."
-        )
-    return FeatureStats.load(stats_path).scores(feats, names)
 
 
 def _check_request(
@@ -345,11 +369,10 @@ def _infer_runs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(logits, probabilities, features of the first run); an ensemble averages probabilities
     and its logits are the log of the mean probabilities."""
-    from skinclf.contracts.predictions import softmax
     from skinclf.inference.batch import infer
     from skinclf.inference.precision import resolve_precision
 
-    probs_per_run, first = [], None
+    results = []
     for run, images in zip(loaded, decoded, strict=True):
         cfg = run.cfg
         result = infer(
@@ -357,17 +380,13 @@ def _infer_runs(
             images.images,
             images.rows(table["image_id"]),
             tta=tta or cfg.predict.tta,
-            precision=resolve_precision(cfg.trainer.precision, training=False),
+            precision=run.precision or resolve_precision(cfg.trainer.precision, training=False),
             batch_size=batch_size or cfg.predict.batch_size,
             progress=progress,
             description=f"predict {run.path.name}",
         )
-        probs_per_run.append(softmax(result.logits))
-        if first is None:
-            first = result
-    probs = np.mean(probs_per_run, axis=0)
-    logits = np.log(np.clip(probs, 1e-12, None)) if len(loaded) > 1 else first.logits
-    return logits, probs, first.features
+        results.append(result)
+    return combine_members(results)
 
 
 def _confidence(
@@ -381,14 +400,9 @@ def _confidence(
     progress: bool,
 ) -> dict[str, np.ndarray]:
     """The requested confidence scores (conf_<name> columns) of the predicted images."""
-    from skinclf.contracts.scores import SCORES
     from skinclf.evaluate.feature_scores import FEATURE_SCORES
 
-    conf = {name: SCORES[name](logits) for name in requested if name in SCORES}
-    if "tta" in requested or (tta or loaded[0].cfg.predict.tta) == "d4":
-        conf["tta"] = SCORES["msp"](logits)
-    if len(loaded) > 1:
-        conf["ensemble"] = SCORES["msp"](logits)
+    conf = logit_scores(requested, logits, tta or loaded[0].cfg.predict.tta, len(loaded))
     if mc_dropout or "mc_dropout" in requested:
         from skinclf.contracts.scores import mc_dropout_msp, mc_dropout_neg_mutual_information
 
@@ -400,33 +414,6 @@ def _confidence(
         stats = feature_stats(loaded[0], cache_dir, progress)
         conf.update(stats.scores(feats, wanted))
     return conf
-
-
-def _abstain(
-    sel,
-    selective: Path,
-    requested: Sequence[str],
-    logits: np.ndarray,
-    feats: np.ndarray,
-    conf: dict[str, np.ndarray],
-) -> tuple[np.ndarray, np.ndarray]:
-    """(abstain, abstain_reason) of the stored selective classifier; adds its scores to conf."""
-    from skinclf.contracts.scores import msp_ts
-    from skinclf.contracts.selective import apply_policy
-
-    if "msp_ts" in requested:
-        if sel.temperature is None:
-            raise ConfigError(
-                f"msp_ts needs a temperature, but {selective} has none: it was fitted "
-                "without --val; run `skinclf evaluate` with --val."
-            )
-        conf["msp_ts"] = msp_ts(logits, sel.temperature)
-    gate_values = _gate_values(sel, selective, feats)
-    score_values, abstain, reason = apply_policy(sel, logits, gate_values)
-    conf.setdefault(sel["score"], score_values)
-    for name, values in gate_values.items():
-        conf.setdefault(name, values)
-    return abstain, reason
 
 
 def _write_submission(out: Path, table: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
@@ -466,9 +453,12 @@ def predict(
     from skinclf.data.dataset import label_indices
 
     requested = list(scores or LOGIT_SCORES)
+    packaged = [r for r in runs if is_package(r)]
+    if selective is None and len(runs) == 1 and packaged:
+        selective = package_selective(packaged[0])  # the exported model's own
     _check_request(data, split, runs, output_format, requested, selective)
     sel = load_selective(selective) if selective is not None else None
-    loaded = [load_run(r) for r in runs]
+    loaded = [member for r in runs for member in load_runs(r)]
     table, missing = input_table(data, split, loaded[0], loaded[1:])
     out = Path(out)
     decoded, table, skipped = _decode(loaded, table, missing, out, cache_dir, progress)
@@ -476,7 +466,9 @@ def predict(
     conf = _confidence(requested, logits, feats, loaded, tta, mc_dropout, cache_dir, progress)
     abstain = reason = None
     if sel is not None:
-        abstain, reason = _abstain(sel, selective, requested, logits, feats, conf)
+        abstain, reason = abstain_decisions(sel, selective, requested, logits, feats, conf)
+    elif packaged:  # an exported model always says whether it abstains
+        abstain, reason = np.zeros(len(table), bool), np.full(len(table), "", dtype=object)
     if output_format == "isic2018-submission":
         frame = _write_submission(out, table, probs)
         frame.attrs["skipped"] = skipped

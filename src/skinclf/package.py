@@ -1,0 +1,276 @@
+"""An exported model (MODEL_DIR, written by `skinclf export`) and the Python API that uses it.
+
+`load(MODEL_DIR)` reads the manifest (`skinclf-model.json`, checked for its format and version),
+the member classifiers (one per run; a fold ensemble averages their probabilities), the
+selective classifier and the model card. `Model.predict(images)` decodes and resizes each
+image with the code of `skinclf predict` (`data.cache.decode_image`), runs the one inference
+path (`inference.infer`, with the recorded TTA and precision), and returns one row per image:
+probabilities, confidence scores, and whether and why the model abstains. The functions that
+turn logits into scores and abstentions are shared with `skinclf predict`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from skinclf import __version__
+from skinclf.classes import CLASSES
+from skinclf.errors import ConfigError, DataError
+
+PACKAGE_FORMAT = "skinclf-model"
+PACKAGE_FORMAT_VERSION = 1
+MANIFEST_FILE = "skinclf-model.json"
+CARD_FILE = "model_card.json"
+CARD_MARKDOWN = "MODEL_CARD.md"
+SELECTIVE_FILE = "selective.json"
+FEATURE_STATS_FILE = "feature_stats.npz"  # in a run folder: fitted on its training split
+LOGIT_SCORES = ("msp", "max_logit", "margin", "neg_entropy", "doctor")  # predict's default
+RUNTIMES = ("torch", "onnx")
+
+
+def is_package(path: Path | str) -> bool:
+    """Whether `path` is an exported model folder (it holds the manifest)."""
+    return (Path(path) / MANIFEST_FILE).is_file()
+
+
+def read_manifest(model_dir: Path | str) -> dict:
+    """The manifest of MODEL_DIR; DataError in one sentence for a missing, damaged or foreign
+    one, or one of another format version."""
+    path = Path(model_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise DataError(
+            f"{model_dir} has no {MANIFEST_FILE}: is it a model folder written by `skinclf export`?"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: is not valid JSON ({exc.msg}, line {exc.lineno}).") from None
+    found = manifest.get("format") if isinstance(manifest, dict) else None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if found != PACKAGE_FORMAT or version != PACKAGE_FORMAT_VERSION:
+        raise DataError(
+            f"{path} is {found!r} format version {version}, but this skinclf ({__version__}) "
+            f"reads {PACKAGE_FORMAT!r} format version {PACKAGE_FORMAT_VERSION}; export the "
+            "model again with this version."
+        )
+    if tuple(manifest.get("classes", ())) != tuple(CLASSES):
+        raise DataError(f"{path}: its classes {manifest.get('classes')} are not {list(CLASSES)}.")
+    return manifest
+
+
+def package_selective(model_dir: Path | str) -> Path | None:
+    """MODEL_DIR's selective.json, or None when it was exported without one."""
+    name = read_manifest(model_dir).get("selective")
+    return Path(model_dir) / name if name else None
+
+
+# ------------------------------------------------------------ logits -> scores -> abstention
+
+
+def combine_members(results: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logits, probabilities, features of the first member) of the members' `Inference`s; an
+    ensemble averages probabilities and its logits are the log of the mean probabilities."""
+    from skinclf.contracts.predictions import softmax
+
+    probs = np.mean([softmax(r.logits) for r in results], axis=0)
+    first = results[0]
+    logits = np.log(np.clip(probs, 1e-12, None)) if len(results) > 1 else first.logits
+    return logits, probs, first.features
+
+
+def logit_scores(
+    requested: Sequence[str], logits: np.ndarray, tta: str, n_members: int
+) -> dict[str, np.ndarray]:
+    """The requested logit scores, plus `tta` under D4 TTA and `ensemble` for an ensemble
+    (both the MSP of the averaged probabilities)."""
+    from skinclf.contracts.scores import SCORES
+
+    conf = {name: SCORES[name](logits) for name in requested if name in SCORES}
+    if "tta" in requested or tta == "d4":
+        conf["tta"] = SCORES["msp"](logits)
+    if n_members > 1:
+        conf["ensemble"] = SCORES["msp"](logits)
+    return conf
+
+
+def gate_values(sel, selective: Path, feats: np.ndarray) -> dict[str, np.ndarray]:
+    """The OOD gate's feature-score components, from the statistics beside selective.json."""
+    from skinclf.evaluate.feature_scores import FEATURE_SCORES, FeatureStats
+
+    gate = sel.gate
+    names = tuple(c for c in gate.components if c in FEATURE_SCORES) if gate else ()
+    if not names:
+        return {}
+    if not gate.stats_file:
+        raise DataError(f"{selective}: its OOD gate uses {names[0]} but names no stats file.")
+    stats_path = Path(selective).parent / gate.stats_file
+    if not stats_path.is_file():
+        raise DataError(
+            f"{stats_path} is missing: selective.json's OOD gate needs the feature statistics "
+            "that `skinclf evaluate --gate-stats` writes beside it."
+        )
+    return FeatureStats.load(stats_path).scores(feats, names)
+
+
+def abstain_decisions(
+    sel,
+    selective: Path,
+    requested: Sequence[str],
+    logits: np.ndarray,
+    feats: np.ndarray,
+    conf: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(abstain, abstain_reason) of the stored selective classifier; adds its scores to conf."""
+    from skinclf.contracts.scores import msp_ts
+    from skinclf.contracts.selective import apply_policy
+
+    if "msp_ts" in requested:
+        if sel.temperature is None:
+            raise ConfigError(
+                f"msp_ts needs a temperature, but {selective} has none: it was fitted "
+                "without --val; run `skinclf evaluate` with --val."
+            )
+        conf["msp_ts"] = msp_ts(logits, sel.temperature)
+    values = gate_values(sel, selective, feats)
+    score_values, abstain, reason = apply_policy(sel, logits, values)
+    conf.setdefault(sel["score"], score_values)
+    for name, component in values.items():
+        conf.setdefault(name, component)
+    return abstain, reason
+
+
+def selective_thresholds(sel) -> dict:
+    """The thresholds of a selective classifier (OOD gate, confidence gate), or {}."""
+    if sel is None:
+        return {}
+    out: dict = {
+        "confidence": {
+            "gate": sel.confidence_gate,
+            "score": sel.score,
+            "temperature": sel.temperature,
+            "threshold": sel.threshold,
+            "target_risk": sel.target_risk,
+            "target_coverage": sel.target_coverage,
+            "fitted_on": sel.fitted_on,
+        }
+    }
+    gate = sel.gate
+    if gate is not None:
+        keys = ("score", "threshold", "id_keep", "id_kept", "fitted_on", "n", "chosen_by")
+        out["ood"] = {k: getattr(gate, k) for k in keys}
+    return out
+
+
+# ------------------------------------------------------------ the API
+
+
+def _image_name(image: object, i: int) -> str:
+    return Path(image).name if isinstance(image, str | Path) else f"image-{i}"
+
+
+class Model:
+    """An exported model, ready to predict images (`skinclf.load(MODEL_DIR)`).
+
+    `runtime`: "torch" (the member checkpoints) or "onnx" (model.onnx through ONNX Runtime,
+    fp32, with the same preprocessing, TTA and averaging code outside the graph).
+    """
+
+    def __init__(self, model_dir: Path | str, runtime: str = "torch") -> None:
+        from skinclf.contracts.selective import load_selective
+
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"Unknown runtime {runtime!r}; use torch or onnx.")
+        self.path = Path(model_dir)
+        self.manifest: dict = read_manifest(self.path)
+        m = self.manifest
+        self.model_id: str = m["model_id"]
+        self.skinclf_version: str = m["skinclf_version"]
+        self.classes: tuple[str, ...] = tuple(m["classes"])
+        self.image_size: int = int(m["preprocessing"]["image_size"])
+        self.resize: str = m["preprocessing"]["resize"]
+        self.tta: str = m["inference"]["tta"]
+        self.batch_size: int = int(m["inference"]["batch_size"])
+        self.precision: str = m["inference"]["precision"] if runtime == "torch" else "32"
+        self.runtime = runtime
+        card = self.path / CARD_FILE
+        self.card: dict = json.loads(card.read_text()) if card.is_file() else {}
+        self.selective_path = package_selective(self.path)
+        self.selective = load_selective(self.selective_path) if self.selective_path else None
+        self.thresholds: dict = selective_thresholds(self.selective)
+        self.members = self._members()
+
+    def _members(self) -> list:
+        if self.runtime == "onnx":
+            from skinclf.onnx_export import OnnxClassifier
+
+            onnx = self.manifest.get("onnx")
+            if not onnx:
+                raise DataError(f"{self.path} has no ONNX graph: export it with --onnx.")
+            return [OnnxClassifier(self.path / f) for f in onnx.get("files", [onnx["file"]])]
+        from skinclf.models.classifier import load_classifier
+
+        return [load_classifier(self.path / member) for member in self.manifest["members"]]
+
+    def preprocess(self, image: object, name: str | None = None) -> np.ndarray:
+        """(S, S, 3) uint8 pixels of a path, the file's bytes, a Pillow image or a uint8 array:
+        the decode and resize of `skinclf predict`. ImageError (a DataError) in one sentence
+        for an unreadable, truncated or oversized image."""
+        from skinclf.data.cache import decode_image
+
+        return decode_image(image, self.image_size, self.resize, name=name or "the uploaded file")
+
+    def infer(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(logits, probabilities, features) of preprocessed images (N, S, S, 3) uint8."""
+        from skinclf.inference.batch import infer
+
+        rows = np.arange(len(pixels))
+        results = [
+            infer(member, pixels, rows, self.tta, self.precision, self.batch_size, progress=False)
+            for member in self.members
+        ]
+        return combine_members(results)
+
+    def predict(self, images: Sequence, names: Sequence[str] | None = None) -> list[dict]:
+        """One row per image (paths, bytes, Pillow images or uint8 arrays): top class,
+        probabilities in class order, confidence scores, abstain and its reason and message."""
+        from skinclf.contracts.selective import REASON_MESSAGES
+
+        images = list(images)
+        names = [_image_name(im, i) for i, im in enumerate(images)] if names is None else names
+        if len(names) != len(images):
+            raise ConfigError(f"Got {len(images)} images but {len(names)} names.")
+        if not images:
+            return []
+        pixels = np.stack(
+            [self.preprocess(im, str(n)) for im, n in zip(images, names, strict=True)]
+        )
+        logits, probs, feats = self.infer(pixels)
+        conf = logit_scores(LOGIT_SCORES, logits, self.tta, len(self.members))
+        abstain, reason = np.zeros(len(images), bool), np.full(len(images), "", dtype=object)
+        if self.selective is not None:
+            abstain, reason = abstain_decisions(
+                self.selective, self.selective_path, LOGIT_SCORES, logits, feats, conf
+            )
+        return [
+            {
+                "image": str(names[i]),
+                "top_class": self.classes[int(np.argmax(probs[i]))],
+                "probabilities": {c: float(p) for c, p in zip(self.classes, probs[i], strict=True)},
+                "scores": {k: float(v[i]) for k, v in conf.items()},
+                "abstain": bool(abstain[i]),
+                "abstain_reason": str(reason[i]),
+                "message": REASON_MESSAGES.get(str(reason[i]), ""),
+                "model_id": self.model_id,
+                "skinclf_version": self.skinclf_version,
+            }
+            for i in range(len(images))
+        ]
+
+
+def load(model_dir: Path | str, runtime: str = "torch") -> Model:
+    """The exported model in MODEL_DIR (`skinclf export`), ready to `predict` images."""
+    return Model(model_dir, runtime)
