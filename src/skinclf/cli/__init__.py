@@ -56,6 +56,7 @@ def _root(
 
 def _register() -> None:
     import skinclf.cli.data_download  # noqa: F401 (adds `data download` to the data group)
+    import skinclf.cli.export  # noqa: F401 (adds `export`)
     from skinclf.cli import data, data_prep, evaluate, models, predict, train, tune  # noqa: F401
 
     app.add_typer(data.app, name="data", help="Download, check, split, cache and generate data.")

@@ -11,7 +11,12 @@ console = Console(soft_wrap=True)
 
 
 def predict(
-    runs: list[Path] = typer.Argument(..., help="Run folder(s); several form an ensemble."),
+    runs: list[Path] = typer.Argument(
+        ...,
+        help="Run folder(s), or an exported model folder (MODEL_DIR of `skinclf export`: its "
+        "selective.json applies, abstain and abstain_reason are always written); several form "
+        "an ensemble.",
+    ),
     out: Path = typer.Option(..., "--out", help="Predictions CSV to write."),
     data: Path | None = typer.Option(
         None, help="Dataset folder (any format) or plain image files/folder (no labels)."
@@ -29,7 +34,8 @@ def predict(
     selective: Path | None = typer.Option(
         None,
         help="RUN/eval/selective.json from `skinclf evaluate`: adds `abstain` and "
-        "`abstain_reason` (unfamiliar: the OOD gate; uncertain: the confidence gate).",
+        "`abstain_reason` (unfamiliar: the OOD gate; uncertain: the confidence gate). Default "
+        "for one MODEL_DIR: its own.",
     ),
     output_format: str = typer.Option(
         "predictions", "--format", help="predictions or isic2018-submission."
@@ -46,6 +52,7 @@ def predict(
     """Predict images with trained runs and write the predictions file (or ISIC submission).
 
     Example: skinclf predict runs/lite0 --data ../pad-ufes-20 --scores msp,knn --out pad.csv
+    (or an exported model: skinclf predict models/lite0 --data new_images/ --out p.csv)
     """
     from skinclf.predict import predict as run_predict
 

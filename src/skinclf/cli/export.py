@@ -1,0 +1,72 @@
+"""`skinclf export`: a trained run (or a cross-validation folder of runs) as a model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+console = Console(soft_wrap=True)
+
+_SOURCE = typer.Argument(
+    ...,
+    help="A run folder (RUN/), or a cross-validation folder whose fold_*/ run folders form a "
+    "fold ensemble (mean probabilities).",
+)
+_OUT = typer.Option(
+    ..., "--out", help="The model folder to write (MODEL_DIR; replaced if it is one)."
+)
+_ONNX = typer.Option(
+    False,
+    "--onnx",
+    help="Also write model.onnx (uint8 RGB pixels NCHW -> logits, features); needs the "
+    'onnx extra (pip install "skinclf[onnx]").',
+)
+_SELECTIVE = typer.Option(
+    None,
+    "--selective",
+    help="The selective.json to include (default: RUN/eval/selective.json when there; without "
+    "one the model never abstains).",
+)
+
+
+def export(
+    source: Path = _SOURCE,
+    out: Path = _OUT,
+    onnx: bool = _ONNX,
+    selective: Path | None = _SELECTIVE,
+) -> None:
+    """Export a trained model as one self-contained folder: checkpoints, preprocessing,
+    selective classifier, model card (and ONNX graph), read by `skinclf predict MODEL_DIR`
+    and `skinclf.load(MODEL_DIR)`.
+
+    Example: skinclf export runs/lite0 --out models/lite0 --onnx
+    """
+    from skinclf.export import export_model
+
+    with console.status("exporting"):
+        manifest = export_model(source, out, onnx=onnx, selective=selective)
+    parts = [f"{len(manifest['members'])} member(s)"]
+    parts.append("selective classifier" if manifest["selective"] else "no selective classifier")
+    if manifest["onnx"]:
+        parts.append(f"ONNX opset {manifest['onnx']['opset']}")
+    console.print(
+        f"[green]wrote[/] {escape(str(out))}: {manifest['model_id']} ({', '.join(parts)})",
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)
+
+
+def _register_on_import() -> None:
+    """`import skinclf.cli.export` (in skinclf.cli) adds the command to the app."""
+    from skinclf.cli import app
+
+    register(app)
+
+
+_register_on_import()

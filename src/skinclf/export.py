@@ -1,0 +1,339 @@
+"""`skinclf export`: a trained run, or a cross-validation folder of runs (`CV_DIR/fold_*/`, a
+fold ensemble), as one self-contained model folder that `skinclf predict`, `skinclf.load` and
+the server read (the layout is the manifest's, `skinclf.package`).
+
+MODEL_DIR holds skinclf-model.json; members/<i>/ (classifier.ckpt with its ClassifierSpec, and
+the run's config.yaml, split.csv and provenance.json); selective.json from the run's
+evaluation with the feature statistics its OOD gate needs (feature_stats.npz, also used by
+`predict --scores mahalanobis,...`); MODEL_CARD.md and model_card.json; model.onnx with --onnx.
+The folder is written beside MODEL_DIR and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from skinclf import __version__
+from skinclf.config import read_config
+from skinclf.errors import ConfigError, DataError
+from skinclf.package import (
+    CARD_FILE,
+    CARD_MARKDOWN,
+    FEATURE_STATS_FILE,
+    MANIFEST_FILE,
+    PACKAGE_FORMAT,
+    PACKAGE_FORMAT_VERSION,
+    SELECTIVE_FILE,
+    is_package,
+    selective_thresholds,
+)
+
+CHECKPOINT = Path("checkpoints") / "best.ckpt"
+COLOUR = "RGB, EXIF-rotated, alpha on white"
+DECODER = (
+    "skinclf.data.cache.decode_image: Pillow decode (JPEG at a reduced DCT scale still >= the "
+    "size), then a bicubic antialiased resize; resize squash: the whole image, center-crop: the "
+    "centred square"
+)
+
+
+def source_runs(source: Path | str) -> list[Path]:
+    """The run folder `source`, or the fold_* run folders of a cross-validation folder."""
+    source = Path(source)
+    if (source / CHECKPOINT).is_file():
+        return [source]
+    folds = sorted(
+        (p for p in source.glob("fold_*") if p.is_dir()),
+        key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)],
+    )
+    if not folds:
+        raise DataError(
+            f"{source} is neither a finished run folder (no {CHECKPOINT}) nor a "
+            "cross-validation folder (no fold_*/ run folders)."
+        )
+    unfinished = [f for f in folds if not (f / CHECKPOINT).is_file()]
+    if unfinished:
+        raise DataError(
+            f"{unfinished[0]} has no {CHECKPOINT}: every fold of {source} must be a finished run."
+        )
+    return folds
+
+
+def _check_out(out: Path, runs: Sequence[Path]) -> None:
+    """ConfigError for an output folder that would overwrite something else than a model."""
+    if any(out.resolve() == r.resolve() for r in runs):
+        raise ConfigError(f"--out {out} is the run folder itself; give a new folder.")
+    if out.exists() and not (out.is_dir() and (is_package(out) or not any(out.iterdir()))):
+        raise ConfigError(
+            f"{out} exists and is not an exported model folder; give a new or empty folder."
+        )
+
+
+def _check_members(models: Sequence, runs: Sequence[Path]) -> None:
+    """DataError when the folds of an ensemble do not share classes and preprocessing."""
+    first = models[0].spec
+    keys = ("classes", "image_size", "resize")
+    for run, model in zip(runs[1:], models[1:], strict=True):
+        differs = [k for k in keys if getattr(model.spec, k) != getattr(first, k)]
+        if differs:
+            raise DataError(
+                f"{run} has another {differs[0]} ({getattr(model.spec, differs[0])}) than "
+                f"{runs[0]} ({getattr(first, differs[0])}): the members of one model must "
+                "share classes and preprocessing."
+            )
+
+
+def _weights_id(models: Sequence) -> str:
+    """12 hex digits of the sha256 of every member's weights (names and bytes)."""
+    import torch
+
+    h = hashlib.sha256()
+    for model in models:
+        for name, tensor in model.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy())
+    return h.hexdigest()[:12]
+
+
+def _fingerprint(ckpt: Path) -> str:
+    """The checkpoint fingerprint feature statistics carry (as `skinclf predict` computes it)."""
+    return hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
+
+
+def _write_member(run: Path, model, folder: Path) -> None:
+    """members/<i>/: the classifier checkpoint load_classifier reads, and the run's files."""
+    import torch
+
+    from skinclf.models.classifier import SPEC_KEY
+
+    folder.mkdir(parents=True)
+    state = {"state_dict": model.state_dict(), "hyper_parameters": {SPEC_KEY: model.spec.to_dict()}}
+    torch.save(state, folder / "classifier.ckpt")
+    for name in ("config.yaml", "split.csv", "provenance.json"):
+        if (run / name).is_file():
+            shutil.copy2(run / name, folder / name)
+
+
+def _recorded_precision(run: Path) -> str:
+    """The inference precision the run recorded (metrics.json, else provenance.json), else its
+    config's, resolved on this machine."""
+    for name, keys in (("metrics.json", ("inference_precision",)), ("provenance.json", ())):
+        path = run / name
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        value = data.get(keys[0]) if keys else (data.get("precision") or {}).get("inference")
+        if value:
+            return str(value)
+    from skinclf.inference.precision import resolve_precision
+
+    return resolve_precision(read_config(run / "config.yaml").trainer.precision, training=False)
+
+
+def _statistics(runs: Sequence[Path], sel_path: Path | None, staging: Path) -> str | None:
+    """feature_stats.npz: the OOD gate's statistics, else the first run's fresh ones, carrying
+    the fingerprint of the member checkpoint; None when there are none."""
+    from skinclf.contracts.selective import load_selective
+    from skinclf.evaluate.feature_scores import FeatureStats
+
+    gate = load_selective(sel_path).gate if sel_path else None
+    source = runs[0] / FEATURE_STATS_FILE
+    if gate is not None and gate.stats_file:
+        source = sel_path.parent / gate.stats_file
+        if not source.is_file():
+            raise DataError(f"{source} is missing: {sel_path}'s OOD gate needs it.")
+    elif not source.is_file():
+        return None
+    stats = FeatureStats.load(source)
+    fresh = stats.fingerprint == _fingerprint(runs[0] / CHECKPOINT)
+    if not fresh and source.parent == runs[0]:
+        return None  # fitted for an older checkpoint of the run
+    if fresh:
+        member = staging / "members" / "0" / "classifier.ckpt"
+        stats = dataclasses.replace(stats, fingerprint=_fingerprint(member))
+    stats.save(staging / FEATURE_STATS_FILE)
+    return FEATURE_STATS_FILE
+
+
+def _copy_selective(sel_path: Path, staging: Path, stats: str | None) -> str:
+    """selective.json as evaluated, its OOD gate pointing at the package's statistics."""
+    data = json.loads(sel_path.read_text())
+    if data.get("ood_gate") and data["ood_gate"].get("stats_file") and stats:
+        data["ood_gate"]["stats_file"] = stats
+    (staging / SELECTIVE_FILE).write_text(json.dumps(data, indent=2) + "\n")
+    return SELECTIVE_FILE
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _evaluation(source: Path, sel_path: Path | None) -> tuple[dict | None, str]:
+    """The evaluation's metrics.json (beside selective.json, else SOURCE/eval/) and its path."""
+    candidates = ([sel_path.parent / "metrics.json"] if sel_path else []) + [
+        source / "eval" / "metrics.json"
+    ]
+    for path in candidates:
+        data = _read_json(path)
+        if data is not None:
+            return data, str(path)
+    return None, ""
+
+
+def _onnx(models: Sequence, staging: Path, image_size: int) -> dict:
+    """model.onnx (members/<i>/model.onnx for an ensemble) and the manifest's `onnx` entry."""
+    from skinclf.onnx_export import export_onnx
+
+    files = (
+        ["model.onnx"]
+        if len(models) == 1
+        else [f"members/{i}/model.onnx" for i in range(len(models))]
+    )
+    entry: dict = {}
+    for model, name in zip(models, files, strict=True):
+        entry = export_onnx(model, staging / name, image_size)
+    return {"file": files[0], "files": files, **entry}
+
+
+def _provenance(runs: Sequence[Path], source: Path) -> dict:
+    prov = _read_json(runs[0] / "provenance.json") or {}
+    return {
+        **prov,
+        "run": source.name,
+        "runs": [r.name for r in runs] if len(runs) > 1 else [source.name],
+        "source": str(source.resolve()),
+        "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _manifest(models, runs, source, selective, stats, onnx, precision) -> dict:
+    spec, cfg = models[0].spec, read_config(runs[0] / "config.yaml")
+    return {
+        "format": PACKAGE_FORMAT,
+        "format_version": PACKAGE_FORMAT_VERSION,
+        "model_id": f"{source.name}-{_weights_id(models)}",
+        "skinclf_version": __version__,
+        "classes": list(spec.classes),
+        "preprocessing": {
+            "image_size": spec.image_size,
+            "resize": spec.resize,
+            "colour": COLOUR,
+            "decoder": DECODER,
+            "normalisation": {"mean": list(spec.mean), "std": list(spec.std), "inside_model": True},
+        },
+        "members": [f"members/{i}/classifier.ckpt" for i in range(len(models))],
+        "ensemble": "mean probabilities" if len(models) > 1 else None,
+        "inference": {
+            "precision": precision,
+            "tta": cfg.predict.tta,
+            "batch_size": cfg.predict.batch_size,
+        },
+        "selective": selective,
+        "feature_stats": stats,
+        "onnx": onnx,
+        "card": {"json": CARD_FILE, "markdown": CARD_MARKDOWN},
+        "provenance": _provenance(runs, source),
+    }
+
+
+def _card(manifest: dict, runs: Sequence[Path], sel_path: Path | None, source: Path) -> dict:
+    """model_card.json: data, licence, split sizes, metrics, the selective classifier."""
+    from skinclf.contracts.selective import load_selective
+    from skinclf.model_card import (
+        INTENDED_USE,
+        LIMITATIONS,
+        card_metrics,
+        data_licence,
+        selective_card,
+        split_sizes,
+    )
+
+    prov = manifest["provenance"]
+    evaluation, where = _evaluation(source, sel_path)
+    sel = load_selective(sel_path) if sel_path else None
+    prep, inference = manifest["preprocessing"], manifest["inference"]
+    splits = [split_sizes(r / "split.csv") for r in runs]
+    return {
+        "model_id": manifest["model_id"],
+        "skinclf_version": manifest["skinclf_version"],
+        "exported": prov["exported"],
+        "intended_use": INTENDED_USE,
+        "model": {
+            "backbone": read_config(runs[0] / "config.yaml").model.backbone,
+            "image_size": prep["image_size"],
+            "resize": prep["resize"],
+            "members": len(runs),
+            "tta": inference["tta"],
+            "precision": inference["precision"],
+        },
+        "training_data": {
+            "path": prov.get("data_path"),
+            "n_images": prov.get("n_images"),
+            "fingerprint": prov.get("data_fingerprint"),
+            "licence": data_licence(prov),
+            "splits": splits[0],
+            **({"splits_per_member": splits} if len(splits) > 1 else {}),
+        },
+        "metrics": card_metrics(
+            [_read_json(r / "metrics.json") or {} for r in runs], evaluation, where
+        ),
+        "selective": selective_card(sel, selective_thresholds(sel), evaluation),
+        "limitations": list(LIMITATIONS),
+    }
+
+
+def export_model(
+    source: Path | str,
+    out: Path | str,
+    onnx: bool = False,
+    selective: Path | str | None = None,
+) -> dict:
+    """Write the model folder `out` from a run (or a CV folder of runs); returns the manifest.
+
+    `selective`: the selective.json to include (default: SOURCE/eval/selective.json when it
+    exists; without one the model never abstains).
+    """
+    from skinclf.atomic import write_text
+    from skinclf.contracts.selective import load_selective
+    from skinclf.model_card import render_markdown
+    from skinclf.models.classifier import load_classifier
+
+    source, out = Path(source), Path(out)
+    runs = source_runs(source)
+    _check_out(out, runs)
+    sel_path = Path(selective) if selective else source / "eval" / SELECTIVE_FILE
+    if selective is None and not sel_path.is_file():
+        sel_path = None
+    if sel_path is not None:
+        load_selective(sel_path)  # a missing or malformed one: DataError before writing
+    models = [load_classifier(r / CHECKPOINT) for r in runs]
+    _check_members(models, runs)
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for i, (run, model) in enumerate(zip(runs, models, strict=True)):
+            _write_member(run, model, staging / "members" / str(i))
+        stats = _statistics(runs, sel_path, staging)
+        sel_name = _copy_selective(sel_path, staging, stats) if sel_path else None
+        graph = _onnx(models, staging, models[0].spec.image_size) if onnx else None
+        precision = _recorded_precision(runs[0])
+        manifest = _manifest(models, runs, source, sel_name, stats, graph, precision)
+        card = _card(manifest, runs, sel_path, source)
+        write_text(staging / CARD_FILE, json.dumps(card, indent=2) + "\n")
+        write_text(staging / CARD_MARKDOWN, render_markdown(card))
+        write_text(staging / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return manifest
