@@ -101,3 +101,47 @@ def trained_run(
         log=lambda *_: None,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def exported_model(
+    trained_run: Path, train_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """MODEL_DIR of `skinclf export` from an evaluated copy of `trained_run` (read-only): its
+    val/test predictions carry msp and mahalanobis, `skinclf evaluate` fitted an OOD gate
+    (mahalanobis+msp, keeping 90 % of val) and the confidence gate in RUN/eval/, so the model
+    has a gated selective.json and feature_stats.npz; and model.onnx when onnx is installed.
+    The evaluated run is the manifest's provenance["source"]."""
+    import importlib.util
+    import shutil
+
+    from skinclf.evaluate.evaluation import evaluate_predictions
+    from skinclf.export import export_model
+    from skinclf.predict import predict
+
+    root = tmp_path_factory.mktemp("export")
+    run = Path(shutil.copytree(trained_run, root / "run", ignore=shutil.ignore_patterns("last*")))
+    files = {}
+    for split in ("val", "test"):
+        files[split] = run / "eval" / f"{split}.csv"
+        predict(
+            [run],
+            files[split],
+            split=split,
+            scores=["msp", "mahalanobis"],
+            cache_dir=train_cache,
+            progress=False,
+        )
+    evaluate_predictions(
+        test=files["test"],
+        out_dir=run / "eval",
+        val=files["val"],
+        ood_gate="mahalanobis+msp",
+        id_keep=0.9,
+        gate_stats=run / "feature_stats.npz",
+        target_risk=0.5,
+        n_bootstrap=20,
+    )
+    out = root / "model"
+    export_model(run, out, onnx=importlib.util.find_spec("onnx") is not None)
+    return out
