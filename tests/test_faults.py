@@ -43,6 +43,20 @@ from skinclf.train.activations import cached_activations
 from skinclf.inference.feature_cache import cached_features
 
 
+class TinyBackbone(nn.Module):  # EfficientNet's layout in miniature, declared as timm does
+
+    def __init__(self):
+        super().__init__()
+        self.conv_stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.blocks = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Identity()
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return {"stem": "^conv_stem|bn1", "blocks": "^blocks[.]([0-9]+)"}
+
+
 class Tiny(nn.Module):
     def __init__(self):
         super().__init__()
@@ -50,10 +64,7 @@ class Tiny(nn.Module):
         self.cfg = load_config("sample", overrides=["data.image_size=32"])
         self.register_buffer("mean", torch.full((1, 3, 1, 1), 0.5))
         self.register_buffer("std", torch.full((1, 3, 1, 1), 0.25))
-        self.backbone = nn.Module()
-        self.backbone.conv_stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
-        self.backbone.bn1 = nn.BatchNorm2d(8)
-        self.backbone.blocks = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.backbone = TinyBackbone()
         self.head = nn.Linear(8, 7)
 
     def normalize(self, x):
