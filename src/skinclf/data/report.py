@@ -306,7 +306,12 @@ def write_report(
             "groups": _groups(table, cat, order),
         }
     page = render(
-        "data.html", title=f"Data report · {datasets}", datasets=datasets, kpis=kpis, **sections
+        "data.html",
+        title=f"Data report · {datasets}",
+        datasets=datasets,
+        kpis=kpis,
+        thumbnail_mime="jpeg",  # the example thumbnails are JPEG-encoded
+        **sections,
     )
     out_html.parent.mkdir(parents=True, exist_ok=True)
     out_html.write_text(page, encoding="utf-8")
