@@ -43,10 +43,28 @@ class Server:
     proc: subprocess.Popen
     log: Path
 
+    def wait_ready(self, timeout: float = 180) -> None:
+        """Until /health answers 200 (fails when the process exits or time runs out)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail(f"skinclf serve exited ({self.proc.returncode}):\n{self.text()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"skinclf serve did not answer /health:\n{self.text()}")
+            time.sleep(0.2)
+
     def assert_serving(self) -> None:
         """Still running, and /health answers."""
-        assert self.proc.poll() is None, self.log.read_text()[-3000:]
+        assert self.proc.poll() is None, self.text()
         assert httpx.get(f"{self.url}/health", timeout=10).json()["status"] == "ok"
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:]
 
 
 def free_port() -> int:
@@ -56,26 +74,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(model_dir: Path, log: Path, *options: str, timeout: float = 180) -> Iterator[Server]:
-    """`skinclf serve MODEL_DIR` on a free port until the block ends; waits for /health."""
+def serving(model_dir: Path, log: Path, *options: str, wait: bool = True) -> Iterator[Server]:
+    """`skinclf serve MODEL_DIR` on a free port until the block ends (ready unless `wait` is
+    False: then call `wait_ready`, e.g. after starting several)."""
     port = free_port()
     cmd = [sys.executable, "-m", "skinclf", "serve", str(model_dir), "--port", str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen([*cmd, *options], stdout=out, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"skinclf serve exited ({proc.returncode}):\n{log.read_text()}")
-            try:
-                if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"skinclf serve did not answer /health:\n{log.read_text()}")
-            time.sleep(0.2)
+        if wait:
+            server.wait_ready()
         yield server
     finally:
         proc.terminate()

@@ -25,8 +25,9 @@ function renderVerdict(result, names) {
   verdict.classList.toggle("abstain", result.abstain);
   if (result.abstain) {
     verdict.append(element("p", "headline", HEADLINES[result.abstain_reason] || HEADLINES.uncertain));
-    verdict.append(element("p", "why", "No diagnosis is given: the model " +
-      (result.message || "abstained") + "."));
+    verdict.append(element("p", "why", result.abstain_reason === "uncertain"
+      ? "The model is not confident enough on this image to name a class, so it gives no diagnosis."
+      : "No diagnosis is given: " + (result.message || "the model abstained") + "."));
     return;
   }
   const top = result.top_class;
