@@ -41,14 +41,17 @@ def serve(
     from skinclf.serve.app import run_server
 
     model = load(model_dir)  # a bad folder is one sentence here, before anything listens
+    model_id = model.model_id
+    if workers > 1:
+        model = None  # each worker process loads its own copy; this one is not needed
     console.print(
-        f"serving {model.model_id} on http://{host}:{port}/ (API docs: /docs); "
+        f"serving {model_id} on http://{host}:{port}/ (API docs: /docs); "
         "a research tool, not a diagnosis",
         highlight=False,
     )
     run_server(
         model_dir,
-        model=model if workers == 1 else None,
+        model=model,
         host=host,
         port=port,
         workers=workers,
