@@ -11,6 +11,7 @@ from skinclf.errors import MissingExtraError
 EXTRAS: dict[str, tuple[str, ...]] = {
     "wandb": ("wandb",),
     "tensorboard": ("tensorboard", "tensorboardX"),  # Lightning's TensorBoardLogger takes either
+    "serve": ("fastapi",),  # skinclf serve (uvicorn and python-multipart: serve/__init__.py)
 }
 
 

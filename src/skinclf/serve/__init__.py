@@ -10,12 +10,11 @@ from __future__ import annotations
 import importlib.util
 
 from skinclf.errors import MissingExtraError
-from skinclf.extras import EXTRAS, require_extra
+from skinclf.extras import require_extra
 
 # The `serve` extra of pyproject.toml: pip package -> module. extras.py knows an extra by any
 # one of its modules (FastAPI here); the others are checked below.
 SERVE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "python-multipart": "multipart"}
-EXTRAS.setdefault("serve", ("fastapi",))
 
 
 def require_serve_extra() -> None:
