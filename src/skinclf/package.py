@@ -11,6 +11,7 @@ turn logits into scores and abstentions are shared with `skinclf predict`.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,7 +100,7 @@ def logit_scores(
 
 def gate_values(sel, selective: Path, feats: np.ndarray) -> dict[str, np.ndarray]:
     """The OOD gate's feature-score components, from the statistics beside selective.json."""
-    from skinclf.evaluate.feature_scores import FEATURE_SCORES, FeatureStats
+    from skinclf.evaluate.feature_scores import FEATURE_SCORES
 
     gate = sel.gate
     names = tuple(c for c in gate.components if c in FEATURE_SCORES) if gate else ()
@@ -113,7 +114,16 @@ def gate_values(sel, selective: Path, feats: np.ndarray) -> dict[str, np.ndarray
             f"{stats_path} is missing: selective.json's OOD gate needs the feature statistics "
             "that `skinclf evaluate --gate-stats` writes beside it."
         )
-    return FeatureStats.load(stats_path).scores(feats, names)
+    return _load_stats(str(stats_path), stats_path.stat().st_mtime_ns).scores(feats, names)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_stats(path: str, mtime_ns: int):  # -> FeatureStats
+    """The feature statistics at `path`, read once per version of the file (a server predicts
+    many requests with the same, often large, statistics)."""
+    from skinclf.evaluate.feature_scores import FeatureStats
+
+    return FeatureStats.load(path)
 
 
 def abstain_decisions(
