@@ -245,7 +245,7 @@ def _mc_dropout(model, feats: np.ndarray, k: int, seed: int) -> np.ndarray:
 def _train_features(run: LoadedRun, cache_dir: Path | None, progress: bool) -> tuple:
     from skinclf.data.cache import build_cache, default_cache_dir
     from skinclf.data.dataset import label_indices
-    from skinclf.inference.feature_cache import cached_features
+    from skinclf.inference.feature_cache import cached_features, images_key
     from skinclf.inference.precision import resolve_precision
 
     table, missing = input_table(None, "train", run)
@@ -261,7 +261,7 @@ def _train_features(run: LoadedRun, cache_dir: Path | None, progress: bool) -> t
         run.model,
         images.images,
         rows,
-        {"run": str(run.path.resolve()), "decode": images.key},
+        images_key(run.model.spec.backbone, images),
         cache_dir or default_cache_dir(),
         resolve_precision(cfg.trainer.precision, training=False),
         progress=progress,
