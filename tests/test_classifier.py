@@ -95,3 +95,29 @@ def test_a_checkpoint_alone_rebuilds_without_its_run_folder(
         x = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8)
         with torch.inference_mode():
             assert model(x).shape == (1, 7)
+
+
+def test_a_checkpoint_from_before_specs_loads_through_its_run_config(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    """The old layout (backbone.*, head.*, mean, std and the loss's tensors at the top, no
+    spec): rebuilt from the run's config.yaml, with the same outputs."""
+    import shutil
+
+    new = load_classifier(trained_run / "checkpoints" / "best.ckpt")
+    ckpt = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=False)
+    state = {k.removeprefix("classifier."): v for k, v in ckpt["state_dict"].items()}
+    state["loss_fn.adjustment"] = torch.zeros(7)
+    (tmp_path / "old" / "checkpoints").mkdir(parents=True)
+    shutil.copy(trained_run / "config.yaml", tmp_path / "old" / "config.yaml")
+    old_path = tmp_path / "old" / "checkpoints" / "best.ckpt"
+    torch.save({"state_dict": state, "epoch": 1}, old_path)
+    old = load_classifier(old_path)
+    import dataclasses
+
+    # mean/std come back from float32 buffers: equal to float32 precision
+    np.testing.assert_allclose(old.spec.mean + old.spec.std, new.spec.mean + new.spec.std, 1e-6)
+    assert dataclasses.replace(old.spec, mean=new.spec.mean, std=new.spec.std) == new.spec
+    x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    with torch.inference_mode():
+        torch.testing.assert_close(old(x), new(x), rtol=0, atol=0)

@@ -115,7 +115,10 @@ def _classifier_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     """The classifier's own keys of a training module's state_dict (either layout)."""
     if any(k.startswith(_STATE_PREFIX) for k in state):
         return {k[len(_STATE_PREFIX) :]: v for k, v in state.items() if k.startswith(_STATE_PREFIX)}
-    return dict(state)  # checkpoints of skinclf < 0.6 held backbone.*, head.*, mean, std
+    # checkpoints written before the spec was saved held backbone.*, head.*, mean, std beside
+    # the training module's own tensors (e.g. loss_fn.adjustment of the logit-adjusted loss)
+    own = ("backbone.", "head.")
+    return {k: v for k, v in state.items() if k.startswith(own) or k in ("mean", "std")}
 
 
 def _legacy_spec(path: Path, state: Mapping[str, torch.Tensor]) -> ClassifierSpec:
