@@ -38,9 +38,10 @@ def export(
     onnx: bool = _ONNX,
     selective: Path | None = _SELECTIVE,
 ) -> None:
-    """Export a trained model as one self-contained folder: checkpoints, preprocessing,
-    selective classifier, model card (and ONNX graph), read by `skinclf predict MODEL_DIR`
-    and `skinclf.load(MODEL_DIR)`.
+    """Export a trained run as one model folder (for predict, skinclf.load and serve).
+
+    The folder holds the checkpoints, preprocessing, selective classifier, model card (and
+    with --onnx an ONNX graph); `skinclf predict MODEL_DIR` and `skinclf.load(MODEL_DIR)` read it.
 
     Example: skinclf export runs/lite0 --out models/lite0 --onnx
     """

@@ -24,8 +24,10 @@ def serve(
     ),
     max_files: int = typer.Option(16, help="Most images in one request."),
 ) -> None:
-    """Serve a model: POST /predict (multipart field `files`), GET /health, GET /model (the
-    model card), a page at / to try images, and the API docs at /docs. Research, not diagnosis.
+    """Serve an exported model over HTTP, with a page to try images (research, not diagnosis).
+
+    POST /predict (multipart field `files`), GET /health, GET /model (the model card), a page
+    at / and the API docs at /docs.
 
     Example: skinclf serve models/lite0 --port 8000, then open http://127.0.0.1:8000/
     """
