@@ -127,3 +127,58 @@ def test_unusable_images_are_one_sentence(
         model.predict([buffer.getvalue()], names=["big.png"])
     with pytest.raises(ConfigError, match="2 images but 1 names"):
         model.predict(images[:2], names=["a"])
+
+
+def _copy(exported_model: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(exported_model, tmp_path / "model"))
+
+
+def test_a_damaged_or_inconsistent_package_is_one_sentence(
+    exported_model: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from skinclf.errors import DataError
+
+    folder = _copy(exported_model, tmp_path)
+    manifest_path = folder / "skinclf-model.json"
+    manifest = json.loads(manifest_path.read_text())
+    for bad, match in (
+        ({**manifest, "format_version": True}, "format version"),
+        ({k: v for k, v in manifest.items() if k != "members"}, "missing members"),
+        ({**manifest, "preprocessing": {**manifest["preprocessing"], "image_size": 99}},
+         "differ from the manifest"),
+    ):  # fmt: skip
+        manifest_path.write_text(json.dumps(bad))
+        with pytest.raises(DataError, match=match):
+            skinclf.load(folder)
+    manifest_path.write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(DataError, match="UTF-8"):
+        skinclf.load(folder)
+    # a member that would unpickle code is refused, not run
+    manifest_path.write_text(json.dumps(manifest))
+    member = folder / manifest["members"][0]
+    torch.save({"state_dict": {}, "hook": _Opaque()}, member)
+    with pytest.raises(DataError, match="cannot be read as a checkpoint"):
+        skinclf.load(folder)
+
+
+class _Opaque:
+    """An object torch.load(weights_only=True) refuses to unpickle."""
+
+
+def test_the_gate_statistics_are_read_once_at_load(exported_model: Path, tmp_path: Path) -> None:
+    from skinclf.errors import DataError
+
+    folder = _copy(exported_model, tmp_path)
+    model = skinclf.load(folder)
+    if model.gate_stats is None:
+        pytest.skip("the session's exported model has no feature-score gate")
+    stats = folder / model.selective.gate.stats_file
+    stats.unlink()  # removed after loading: predictions still use what was loaded
+    rows = model.predict([np.zeros((40, 40, 3), np.uint8)])
+    assert rows[0]["abstain_reason"] in ("", "unfamiliar", "uncertain")
+    with pytest.raises(DataError, match="is missing"):
+        skinclf.load(folder)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -315,9 +316,8 @@ def export_model(
         load_selective(sel_path)  # a missing or malformed one: DataError before writing
     models = [load_classifier(r / CHECKPOINT) for r in runs]
     _check_members(models, runs)
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         for i, (run, model) in enumerate(zip(runs, models, strict=True)):
             _write_member(run, model, staging / "members" / str(i))
@@ -333,7 +333,18 @@ def export_model(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+    _replace(staging, out)
     return manifest
+
+
+def _replace(staging: Path, out: Path) -> None:
+    """Put the finished package in place: the old one is renamed aside first and removed only
+    after the new one is in place, so `out` is never a half-deleted package."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        old.rmdir()
+        out.rename(old)
+    staging.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

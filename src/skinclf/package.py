@@ -47,12 +47,14 @@ def read_manifest(model_dir: Path | str) -> dict:
             f"{model_dir} has no {MANIFEST_FILE}: is it a model folder written by `skinclf export`?"
         )
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: is not valid JSON ({exc.msg}, line {exc.lineno}).") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"{path}: cannot be read as a UTF-8 JSON file ({exc}).") from None
     found = manifest.get("format") if isinstance(manifest, dict) else None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
-    if found != PACKAGE_FORMAT or version != PACKAGE_FORMAT_VERSION:
+    if found != PACKAGE_FORMAT or type(version) is not int or version != PACKAGE_FORMAT_VERSION:
         raise DataError(
             f"{path} is {found!r} format version {version}, but this skinclf ({__version__}) "
             f"reads {PACKAGE_FORMAT!r} format version {PACKAGE_FORMAT_VERSION}; export the "
@@ -60,7 +62,26 @@ def read_manifest(model_dir: Path | str) -> dict:
         )
     if tuple(manifest.get("classes", ())) != tuple(CLASSES):
         raise DataError(f"{path}: its classes {manifest.get('classes')} are not {list(CLASSES)}.")
+    missing = [k for k in REQUIRED_KEYS if not manifest.get(k)]
+    if missing:
+        raise DataError(f"{path}: missing {', '.join(missing)}; export the model again.")
     return manifest
+
+
+REQUIRED_KEYS = ("model_id", "skinclf_version", "preprocessing", "inference", "members")
+
+
+def check_member(spec, manifest: dict, where: Path) -> None:
+    """DataError unless a member's own spec has the manifest's classes and preprocessing (a
+    package never predicts with pixels or a class order other than its checkpoints')."""
+    pre = manifest["preprocessing"]
+    theirs = (tuple(spec.classes), spec.image_size, spec.resize)
+    ours = (tuple(manifest["classes"]), int(pre["image_size"]), pre["resize"])
+    if theirs != ours:
+        raise DataError(
+            f"{where}: its classes/size/resize {theirs} differ from the manifest's {ours}; "
+            "export the model again."
+        )
 
 
 def package_selective(model_dir: Path | str) -> Path | None:
@@ -98,14 +119,29 @@ def logit_scores(
     return conf
 
 
-def gate_values(sel, selective: Path, feats: np.ndarray) -> dict[str, np.ndarray]:
-    """The OOD gate's feature-score components, from the statistics beside selective.json."""
+def gate_values(sel, selective: Path, feats: np.ndarray, stats=None) -> dict[str, np.ndarray]:
+    """The OOD gate's feature-score components, from `stats` (a loaded `FeatureStats`) or the
+    statistics beside selective.json."""
+    names = gate_feature_scores(sel)
+    if not names:
+        return {}
+    if stats is not None:
+        return stats.scores(feats, names)
+    return gate_stats(sel, selective).scores(feats, names)
+
+
+def gate_feature_scores(sel) -> tuple[str, ...]:
+    """The feature scores among the OOD gate's components (none without a gate)."""
     from skinclf.evaluate.feature_scores import FEATURE_SCORES
 
     gate = sel.gate
-    names = tuple(c for c in gate.components if c in FEATURE_SCORES) if gate else ()
-    if not names:
-        return {}
+    return tuple(c for c in gate.components if c in FEATURE_SCORES) if gate else ()
+
+
+def gate_stats(sel, selective: Path):  # -> FeatureStats
+    """The feature statistics the OOD gate of `selective` names; DataError when missing."""
+    gate = sel.gate
+    names = gate_feature_scores(sel)
     if not gate.stats_file:
         raise DataError(f"{selective}: its OOD gate uses {names[0]} but names no stats file.")
     stats_path = Path(selective).parent / gate.stats_file
@@ -114,7 +150,7 @@ def gate_values(sel, selective: Path, feats: np.ndarray) -> dict[str, np.ndarray
             f"{stats_path} is missing: selective.json's OOD gate needs the feature statistics "
             "that `skinclf evaluate --gate-stats` writes beside it."
         )
-    return _load_stats(str(stats_path), stats_path.stat().st_mtime_ns).scores(feats, names)
+    return _load_stats(str(stats_path), stats_path.stat().st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=4)
@@ -133,8 +169,10 @@ def abstain_decisions(
     logits: np.ndarray,
     feats: np.ndarray,
     conf: dict[str, np.ndarray],
+    stats=None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(abstain, abstain_reason) of the stored selective classifier; adds its scores to conf."""
+    """(abstain, abstain_reason) of the stored selective classifier; adds its scores to conf.
+    `stats`: the gate's feature statistics, when already loaded."""
     from skinclf.contracts.scores import msp_ts
     from skinclf.contracts.selective import apply_policy
 
@@ -145,7 +183,7 @@ def abstain_decisions(
                 "without --val; run `skinclf evaluate` with --val."
             )
         conf["msp_ts"] = msp_ts(logits, sel.temperature)
-    values = gate_values(sel, selective, feats)
+    values = gate_values(sel, selective, feats, stats)
     score_values, abstain, reason = apply_policy(sel, logits, values)
     conf.setdefault(sel["score"], score_values)
     for name, component in values.items():
@@ -206,11 +244,16 @@ class Model:
         self.batch_size: int = int(m["inference"]["batch_size"])
         self.precision: str = m["inference"]["precision"] if runtime == "torch" else "32"
         self.runtime = runtime
-        card = self.path / CARD_FILE
-        self.card: dict = json.loads(card.read_text()) if card.is_file() else {}
+        self.card: dict = _read_card(self.path / CARD_FILE)
         self.selective_path = package_selective(self.path)
         self.selective = load_selective(self.selective_path) if self.selective_path else None
         self.thresholds: dict = selective_thresholds(self.selective)
+        # read once at load: every request then uses these, and a missing file fails here
+        self.gate_stats = (
+            gate_stats(self.selective, self.selective_path)
+            if self.selective is not None and gate_feature_scores(self.selective)
+            else None
+        )
         self.members = self._members()
 
     def _members(self) -> list:
@@ -223,7 +266,12 @@ class Model:
             return [OnnxClassifier(self.path / f) for f in onnx.get("files", [onnx["file"]])]
         from skinclf.models.classifier import load_classifier
 
-        return [load_classifier(self.path / member) for member in self.manifest["members"]]
+        members = []
+        for member in self.manifest["members"]:
+            classifier = load_classifier(self.path / member, trusted=False)
+            check_member(classifier.spec, self.manifest, self.path / member)
+            members.append(classifier)
+        return members
 
     def preprocess(self, image: object, name: str | None = None) -> np.ndarray:
         """(S, S, 3) uint8 pixels of a path, the file's bytes, a Pillow image or a uint8 array:
@@ -263,7 +311,13 @@ class Model:
         abstain, reason = np.zeros(len(images), bool), np.full(len(images), "", dtype=object)
         if self.selective is not None:
             abstain, reason = abstain_decisions(
-                self.selective, self.selective_path, LOGIT_SCORES, logits, feats, conf
+                self.selective,
+                self.selective_path,
+                LOGIT_SCORES,
+                logits,
+                feats,
+                conf,
+                self.gate_stats,
             )
         return [
             {
@@ -279,6 +333,16 @@ class Model:
             }
             for i in range(len(images))
         ]
+
+
+def _read_card(path: Path) -> dict:
+    """model_card.json, or {} when the package has none; DataError when it is damaged."""
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: is not a readable JSON model card ({exc}).") from None
 
 
 def load(model_dir: Path | str, runtime: str = "torch") -> Model:

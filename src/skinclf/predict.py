@@ -24,6 +24,7 @@ from skinclf.package import (
     FEATURE_STATS_FILE,
     LOGIT_SCORES,
     abstain_decisions,
+    check_member,
     combine_members,
     is_package,
     logit_scores,
@@ -82,8 +83,13 @@ def load_runs(path: Path | str) -> list[LoadedRun]:
         prov_path = folder / "provenance.json"
         prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
         cfg = read_config(folder / "config.yaml")
+        # the package's inference settings, as skinclf.load uses them, for every member
+        cfg.predict.tta = manifest["inference"]["tta"]
+        cfg.predict.batch_size = int(manifest["inference"]["batch_size"])
         precision = manifest["inference"]["precision"]
-        run = LoadedRun(folder, cfg, load_classifier(ckpt), prov, ckpt, precision)
+        model = load_classifier(ckpt, trusted=False)
+        check_member(model.spec, manifest, ckpt)
+        run = LoadedRun(folder, cfg, model, prov, ckpt, precision)
         run.stats_path = path / stats if stats else None
         members.append(run)
     return members
@@ -223,8 +229,10 @@ def _skip_unreadable(
     if not skipped:
         path.unlink(missing_ok=True)
         return skipped
+    from skinclf.atomic import write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(path, index=False)
+    write_text(path, pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(index=False))
     return skipped
 
 

@@ -147,16 +147,20 @@ def _legacy_spec(path: Path, state: Mapping[str, torch.Tensor]) -> ClassifierSpe
     )
 
 
-def load_classifier(path: Path | str, map_location: str = "cpu") -> Classifier:
+def load_classifier(
+    path: Path | str, map_location: str = "cpu", trusted: bool = True
+) -> Classifier:
     """Rebuild the classifier of a skinclf checkpoint (`RUN/checkpoints/best.ckpt`), in eval mode.
 
     The checkpoint carries its `ClassifierSpec`; no training loss, optimiser or data is built.
+    `trusted=False` (a model package received from elsewhere) unpickles tensors and plain
+    values only (`torch.load(weights_only=True)`), never code.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such checkpoint.")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=not trusted)
     except Exception as exc:  # a damaged or foreign file: say which
         raise DataError(f"{path}: cannot be read as a checkpoint ({exc}).") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:

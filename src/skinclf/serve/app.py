@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException
 
 from skinclf import __version__
 from skinclf.classes import CLASS_NAMES
-from skinclf.errors import DataError
+from skinclf.errors import SkinclfError
 from skinclf.serve.limits import BodySizeLimit
 
 STATIC = Path(__file__).parent / "static"
@@ -86,7 +86,7 @@ class Runner:
             return file_error(upload.name, "empty_file", f"{upload.name}: the file is empty.")
         try:
             return self.model.preprocess(upload.data)
-        except DataError as exc:
+        except SkinclfError as exc:  # ImageError (a DataError) or a ConfigError: one sentence
             return image_error(upload.name, exc)
 
     def predict(self, images: Sequence[np.ndarray], names: Sequence[str]) -> list[dict]:
@@ -94,7 +94,7 @@ class Runner:
             return self.model.predict(list(images), names=list(names))
 
 
-def image_error(name: str, exc: DataError) -> dict:
+def image_error(name: str, exc: SkinclfError) -> dict:
     """The error object of an image the package's opener refused (ImageError's reason)."""
     reason = getattr(exc, "reason", None)
     if reason is None:
