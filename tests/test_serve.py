@@ -253,6 +253,18 @@ def test_a_bad_image_alone_is_a_422_with_one_sentence(
     server.assert_serving()
 
 
+def test_uploads_have_a_tighter_pixel_limit_than_local_files(server: Server) -> None:
+    """7000 x 7000 px (49 MP) is within the local-file limit but not an upload's (40 MP)."""
+    from skinclf.data.formats import max_image_pixels
+    from skinclf.serve.app import UPLOAD_MAX_PIXELS
+
+    assert UPLOAD_MAX_PIXELS < 7000 * 7000 <= max_image_pixels()
+    body = assert_error(post_files(server, [("big.png", bomb_png(7000, 7000))]), 422,
+                        "image_too_large")  # fmt: skip
+    assert body["message"].startswith("big.png")
+    server.assert_serving()
+
+
 def test_a_request_of_only_bad_files_is_refused(server: Server) -> None:
     body = assert_error(
         post_files(server, [("x.txt", b"text"), ("bomb.png", bomb_png())]), 422, "no_usable_image"

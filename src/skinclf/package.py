@@ -273,13 +273,18 @@ class Model:
             members.append(classifier)
         return members
 
-    def preprocess(self, image: object, name: str | None = None) -> np.ndarray:
+    def preprocess(
+        self, image: object, name: str | None = None, max_pixels: int | None = None
+    ) -> np.ndarray:
         """(S, S, 3) uint8 pixels of a path, the file's bytes, a Pillow image or a uint8 array:
         the decode and resize of `skinclf predict`. ImageError (a DataError) in one sentence
-        for an unreadable, truncated or oversized image."""
+        for an unreadable, truncated or oversized image (`max_pixels`: the largest accepted,
+        default the package-wide limit)."""
         from skinclf.data.cache import decode_image
 
-        return decode_image(image, self.image_size, self.resize, name=name or "the uploaded file")
+        return decode_image(
+            image, self.image_size, self.resize, name or "the uploaded file", max_pixels
+        )
 
     def infer(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(logits, probabilities, features) of preprocessed images (N, S, S, 3) uint8."""

@@ -58,7 +58,11 @@ def default_cache_dir() -> Path:
 
 
 def decode_image(
-    path: ImageSource, size: int, resize: str = "squash", name: str = "the uploaded file"
+    path: ImageSource,
+    size: int,
+    resize: str = "squash",
+    name: str = "the uploaded file",
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Decode ``path`` to RGB and resize to ``(size, size, 3)`` uint8.
 
@@ -67,8 +71,9 @@ def decode_image(
     DCT scale that is still at least ``size`` on both sides); the resize is bicubic with
     antialiasing, with ``reducing_gap`` for speed on large sources. ``path`` may also be an
     image in memory (the file's bytes, a Pillow image, a uint8 array), called ``name``.
+    ``max_pixels``: the largest declared image accepted (default: ``max_image_pixels()``).
     """
-    img = open_rgb(path, draft=(size, size), name=name)
+    img = open_rgb(path, draft=(size, size), max_pixels=max_pixels, name=name)
     w, h = img.size
     if resize == "center-crop":
         side = min(w, h)

@@ -65,12 +65,19 @@ class Upload:
     data: bytes | None
 
 
+# The largest image an upload may declare: decoding one costs about 4 bytes a pixel at once (an
+# alpha PNG of 13000 x 13000 px is under 1 MB compressed but needs gigabytes), so uploads get a
+# tighter limit than local files (formats.max_image_pixels, 180 MP).
+UPLOAD_MAX_PIXELS = 40_000_000
+
+
 class Runner:
     """The loaded model (skinclf.package.Model): decoding in any thread, inference behind one
     lock (the model's modules are not meant for concurrent forward passes)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, max_pixels: int | None = None) -> None:
         self.model = model
+        self.max_pixels = UPLOAD_MAX_PIXELS if max_pixels is None else max_pixels
         self._lock = threading.Lock()
 
     def prepare(self, upload: Upload) -> np.ndarray | dict:
@@ -85,7 +92,7 @@ class Runner:
         if not upload.data:
             return file_error(upload.name, "empty_file", f"{upload.name}: the file is empty.")
         try:
-            return self.model.preprocess(upload.data)
+            return self.model.preprocess(upload.data, max_pixels=self.max_pixels)
         except SkinclfError as exc:  # ImageError (a DataError) or a ConfigError: one sentence
             return image_error(upload.name, exc)
 
