@@ -103,11 +103,6 @@ def _weights_id(models: Sequence) -> str:
     return h.hexdigest()[:12]
 
 
-def _fingerprint(ckpt: Path) -> str:
-    """The checkpoint fingerprint feature statistics carry (as `skinclf predict` computes it)."""
-    return hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
-
-
 def _write_member(run: Path, model, folder: Path) -> None:
     """members/<i>/: the classifier checkpoint load_classifier reads, and the run's files."""
     import torch
@@ -143,6 +138,7 @@ def _statistics(runs: Sequence[Path], sel_path: Path | None, staging: Path) -> s
     the fingerprint of the member checkpoint; None when there are none."""
     from skinclf.contracts.selective import load_selective
     from skinclf.evaluate.feature_scores import FeatureStats
+    from skinclf.models.classifier import checkpoint_fingerprint
 
     gate = load_selective(sel_path).gate if sel_path else None
     source = runs[0] / FEATURE_STATS_FILE
@@ -153,12 +149,12 @@ def _statistics(runs: Sequence[Path], sel_path: Path | None, staging: Path) -> s
     elif not source.is_file():
         return None
     stats = FeatureStats.load(source)
-    fresh = stats.fingerprint == _fingerprint(runs[0] / CHECKPOINT)
+    fresh = stats.fingerprint == checkpoint_fingerprint(runs[0] / CHECKPOINT)
     if not fresh and source.parent == runs[0]:
         return None  # fitted for an older checkpoint of the run
     if fresh:
         member = staging / "members" / "0" / "classifier.ckpt"
-        stats = dataclasses.replace(stats, fingerprint=_fingerprint(member))
+        stats = dataclasses.replace(stats, fingerprint=checkpoint_fingerprint(member))
     stats.save(staging / FEATURE_STATS_FILE)
     return FEATURE_STATS_FILE
 

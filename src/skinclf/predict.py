@@ -277,20 +277,14 @@ def _train_features(run: LoadedRun, cache_dir: Path | None, progress: bool) -> t
     return feats, np.asarray(label_indices(table["label"]))
 
 
-def _checkpoint_fingerprint(run: LoadedRun) -> str:
-    import hashlib
-
-    h = hashlib.sha256(run.checkpoint_file.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def feature_stats(run: LoadedRun, cache_dir: Path | None, progress: bool):  # -> FeatureStats
     """The run's feature-space score statistics, fitted once on its training split's features
     and kept in RUN/feature_stats.npz (refitted when the checkpoint changed)."""
     from skinclf.evaluate.feature_scores import FeatureStats, fit_feature_stats
+    from skinclf.models.classifier import checkpoint_fingerprint
 
     path = run.stats_path or run.path / FEATURE_STATS_FILE
-    fingerprint = _checkpoint_fingerprint(run)
+    fingerprint = checkpoint_fingerprint(run.checkpoint_file)
     if path.is_file():
         stats = FeatureStats.load(path)
         if stats.fingerprint == fingerprint:

@@ -9,7 +9,7 @@ needed to rebuild it (backbone, head, classes, preprocessing) and is saved in th
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,8 +177,9 @@ def load_classifier(
     return model.eval()
 
 
-def stage_names(model: Classifier) -> Sequence[str]:
-    """The backbone's stages, input to output (what `train.unfreeze` counts)."""
-    from skinclf.models.registry import get_backbone_info
+def checkpoint_fingerprint(path: Path | str) -> str:
+    """16 hex digits of the checkpoint file's sha256: what fitted statistics (feature_stats.npz)
+    record, so a changed checkpoint is noticed."""
+    import hashlib
 
-    return get_backbone_info(model.spec.backbone).stages
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
