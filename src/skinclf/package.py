@@ -300,8 +300,6 @@ class Model:
     def predict(self, images: Sequence, names: Sequence[str] | None = None) -> list[dict]:
         """One row per image (paths, bytes, Pillow images or uint8 arrays): top class,
         probabilities in class order, confidence scores, abstain and its reason and message."""
-        from skinclf.contracts.selective import REASON_MESSAGES
-
         images = list(images)
         names = [_image_name(im, i) for i, im in enumerate(images)] if names is None else names
         if len(names) != len(images):
@@ -311,9 +309,16 @@ class Model:
         pixels = np.stack(
             [self.preprocess(im, str(n)) for im, n in zip(images, names, strict=True)]
         )
+        return self.predict_pixels(pixels, names)
+
+    def predict_pixels(self, pixels: np.ndarray, names: Sequence[str]) -> list[dict]:
+        """The rows of `predict` for images already through `preprocess` (N, S, S, 3) uint8."""
+        from skinclf.contracts.selective import REASON_MESSAGES
+
         logits, probs, feats = self.infer(pixels)
+        n = len(pixels)
         conf = logit_scores(LOGIT_SCORES, logits, self.tta, len(self.members))
-        abstain, reason = np.zeros(len(images), bool), np.full(len(images), "", dtype=object)
+        abstain, reason = np.zeros(n, bool), np.full(n, "", dtype=object)
         if self.selective is not None:
             abstain, reason = abstain_decisions(
                 self.selective,
@@ -336,7 +341,7 @@ class Model:
                 "model_id": self.model_id,
                 "skinclf_version": self.skinclf_version,
             }
-            for i in range(len(images))
+            for i in range(n)
         ]
 
 

@@ -97,8 +97,9 @@ class Runner:
             return image_error(upload.name, exc)
 
     def predict(self, images: Sequence[np.ndarray], names: Sequence[str]) -> list[dict]:
+        pixels = np.stack(list(images))  # decoded by `prepare`, outside the lock
         with self._lock:
-            return self.model.predict(list(images), names=list(names))
+            return self.model.predict_pixels(pixels, list(names))
 
 
 def image_error(name: str, exc: SkinclfError) -> dict:
