@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -242,15 +243,17 @@ def test_killed_tuning_trial_is_failed_and_its_parameters_run_again(
 
     out, cache = tmp_path / "study", tmp_path / "cache"
     args = ["--preset", "sample", "--trials", "2", "--cache-dir", str(cache), "--no-progress"]
+    args += ["--heartbeat", "1"]
     cmd = [sys.executable, "-m", "skinclf", "tune", "--data", str(ham_sample), "--out", str(out)]
     settings = ["data.image_size=32", "seed=5"]  # seed 5: both new draws are 10-epoch trials
     killed(start([*cmd, *args, *settings], "tune-trial"))
+    time.sleep(3 + 2)  # its heartbeat is past the grace period of 3 beats (SQLite: 1 s steps)
     storage = f"sqlite:///{out / 'study.db'}"
     states = [t.state for t in optuna.load_study(study_name="skinclf", storage=storage).trials]
     assert states == [TrialState.RUNNING]  # as the kill left it
 
     cfg = load_config("sample", overrides=settings)
-    study = tune(ham_sample, out, cfg, trials=2, cache_dir=cache, **QUIET)  # the same again
+    study = tune(ham_sample, out, cfg, trials=2, cache_dir=cache, heartbeat=1, **QUIET)  # again
     failed, retried, new = study.trials
     assert [t.state for t in study.trials] == [
         TrialState.FAIL,

@@ -129,20 +129,34 @@ def test_none_in_best_params_becomes_null() -> None:
     ]
 
 
-def test_a_trial_recorded_with_this_processs_pid_is_failed_and_run_again(tmp_path: Path) -> None:
-    """A container restarted by the same command often has the same pid as the killed search:
-    before any trial of this process starts, a RUNNING trial of this host:pid is dead."""
+def test_a_trial_whose_heartbeat_stopped_is_failed_and_run_again(tmp_path: Path) -> None:
+    """A killed worker's trial stops beating: after the grace period the next trial any worker
+    starts fails it (Optuna's heartbeat), and the retry callback queues its parameters again."""
+    import time
+
+    import optuna
     from optuna.trial import TrialState
 
-    from skinclf.tune import _claim, _study
+    from skinclf.tune.storage import GRACE_BEATS, open_storage, storage_url
 
-    study = _study(tmp_path, "skinclf", 0)
+    url = storage_url(tmp_path, None)
+    storage = open_storage(url, heartbeat=1)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     with warnings.catch_warnings():  # optuna: heartbeats are meant for optimize()
         warnings.simplefilter("ignore", UserWarning)
-        trial = study.ask()
-    trial.suggest_float("transfer.lr", 1e-4, 1e-2, log=True)
-    _claim(trial)  # this host and this process's pid, as the killed search recorded
-    again = _study(tmp_path, "skinclf", 0)  # the same command started again, same pid
-    failed, queued = again.trials
-    assert failed.state == TrialState.FAIL and queued.state == TrialState.WAITING
-    assert queued.params == failed.params == trial.params
+        dead = study.ask()
+    dead.suggest_float("transfer.lr", 1e-4, 1e-2, log=True)
+    storage.record_heartbeat(dead._trial_id)  # its last beat, then the process is gone
+    time.sleep(GRACE_BEATS + 2)  # past the grace period (SQLite's clock has 1 s steps)
+    seen: list[float] = []
+
+    def objective(trial) -> float:
+        seen.append(trial.suggest_float("transfer.lr", 1e-4, 1e-2, log=True))
+        return 0.5
+
+    again = optuna.load_study(study_name="s", storage=open_storage(url, heartbeat=1))
+    again.optimize(objective, n_trials=1)
+    failed, retried = again.trials
+    assert failed.state == TrialState.FAIL and retried.state == TrialState.COMPLETE
+    assert retried.params == failed.params and seen == [failed.params["transfer.lr"]]
+    assert retried.system_attrs["failed_trial"] == failed.number

@@ -229,6 +229,27 @@ class RunConfig(_Strict):
     notes: str = Field("", description="Free text kept in the run's config.yaml.")
 
 
+class SearchParam(_Strict):
+    """One searched setting of `skinclf tune`: a range (`low`, `high`, optional `log` scale and
+    `step`) or a list of `choices`; `when` searches it only while other settings (searched
+    above it, or fixed) have one of the listed values."""
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = None
+    choices: list[Any] | None = None
+    when: dict[str, list[Any]] | None = None
+
+
+class SearchSpaces(_Strict):
+    """The `tune:` section of a preset or config file: one search space per `--stage`, each a
+    mapping of dotted setting name -> SearchParam."""
+
+    head: dict[str, SearchParam] = {}
+    finetune: dict[str, SearchParam] = {}
+
+
 def preset_names() -> list[str]:
     files = resources.files("skinclf.configs").iterdir()
     return sorted(p.name.removesuffix(".yaml") for p in files if p.name.endswith(".yaml"))
@@ -320,7 +341,54 @@ def load_config(
     """Preset, then a config file, then `key=value` overrides, each on top of the last."""
     data = _preset_dict(preset)
     data["preset"] = preset
+    data.pop(SEARCH_SECTION, None)  # skinclf tune's search spaces (load_search_space)
     return _layered(data, f"preset {preset}", config_file, overrides)
+
+
+SEARCH_SECTION = "tune"
+
+
+def load_search_space(
+    preset: str = "default", config_file: Path | str | None = None
+) -> SearchSpaces:
+    """The search spaces of `skinclf tune`: the preset's `tune:` section; a stage's space in
+    the config file's `tune:` section replaces the preset's whole."""
+    spaces = dict(_preset_dict(preset).get(SEARCH_SECTION) or {})
+    origin = f"preset {preset}"
+    if config_file is not None:
+        loaded = _read_config_file(Path(config_file))
+        if loaded.get(SEARCH_SECTION):
+            spaces.update(loaded[SEARCH_SECTION])
+            origin = str(config_file)
+    try:
+        return SearchSpaces.model_validate(spaces)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"Search space key 'tune.{loc}' (from {origin}): {msg}.") from None
+
+
+def search_space_origin(preset: str, config_file: Path | str | None, stage: str) -> str:
+    """Where the search space of `stage` comes from, for messages."""
+    if config_file is not None and Path(config_file).is_file():
+        section = _read_config_file(Path(config_file)).get(SEARCH_SECTION) or {}
+        if isinstance(section, dict) and stage in section:
+            return str(config_file)
+    return f"preset {preset}"
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """A --config file's mapping (one-sentence errors)."""
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist.")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Config file {path} is not valid YAML ({exc}).") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of settings.")
+    return loaded
 
 
 def _layered(
@@ -332,14 +400,8 @@ def _layered(
     """`data`, then a config file, then `key=value` overrides, validated."""
     if config_file is not None:
         path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"Config file {path} does not exist.")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"Config file {path} is not valid YAML ({exc}).") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"Config file {path} must hold a mapping of settings.")
+        loaded = _read_config_file(path)
+        loaded.pop(SEARCH_SECTION, None)  # skinclf tune's search spaces (load_search_space)
         _deep_update(data, loaded)
         origin = str(path)
     if overrides:
@@ -448,6 +510,54 @@ def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
+def setting_annotations() -> dict[str, Any]:
+    """Every leaf setting's dotted key -> its type annotation (e.g. for search-space checks)."""
+    return {key: info.annotation for key, info in _fields(RunConfig)}
+
+
+def search_param_text(param: SearchParam) -> str:
+    """A searched setting's values in words: `0.0 to 0.15`, `ce, focal`, `... (log)`."""
+    if param.choices is not None:
+        text = ", ".join(_show(c) for c in param.choices)
+    else:
+        text = f"{_show(param.low)} to {_show(param.high)}"
+        text += " (log)" if param.log else ""
+        text += f" step {_show(param.step)}" if param.step is not None else ""
+    for key, values in (param.when or {}).items():
+        shown = ", ".join(_show(v) for v in values)
+        text += f" if {key} is {shown}" if len(values) == 1 else f" if {key} in {shown}"
+    return text
+
+
+def _search_space_markdown(presets: list[str]) -> list[str]:
+    """The search spaces of each preset's `tune:` section, one table per stage."""
+    spaces = {p: load_search_space(p) for p in presets}
+    lines = [
+        "",
+        "## Search spaces of `skinclf tune`",
+        "",
+        "The settings `skinclf tune --stage head|finetune` searches come from the preset's",
+        "`tune:` section (`tune: {head: {KEY: SPEC}, finetune: {...}}`), where SPEC is",
+        "`{low, high}` with optional `log: true` and `step`, or `{choices: [...]}`, and optional",
+        "`when: {KEY: [values]}` to search it only while another setting has one of those",
+        "values. A `tune.head` or `tune.finetune` in a `--config FILE` replaces that stage's",
+        "space whole. Ranges are integers for integer settings, and every bound and choice must",
+        "be a valid value of its setting (`skinclf tune` checks them all before any trial).",
+    ]
+    for stage in SearchSpaces.model_fields:
+        keys = list(dict.fromkeys(k for p in presets for k in getattr(spaces[p], stage)))
+        lines += ["", f"### `--stage {stage}`", ""]
+        lines += ["| key | " + " | ".join(f"`{p}`" for p in presets) + " |"]
+        lines += ["|---|" + "---|" * len(presets)]
+        for key in keys:
+            cells = [f"`{key}`"]
+            for p in presets:
+                param = getattr(spaces[p], stage).get(key)
+                cells.append(search_param_text(param) if param is not None else "not searched")
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return lines
+
+
 def settings_markdown() -> str:
     """docs/settings.md: every setting with its type, default, each preset's value and what it
     does, generated from the models above and the presets (`make docs` writes it)."""
@@ -480,6 +590,7 @@ def settings_markdown() -> str:
             info.description or "",
         ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += _search_space_markdown(presets)
     return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "wandb": ("wandb",),
     "tensorboard": ("tensorboard", "tensorboardX"),  # Lightning's TensorBoardLogger takes either
     "serve": ("fastapi",),  # skinclf serve (uvicorn and python-multipart: serve/__init__.py)
+    "postgres": ("psycopg",),  # skinclf tune --storage postgresql+psycopg://...
 }
 
 

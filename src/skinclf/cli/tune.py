@@ -1,4 +1,4 @@
-"""`skinclf tune`: Optuna search on cached frozen features for validation balanced accuracy."""
+"""`skinclf tune`: Optuna search for validation balanced accuracy, and `--show` of a study."""
 
 from __future__ import annotations
 
@@ -6,17 +6,28 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 console = Console(soft_wrap=True)
 
 
 def tune(
-    data: Path = typer.Option(..., "--data", help="Dataset folder (any format)."),
-    out: Path = typer.Option(..., "--out", help="Study folder: study.db, trials.csv, best.yaml."),
-    preset: str = typer.Option("default", help="Settings that are not searched come from here."),
-    trials: int = typer.Option(30, help="Total trials in the study (an existing study resumes)."),
+    data: Path | None = typer.Option(None, "--data", help="Dataset folder (any format)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Study folder: study.db, split.csv, trials.csv, best.yaml."
+    ),
+    preset: str = typer.Option(
+        "default",
+        help="Settings that are not searched, and the search space (tune:), come from here.",
+    ),
+    trials: int = typer.Option(
+        30, help="Finished trials the study should have, over all workers (a study resumes)."
+    ),
     split: Path | None = typer.Option(None, help="Split file; default: a new grouped split."),
-    config: Path | None = typer.Option(None, help="YAML settings on top of the preset."),
+    config: Path | None = typer.Option(
+        None,
+        help="YAML settings on top of the preset (its tune: section replaces a stage's space).",
+    ),
     cache_dir: Path | None = typer.Option(None, help="Decode/feature cache folder."),
     progress: bool = typer.Option(True, help="Show progress bars."),
     stage: str = typer.Option(
@@ -24,6 +35,26 @@ def tune(
         help="head: stage-1 settings on cached features (seconds per trial); finetune: whole "
         "training runs, pruned per epoch (minutes per trial with train.frozen_cache).",
     ),
+    storage: str | None = typer.Option(
+        None,
+        help="Optuna storage URL shared by all workers: sqlite:///FILE, "
+        "postgresql+psycopg://USER@HOST/DB (pip install 'skinclf\\[postgres]'), journal:FILE; "
+        "default: sqlite OUT/study.db.",
+    ),
+    study: str | None = typer.Option(
+        None, "--study", help="Study name (default: skinclf, or skinclf-finetune)."
+    ),
+    workers: int = typer.Option(1, help="Worker processes here, all on the same study."),
+    timeout: float | None = typer.Option(None, help="Stop starting trials after S seconds."),
+    pruner: str = typer.Option("median", help="--stage finetune: median (default) or hyperband."),
+    heartbeat: int = typer.Option(
+        60,
+        help="Seconds between a running trial's heartbeats; after 3 missed ones it is failed and retried.",  # noqa: E501
+    ),
+    show: str | None = typer.Option(
+        None, "--show", help="Show the study in DIR_OR_URL (leaderboard, plots) and exit."
+    ),
+    plots: Path | None = typer.Option(None, help="--show: folder for the PNG plots."),
     overrides: list[str] | None = typer.Argument(None, help="Fixed settings as key=value."),
 ) -> None:
     """Search training settings with Optuna (TPE) for validation balanced accuracy.
@@ -31,26 +62,65 @@ def tune(
     --stage head (default) searches loss, sampler, head and stage-1 optimiser: each trial
     trains the head on cached frozen-backbone features, seconds on a CPU. --stage finetune
     searches the fine-tuning optimiser, regularisation and mixing: each trial is a whole
-    training run in OUT/trials/NNNN (cached features and activations reused), stopped early
-    when it trails the median of earlier trials. The test split is never used. Interrupt and
-    rerun to continue. Then train with the winner: skinclf train --config OUT/best.yaml ...
+    training run in OUT/trials/NNNN (cached features and activations reused), pruned when it
+    trails earlier trials. What is searched is the preset's tune: section. The test split is
+    never used. Interrupt and rerun to continue; several processes or machines with the same
+    --storage and --study share the study. Then: skinclf train --config OUT/best.yaml ...
 
     Example: skinclf tune --data D --out tune/ft --stage finetune --trials 12 train.epochs=6
     """
-    from skinclf.config import load_config
-    from skinclf.tune import SEARCH_SPACE_HELP
-    from skinclf.tune import tune as run_tune
+    if show is not None:
+        _show(show, study, plots)
+        return
+    _search(
+        data, out, preset, trials, split, config, cache_dir, progress, stage, list(overrides or []),
+        storage=storage, study_name=study, workers=workers, timeout=timeout, pruner=pruner,
+        heartbeat=heartbeat,
+    )  # fmt: skip
 
-    cfg = load_config(preset, config, list(overrides or []))
-    if stage in SEARCH_SPACE_HELP:  # an unknown stage: tune's one-line error below
-        console.print(f"searching {SEARCH_SPACE_HELP[stage]}")
-    study = run_tune(
-        data, out, cfg, trials, split, cache_dir, progress, log=console.print, stage=stage
-    )
+
+def _search(data, out, preset, trials, split, config, cache_dir, progress, stage, overrides, **kw):
+    from skinclf.config import load_config, load_search_space, search_space_origin
+    from skinclf.errors import ConfigError
+    from skinclf.tune import STAGES
+    from skinclf.tune import tune as run_tune
+    from skinclf.tune.space import describe
+
+    if data is None or out is None:
+        raise ConfigError("skinclf tune needs --data and --out (or --show DIR_OR_URL).")
+    cfg = load_config(preset, config, overrides)
+    space = load_search_space(preset, config)
+    if stage in STAGES:  # an unknown stage: tune's one-line error below
+        console.print(f"searching {describe(getattr(space, stage))}")
+    origin = search_space_origin(preset, config, stage)
+    result = run_tune(
+        data, out, cfg, trials, split, cache_dir, progress, log=console.print, stage=stage,
+        space=space, space_origin=origin, **kw,
+    )  # fmt: skip
     console.print(
-        f"[bold green]best[/] val balanced accuracy {study.best_value:.4f} after "
-        f"{len(study.trials)} trials: {study.best_params}\nwrote {out / 'best.yaml'}"
+        f"[bold green]best[/] val balanced accuracy {result.best_value:.4f} after "
+        f"{len(result.trials)} trials: {result.best_params}\nwrote {out / 'best.yaml'}"
     )
+
+
+def _show(target: str, study: str | None, plots: Path | None) -> None:
+    from skinclf.tune.show import show
+    from skinclf.tune.space import value_text
+
+    board = show(target, study, plots)
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in board.counts.items())
+    table = Table(title=f"study {board.study}: {counts}", title_justify="left")
+    for name in ("trial", "val balanced accuracy", "minutes", "settings"):
+        table.add_column(name, justify="right" if name != "settings" else "left")
+    for row in board.best:
+        minutes = f"{row['seconds'] / 60:.1f}" if row["seconds"] is not None else ""
+        settings = "\n".join(f"{k}={value_text(v)}" for k, v in row["params"].items())
+        table.add_row(str(row["number"]), f"{row['value']:.4f}", minutes, settings)
+    console.print(table)
+    for note in board.notes:
+        console.print(f"[yellow]{note}[/]")
+    for path in board.plots:
+        console.print(f"wrote {path}")
 
 
 def register(app: typer.Typer) -> None:

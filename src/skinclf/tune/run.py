@@ -2,112 +2,61 @@
 
 Two stages, one study each; neither ever looks at the test split.
 - `head` (default): on the cached frozen-backbone features (stage 1), with the same
-  `train_head` a training run uses, so each trial takes seconds on a CPU: loss, sampler, head
-  and stage-1 optimiser.
+  `train_head` a training run uses, so each trial takes seconds on a CPU.
 - `finetune`: whole training runs (`fit`, stage 1 then fine-tuning), each in
   `OUT/trials/NNNN/`, scored by the run's final validation balanced accuracy; unpromising
-  trials are pruned after each epoch (median rule). The searched settings do not change the
-  feature or activation caches, so every trial reuses them: with `train.frozen_cache` a trial
-  costs only its fine-tuning epochs.
-The study lives in `OUT/study.db` (SQLite): an interrupted search resumes with the trials it
-has (the trial it was running is marked failed and its parameters are run again), and
-`OUT/best.yaml` is a config file for `skinclf train --config`.
+  trials are pruned after each epoch (`--pruner`). The searched settings do not change the
+  feature or activation caches, so every trial reuses them.
+What is searched is the preset's `tune:` section (`skinclf.tune.space`). The study lives in
+`OUT/study.db` (SQLite) or any Optuna storage (`skinclf.tune.storage`); processes and machines
+given the same storage and study name share it, each running trials until the study has
+`trials` finished ones. `OUT/best.yaml` is a config file for `skinclf train --config`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
+import hashlib
+import multiprocessing
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-import lightning as L
 import yaml
 
 from skinclf import atomic
-from skinclf.atomic import process_alive
-from skinclf.config import RunConfig, load_config
-from skinclf.errors import ConfigError
+from skinclf.config import RunConfig, SearchSpaces, load_config, load_search_space
+from skinclf.errors import ConfigError, SkinclfError
 from skinclf.faults import fault_point
+from skinclf.tune.space import check_space, overrides_on, suggest, value_text
+from skinclf.tune.storage import open_storage, storage_url
 
 Stage = Literal["head", "finetune"]
 STAGES: tuple[str, ...] = get_args(Stage)
-MAX_RETRIES = 2  # a trial whose process keeps dying (e.g. out of memory) is not run forever
-
-SEARCH_SPACE_HELP = {
-    "head": "loss.name (ce, weighted_ce, focal, logit_adjusted), loss.tau, loss.label_smoothing, "
-    "train.sampler, model.head, model.dropout, transfer.lr, transfer.weight_decay, "
-    "transfer.epochs",
-    "finetune": "train.lr, train.backbone_lr, train.weight_decay, train.ema_decay, "
-    "model.dropout, model.drop_path_rate, loss.label_smoothing, loss.tau (logit_adjusted), "
-    "augment.mixup, augment.cutmix",
-}
+PRUNERS = ("median", "hyperband")
+STUDY_NAMES = {"head": "skinclf", "finetune": "skinclf-finetune"}
 
 
-def suggest(trial) -> list[str]:
-    """One point of the search space, as key=value overrides."""
-    loss = trial.suggest_categorical("loss.name", ["ce", "weighted_ce", "focal", "logit_adjusted"])
-    overrides = [
-        f"loss.name={loss}",
-        f"loss.label_smoothing={trial.suggest_float('loss.label_smoothing', 0.0, 0.15)}",
-        f"train.sampler={trial.suggest_categorical('train.sampler', ['uniform', 'class_balanced', 'sqrt_balanced'])}",  # noqa: E501
-        f"model.head={trial.suggest_categorical('model.head', ['linear', 'mlp'])}",
-        f"model.dropout={trial.suggest_float('model.dropout', 0.0, 0.5)}",
-        f"transfer.lr={trial.suggest_float('transfer.lr', 1e-4, 1e-2, log=True)}",
-        f"transfer.weight_decay={trial.suggest_float('transfer.weight_decay', 1e-6, 1e-2, log=True)}",  # noqa: E501
-        f"transfer.epochs={trial.suggest_int('transfer.epochs', 10, 60, step=10)}",
-    ]
-    if loss == "logit_adjusted":
-        overrides.append(f"loss.tau={trial.suggest_float('loss.tau', 0.25, 2.0)}")
-    if loss == "weighted_ce":
-        weights = trial.suggest_categorical("loss.class_weights", ["inverse", "sqrt_inverse"])
-        overrides.append(f"loss.class_weights={weights}")
-    return overrides
+@dataclass(frozen=True)
+class TuneJob:
+    """Everything a worker process needs to join the study (picklable)."""
 
-
-def suggest_finetune(trial, cfg: RunConfig) -> list[str]:
-    """One point of the fine-tuning search space, as key=value overrides.
-
-    Only settings that leave the caches valid: not the backbone, resolution, `train.unfreeze`,
-    views or image augmentation (those are fixed by the preset and the command line).
-    """
-    ema = trial.suggest_categorical("train.ema_decay", ["none", "0.99", "0.995", "0.998"])
-    overrides = [
-        f"train.lr={trial.suggest_float('train.lr', 3e-4, 3e-3, log=True)}",
-        f"train.backbone_lr={trial.suggest_float('train.backbone_lr', 3e-5, 1e-3, log=True)}",
-        f"train.weight_decay={trial.suggest_float('train.weight_decay', 1e-3, 0.2, log=True)}",
-        f"train.ema_decay={'null' if ema == 'none' else ema}",
-        f"model.dropout={trial.suggest_float('model.dropout', 0.0, 0.5)}",
-        f"model.drop_path_rate={trial.suggest_float('model.drop_path_rate', 0.0, 0.3)}",
-        f"loss.label_smoothing={trial.suggest_float('loss.label_smoothing', 0.0, 0.15)}",
-        f"augment.mixup={trial.suggest_categorical('augment.mixup', [0.0, 0.2, 0.4])}",
-        f"augment.cutmix={trial.suggest_categorical('augment.cutmix', [0.0, 1.0])}",
-    ]
-    if cfg.loss.name == "logit_adjusted":
-        overrides.append(f"loss.tau={trial.suggest_float('loss.tau', 0.5, 1.5)}")
-    return overrides
-
-
-class PruneOnValidation(L.Callback):
-    """Reports each epoch's validation score to the trial and stops it when the pruner says so
-    (Optuna's pruning protocol, as optuna-integration's Lightning callback does it)."""
-
-    def __init__(self, trial, monitor: str = "val_balanced_accuracy") -> None:
-        self.trial = trial
-        self.monitor = monitor
-
-    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        import optuna
-
-        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
-            return
-        epoch = trainer.current_epoch
-        self.trial.report(float(trainer.callback_metrics[self.monitor]), step=epoch)
-        if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
+    data: str
+    out: str
+    cfg: RunConfig
+    space: SearchSpaces
+    stage: str
+    trials: int
+    split_file: str | None
+    cache_dir: str
+    url: str
+    study_name: str
+    pruner: str
+    heartbeat: int
+    timeout: float | None
+    shared: bool  # a storage other processes may use too: seeds differ per process
+    worker: int = 0
 
 
 def tune(
@@ -120,41 +69,119 @@ def tune(
     progress: bool = True,
     log: Callable[[str], None] = print,
     stage: Stage = "head",
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+    workers: int = 1,
+    timeout: float | None = None,
+    pruner: str = "median",
+    heartbeat: int = 60,
+    space: SearchSpaces | None = None,
+    space_origin: str | None = None,
 ):
-    """Run (or continue) the study of `stage`; returns it. `cfg` gives everything not
-    searched."""
+    """Run (or join, or continue) the study of `stage` with `workers` processes here; returns
+    it. `cfg` gives everything not searched; `space` defaults to the preset's `tune:` section."""
     from skinclf.data.cache import default_cache_dir
-    from skinclf.inference.precision import resolve_precision
-    from skinclf.train.datamodule import frozen_features, prepare_data
-    from skinclf.train.losses import build_loss, class_counts
-    from skinclf.train.run import build_model, quiet_lightning
-    from skinclf.train.stages import train_head
 
+    _check_arguments(trials, stage, cfg, workers, timeout, pruner, heartbeat)
+    space = space if space is not None else load_search_space(cfg.preset)
+    check_space(getattr(space, stage), cfg, stage, space_origin or f"preset {cfg.preset}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if split_file is None and (out / "split.csv").is_file():
+        split_file = out / "split.csv"  # a continued study keeps its split
+    job = TuneJob(
+        str(data), str(out), cfg, space, stage, trials,
+        None if split_file is None else str(split_file),
+        str(cache_dir if cache_dir is not None else default_cache_dir()),
+        storage_url(out, storage), study_name or STUDY_NAMES[stage], pruner, heartbeat,
+        timeout, shared=storage is not None or workers > 1,
+    )  # fmt: skip
+    study, objective = _join(job, progress, log)  # caches and split ready before the others
+    ctx = multiprocessing.get_context("spawn")
+    others = [ctx.Process(target=work, args=(_worker(job, i),)) for i in range(1, workers)]
+    for p in others:
+        p.start()
+    try:
+        _optimize(study, objective, job, progress)
+    finally:
+        for p in others:
+            p.join()
+    failed = [p.exitcode for p in others if p.exitcode != 0]
+    if failed:
+        raise SkinclfError(
+            f"{len(failed)} of {workers - 1} other tuning workers stopped with an error (exit "
+            f"codes {', '.join(map(str, failed))}); their messages are above."
+        )
+    return _finish(study, out, cfg, job.stage)
+
+
+def _worker(job: TuneJob, index: int) -> TuneJob:
+    from dataclasses import replace
+
+    return replace(job, split_file=str(Path(job.out) / "split.csv"), worker=index)
+
+
+def work(job: TuneJob) -> None:
+    """A worker process of `tune(workers=N)`: join the study and run trials until it is done."""
+    study, objective = _join(job, False, lambda line: print(f"[worker {job.worker}] {line}"))
+    _optimize(study, objective, job, progress=False)
+
+
+def _check_arguments(trials, stage, cfg, workers, timeout, pruner, heartbeat) -> None:
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}.")
     if stage not in STAGES:
         raise ConfigError(f"Unknown --stage '{stage}'; choose one of: {', '.join(STAGES)}.")
     if stage == "finetune" and cfg.train.epochs < 1:
         raise ConfigError("--stage finetune needs train.epochs of at least 1.")
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}.")
+    if timeout is not None and timeout <= 0:
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout}.")
+    if pruner not in PRUNERS:
+        raise ConfigError(f"Unknown --pruner '{pruner}'; choose one of: {', '.join(PRUNERS)}.")
+    if heartbeat < 1:
+        raise ConfigError(f"--heartbeat must be at least 1 second, got {heartbeat}.")
+
+
+def _join(job: TuneJob, progress: bool, log: Callable[[str], None]):
+    """Prepare the data (split, caches) and open the study; returns (study, objective)."""
+    from skinclf.train.datamodule import prepare_data
+    from skinclf.train.run import quiet_lightning
+    from skinclf.tune.study import open_study
+
     quiet_lightning()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if split_file is None and (out / "split.csv").is_file():
-        split_file = out / "split.csv"  # a continued study keeps its split
-    prepared = prepare_data(data, cfg, out, split_file, cache_dir=cache_dir, progress=progress)
-    atomic.write_text(out / "split.csv", prepared.table[["image_id", "split"]].to_csv(index=False))
-    base = cfg.model_dump(mode="json")
-    if stage == "finetune":
-        return _tune_finetune(data, out, cfg, base, trials, cache_dir, progress, log)
+    out, cache_dir = Path(job.out), Path(job.cache_dir)
+    prepared = prepare_data(
+        job.data, job.cfg, out, job.split_file, cache_dir=cache_dir, progress=progress
+    )
+    split_text = prepared.table[["image_id", "split"]].to_csv(index=False)
+    atomic.write_text(out / "split.csv", split_text)
+    study = open_study(
+        open_storage(job.url, job.heartbeat), job, hashlib.sha256(split_text.encode()).hexdigest()
+    )
+    if job.stage == "finetune":
+        return study, _finetune_objective(job, log)
+    return study, _head_objective(job, prepared, progress, log)
+
+
+def _head_objective(job: TuneJob, prepared, progress: bool, log):
+    """Each trial trains the head on the cached frozen-backbone features."""
+    from skinclf.inference.precision import resolve_precision
+    from skinclf.train.datamodule import frozen_features
+    from skinclf.train.losses import build_loss, class_counts
+    from skinclf.train.run import build_model
+    from skinclf.train.stages import train_head
+
+    cfg, out, base = job.cfg, Path(job.out), job.cfg.model_dump(mode="json")
     model, _ = build_model(cfg, prepared)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator, training=False)
-    feats = frozen_features(model, cfg, prepared, cache_dir, precision, progress)
+    feats = frozen_features(model, cfg, prepared, Path(job.cache_dir), precision, progress)
     counts = class_counts(prepared.labels["train"], 7)
 
     def objective(trial) -> float:
-        _claim(trial)
-        overrides = suggest(trial)
+        overrides = suggest(trial, job.space.head, cfg)
         fault_point("tune-trial")
         trial_cfg = load_config(cfg.preset, None, overrides_on(base, overrides))
         loss = build_loss(trial_cfg.loss, counts)
@@ -164,30 +191,27 @@ def tune(
         log(f"trial {trial.number}: val balanced accuracy {score:.4f}  {' '.join(overrides)}")
         return score
 
-    study = _study(out, "skinclf", cfg.seed)
-    study.optimize(objective, n_trials=_remaining(study, trials), show_progress_bar=progress)
-    return _finish(study, out, cfg, base, "head on frozen features")
+    return objective
 
 
-def _tune_finetune(data, out: Path, cfg: RunConfig, base: dict, trials, cache_dir, progress, log):
-    """The `finetune` study: whole runs in OUT/trials/NNNN, pruned on per-epoch validation."""
-    import optuna
-
+def _finetune_objective(job: TuneJob, log):
+    """Each trial is a whole run in OUT/trials/NNNN, pruned on per-epoch validation."""
     from skinclf.train.run import fit
+    from skinclf.tune.prune import PruneOnValidation
 
+    cfg, out, base = job.cfg, Path(job.out), job.cfg.model_dump(mode="json")
     split_file = out / "split.csv"  # every trial on the study's split
 
     def objective(trial) -> float:
-        _claim(trial)
-        overrides = suggest_finetune(trial, cfg)
+        overrides = suggest(trial, job.space.finetune, cfg)
         fault_point("tune-trial")
         trial_cfg = load_config(cfg.preset, None, overrides_on(base, overrides))
         result = fit(
-            data,
+            job.data,
             out / "trials" / f"{trial.number:04d}",
             trial_cfg,
             split_file=split_file,
-            cache_dir=cache_dir,
+            cache_dir=Path(job.cache_dir),
             progress=False,
             callbacks=[PruneOnValidation(trial, trial_cfg.train.monitor)],
             log=lambda *_: None,
@@ -200,86 +224,39 @@ def _tune_finetune(data, out: Path, cfg: RunConfig, base: dict, trials, cache_di
         )
         return score
 
-    study = _study(
-        out,
-        "skinclf-finetune",
-        cfg.seed,
-        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
-    )
-    study.optimize(objective, n_trials=_remaining(study, trials), show_progress_bar=progress)
-    return _finish(study, out, cfg, base, "fine-tuning runs")
+    return objective
 
 
-def _study(out: Path, name: str, seed: int, pruner=None):
+def _optimize(study, objective, job: TuneJob, progress: bool) -> None:
+    """Trials until the study has `job.trials` finished ones (complete or pruned, counted over
+    every worker: Optuna's MaxTrialsCallback) or `job.timeout` seconds have passed."""
     import optuna
+    from optuna.trial import TrialState
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # A trial an interrupted search left running is marked failed and its parameters are run
-    # again (Optuna's retry callback): at once when its process, on this machine, is gone
-    # (`_fail_dead_trials`), else by the heartbeat after its grace period (another machine).
-    with warnings.catch_warnings():  # heartbeats and retries are marked experimental
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    if done >= job.trials:
+        return
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
-            on_stale = {"heartbeat_stale_trial_callback": retry}
-        else:
-            retry = optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES)
-            on_stale = {"failed_trial_callback": retry}
-        storage = optuna.storages.RDBStorage(
-            f"sqlite:///{out / 'study.db'}", heartbeat_interval=60, grace_period=180, **on_stale
+        study.optimize(
+            objective,
+            n_trials=job.trials - done,
+            timeout=job.timeout,
+            callbacks=[optuna.study.MaxTrialsCallback(job.trials, states=finished)],
+            show_progress_bar=progress,
         )
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        load_if_exists=True,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=pruner,
-    )
-    _fail_dead_trials(study, retry)
-    if study.trials:  # a continued study: not the first run's random draws over again
-        study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
-    return study
 
 
-def _claim(trial) -> None:
-    """Record which process runs `trial`, so that a continued study knows when it died."""
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-
-
-def _fail_dead_trials(study, retry) -> None:
-    """Fail the trials left running by a killed search on this machine (their process is gone)
-    and queue their parameters again.
-
-    Runs before this process starts a trial, so a trial recorded with this process's own pid
-    is dead too: a restarted container often gives the same command the same pid."""
-    from optuna.trial import TrialState
-
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
-        if host != socket.gethostname() or not pid.isdigit():
-            continue
-        if int(pid) != os.getpid() and process_alive(int(pid)):
-            continue
-        try:
-            failed = study.tell(t.number, state=TrialState.FAIL)
-        except RuntimeError:  # another process failed it first
-            continue
-        retry(study, failed)
-
-
-def _remaining(study, trials: int) -> int:
-    """Trials still to run: `trials` counts finished ones (complete or pruned), so the trials an
-    interrupted search left unfinished are run again."""
-    from optuna.trial import TrialState
-
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    return max(0, trials - len(done))
-
-
-def _finish(study, out: Path, cfg: RunConfig, base: dict, what: str):
+def _finish(study, out: Path, cfg: RunConfig, stage: str):
     """trials.csv and best.yaml of a finished (or continued) study."""
+    from optuna.trial import TrialState
+
     atomic.write_text(out / "trials.csv", study.trials_dataframe().to_csv(index=False))
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise SkinclfError(f"No trial of study '{study.study_name}' has completed yet.")
+    what = "head on frozen features" if stage == "head" else "fine-tuning runs"
+    base = cfg.model_dump(mode="json")
     best = load_config(cfg.preset, None, overrides_on(base, suggest_fixed(study.best_params)))
     atomic.write_text(
         out / "best.yaml",
@@ -290,22 +267,6 @@ def _finish(study, out: Path, cfg: RunConfig, base: dict, what: str):
     return study
 
 
-def overrides_on(base: dict, overrides: list[str]) -> list[str]:
-    """The base config as overrides, then the trial's: a complete, validated config."""
-
-    def flatten(d: dict, prefix: str = "") -> list[str]:
-        items = []
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict):
-                items.extend(flatten(v, key + "."))
-            else:
-                items.append(f"{key}={json.dumps(v)}")  # JSON is valid YAML
-        return items
-
-    return [i for i in flatten(base) if not i.startswith("preset=")] + overrides
-
-
-def suggest_fixed(params: dict) -> list[str]:
-    """Best params of a study as overrides ('none' is the search spaces' name for null)."""
-    return [f"{k}={'null' if v == 'none' else v}" for k, v in params.items()]
+def suggest_fixed(params: dict[str, Any]) -> list[str]:
+    """Best params of a study as overrides (older studies named null 'none')."""
+    return [f"{k}={'null' if v == 'none' else value_text(v)}" for k, v in params.items()]
