@@ -361,6 +361,41 @@ def _decode(
     return decoded, table, skipped
 
 
+@dataclass(frozen=True)
+class _Corrupted:
+    """Corrupted copies of decoded images, in table order (what `_infer_runs` reads)."""
+
+    images: np.ndarray
+
+    def rows(self, image_ids: Sequence[str]) -> np.ndarray:
+        return np.arange(len(image_ids))
+
+
+def _corruption_names(corrupt: str | None) -> tuple[str, ...]:
+    """The corruption families `--corrupt` asks for (none without it); ConfigError if unknown."""
+    from skinclf.data.corruptions import parse_corruptions
+
+    if not corrupt:
+        return ()
+    try:
+        return parse_corruptions(corrupt)
+    except ValueError as exc:
+        raise ConfigError(f"--corrupt {corrupt!r}: {exc}.") from None
+
+
+def _corrupted(
+    decoded: Sequence, table: pd.DataFrame, names: Sequence[str], seed: int
+) -> tuple[list, pd.DataFrame]:
+    """Each run's images after one synthetic corruption per image, and the table with its
+    `dataset` marked `:corrupted`."""
+    from skinclf.data.corruptions import corrupt_images
+
+    ids = table["image_id"].astype(str).tolist()
+    out = [_Corrupted(corrupt_images(d.images, d.rows(ids), names, seed)[0]) for d in decoded]
+    table = table.assign(dataset=table["dataset"].astype(str) + ":corrupted")
+    return out, table
+
+
 def _infer_runs(
     loaded: Sequence[LoadedRun],
     decoded: Sequence,
@@ -443,8 +478,13 @@ def predict(
     cache_dir: Path | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    corrupt: str | None = None,
 ) -> pd.DataFrame:
     """Predict `data` (any dataset format, or plain images) or a run's own `split`.
+
+    `corrupt` (`mix` or comma-separated names of `skinclf.data.corruptions.CORRUPTIONS`)
+    predicts the images after a synthetic corruption, one family per image (seeded by the first
+    run's seed); the file's `dataset` column then ends in `:corrupted`.
 
     Unreadable images are skipped: the others are predicted, and the skipped ones are listed
     with their reason (columns path,reason) in `errors_file(out)` and in the returned frame's
@@ -459,11 +499,14 @@ def predict(
     if selective is None and len(runs) == 1 and packaged:
         selective = package_selective(packaged[0])  # the exported model's own
     _check_request(data, split, runs, output_format, requested, selective)
+    corruptions = _corruption_names(corrupt)
     sel = load_selective(selective) if selective is not None else None
     loaded = [member for r in runs for member in load_runs(r)]
     table, missing = input_table(data, split, loaded[0], loaded[1:])
     out = Path(out)
     decoded, table, skipped = _decode(loaded, table, missing, out, cache_dir, progress)
+    if corruptions:
+        decoded, table = _corrupted(decoded, table, corruptions, loaded[0].cfg.seed)
     logits, probs, feats = _infer_runs(loaded, decoded, table, tta, batch_size, progress)
     conf = _confidence(requested, logits, feats, loaded, tta, mc_dropout, cache_dir, progress)
     abstain = reason = None

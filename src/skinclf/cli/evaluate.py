@@ -54,8 +54,22 @@ _GATE_STATS = typer.Option(
 _CHOOSE_GATE = typer.Option(
     False,
     "--choose-gate",
-    help="Choose the gate score on in-distribution data only (no OOD labels): the one "
-    "that leaves the fewest errors among the calibration images it keeps.",
+    help="Choose the gate score without OOD labels. With --shifted: the one whose policy "
+    "leaves the fewest silent failures on the corrupted in-distribution images; without: "
+    "the one that leaves the fewest errors among the calibration images it keeps.",
+)
+_SHIFTED = typer.Option(
+    None,
+    "--shifted",
+    help="Predictions of in-distribution images under synthetic corruption (`skinclf "
+    "predict RUN --split val --corrupt mix`): what --choose-gate judges candidates on.",
+)
+_TARGET_DOMAIN = typer.Option(
+    None,
+    "--target-domain",
+    help="Opt-in: predictions of a few unlabelled images of the target domain (patients "
+    "disjoint from the evaluated ones); --choose-gate then picks the gate that accepts the "
+    "fewest of them. Report the result apart from in-distribution-only choices.",
 )
 _CONFIDENCE_GATE = typer.Option(
     "sgr", "--confidence-gate", help="After the OOD gate: sgr, coverage or off."
@@ -89,6 +103,8 @@ def evaluate(
     id_keep: float = _ID_KEEP,
     gate_stats: Path | None = _GATE_STATS,
     choose_gate: bool = _CHOOSE_GATE,
+    shifted: Path | None = _SHIFTED,
+    target_domain: Path | None = _TARGET_DOMAIN,
     confidence_gate: str = _CONFIDENCE_GATE,
     target_coverage: float | None = _TARGET_COVERAGE,
     target_risk: float = _TARGET_RISK,
@@ -120,6 +136,8 @@ def evaluate(
             id_keep=id_keep,
             gate_stats=gate_stats,
             choose_gate=choose_gate,
+            shifted=shifted,
+            target_domain=target_domain,
             confidence_gate=confidence_gate,
             target_coverage=target_coverage,
             scores=score_list,

@@ -43,6 +43,14 @@ def predict(
     cache_dir: Path | None = typer.Option(None, help="Decode/feature cache folder."),
     batch_size: int | None = typer.Option(None, help="Images per batch."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    corrupt: str | None = typer.Option(
+        None,
+        "--corrupt",
+        help="Predict after a synthetic corruption (ImageNet-C families at severity 3, one per "
+        "image, seeded): mix, or comma-separated gaussian_noise, gaussian_blur, contrast, "
+        "brightness, saturate, jpeg_compression, pixelate. For `skinclf evaluate --shifted`: "
+        "e.g. --split val --corrupt mix.",
+    ),
     strict: bool = typer.Option(
         False,
         "--strict",
@@ -69,6 +77,7 @@ def predict(
         cache_dir=cache_dir,
         batch_size=batch_size,
         progress=progress,
+        corrupt=corrupt,
     )
     extra = ""
     if "abstain" in frame:

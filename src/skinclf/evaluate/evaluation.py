@@ -84,6 +84,8 @@ class _GateOptions:
     gate_stats: str | Path | None
     confidence_gate: str
     target_coverage: float | None
+    shifted: Predictions | None = None  # ID images under synthetic corruption (--shifted)
+    target_domain: Predictions | None = None  # unlabelled target-domain images (opt-in)
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,8 @@ def evaluate_predictions(
     id_keep: float = 0.95,
     gate_stats: str | Path | None = None,
     choose_gate: bool = False,
+    shifted: str | Path | None = None,
+    target_domain: str | Path | None = None,
     confidence_gate: str = "sgr",
     target_coverage: float | None = None,
     target_risk: float = 0.10,
@@ -253,7 +257,10 @@ def evaluate_predictions(
     `ood_gate` (a score or a combination `a+b`; `choose_gate` picks one without OOD labels)
     adds an out-of-distribution gate that keeps `id_keep` of the calibration (or validation)
     images, before the confidence gate (`confidence_gate`: sgr, coverage, off); its feature
-    statistics (`gate_stats`, written by predict) are copied beside selective.json. `external`
+    statistics (`gate_stats`, written by predict) are copied beside selective.json. With
+    `choose_gate`, `shifted` (predictions of in-distribution images under synthetic corruption)
+    chooses by the silent failures there, and the opt-in `target_domain` (unlabelled images of
+    the deployment domain) by the share of them accepted. `external`
     files are labelled in-distribution sets from other sources (e.g. the ISIC 2018 test
     images), measured like the test set.
     """
@@ -261,12 +268,19 @@ def evaluate_predictions(
     s = _Settings(
         float(target_risk), float(delta), parse_fractions(coverages, "coverage"), n_bootstrap, seed
     )
-    gates = _GateOptions(
-        ood_gate, choose_gate, id_keep, gate_stats, confidence_gate, target_coverage
-    )
     step = on_step if (progress and on_step) else (lambda _s: None)
     step("reading predictions")
     run = _read_inputs(test, val, calib, ood, external)
+    gates = _GateOptions(
+        ood_gate,
+        choose_gate,
+        id_keep,
+        gate_stats,
+        confidence_gate,
+        target_coverage,
+        *_choice_inputs(choose_gate, ood_gate, shifted, target_domain),
+    )
+
     if run.val is not None:
         step("fitting the temperature")
         vm = run.val.labelled
@@ -288,6 +302,30 @@ def evaluate_predictions(
     return _write_outputs(
         Path(out_dir), _jsonable(result), run, selective, gated, decisions, gate_stats
     )
+
+
+def _choice_inputs(
+    choose_gate: bool,
+    ood_gate: str | None,
+    shifted: str | Path | None,
+    target_domain: str | Path | None,
+) -> tuple[Predictions | None, Predictions | None]:
+    """The files --choose-gate judges candidates on: --shifted (labelled) or --target-domain."""
+    if (shifted or target_domain) and not choose_gate:
+        raise ConfigError("--shifted and --target-domain choose the gate: add --choose-gate.")
+    if choose_gate and ood_gate:
+        raise ConfigError("Give --ood-gate SCORE or --choose-gate, not both.")
+    if shifted and target_domain:
+        raise ConfigError(
+            "Give --shifted (in-distribution only) or --target-domain (opt-in), not both: "
+            "their choices are reported apart."
+        )
+    if shifted:
+        p = read_predictions(shifted, require_labels=False)
+        if not p.labelled.any():
+            raise ConfigError(f"{shifted}: --shifted needs labelled in-distribution rows.")
+        return p, None
+    return None, read_predictions(target_domain, require_labels=False) if target_domain else None
 
 
 def _read_inputs(
@@ -663,6 +701,9 @@ def _policy_step(
         **_named(run.external, result.get("external", {})),
         **_named(run.ood, result.get("ood", {})),
     }
+    for name, extra in (("corrupted", gates.shifted), ("target_domain", gates.target_domain)):
+        if extra is not None:
+            named_sets[name] = extra
     gated = _fit_gated(run, selective, gates, s)
     block: dict = {
         "fitted_on": run.fitted_on,
@@ -690,12 +731,28 @@ def _fit_gated(run: _Run, single: Selective | None, gates: _GateOptions, s: _Set
     if gates.confidence_gate not in ("sgr", "coverage", "off"):
         raise ConfigError(f"--confidence-gate {gates.confidence_gate!r}: use sgr, coverage or off.")
     score = single.score if single is not None else "msp"
+
+    def fit(gate_score: str, chosen_by: str = "") -> Selective:
+        needs_stats = any(c in FEATURE_SCORES for c in combination_parts(gate_score))
+        return shift.fit_gated_policy(
+            fit_p,
+            run.fitted_on,
+            score,
+            run.temperature,
+            gate_score,
+            gates.id_keep,
+            gates.confidence_gate,
+            s.target_risk,
+            s.delta,
+            gates.target_coverage,
+            "selective_stats.npz" if needs_stats else None,
+            chosen_by,
+        )
+
     ood_gate, chosen_by, choice = gates.ood_gate, "given (--ood-gate)", {}
     if gates.choose:
-        candidates = shift.gate_candidates(fit_p, score)
-        ood_gate, table = shift.choose_gate(fit_p, candidates, gates.id_keep, run.temperature)
-        chosen_by = f"--choose-gate: {shift.CHOOSE_GATE_CRITERION}"
-        choice = {"choice": table, "choice_criterion": shift.CHOOSE_GATE_CRITERION}
+        ood_gate, choice = _choose(run, gates, score, fit)
+        chosen_by = f"--choose-gate: {choice['choice_criterion']}"
     assert ood_gate is not None
     needs_stats = any(c in FEATURE_SCORES for c in combination_parts(ood_gate))
     if needs_stats and gates.gate_stats is None:
@@ -704,21 +761,38 @@ def _fit_gated(run: _Run, single: Selective | None, gates: _GateOptions, s: _Set
             "feature_stats.npz (written by `skinclf predict --scores ...`), so that predict "
             "can apply it without the training images."
         )
-    gated = shift.fit_gated_policy(
-        fit_p,
-        run.fitted_on,
-        score,
-        run.temperature,
-        ood_gate,
-        gates.id_keep,
-        gates.confidence_gate,
-        s.target_risk,
-        s.delta,
-        gates.target_coverage,
-        "selective_stats.npz" if needs_stats else None,
-        chosen_by,
-    )
-    return _Gated(gated, choice)
+    return _Gated(fit(ood_gate, chosen_by), choice)
+
+
+def _choose(
+    run: _Run, gates: _GateOptions, score: str, fit: Callable[[str], Selective]
+) -> tuple[str, dict]:
+    """--choose-gate: the gate candidate and the table of every candidate's rating."""
+    from skinclf.evaluate import shift
+
+    fit_p = run.fit_p
+    assert fit_p is not None
+    candidates = shift.gate_candidates(fit_p, score)
+    if gates.shifted is not None:
+        best, table = shift.choose_gate_by_policy(
+            candidates, fit, shift.silent_failures(gates.shifted)
+        )
+        criterion, rating, mode = shift.SHIFTED_CRITERION, "silent failure rate", "shifted"
+    elif gates.target_domain is not None:
+        best, table = shift.choose_gate_by_policy(
+            candidates, fit, shift.accepted_share(gates.target_domain)
+        )
+        criterion, rating = shift.TARGET_DOMAIN_CRITERION, "target-domain share accepted"
+        mode = "target_domain"
+    else:
+        best, table = shift.choose_gate(fit_p, candidates, gates.id_keep, run.temperature)
+        criterion, rating, mode = shift.CHOOSE_GATE_CRITERION, "error rate kept", "errors_kept"
+    return best, {
+        "choice": table,
+        "choice_criterion": criterion,
+        "choice_rating": rating,
+        "choice_mode": mode,
+    }
 
 
 def _policy_sets(

@@ -11,7 +11,8 @@ and serving never read training images again.
   smallest squared class distance minus the squared distance under one background Gaussian
   fitted on all training features, which removes the part of the distance that every class
   shares (image statistics unrelated to the lesion).
-- kNN (Sun et al., ICML 2022): cosine similarity to the k-th nearest training feature.
+- kNN (Sun et al., ICML 2022): cosine similarity to the k-th nearest training feature
+  (`knn`: k = 10; `knn_k1` ... `knn_k200`: other ranks from the same bank).
 - ViM (Wang et al., CVPR 2022): energy of the logits minus a virtual logit, alpha times the norm
   of the feature's residual outside the principal subspace of the training features (origin
   -pinv(W) b); alpha matches the residual norms to the max logits on the training features.
@@ -27,7 +28,16 @@ from scipy.special import logsumexp
 
 _EPS = 1e-12
 
-FEATURE_SCORES: tuple[str, ...] = ("mahalanobis", "rel_mahalanobis", "knn", "vim")
+KNN_KS: tuple[int, ...] = (1, 5, 20, 50, 100, 200)
+"""Other neighbour ranks than the fitted one (10), as scores `knn_k<k>`, so that k can be
+chosen on validation data (`skinclf evaluate --choose-gate`) like any other gate score."""
+FEATURE_SCORES: tuple[str, ...] = (
+    "mahalanobis",
+    "rel_mahalanobis",
+    "knn",
+    "vim",
+    *(f"knn_k{k}" for k in KNN_KS),
+)
 STATS_FORMAT_VERSION = 1
 
 
@@ -202,10 +212,16 @@ class FeatureStats:
         """name -> (N,) score, for each requested feature score that these stats support."""
         out = {}
         for name in names:
-            scorer = getattr(self, name, None)
+            scorer = self.scorer(name)
             if scorer is not None:
                 out[name] = scorer.score(features)
         return out
+
+    def scorer(self, name: str) -> Mahalanobis | RelativeMahalanobis | KNN | ViM | None:
+        """The fitted score called `name` (`knn_k<k>`: the kNN bank at rank k)."""
+        if name.startswith("knn_k") and name[5:].isdigit():
+            return KNN(bank=self.knn.bank, k=int(name[5:]))
+        return getattr(self, name, None) if name in FEATURE_SCORES else None
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -43,6 +43,8 @@ def policy_context(
         "confidence_gate": policy["confidence_gate"],
         "gated": gated,
         "choice": choice,
+        "choice_rating": policy.get("choice_rating", "error rate kept"),
+        "target_domain": policy.get("choice_mode") == "target_domain",
         "rows": [_set_row(name, entry) for name, entry in policy["sets"].items()],
         "curves": fig_policy_curves(sets, gated, single) if single is not None else "",
     }

@@ -5,7 +5,7 @@ then measured on every set by coverage, accepted (balanced) accuracy and silent 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 import numpy as np
@@ -25,6 +25,18 @@ CHOOSE_GATE_CRITERION = (
     "lowest error rate of the validation/calibration images that pass the gate at --id-keep "
     "(the gate that, for the same in-distribution cost, turns away the most misclassified "
     "in-distribution images); no OOD label or image is used"
+)
+SHIFTED_CRITERION = (
+    "lowest silent failure rate (accepted and wrong, over all images) of the whole policy on "
+    "the in-distribution images under synthetic corruption (--shifted: `skinclf predict "
+    "--corrupt`), each candidate fitted at --id-keep on the uncorrupted images; no OOD label "
+    "or image is used"
+)
+TARGET_DOMAIN_CRITERION = (
+    "lowest share of the unlabelled target-domain images (--target-domain) that the whole "
+    "policy accepts, each candidate fitted at --id-keep on the in-distribution images; this "
+    "uses target-domain images, so its numbers are reported apart from in-distribution-only "
+    "choices"
 )
 
 
@@ -61,6 +73,48 @@ def choose_gate(
         table[name] = float(wrong[gate.accept(values)].mean())
     best = min(table, key=lambda k: (table[k], len(combination_parts(k))))
     return best, table
+
+
+def choose_gate_by_policy(
+    candidates: Sequence[str],
+    fit: Callable[[str], Selective],
+    judge: Callable[[Selective], float | None],
+) -> tuple[str, dict[str, float]]:
+    """The candidate whose fitted policy `judge` rates lowest (ties: fewer components), and
+    each candidate's rating; a candidate that cannot be fitted or rated is left out."""
+    table = {}
+    for name in candidates:
+        try:
+            value = judge(fit(name))
+        except ConfigError:
+            continue
+        if value is not None:
+            table[name] = float(value)
+    if not table:
+        raise ConfigError("No gate candidate could be fitted and rated for --choose-gate.")
+    best = min(table, key=lambda k: (table[k], len(combination_parts(k)), k))
+    return best, table
+
+
+def silent_failures(p: Predictions) -> Callable[[Selective], float | None]:
+    """Rates a policy by its silent failure rate on `p` (synthetically shifted labelled rows)."""
+
+    def judge(selective: Selective) -> float | None:
+        _, abstain, reason = apply_to(selective, p)
+        return policy_outcome(
+            abstain, reason, p.y, p.pred, p.labelled, p.semantic_ood
+        ).silent_failure_rate
+
+    return judge
+
+
+def accepted_share(p: Predictions) -> Callable[[Selective], float]:
+    """Rates a policy by the share of the (unlabelled) rows of `p` it accepts."""
+
+    def judge(selective: Selective) -> float:
+        return float(1.0 - apply_to(selective, p)[1].mean())
+
+    return judge
 
 
 def fit_gated_policy(
