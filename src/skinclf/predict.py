@@ -465,6 +465,20 @@ def _write_submission(out: Path, table: pd.DataFrame, probs: np.ndarray) -> pd.D
     return frame
 
 
+# The dataset table's metadata columns written as meta_<name> (HAM10000: age, sex,
+# localization; PAD-UFES-20: age, gender, fitspatrick, region), where the table has them.
+META_COLUMNS: tuple[str, ...] = ("age", "sex", "gender", "fitspatrick", "localization", "region")
+
+
+def _file_columns(table: pd.DataFrame) -> dict:
+    """The optional image_path and meta_<name> columns of the predictions file."""
+    import os
+
+    paths = [os.path.abspath(p) if str(p) else "" for p in table["path"].astype(str)]
+    meta = {c: table[c].tolist() for c in META_COLUMNS if c in table.columns}
+    return {"image_path": paths, "meta": meta}
+
+
 def predict(
     runs: list[Path],
     out: Path,
@@ -530,6 +544,7 @@ def predict(
         conf,
         abstain,
         reason,
+        **_file_columns(table),
     )
     frame = pd.read_csv(out)
     frame.attrs["skipped"] = skipped

@@ -3,7 +3,9 @@
 Schema, one row per image: `image_id, dataset, label, semantic_ood, logit_<class>...,
 prob_<class>...`, then optional `conf_<score>` columns (higher = more confident), then, only
 when a selective classifier was applied, `abstain` and `abstain_reason` (`unfamiliar`: the
-out-of-distribution gate; `uncertain`: the confidence gate; empty when accepted).
+out-of-distribution gate; `uncertain`: the confidence gate; empty when accepted), then
+the optional `image_path` (the image file predict read) and `meta_<name>` columns (the dataset's
+metadata as written, e.g. `meta_age`, `meta_sex`, `meta_fitspatrick`; empty where missing).
 Classes are in `skinclf.classes.CLASSES` order.
 An empty `label` is allowed only where `semantic_ood` is true (unless labels are not required,
 as for predictions on unlabelled images).
@@ -31,6 +33,8 @@ PROB_SUM_TOLERANCE = 1e-3
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f", ""}
 _MISSING = {"", "nan", "na", "n/a", "none", "null"}
+IMAGE_PATH_COLUMN = "image_path"
+META_PREFIX = "meta_"
 
 
 @dataclass
@@ -46,6 +50,8 @@ class Predictions:
     conf: dict[str, np.ndarray] = field(default_factory=dict)
     abstain: np.ndarray | None = None
     path: Path | None = None
+    meta: dict[str, np.ndarray] = field(default_factory=dict)  # strings, "" where missing
+    image_path: np.ndarray | None = None  # the image files predict read ("" where unknown)
 
     @property
     def n(self) -> int:
@@ -73,6 +79,8 @@ class Predictions:
             conf={k: v[mask] for k, v in self.conf.items()},
             abstain=None if self.abstain is None else self.abstain[mask],
             path=self.path,
+            meta={k: v[mask] for k, v in self.meta.items()},
+            image_path=None if self.image_path is None else self.image_path[mask],
         )
 
 
@@ -97,6 +105,22 @@ def _labels_to_strings(labels: Sequence[str | None] | np.ndarray, n: int) -> lis
     return out
 
 
+def _strings(values: Sequence[object] | np.ndarray, n: int, what: str) -> list[str]:
+    """Text cells: "" where missing, whole floats without ".0" (an age of 45.0 is "45")."""
+    values = list(values)
+    if len(values) != n:
+        raise ValueError(f"{what} has {len(values)} entries, expected {n}")
+    out = []
+    for v in values:
+        if v is None or (not isinstance(v, str) and bool(pd.isna(v))):  # NaN, pd.NA
+            out.append("")
+        elif isinstance(v, float | np.floating) and float(v).is_integer():
+            out.append(str(int(v)))
+        else:
+            out.append(str(v).strip())
+    return out
+
+
 def write_predictions(
     path: str | Path,
     image_ids: Sequence[str],
@@ -108,11 +132,15 @@ def write_predictions(
     conf: Mapping[str, np.ndarray] | None = None,
     abstain: Sequence[bool] | np.ndarray | None = None,
     abstain_reason: Sequence[str] | np.ndarray | None = None,
+    image_path: Sequence[str] | np.ndarray | None = None,
+    meta: Mapping[str, Sequence[object] | np.ndarray] | None = None,
 ) -> Path:
     """Write a predictions file atomically (temp file + rename) and return its path.
 
     `labels` are class names ("" or None for none) or class indices (-1 for none);
-    `probs` defaults to the softmax of `logits`; `conf` maps a score name to its values.
+    `probs` defaults to the softmax of `logits`; `conf` maps a score name to its values;
+    `image_path` is each row's image file; `meta` maps a metadata name to its values (the
+    `meta_<name>` columns, as text).
     """
     path = Path(path)
     logits = np.asarray(logits, dtype=np.float64)
@@ -142,6 +170,10 @@ def write_predictions(
         columns["abstain"] = [bool(a) for a in np.asarray(abstain)]
     if abstain_reason is not None:
         columns["abstain_reason"] = [str(r) for r in np.asarray(abstain_reason, dtype=object)]
+    if image_path is not None:
+        columns[IMAGE_PATH_COLUMN] = _strings(image_path, n, "image_path")
+    for name, values in (meta or {}).items():
+        columns[f"{META_PREFIX}{name}"] = _strings(values, n, f"meta[{name!r}]")
     frame = pd.DataFrame(columns)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
@@ -301,6 +333,20 @@ def _conf(frame: pd.DataFrame, path: Path) -> dict[str, np.ndarray]:
     return {c[5:]: conf_block[:, j] for j, c in enumerate(conf_columns)}
 
 
+def _text_columns(frame: pd.DataFrame) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    """The optional image_path column and the meta_<name> columns, as stripped strings."""
+
+    def text(column: str) -> np.ndarray:
+        return frame[column].astype(str).str.strip().to_numpy(dtype=object)
+
+    image_path = text(IMAGE_PATH_COLUMN) if IMAGE_PATH_COLUMN in frame else None
+    prefix = len(META_PREFIX)
+    meta = {
+        c[prefix:]: text(c) for c in frame.columns if c.startswith(META_PREFIX) and len(c) > prefix
+    }
+    return image_path, meta
+
+
 def read_predictions(path: str | Path, require_labels: bool = True) -> Predictions:
     """Read and validate a predictions file; raise DataError naming file, line and value.
 
@@ -317,6 +363,7 @@ def read_predictions(path: str | Path, require_labels: bool = True) -> Predictio
     logits, probs = _logits_and_probs(frame, has_logits, has_probs, path)
     conf = _conf(frame, path)
     abstain = _parse_bool(frame["abstain"], "abstain", path) if "abstain" in frame else None
+    image_path, meta = _text_columns(frame)
     return Predictions(
         image_ids=image_ids,
         dataset=frame["dataset"].astype(str).to_numpy(dtype=object),
@@ -327,4 +374,6 @@ def read_predictions(path: str | Path, require_labels: bool = True) -> Predictio
         conf=conf,
         abstain=abstain,
         path=path,
+        meta=meta,
+        image_path=image_path,
     )
