@@ -89,6 +89,11 @@ _SELECTIVE_SCORE = typer.Option(
 )
 _BOOTSTRAP = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CIs.")
 _SEED = typer.Option(0, "--seed", help="Seed of the bootstrap.")
+_NO_EXAMPLES = typer.Option(
+    False,
+    "--no-examples",
+    help="Leave the grid of accepted and rejected example images out of report.html.",
+)
 
 
 def evaluate(
@@ -113,6 +118,7 @@ def evaluate(
     selective_score: str = _SELECTIVE_SCORE,
     bootstrap: int = _BOOTSTRAP,
     seed: int = _SEED,
+    no_examples: bool = _NO_EXAMPLES,
 ) -> None:
     """Evaluate predictions files: metrics.json, report.html and selective.json in OUT.
 
@@ -147,6 +153,7 @@ def evaluate(
             selective_score=selective_score,
             n_bootstrap=bootstrap,
             seed=seed,
+            examples=not no_examples,
             progress=True,
             on_step=lambda s: status.update(f"evaluating: {s}"),
         )

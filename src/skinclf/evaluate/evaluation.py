@@ -33,6 +33,7 @@ from skinclf.evaluate.selective import (
     selective_summary,
 )
 from skinclf.evaluate.sgr import SGRResult, ThresholdOutcome, apply_threshold, sgr
+from skinclf.evaluate.subgroups import add_subgroups
 
 __all__ = [
     "EvaluationResult",
@@ -247,6 +248,7 @@ def evaluate_predictions(
     seed: int = 0,
     progress: bool = False,
     on_step: Callable[[str], None] | None = None,
+    examples: bool = True,  # example images in report.html (False: --no-examples)
 ) -> EvaluationResult:
     """Evaluate predictions files and write metrics.json, report.html and selective.json.
 
@@ -300,7 +302,7 @@ def evaluate_predictions(
     result["notes"] = list(dict.fromkeys(run.notes))
     step("writing the report")
     return _write_outputs(
-        Path(out_dir), _jsonable(result), run, selective, gated, decisions, gate_stats
+        Path(out_dir), _jsonable(result), run, selective, gated, decisions, gate_stats, examples
     )
 
 
@@ -635,6 +637,7 @@ def _write_outputs(
     gated: Selective | None,
     decisions: dict,
     gate_stats: str | Path | None,
+    examples: bool = True,
 ) -> EvaluationResult:
     """metrics.json, selective.json (the gated classifier if any), the gate's files and
     report.html."""
@@ -652,6 +655,7 @@ def _write_outputs(
         temperature=run.temperature,
         selective=selective,
         gated=gated,
+        examples=examples,
     )
     return EvaluationResult(metrics, selective, metrics_path, report_path, selective_path)
 
@@ -714,6 +718,7 @@ def _policy_step(
     block["gate"] = gated.selective.ood_gate
     block["threshold"] = gated.selective.threshold
     block["sets"], decisions = _policy_sets(gated.selective, selective, named_sets, run, s)
+    add_subgroups(block["sets"], named_sets, decisions)
     result["policy"] = block
     return gated.selective, decisions
 

@@ -240,9 +240,11 @@ def write_report(
     temperature: float | None = None,
     selective: Selective | None = None,
     gated: Selective | None = None,
+    examples: bool = True,
 ) -> Path:
     """Render report.html from the metrics and the scored prediction sets (`gated`: the
-    selective classifier with an OOD gate, shown against `selective`)."""
+    selective classifier with an OOD gate, shown against `selective`; `examples`: its grid
+    of example images)."""
     path = Path(path)
     test = next(s for s in sets if s.kind == "test")
     oods = [s for s in sets if s.kind == "ood"]
@@ -252,7 +254,7 @@ def write_report(
         from skinclf.evaluate.report_shift import policy_context
 
         shown = [s for s in sets if s.kind in ("test", "external", "ood")]
-        policy = policy_context(metrics, shown, gated, selective)
+        policy = policy_context(metrics, shown, gated, selective, examples)
     page = render(
         "evaluation.html",
         title="skinclf evaluation report",

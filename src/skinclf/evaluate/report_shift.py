@@ -7,7 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from skinclf.contracts.selective import Selective
+from skinclf.evaluate.examples import example_sets
 from skinclf.evaluate.figures import ScoredSet, fig_policy_curves
+from skinclf.evaluate.subgroups import subgroup_tables
 
 
 def _pair(entry: dict, key: str) -> dict:
@@ -30,10 +32,15 @@ def _set_row(name: str, entry: dict) -> list:
 
 
 def policy_context(
-    metrics: dict, sets: Sequence[ScoredSet], gated: Selective, single: Selective | None
+    metrics: dict,
+    sets: Sequence[ScoredSet],
+    gated: Selective,
+    single: Selective | None,
+    examples: bool = True,
 ) -> dict:
     """What policy.html shows: the gates, the candidates chosen from, a row per set and the
-    curves (base64 PNG; none without a single-score classifier)."""
+    curves (base64 PNG; none without a single-score classifier), the subgroup tables and
+    (`examples`) the example images of each set."""
     policy = metrics["policy"]
     choice = None
     if "choice" in policy:
@@ -47,4 +54,6 @@ def policy_context(
         "target_domain": policy.get("choice_mode") == "target_domain",
         "rows": [_set_row(name, entry) for name, entry in policy["sets"].items()],
         "curves": fig_policy_curves(sets, gated, single) if single is not None else "",
+        "subgroups": subgroup_tables(policy),
+        "examples": example_sets(sets, gated) if examples else None,
     }
