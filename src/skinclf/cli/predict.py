@@ -9,6 +9,23 @@ from rich.console import Console
 
 console = Console(soft_wrap=True)
 
+_SCORES = typer.Option(
+    "msp,max_logit,margin,neg_entropy,doctor",
+    help="Confidence scores (conf_<name> columns): msp, max_logit, margin, neg_entropy, "
+    "doctor, energy, tta, mc_dropout, msp_ts (the temperature of --selective), and the "
+    "feature-space scores mahalanobis, rel_mahalanobis, knn (k = 10; knn_k1, knn_k5, knn_k20, "
+    "knn_k50, knn_k100, knn_k200 at other ranks), vim (fitted once on the run's training "
+    "split, kept in RUN/feature_stats.npz).",
+)
+_CORRUPT = typer.Option(
+    None,
+    "--corrupt",
+    help="Predict after a synthetic corruption (ImageNet-C families at severity 3, one per "
+    "image, seeded): mix, or comma-separated gaussian_noise, gaussian_blur, contrast, "
+    "brightness, saturate, jpeg_compression, pixelate. For `skinclf evaluate --shifted`: "
+    "e.g. --split val --corrupt mix.",
+)
+
 
 def predict(
     runs: list[Path] = typer.Argument(
@@ -23,13 +40,7 @@ def predict(
     ),
     split: str | None = typer.Option(None, help="Predict the run's own split: val, test, calib."),
     tta: str | None = typer.Option(None, help="none or d4 (mean over the 8 D4 views)."),
-    scores: str = typer.Option(
-        "msp,max_logit,margin,neg_entropy,doctor",
-        help="Confidence scores (conf_<name> columns): msp, max_logit, margin, neg_entropy, "
-        "doctor, energy, tta, mc_dropout, msp_ts (the temperature of --selective), and the "
-        "feature-space scores mahalanobis, rel_mahalanobis, knn, vim (fitted once on the "
-        "run's training split, kept in RUN/feature_stats.npz).",
-    ),
+    scores: str = _SCORES,
     mc_dropout: int = typer.Option(0, help="K stochastic passes of the head (0: off)."),
     selective: Path | None = typer.Option(
         None,
@@ -43,14 +54,7 @@ def predict(
     cache_dir: Path | None = typer.Option(None, help="Decode/feature cache folder."),
     batch_size: int | None = typer.Option(None, help="Images per batch."),
     progress: bool = typer.Option(True, help="Show progress bars."),
-    corrupt: str | None = typer.Option(
-        None,
-        "--corrupt",
-        help="Predict after a synthetic corruption (ImageNet-C families at severity 3, one per "
-        "image, seeded): mix, or comma-separated gaussian_noise, gaussian_blur, contrast, "
-        "brightness, saturate, jpeg_compression, pixelate. For `skinclf evaluate --shifted`: "
-        "e.g. --split val --corrupt mix.",
-    ),
+    corrupt: str | None = _CORRUPT,
     strict: bool = typer.Option(
         False,
         "--strict",

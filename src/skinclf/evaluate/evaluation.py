@@ -282,7 +282,6 @@ def evaluate_predictions(
         target_coverage,
         *_choice_inputs(choose_gate, ood_gate, shifted, target_domain),
     )
-
     if run.val is not None:
         step("fitting the temperature")
         vm = run.val.labelled
