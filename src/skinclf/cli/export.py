@@ -22,7 +22,7 @@ _ONNX = typer.Option(
     False,
     "--onnx",
     help="Also write model.onnx (uint8 RGB pixels NCHW -> logits, features); needs the "
-    'onnx extra (pip install "skinclf[onnx]").',
+    'onnx extra (pip install "skinclf\\[onnx]").',
 )
 _SELECTIVE = typer.Option(
     None,
