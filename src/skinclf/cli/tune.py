@@ -105,22 +105,29 @@ def _search(data, out, preset, trials, split, config, cache_dir, progress, stage
 
 def _show(target: str, study: str | None, plots: Path | None) -> None:
     from skinclf.tune.show import show
-    from skinclf.tune.space import value_text
 
     board = show(target, study, plots)
-    counts = ", ".join(f"{n} {state.lower()}" for state, n in board.counts.items())
+    words = {"FAIL": "failed"}
+    counts = ", ".join(f"{n} {words.get(s, s.lower())}" for s, n in board.counts.items())
     table = Table(title=f"study {board.study}: {counts}", title_justify="left")
     for name in ("trial", "val balanced accuracy", "minutes", "settings"):
         table.add_column(name, justify="right" if name != "settings" else "left")
     for row in board.best:
         minutes = f"{row['seconds'] / 60:.1f}" if row["seconds"] is not None else ""
-        settings = "\n".join(f"{k}={value_text(v)}" for k, v in row["params"].items())
+        settings = "\n".join(f"{k}={_short(v)}" for k, v in row["params"].items())
         table.add_row(str(row["number"]), f"{row['value']:.4f}", minutes, settings)
     console.print(table)
     for note in board.notes:
         console.print(f"[yellow]{note}[/]")
     for path in board.plots:
         console.print(f"wrote {path}")
+
+
+def _short(value) -> str:
+    """A searched value for the leaderboard: 4 significant digits for floats."""
+    from skinclf.tune.space import value_text
+
+    return f"{value:.4g}" if isinstance(value, float) else value_text(value)
 
 
 def register(app: typer.Typer) -> None:

@@ -30,7 +30,7 @@ from skinclf.config import RunConfig, SearchSpaces, load_config, load_search_spa
 from skinclf.errors import ConfigError, SkinclfError
 from skinclf.faults import fault_point
 from skinclf.tune.space import check_space, overrides_on, suggest, value_text
-from skinclf.tune.storage import open_storage, storage_url
+from skinclf.tune.storage import first_heartbeat, open_storage, storage_url
 
 Stage = Literal["head", "finetune"]
 STAGES: tuple[str, ...] = get_args(Stage)
@@ -181,6 +181,7 @@ def _head_objective(job: TuneJob, prepared, progress: bool, log):
     counts = class_counts(prepared.labels["train"], 7)
 
     def objective(trial) -> float:
+        first_heartbeat(trial)
         overrides = suggest(trial, job.space.head, cfg)
         fault_point("tune-trial")
         trial_cfg = load_config(cfg.preset, None, overrides_on(base, overrides))
@@ -203,6 +204,7 @@ def _finetune_objective(job: TuneJob, log):
     split_file = out / "split.csv"  # every trial on the study's split
 
     def objective(trial) -> float:
+        first_heartbeat(trial)
         overrides = suggest(trial, job.space.finetune, cfg)
         fault_point("tune-trial")
         trial_cfg = load_config(cfg.preset, None, overrides_on(base, overrides))

@@ -105,6 +105,15 @@ def heartbeat_enabled(storage) -> bool:
     return getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
 
 
+def first_heartbeat(trial) -> None:
+    """Record a trial's heartbeat now, before its settings are chosen: Optuna's heartbeat thread
+    writes its first one concurrently, and a trial killed before any has none, so it would never
+    be found stale."""
+    storage = trial.study._storage
+    if heartbeat_enabled(storage):
+        storage.record_heartbeat(trial._trial_id)
+
+
 def study_names(storage) -> list[str]:
     import optuna
 
