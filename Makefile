@@ -30,9 +30,11 @@ test: setup lint
 demo: setup
 	bash scripts/demo.sh
 
-# docs/settings.md is generated from the settings models and presets (a test checks it is current)
+# docs/settings.md is generated from the settings models and presets, docs/cli.md from the
+# command-line app (tests check that both are current)
 docs: setup
 	$(BIN)/python -m skinclf.config > docs/settings.md.tmp && mv docs/settings.md.tmp docs/settings.md
+	$(BIN)/python -m skinclf.cli.reference > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .ruff_cache
