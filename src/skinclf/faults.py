@@ -8,6 +8,8 @@ first time the code passes point NAME) or `SKINCLF_FAULT=NAME:after=N` (the N-th
 - `feature-cache`: after the feature cache's temporary file is written, before it is renamed;
 - `activation-cache`: after each batch written into the activation cache's temporary file;
 - `tune-trial`: in each tuning trial, once its parameters are chosen;
+- `step/NAME`: in `skinclf run`, after step NAME (e.g. `evaluate`) wrote its outputs, before
+  the run state records it as done (skinclf.pipeline.steps);
 - `write/FILE`: before the temporary file of FILE (a file name, e.g. `last.ckpt`) is renamed
   into place (`skinclf.atomic.atomic_path`, which every cache and run file goes through).
 

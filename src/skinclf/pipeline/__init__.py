@@ -1,0 +1,63 @@
+"""`skinclf run`: the whole job (check, split, cache, train, predict, evaluate, report) as
+resumable steps in one output folder; see job.py for the steps and state.py for the manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from skinclf.pipeline.job import LOCK_FILE, Layout, RunOptions, SampleData, build_steps, check_out
+from skinclf.pipeline.state import STATE_FILE, RunState
+from skinclf.pipeline.steps import Outcome, Reporter, Step, StepContext, run_steps
+
+__all__ = [
+    "STATE_FILE",
+    "Outcome",
+    "Reporter",
+    "RunOptions",
+    "RunResult",
+    "SampleData",
+    "Step",
+    "StepContext",
+    "run_job",
+]
+
+
+@dataclass
+class RunResult:
+    """What `run_job` did: each step's outcome, and where the results are."""
+
+    out: Path
+    outcomes: list[Outcome]
+    metrics_path: Path
+    report_path: Path
+
+
+def run_job(opts: RunOptions, reporter: Reporter | None = None, progress: bool = True) -> RunResult:
+    """Run every step of `skinclf run` that is not up to date in `opts.out`; a second
+    process on the same folder is refused while one runs."""
+    from filelock import FileLock, Timeout
+
+    from skinclf.errors import ConfigError
+
+    out = Path(opts.out)
+    check_out(out)
+    lay = Layout(opts)
+    steps = build_steps(opts, lay)
+    out.mkdir(parents=True, exist_ok=True)
+    if opts.cfg.trainer.threads:  # also when training is skipped: predict as it would
+        import torch
+
+        torch.set_num_threads(opts.cfg.trainer.threads)
+    lock = FileLock(str(out / LOCK_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(
+            f"Another `skinclf run` is working in {out}; wait for it or give another --out."
+        ) from None
+    try:
+        outcomes = run_steps(steps, RunState.load(out), reporter or Reporter(), progress)
+    finally:
+        lock.release()
+    return RunResult(out, outcomes, lay.eval / "metrics.json", lay.eval / "report.html")

@@ -1,0 +1,376 @@
+"""The steps of `skinclf run`: (sample data ->) check data -> grouped split -> decode cache ->
+train -> predict every set with every confidence score -> evaluate (the temperature fitted on
+validation data, the OOD gate and the selective classifier on calibration data; metrics.json,
+selective.json, report.html).
+
+Output folder (OUT)::
+
+    run_state.json   what ran, under which fingerprint (skinclf.pipeline.state)
+    data_check.json  the summary of each dataset checked
+    split.csv        the grouped split (train / val / test / calib)
+    run/             the training run folder (config.yaml, checkpoints/, feature_stats.npz, ...)
+    eval/<set>.csv   predictions of val, calib, test and each --ood / --test set
+    eval/            metrics.json, selective.json, report.html (and the gate's files)
+    data/            with --sample: the generated datasets
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from skinclf import atomic
+from skinclf.config import RESUMABLE_KEYS, RunConfig, flat_settings
+from skinclf.errors import ConfigError, DataError
+from skinclf.pipeline.state import STATE_FILE
+from skinclf.pipeline.steps import Step, StepContext
+
+SPLIT_SETS = ("val", "calib", "test")
+LOCK_FILE = ".run.lock"  # held while a `skinclf run` works in the folder
+MC_DROPOUT = 5  # passes of the head with dropout on: the mc_dropout scores
+
+
+@dataclass(frozen=True)
+class SampleData:
+    """The generated data of `skinclf run --sample`: HAM10000- and PAD-UFES-20-format sets."""
+
+    n: int = 30  # images per class
+    size: int = 64  # pixels
+    ood_n: int = 8  # images per PAD-UFES-20 diagnostic
+    seed: int = 0
+
+
+@dataclass
+class RunOptions:
+    """Everything `skinclf run` was asked for."""
+
+    out: Path
+    cfg: RunConfig
+    data: Path | None = None
+    ood: list[Path] = field(default_factory=list)
+    tests: list[Path] = field(default_factory=list)
+    sample: SampleData | None = None
+    cache_dir: Path | None = None
+    target_risk: float = 0.10
+    id_keep: float = 0.95
+    bootstrap: int = 1000
+
+
+def scores() -> list[str]:
+    """Every confidence score predict can write: the logit scores and the feature scores."""
+    from skinclf.contracts.scores import SCORES
+    from skinclf.evaluate.feature_scores import FEATURE_SCORES
+
+    return [*SCORES, *FEATURE_SCORES]
+
+
+def set_name(path: Path, used: set[str]) -> str:
+    """A file-name-safe name for a dataset folder, unique among `used` (and never val, calib
+    or test, the internal splits)."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).resolve().name).strip("-.") or "set"
+    name, i = base, 2
+    while name in used or name in SPLIT_SETS:
+        name, i = f"{base}-{i}", i + 1
+    used.add(name)
+    return name
+
+
+class Layout:
+    """The paths of an output folder."""
+
+    def __init__(self, opts: RunOptions):
+        self.out = Path(opts.out)
+        self.split = self.out / "split.csv"
+        self.check = self.out / "data_check.json"
+        self.run = self.out / "run"
+        self.best = self.run / "checkpoints" / "best.ckpt"
+        self.stats = self.run / "feature_stats.npz"
+        self.eval = self.out / "eval"
+        if opts.sample is not None:
+            self.data = self.out / "data" / "ham10000"
+            self.ood = [self.out / "data" / "pad-ufes-20", *opts.ood]
+        else:
+            if opts.data is None:
+                raise ConfigError("Give --data PATH (a dataset folder) or --sample.")
+            self.data, self.ood = Path(opts.data), list(opts.ood)
+        self.tests = list(opts.tests)
+        used: set[str] = set()
+        self.ood_names = [set_name(p, used) for p in self.ood]
+        self.test_names = [set_name(p, used) for p in self.tests]
+
+    def predictions(self, name: str) -> Path:
+        return self.eval / f"{name}.csv"
+
+
+def check_out(out: Path) -> None:
+    """OUT is new, empty or an earlier `skinclf run` output; anything else is refused."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder.")
+    others = [p for p in out.iterdir() if p.name != LOCK_FILE] if out.is_dir() else []
+    if others and not (out / STATE_FILE).is_file():
+        raise ConfigError(
+            f"--out {out} holds files but no {STATE_FILE}: it is not a `skinclf run` output "
+            "folder; give a new folder (or an earlier run's, to continue it)."
+        )
+
+
+def train_settings(cfg: RunConfig) -> dict:
+    """The settings a training run's results depend on (all but threads, workers, logger)."""
+    return {k: v for k, v in flat_settings(cfg).items() if k not in RESUMABLE_KEYS}
+
+
+# ------------------------------------------------------------------------------ the steps
+
+
+def sample_step(opts: RunOptions, lay: Layout) -> Step:
+    sample = opts.sample
+    assert sample is not None
+    plan = [(lay.data, "ham10000", sample.n), (lay.ood[0], "pad-ufes-20", sample.ood_n)]
+
+    def function(ctx: StepContext) -> None:
+        from skinclf.data.synthetic import write_sample
+
+        for folder, fmt, n in plan:
+            partial = folder.with_name(folder.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            write_sample(partial, format=fmt, n=n, seed=sample.seed, size=sample.size)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(partial, folder)
+            ctx.reporter.log(f"generated a {fmt}-format sample in {folder}")
+
+    settings = {"n": sample.n, "size": sample.size, "ood_n": sample.ood_n, "seed": sample.seed}
+    return Step(
+        "sample",
+        "generate a HAM10000-format set and a PAD-UFES-20-format OOD set (synthetic)",
+        function,
+        settings,
+        outputs=[folder for folder, _, _ in plan],
+    )
+
+
+def check_step(opts: RunOptions, lay: Layout) -> Step:
+    sets = [(lay.data, opts.cfg.data.format)] + [(p, "auto") for p in [*lay.ood, *lay.tests]]
+
+    def function(ctx: StepContext) -> None:
+        import json
+
+        from skinclf.data.check import check_dataset
+
+        summaries = {}
+        for path, fmt in sets:
+            result = check_dataset(path, format=fmt, progress=ctx.progress)
+            if not result.usable:
+                first = result.errors[0].message if result.errors else "no images found"
+                raise DataError(
+                    f"{path} is not usable: {first.rstrip('.')} ({len(result.errors)} error(s)); "
+                    f"`skinclf data check {path}` lists them."
+                )
+            n_warn = len(result.warnings)
+            summaries[str(path)] = {**result.summary, "warnings": n_warn}
+            s = result.summary
+            ctx.reporter.log(
+                f"{path}: {result.format}, {s['images_found']:,} images, {n_warn} warning(s)"
+            )
+        atomic.write_text(lay.check, json.dumps(summaries, indent=2) + "\n")
+
+    return Step(
+        "check",
+        "check every dataset (metadata, labels, each image decodes)",
+        function,
+        {"format": opts.cfg.data.format},
+        inputs=[p for p, _ in sets],
+        outputs=[lay.check],
+        needs=["sample"] if opts.sample else [],
+    )
+
+
+def _labelled_table(data: Path, cfg: RunConfig):
+    from skinclf.data.formats import load_dataset
+
+    table = load_dataset(data, cfg.data.format)
+    return table[table["label"].astype(str) != ""].reset_index(drop=True)
+
+
+def split_step(opts: RunOptions, lay: Layout) -> Step:
+    d = opts.cfg.data
+
+    def function(ctx: StepContext) -> None:
+        from skinclf.data.split import group_leaks, share_deviation, split_dataset
+
+        table = _labelled_table(lay.data, opts.cfg)
+        split = split_dataset(table, val=d.val, test=d.test, calib=d.calib, seed=opts.cfg.seed)
+        atomic.write_text(lay.split, split[["image_id", "split"]].to_csv(index=False))
+        counts = split["split"].value_counts()
+        sizes = ", ".join(f"{s} {counts.get(s, 0):,}" for s in ("train", *SPLIT_SETS))
+        ctx.reporter.log(
+            f"{sizes} images; class shares within {share_deviation(table, split):.1f} points; "
+            f"{len(group_leaks(table, split))} lesion(s) in two splits"
+        )
+
+    return Step(
+        "split",
+        f"grouped, stratified split (val {d.val:g}, test {d.test:g}, calib {d.calib:g})",
+        function,
+        {"val": d.val, "test": d.test, "calib": d.calib, "seed": opts.cfg.seed},
+        inputs=[lay.data],
+        outputs=[lay.split],
+        needs=["check"],
+    )
+
+
+def cache_step(opts: RunOptions, lay: Layout) -> Step:
+    d = opts.cfg.data
+
+    def function(ctx: StepContext) -> list[Path]:
+        from skinclf.data.cache import build_cache
+
+        table = _labelled_table(lay.data, opts.cfg)
+        images = build_cache(
+            table, d.image_size, d.resize, cache_dir=opts.cache_dir, progress=ctx.progress
+        )
+        ctx.reporter.log(f"{len(table):,} images at {d.image_size} px in {images.path}")
+        return [images.path, images.path.with_suffix(".json")]
+
+    return Step(
+        "cache",
+        f"decode every image once ({d.image_size} px, {d.resize})",
+        function,
+        {"image_size": d.image_size, "resize": d.resize},
+        inputs=[lay.data],
+        needs=["check"],
+    )
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' * (n != 1)}"
+
+
+def train_step(opts: RunOptions, lay: Layout) -> Step:
+    cfg = opts.cfg
+
+    def function(ctx: StepContext) -> None:
+        from skinclf.train.run import fit
+
+        resume = ctx.resume and (lay.run / "config.yaml").is_file()
+        if not resume and lay.run.exists():
+            ctx.reporter.log(f"starting {lay.run} afresh")
+            shutil.rmtree(lay.run)
+        fit(
+            lay.data,
+            lay.run,
+            cfg,
+            split_file=lay.split,
+            cache_dir=opts.cache_dir,
+            resume=resume,
+            progress=ctx.progress,
+            log=ctx.reporter.log,
+        )
+
+    return Step(
+        "train",
+        f"train {cfg.model.backbone}: head on frozen features ({_epochs(cfg.transfer.epochs)}), "
+        f"then fine-tuning ({_epochs(cfg.train.epochs)})",
+        function,
+        train_settings(cfg),
+        inputs=[lay.data, lay.split],
+        outputs=[lay.best, lay.run / "metrics.json"],
+        needs=["split", "cache"],
+    )
+
+
+def predict_step(opts: RunOptions, lay: Layout, name: str, data: Path | None) -> Step:
+    """Predictions of one set with every confidence score: a split of the run (`data` None)
+    or a dataset folder."""
+    out, wanted, tta = lay.predictions(name), scores(), opts.cfg.predict.tta
+
+    def function(ctx: StepContext) -> list[Path]:
+        from skinclf.predict import errors_file, predict
+
+        frame = predict(
+            [lay.run],
+            out,
+            data=data,
+            split=None if data is not None else name,
+            tta=tta,
+            scores=wanted,
+            mc_dropout=MC_DROPOUT,
+            cache_dir=opts.cache_dir,
+            progress=ctx.progress,
+        )
+        skipped = frame.attrs.get("skipped", [])
+        note = f" ({len(skipped)} unreadable, listed in {errors_file(out)})" if skipped else ""
+        ctx.reporter.log(f"{len(frame):,} images -> {out}{note}")
+        return [errors_file(out)] if skipped else []
+
+    source = f"the {name} split" if data is None else str(data)
+    return Step(
+        f"predict-{name}",
+        f"predict {source} with every confidence score",
+        function,
+        {"scores": wanted, "mc_dropout": MC_DROPOUT, "tta": tta},
+        inputs=[lay.best, *([lay.data, lay.split] if data is None else [data])],
+        outputs=[out],
+        needs=["train"],
+    )
+
+
+def evaluate_step(opts: RunOptions, lay: Layout, splits: list[str]) -> Step:
+    ood = [lay.predictions(n) for n in lay.ood_names]
+    external = [lay.predictions(n) for n in lay.test_names]
+    files = [lay.predictions(n) for n in splits] + ood + external
+    calib = lay.predictions("calib") if "calib" in splits else None
+    settings = {
+        "target_risk": opts.target_risk,
+        "id_keep": opts.id_keep,
+        "choose_gate": True,
+        "bootstrap": opts.bootstrap,
+        "seed": opts.cfg.seed,
+    }
+
+    def function(ctx: StepContext) -> None:
+        from skinclf.evaluate.evaluation import evaluate_predictions
+
+        evaluate_predictions(
+            test=lay.predictions("test"),
+            out_dir=lay.eval,
+            val=lay.predictions("val"),
+            calib=calib,
+            ood=ood,
+            external=external,
+            choose_gate=True,
+            id_keep=opts.id_keep,
+            gate_stats=lay.stats,
+            target_risk=opts.target_risk,
+            n_bootstrap=opts.bootstrap,
+            seed=opts.cfg.seed,
+            progress=True,
+            on_step=ctx.reporter.sub,
+        )
+
+    fitted_on = "calibration" if calib is not None else "validation"
+    return Step(
+        "evaluate",
+        f"fit the temperature (validation data), the OOD gate and the selective classifier "
+        f"({fitted_on} data); evaluate every set; write report.html",
+        function,
+        settings,
+        inputs=[*files, lay.stats],
+        outputs=[lay.eval / n for n in ("metrics.json", "selective.json", "report.html")],
+        needs=[f"predict-{n}" for n in [*splits, *lay.ood_names, *lay.test_names]],
+    )
+
+
+def build_steps(opts: RunOptions, lay: Layout) -> list[Step]:
+    """The steps of the run, in order."""
+    steps = [sample_step(opts, lay)] if opts.sample is not None else []
+    steps += [check_step(opts, lay), split_step(opts, lay), cache_step(opts, lay)]
+    steps.append(train_step(opts, lay))
+    splits = [s for s in SPLIT_SETS if s != "calib" or opts.cfg.data.calib > 0]
+    steps += [predict_step(opts, lay, s, None) for s in splits]
+    for names, paths in ((lay.ood_names, lay.ood), (lay.test_names, lay.tests)):
+        steps += [predict_step(opts, lay, n, p) for n, p in zip(names, paths, strict=True)]
+    steps.append(evaluate_step(opts, lay, splits))
+    return steps

@@ -1,0 +1,42 @@
+"""The key numbers `skinclf run` ends with, read from eval/metrics.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _num(value: Any) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _ba(entry: dict) -> str:
+    lo, hi = entry.get("balanced_accuracy_ci95") or (None, None)
+    return f"{_num(entry.get('balanced_accuracy'))} [{_num(lo)}, {_num(hi)}]"
+
+
+def key_numbers(metrics: dict) -> list[tuple[str, str]]:
+    """(what, value) rows: balanced accuracy with its 95 % interval per test set, selective
+    balanced accuracy at 80 % coverage, and per OOD set the detection AUROC and the gated
+    classifier's accepted accuracy."""
+    rows = [("test: balanced accuracy [95 % CI]", _ba(metrics["test"]))]
+    for name, entry in metrics.get("external", {}).items():
+        rows.append((f"{name}: balanced accuracy [95 % CI]", _ba(entry)))
+    score = metrics.get("sgr", {}).get("score", "msp")
+    at80 = metrics["test"]["selective"].get(score, {}).get("balanced_accuracy_at_coverage", {})
+    rows.append(
+        (f"test: selective balanced accuracy at 80 % coverage ({score})", _num(at80.get("0.8")))
+    )
+    policy = metrics.get("policy", {})
+    gate = (policy.get("gate") or {}).get("score")
+    for name, entry in metrics.get("ood", {}).items():
+        detection = entry.get("detection", {})
+        used = gate if gate in detection else score if score in detection else "msp"
+        auroc = detection.get(used, {}).get("auroc")
+        rows.append((f"{name}: OOD detection AUROC ({used})", _num(auroc)))
+        gated = policy.get("sets", {}).get(name, {}).get("gated")
+        if gated is not None:
+            coverage = f"gated, coverage {_num(gated.get('coverage'))}"
+            rows.append(
+                (f"{name}: accepted accuracy ({coverage})", _num(gated.get("accepted_accuracy")))
+            )
+    return rows
