@@ -3,19 +3,28 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# PyTorch's wheel index: empty means PyPI (its default build, with the CUDA libraries);
+# `make setup-cpu` uses the CPU-only wheels instead
+TORCH_INDEX ?=
+CPU_TORCH_INDEX := https://download.pytorch.org/whl/cpu
 
-.PHONY: setup test lint demo docs clean
+.PHONY: setup setup-cpu test lint demo docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# a CPU-only machine: the same pinned torch and torchvision as CPU wheels (a new .venv, or after
+# `make clean`; an existing .venv is kept as it is)
+setup-cpu:
+	$(MAKE) setup TORCH_INDEX=$(CPU_TORCH_INDEX)
 
 # ruff; the package layering (import-linter contracts in pyproject.toml); no block of 6+
 # near-identical lines repeated in src/ (pylint's duplicate-code check, settings in pyproject.toml)
