@@ -193,12 +193,15 @@ def test_killed_in_three_steps_then_the_same_command_ends_like_an_uninterrupted_
     assert not list(out.rglob("*.tmp"))
 
 
-def test_a_folder_of_other_files_is_refused(tmp_path: Path):
+def test_a_folder_of_other_files_and_a_missing_dataset_are_refused(tmp_path: Path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not a `skinclf run` output folder"):
         invoke("--data", tmp_path, "--out", tmp_path)
     with pytest.raises(ConfigError, match="--data or --sample, not both"):
         invoke("--sample", "--data", tmp_path, "--out", tmp_path / "new")
+    with pytest.raises(ConfigError, match="--ood .*gone does not exist"):
+        invoke("--data", tmp_path, "--ood", tmp_path / "gone", "--out", tmp_path / "new")
+    assert not (tmp_path / "new").exists()
 
 
 # the step runner alone, on steps that write small files ---------------------------------------

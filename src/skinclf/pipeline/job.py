@@ -97,6 +97,10 @@ class Layout:
                 raise ConfigError("Give --data PATH (a dataset folder) or --sample.")
             self.data, self.ood = Path(opts.data), list(opts.ood)
         self.tests = list(opts.tests)
+        given = [("--data", opts.data), *[("--ood", p) for p in opts.ood]]
+        for option, path in [*given, *[("--test", p) for p in self.tests]]:
+            if path is not None and not Path(path).exists():
+                raise ConfigError(f"{option} {path} does not exist; give a dataset folder.")
         used: set[str] = set()
         self.ood_names = [set_name(p, used) for p in self.ood]
         self.test_names = [set_name(p, used) for p in self.tests]
@@ -248,13 +252,26 @@ def _epochs(n: int) -> str:
     return f"{n} epoch{'s' * (n != 1)}"
 
 
+def _same_run(run: Path, cfg: RunConfig) -> bool:
+    """Whether the run folder was started with `cfg`'s results-changing settings (a kill may
+    come between recording a new fingerprint and clearing the old run)."""
+    from skinclf.config import read_config
+
+    if not (run / "config.yaml").is_file():
+        return False
+    try:
+        return train_settings(read_config(run / "config.yaml")) == train_settings(cfg)
+    except ConfigError:
+        return False  # unreadable: start afresh
+
+
 def train_step(opts: RunOptions, lay: Layout) -> Step:
     cfg = opts.cfg
 
     def function(ctx: StepContext) -> None:
         from skinclf.train.run import fit
 
-        resume = ctx.resume and (lay.run / "config.yaml").is_file()
+        resume = ctx.resume and _same_run(lay.run, cfg)
         if not resume and lay.run.exists():
             ctx.reporter.log(f"starting {lay.run} afresh")
             shutil.rmtree(lay.run)
