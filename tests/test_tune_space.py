@@ -154,3 +154,11 @@ def test_a_study_searched_over_other_choices_is_not_continued(
             ham_sample, out, load_config("sample"), trials=2, cache_dir=train_cache, progress=False
         )
     assert len(old.trials) == 1
+
+
+def test_settings_fixed_on_the_command_line_are_not_searched() -> None:
+    from skinclf.tune.space import without_fixed
+
+    spaces, fixed = without_fixed(load_search_space("sample"), ["transfer.epochs=3", "seed=1"])
+    assert fixed == ["transfer.epochs"] and "transfer.epochs" not in spaces.head
+    assert "transfer.lr" in spaces.head and spaces.finetune == load_search_space("sample").finetune

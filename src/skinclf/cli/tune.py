@@ -84,14 +84,16 @@ def _search(data, out, preset, trials, split, config, cache_dir, progress, stage
     from skinclf.errors import ConfigError
     from skinclf.tune import STAGES
     from skinclf.tune import tune as run_tune
-    from skinclf.tune.space import describe
+    from skinclf.tune.space import describe, without_fixed
 
     if data is None or out is None:
         raise ConfigError("skinclf tune needs --data and --out (or --show DIR_OR_URL).")
     cfg = load_config(preset, config, overrides)
-    space = load_search_space(preset, config)
+    space, fixed = without_fixed(load_search_space(preset, config), overrides)
     if stage in STAGES:  # an unknown stage: tune's one-line error below
         console.print(f"searching {describe(getattr(space, stage))}")
+    if fixed:
+        console.print(f"fixed on the command line, not searched: {', '.join(fixed)}")
     origin = search_space_origin(preset, config, stage)
     result = run_tune(
         data, out, cfg, trials, split, cache_dir, progress, log=console.print, stage=stage,

@@ -8,7 +8,15 @@ import json
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
-from skinclf.config import RunConfig, SearchParam, flat_settings, load_config, setting_annotations
+from skinclf.config import (
+    RunConfig,
+    SearchParam,
+    SearchSpaces,
+    flat_settings,
+    load_config,
+    parse_overrides,
+    setting_annotations,
+)
 from skinclf.errors import ConfigError
 
 Space = dict[str, SearchParam]
@@ -165,6 +173,27 @@ def _suggest_one(trial, key: str, dist) -> Any:
     if isinstance(dist, IntDistribution):
         return trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
     return trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+def without_fixed(spaces: SearchSpaces, overrides: list[str]) -> tuple[SearchSpaces, list[str]]:
+    """The spaces without the settings fixed by `key=value` overrides (those stay as given in
+    every trial), and the keys taken out."""
+
+    def keys(d: dict, prefix: str = "") -> list[str]:
+        out = []
+        for k, v in d.items():
+            out += keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+        return out
+
+    fixed = set(keys(parse_overrides(overrides)))
+    kept = {
+        stage: {k: v for k, v in getattr(spaces, stage).items() if k not in fixed}
+        for stage in SearchSpaces.model_fields
+    }
+    dropped = sorted(
+        k for stage in SearchSpaces.model_fields for k in getattr(spaces, stage) if k in fixed
+    )
+    return SearchSpaces(**kept), list(dict.fromkeys(dropped))
 
 
 def describe(space: Space) -> str:
