@@ -1,0 +1,128 @@
+"""benchmarks/table.py: the results table of benchmarks/README.md from small JSON fixtures."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+TABLE_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "table.py"
+
+
+@pytest.fixture(scope="module")
+def table():
+    spec = importlib.util.spec_from_file_location("bench_table", TABLE_PY)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write(folder: Path, name: str, data: object) -> None:
+    (folder / name).write_text(json.dumps(data))
+
+
+@pytest.fixture()
+def results(tmp_path: Path) -> Path:
+    folder = tmp_path / "results"
+    folder.mkdir()
+    _write(folder, "speed.json", {
+        "date": "2026-12-02T06:00:00+00:00",
+        "machine": {"cpu": "Test CPU", "logical_cpus": 2},
+        "settings": {"backbone": "efficientnet_lite0", "size": 64},
+        "matmul_peak_gflops_per_s": {"fp32": 100.0, "bf16": 5.0},
+        "train": [
+            {"config": "fp32, channels_last", "images_per_s": 40.0,
+             "ratio_vs_fp32_channels_last": 1.0, "fraction_of_matmul_peak": 0.1},
+            {"config": "fp32", "images_per_s": 30.0, "ratio_vs_fp32_channels_last": 0.75},
+            {"config": "bf16, channels_last", "images_per_s": 8.0,
+             "ratio_vs_fp32_channels_last": 0.2},
+        ],
+        "predict": [{"config": "fp32, channels_last", "images_per_s": 220.0}],
+    })
+    # an older file with keys missing: its numbers become "–"
+    _write(folder, "frozen_cache.json", {"date": "2026-11-26T05:33:59+00:00",
+                                          "train_images_per_second": {"full": 17.4}})
+    cache = {"machine": "2-core box", "ratio": {"best_cache_vs_best_jpeg": 8.6}}
+    _write(folder, "cache.json", cache)
+    comparison = {
+        "a": {"preset": "default", "backbone": "efficientnet_lite2",
+              "test_balanced_accuracy": 0.75, "test_balanced_accuracy_ci95": [0.7, 0.8]},
+        "b": {"file": "/x/ensAB/test_predictions.csv", "balanced_accuracy": 0.5},
+        "paired_bootstrap_balanced_accuracy": {"difference": 0.25,
+                                               "difference_ci95": [0.2, 0.3], "p_a_greater": 1.0},
+    }
+    _write(folder, "my_runs_compared.json", comparison)
+    _write(folder, "unrelated.json", {"something": 1})  # neither known nor a comparison
+    (folder / "shift_default_gates.json").write_text("{not json")
+    return folder
+
+
+def _by_name(rows: list[list[str]]) -> dict[str, list[str]]:
+    return {r[0]: r for r in rows}
+
+
+def test_rows_from_fixtures(table, results: Path) -> None:
+    rows = _by_name(table.rows(results, results.parent))
+    assert set(rows) == {
+        "speed: train/predict, matmul peak",
+        "speed: frozen-stage cache",
+        "speed: decode cache vs JPEG",
+        "selective and shift",
+        "quality: my_runs_compared",
+    }
+    speed = rows["speed: train/predict, matmul peak"]
+    assert "train 40.0 img/s" in speed[1] and "10.0% of the fp32 matmul peak 100" in speed[1]
+    assert "bf16 0.20x" in speed[1] and "contiguous 0.75x" in speed[1]
+    assert "predict 220.0 img/s" in speed[1]
+    assert speed[2:] == ["Test CPU, 2 CPUs", "2026-12-02", "[speed.json](results/speed.json)"]
+
+    frozen = rows["speed: frozen-stage cache"]
+    assert "full 17.4" in frozen[1] and "partial –" in frozen[1] and "cached –" in frozen[1]
+    assert frozen[2] == "–" and frozen[3] == "2026-11-26"
+    cache = rows["speed: decode cache vs JPEG"]
+    assert "8.6x" in cache[1] and "build – img/s" in cache[1]
+    assert cache[2] == "2-core box" and cache[3] == "–"
+    assert rows["selective and shift"][1].startswith("unreadable")
+
+    compared = rows["quality: my_runs_compared"][1]
+    assert "default efficientnet_lite2 0.750 [0.700, 0.800]" in compared
+    assert "ensAB 0.500 –" in compared
+    assert "+0.250 [0.200, 0.300]" in compared and "P(A > B) 1.00" in compared
+
+
+def test_known_files_come_first_in_order(table, results: Path) -> None:
+    names = [r[0] for r in table.rows(results, results.parent)]
+    assert names.index("speed: train/predict, matmul peak") < names.index(
+        "speed: frozen-stage cache"
+    ) < names.index("quality: my_runs_compared")
+    assert names[-1] == "quality: my_runs_compared"
+
+
+def test_update_readme_keeps_text_outside_markers(table, results: Path, tmp_path: Path) -> None:
+    before = "# Benchmarks\n\nIntro | with a pipe.\n\n"
+    after = "\n\n## More\n\nold text stays\n"
+    readme = tmp_path / "README.md"
+    readme.write_text(before + table.START + "\n| stale | table |\n" + table.END + after)
+
+    assert table.update_readme(readme, results) is True
+    text = readme.read_text()
+    assert text.startswith(before + table.START + "\n")
+    assert text.endswith(table.END + after)
+    inside = text[text.index(table.START) + len(table.START): text.index(table.END)]
+    lines = inside.strip().splitlines()
+    assert lines[0] == "| benchmark | headline | machine | date | JSON |"
+    assert len(lines) == 2 + 5  # header, rule, one line per row
+    assert "stale" not in inside
+    assert all(line.count(" | ") == 4 for line in lines[2:])  # no stray pipes in a cell
+    assert table.update_readme(readme, results) is False  # a second run changes nothing
+
+
+def test_update_readme_without_markers_says_so(table, results: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers here\n")
+    with pytest.raises(SystemExit, match="markers"):
+        table.update_readme(readme, results)
+    assert readme.read_text() == "# no markers here\n"
