@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_INDEX ?=
 CPU_TORCH_INDEX := https://download.pytorch.org/whl/cpu
 
-.PHONY: setup setup-cpu test lint demo docs clean
+.PHONY: setup setup-cpu test lint demo docs clean bench bench-quick
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,18 @@ demo: setup
 docs: setup
 	$(BIN)/python -m skinclf.config > docs/settings.md.tmp && mv docs/settings.md.tmp docs/settings.md
 	$(BIN)/python -m skinclf.cli.reference > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
+
+# benchmarks (never part of `make test`; benchmarks/README.md): every benchmark, writing JSON to
+# benchmarks/results/, then the results table of benchmarks/README.md. `bench` trains the
+# default and paper runs it lacks (runs/, 30 min each) and predicts what the shift and ISIC
+# comparisons need; `bench-quick` is speed at 128 px, shift, and default vs paper trained for
+# 5 min each on a quarter of HAM10000 (runs/bench-quick/). More options: BENCH_ARGS=--help
+BENCH_ARGS ?=
+bench: setup
+	$(BIN)/python benchmarks/suite.py --train --predict $(BENCH_ARGS)
+
+bench-quick: setup
+	$(BIN)/python benchmarks/suite.py --quick --train $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .ruff_cache

@@ -141,7 +141,8 @@ def _serve(d: dict) -> str:
 
 def _comparison(d: dict) -> str:
     def side(s: object) -> str:
-        who = " ".join(str(x) for x in (get(s, "preset"), get(s, "backbone")) if x)
+        backbone = str(get(s, "backbone") or "").removeprefix("efficientnet_")
+        who = " ".join(str(x) for x in (get(s, "preset"), backbone) if x)
         if not who:
             who = Path(str(get(s, "file") or get(s, "run") or DASH)).parent.name or DASH
         ba = get(s, "test_balanced_accuracy")
@@ -151,7 +152,7 @@ def _comparison(d: dict) -> str:
 
     paired = d.get("paired_bootstrap_balanced_accuracy") or {}
     return (
-        f"balanced accuracy: A {side(d.get('a'))} vs B {side(d.get('b'))}; difference "
+        f"balanced accuracy A {side(d.get('a'))} vs B {side(d.get('b'))}; A - B "
         f"{num(get(paired, 'difference'), '+.3f')} {interval(get(paired, 'difference_ci95'))},"
         f" P(A > B) {num(get(paired, 'p_a_greater'), '.2f')}"
     )
@@ -162,6 +163,8 @@ Summary = Callable[[dict], str]
 KNOWN: list[tuple[str, str, Summary]] = [
     ("presets.json", "quality: default vs paper (HAM10000 test)", _comparison),
     ("presets_isic2018.json", "quality: default vs paper (ISIC 2018)", _comparison),
+    ("presets_quick.json", "quality, quick: default vs paper (HAM10000 subset)", _comparison),
+    ("presets_quick_isic2018.json", "quality, quick: default vs paper (ISIC 2018)", _comparison),
     ("speed.json", "speed: train/predict, matmul peak", _speed),
     ("frozen_cache.json", "speed: frozen-stage cache", _frozen),
     ("cache.json", "speed: decode cache vs JPEG", _cache),
@@ -185,7 +188,8 @@ def machine(d: dict) -> str:
         return m
     if not isinstance(m, dict):
         return DASH
-    cpu = m.get("gpu") or m.get("cpu") or m.get("processor") or m.get("platform")
+    cpu = m.get("gpu") or m.get("cpu") or m.get("processor")
+    cpu = cpu or str(m.get("platform") or "").split("-with-")[0]
     cores = next((m[k] for k in ("logical_cpus", "cores", "cpu_count", "cpus") if k in m), None)
     parts = [str(cpu) if cpu else "", f"{cores} CPUs" if cores else ""]
     return ", ".join(p for p in parts if p) or DASH

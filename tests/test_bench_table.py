@@ -88,8 +88,8 @@ def test_rows_from_fixtures(table, results: Path) -> None:
     assert rows["selective and shift"][1].startswith("unreadable")
 
     compared = rows["quality: my_runs_compared"][1]
-    assert "default efficientnet_lite2 0.750 [0.700, 0.800]" in compared
-    assert "ensAB 0.500 –" in compared
+    assert "A default lite2 0.750 [0.700, 0.800]" in compared
+    assert "B ensAB 0.500 –" in compared
     assert "+0.250 [0.200, 0.300]" in compared and "P(A > B) 1.00" in compared
 
 
