@@ -171,3 +171,38 @@ def test_predict_corrupt_marks_the_file_and_changes_the_predictions(
     np.testing.assert_array_equal(c1.logits, read_predictions(tmp_path / "c2.csv").logits)
     with pytest.raises(ConfigError, match="--corrupt 'fog'"):
         predict([trained_run], tmp_path / "bad.csv", corrupt="fog", **kw)
+
+
+def test_a_policy_without_confidence_threshold_is_never_chosen() -> None:
+    from types import SimpleNamespace
+
+    from skinclf.evaluate.shift import choose_gate_by_policy
+
+    policies = {"a": SimpleNamespace(solution_exists=False, rating=0.0)}
+    policies["b"] = SimpleNamespace(solution_exists=True, rating=0.3)
+    best, table, excluded = choose_gate_by_policy(
+        ["a", "b"], policies.__getitem__, lambda p: p.rating
+    )
+    assert best == "b" and set(table) == {"b"} and "target risk" in excluded["a"]
+
+
+def test_shifted_choice_with_an_unreachable_risk_says_so(files, tmp_path) -> None:
+    _touch_stats(files)
+    with pytest.raises(ConfigError, match="No gate candidate leaves a usable policy"):
+        evaluate_predictions(
+            test=files["test"],
+            out_dir=tmp_path / "eval",
+            val=files["val"],
+            choose_gate=True,
+            shifted=files["shifted"],
+            gate_stats=files["root"] / "stats.npz",
+            target_risk=0.01,  # 20 % errors: no threshold certifies 1 %
+            n_bootstrap=10,
+        )
+
+
+def test_shifted_file_without_the_feature_scores_is_refused(files, tmp_path) -> None:
+    _touch_stats(files)
+    bare = _file(tmp_path / "bare.csv", 50, 5, 0.5, {})
+    with pytest.raises(ConfigError, match="no conf_mahalanobis column"):
+        _evaluate(files, tmp_path / "eval", shifted=bare)

@@ -112,9 +112,15 @@ def parse_corruptions(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _streams(seed: int, n: int) -> tuple[np.random.Generator, list[np.random.Generator]]:
+    """Independent generators: one for the families, one per image (SeedSequence.spawn)."""
+    family, *images = np.random.SeedSequence(seed).spawn(n + 1)
+    return np.random.default_rng(family), [np.random.default_rng(s) for s in images]
+
+
 def assign_corruptions(n: int, names: Sequence[str], seed: int) -> np.ndarray:
     """The corruption family of each of `n` images: drawn uniformly from `names`, seeded."""
-    rng = np.random.default_rng([seed, 7])
+    rng = _streams(seed, 0)[0]
     return np.asarray(names, dtype=object)[rng.integers(0, len(names), size=n)]
 
 
@@ -125,7 +131,7 @@ def corrupt_images(
     rows = np.asarray(rows, dtype=np.int64)
     families = assign_corruptions(len(rows), names, seed)
     out = np.empty((len(rows), *images.shape[1:]), dtype=np.uint8)
+    rngs = _streams(seed, len(rows))[1]
     for i, (row, family) in enumerate(zip(rows, families, strict=True)):
-        rng = np.random.default_rng([seed, i])
-        out[i] = CORRUPTIONS[str(family)](np.ascontiguousarray(images[row]), rng)
+        out[i] = CORRUPTIONS[str(family)](np.ascontiguousarray(images[row]), rngs[i])
     return out, families

@@ -706,6 +706,8 @@ def _policy_step(
     }
     for name, extra in (("corrupted", gates.shifted), ("target_domain", gates.target_domain)):
         if extra is not None:
+            if name in named_sets:
+                raise ConfigError(f"A set is already named {name!r}; rename its dataset column.")
             named_sets[name] = extra
     gated = _fit_gated(run, selective, gates, s)
     block: dict = {
@@ -777,13 +779,16 @@ def _choose(
     fit_p = run.fit_p
     assert fit_p is not None
     candidates = shift.gate_candidates(fit_p, score)
+    excluded: dict[str, str] = {}
     if gates.shifted is not None:
-        best, table = shift.choose_gate_by_policy(
+        shift.require_components(gates.shifted, candidates, "--shifted")
+        best, table, excluded = shift.choose_gate_by_policy(
             candidates, fit, shift.silent_failures(gates.shifted)
         )
         criterion, rating, mode = shift.SHIFTED_CRITERION, "silent failure rate", "shifted"
     elif gates.target_domain is not None:
-        best, table = shift.choose_gate_by_policy(
+        shift.require_components(gates.target_domain, candidates, "--target-domain")
+        best, table, excluded = shift.choose_gate_by_policy(
             candidates, fit, shift.accepted_share(gates.target_domain)
         )
         criterion, rating = shift.TARGET_DOMAIN_CRITERION, "target-domain share accepted"
@@ -793,6 +798,7 @@ def _choose(
         criterion, rating, mode = shift.CHOOSE_GATE_CRITERION, "error rate kept", "errors_kept"
     return best, {
         "choice": table,
+        "choice_excluded": excluded,
         "choice_criterion": criterion,
         "choice_rating": rating,
         "choice_mode": mode,

@@ -219,9 +219,11 @@ class FeatureStats:
 
     def scorer(self, name: str) -> Mahalanobis | RelativeMahalanobis | KNN | ViM | None:
         """The fitted score called `name` (`knn_k<k>`: the kNN bank at rank k)."""
-        if name.startswith("knn_k") and name[5:].isdigit():
+        if name not in FEATURE_SCORES:
+            return None
+        if name.startswith("knn_k"):  # one of KNN_KS, all >= 1
             return KNN(bank=self.knn.bank, k=int(name[5:]))
-        return getattr(self, name, None) if name in FEATURE_SCORES else None
+        return getattr(self, name, None)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

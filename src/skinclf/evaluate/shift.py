@@ -79,21 +79,43 @@ def choose_gate_by_policy(
     candidates: Sequence[str],
     fit: Callable[[str], Selective],
     judge: Callable[[Selective], float | None],
-) -> tuple[str, dict[str, float]]:
-    """The candidate whose fitted policy `judge` rates lowest (ties: fewer components), and
-    each candidate's rating; a candidate that cannot be fitted or rated is left out."""
-    table = {}
+) -> tuple[str, dict[str, float], dict[str, str]]:
+    """The candidate whose fitted policy `judge` rates lowest (ties: fewer components), each
+    candidate's rating, and the candidates left out with why: a policy whose confidence gate
+    has no solution abstains on everything, which would rate best while being useless."""
+    table: dict[str, float] = {}
+    excluded: dict[str, str] = {}
     for name in candidates:
         try:
-            value = judge(fit(name))
-        except ConfigError:
+            policy = fit(name)
+        except ConfigError as exc:
+            excluded[name] = str(exc)
             continue
+        if not policy.solution_exists:
+            excluded[name] = "no confidence threshold meets the target risk after this gate"
+            continue
+        value = judge(policy)
         if value is not None:
             table[name] = float(value)
     if not table:
-        raise ConfigError("No gate candidate could be fitted and rated for --choose-gate.")
+        raise ConfigError(
+            "No gate candidate leaves a usable policy for --choose-gate (each one: "
+            f"{'; '.join(f'{k}: {v}' for k, v in excluded.items())}); raise --target-risk or "
+            "use --confidence-gate coverage."
+        )
     best = min(table, key=lambda k: (table[k], len(combination_parts(k)), k))
-    return best, table
+    return best, table, excluded
+
+
+def require_components(p: Predictions, candidates: Sequence[str], option: str) -> None:
+    """ConfigError naming the first conf_ column a candidate needs that `p` lacks."""
+    for name in candidates:
+        for part in combination_parts(name):
+            if part in FEATURE_SCORES and part not in p.conf:
+                raise ConfigError(
+                    f"{option} {p.path}: no conf_{part} column, which the gate candidate "
+                    f"{name!r} needs; predict it with the same --scores as the validation file."
+                )
 
 
 def silent_failures(p: Predictions) -> Callable[[Selective], float | None]:
