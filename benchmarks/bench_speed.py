@@ -148,7 +148,7 @@ def label(precision: str, channels_last: bool) -> str:
 
 def measure(args: argparse.Namespace, device: torch.device) -> dict[str, dict[str, list[float]]]:
     """images/s per round of every configuration, interleaved round by round."""
-    nets = {cl: make_net(args.backbone, cl, device) for cl in (True, False)}
+    nets = {cl: make_net(args.backbone, cl, device) for cl in {cl for _, cl in PREDICT}}
     train_nets = {cfg: make_net(args.backbone, cfg[1], device) for cfg in TRAIN}
     steps: dict[tuple[str, str, bool], tuple[Callable[[], None], int]] = {}
     for p, cl in TRAIN:

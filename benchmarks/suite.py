@@ -115,8 +115,8 @@ def train_plan(args: argparse.Namespace, runs: Path, ham: Path) -> list[list[str
     return cmds
 
 
-def predict_cmd(run: Path, out: Path, *where: str) -> list[str]:
-    return [*SKINCLF, "predict", str(run), *where, "--scores", SCORES, "--no-progress",
+def predict_cmd(run: Path, out: Path, *where: str, scores: str = SCORES) -> list[str]:
+    return [*SKINCLF, "predict", str(run), *where, "--scores", scores, "--no-progress",
             "--out", str(out)]
 
 
@@ -130,9 +130,13 @@ def quality(args: argparse.Namespace) -> Plan:
     cmds.append(script("compare_presets.py", a, b, "--out", RESULTS / f"{name}.json"))
     isic = args.data / "isic2018-test-dev"
     if args.predict and isic.is_dir():
+        shift_run = Path(os.path.abspath(args.shift_run or args.runs / "default"))
         for run in (a, b):
             if not (run / "eval" / "isic.csv").is_file():
-                cmds.append(predict_cmd(run, run / "eval" / "isic.csv", "--data", str(isic)))
+                # the shift benchmark's run gets every gate score (its isic.csv is shared)
+                scores = SCORES if Path(os.path.abspath(run)) == shift_run else "msp"
+                where = ["--data", str(isic)]
+                cmds.append(predict_cmd(run, run / "eval" / "isic.csv", *where, scores=scores))
         cmds.append(script("compare_predictions.py", a / "eval" / "isic.csv",
                            b / "eval" / "isic.csv", "--out", RESULTS / f"{name}_isic2018.json"))
     return cmds
