@@ -215,7 +215,7 @@ def _finetune_objective(job: TuneJob, log):
             split_file=split_file,
             cache_dir=Path(job.cache_dir),
             progress=False,
-            callbacks=[PruneOnValidation(trial, trial_cfg.train.monitor)],
+            callbacks=[PruneOnValidation(trial)],  # the objective, whatever train.monitor is
             log=lambda *_: None,
             predict_splits=("val",),
         )

@@ -10,6 +10,7 @@ from typing import Any
 
 from skinclf.errors import ConfigError
 from skinclf.tune.storage import DB_NAME, journal_path, open_storage, storage_url, study_names
+from skinclf.tune.study import redacted
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
@@ -49,6 +50,8 @@ def resolve(target: str) -> tuple[str, Path | None]:
             raise ConfigError(f"{file} does not exist: no study there.")
         return target, file.parent
     journal = journal_path(target)
+    if journal is not None and not journal.is_file():
+        raise ConfigError(f"{journal} does not exist: no study there.")
     return storage_url(None, target), journal.parent if journal is not None else None
 
 
@@ -59,6 +62,7 @@ def show(target: str, study_name: str | None = None, plots: Path | None = None, 
 
     url, folder = resolve(target)
     storage = open_storage(url, heartbeat=None)
+    target = redacted(target)  # never print a password
     names = study_names(storage)
     if study_name is None:
         if len(names) != 1:

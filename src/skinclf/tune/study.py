@@ -57,7 +57,7 @@ def _check_joined(study, job, split_hash: str) -> None:
     """Same stage, same split, compatible search space as the study's earlier trials."""
     from optuna.distributions import check_distribution_compatibility
 
-    where = f"Study '{study.study_name}' ({_redacted(job.url)})"
+    where = f"Study '{study.study_name}' ({redacted(job.url)})"
     marks = {"stage": job.stage, "split_sha256": split_hash}
     for key, value in marks.items():
         old = study.user_attrs.get(key)
@@ -83,7 +83,7 @@ def _check_joined(study, job, split_hash: str) -> None:
                 ) from None
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """A storage URL without its password."""
     if "://" in url and "@" in url.split("://", 1)[1]:
         scheme, rest = url.split("://", 1)
