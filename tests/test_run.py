@@ -202,6 +202,9 @@ def test_a_folder_of_other_files_and_a_missing_dataset_are_refused(tmp_path: Pat
     with pytest.raises(ConfigError, match="--ood .*gone does not exist"):
         invoke("--data", tmp_path, "--ood", tmp_path / "gone", "--out", tmp_path / "new")
     assert not (tmp_path / "new").exists()
+    with pytest.raises(ConfigError, match="is inside --data"):
+        invoke("--data", tmp_path, "--out", tmp_path / "new")
+    assert not (tmp_path / "new").exists()
 
 
 # the step runner alone, on steps that write small files ---------------------------------------

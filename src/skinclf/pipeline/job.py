@@ -101,6 +101,12 @@ class Layout:
         for option, path in [*given, *[("--test", p) for p in self.tests]]:
             if path is not None and not Path(path).exists():
                 raise ConfigError(f"{option} {path} does not exist; give a dataset folder.")
+        for option, path in [*given, *[("--test", p) for p in self.tests]]:
+            if path is not None and self.out.resolve().is_relative_to(Path(path).resolve()):
+                raise ConfigError(
+                    f"--out {self.out} is inside {option} {path}: every step would see its own "
+                    "outputs as changed data; give an output folder outside the datasets."
+                )
         used: set[str] = set()
         self.ood_names = [set_name(p, used) for p in self.ood]
         self.test_names = [set_name(p, used) for p in self.tests]
@@ -252,17 +258,29 @@ def _epochs(n: int) -> str:
     return f"{n} epoch{'s' * (n != 1)}"
 
 
-def _same_run(run: Path, cfg: RunConfig) -> bool:
+def _same_run(run: Path, cfg: RunConfig, split: Path) -> bool:
     """Whether the run folder was started with `cfg`'s results-changing settings (a kill may
     come between recording a new fingerprint and clearing the old run)."""
     from skinclf.config import read_config
 
-    if not (run / "config.yaml").is_file():
+    if not (run / "config.yaml").is_file() or not _same_split(run / "split.csv", split):
         return False
     try:
         return train_settings(read_config(run / "config.yaml")) == train_settings(cfg)
     except ConfigError:
         return False  # unreadable: start afresh
+
+
+def _same_split(run_split: Path, split: Path) -> bool:
+    """Whether the run folder was trained on the pipeline's current split (same image ids in
+    the same splits)."""
+    import pandas as pd
+
+    if not (run_split.is_file() and split.is_file()):
+        return False
+    cols = ["image_id", "split"]
+    mine, theirs = (pd.read_csv(p, dtype=str)[cols].sort_values(cols) for p in (run_split, split))
+    return mine.to_numpy().tolist() == theirs.to_numpy().tolist()
 
 
 def train_step(opts: RunOptions, lay: Layout) -> Step:
@@ -271,7 +289,7 @@ def train_step(opts: RunOptions, lay: Layout) -> Step:
     def function(ctx: StepContext) -> None:
         from skinclf.train.run import fit
 
-        resume = ctx.resume and _same_run(lay.run, cfg)
+        resume = ctx.resume and _same_run(lay.run, cfg, lay.split)
         if not resume and lay.run.exists():
             ctx.reporter.log(f"starting {lay.run} afresh")
             shutil.rmtree(lay.run)
