@@ -186,19 +186,22 @@ def test_a_policy_without_confidence_threshold_is_never_chosen() -> None:
     assert best == "b" and set(table) == {"b"} and "target risk" in excluded["a"]
 
 
-def test_shifted_choice_with_an_unreachable_risk_says_so(files, tmp_path) -> None:
+def test_shifted_choice_with_an_unreachable_risk_chooses_the_gate_alone(files, tmp_path) -> None:
     _touch_stats(files)
-    with pytest.raises(ConfigError, match="No gate candidate leaves a usable policy"):
-        evaluate_predictions(
-            test=files["test"],
-            out_dir=tmp_path / "eval",
-            val=files["val"],
-            choose_gate=True,
-            shifted=files["shifted"],
-            gate_stats=files["root"] / "stats.npz",
-            target_risk=0.01,  # 20 % errors: no threshold certifies 1 %
-            n_bootstrap=10,
-        )
+    metrics = evaluate_predictions(
+        test=files["test"],
+        out_dir=tmp_path / "eval",
+        val=files["val"],
+        choose_gate=True,
+        shifted=files["shifted"],
+        gate_stats=files["root"] / "stats.npz",
+        target_risk=0.01,  # 20 % errors: no threshold certifies 1 %
+        n_bootstrap=10,
+    ).metrics
+    assert metrics["policy"]["gate"]["score"] == "knn"  # still the score that sees the shift
+    assert any("confidence gate off" in n for n in metrics["notes"])
+    assert all("target risk" in why for why in metrics["policy"]["choice_excluded"].values())
+    assert metrics["policy"]["sets"]["test"]["gated"]["coverage"] == 0.0  # says it abstains
 
 
 def test_shifted_file_without_the_feature_scores_is_refused(files, tmp_path) -> None:

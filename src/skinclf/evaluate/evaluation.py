@@ -738,7 +738,7 @@ def _fit_gated(run: _Run, single: Selective | None, gates: _GateOptions, s: _Set
         raise ConfigError(f"--confidence-gate {gates.confidence_gate!r}: use sgr, coverage or off.")
     score = single.score if single is not None else "msp"
 
-    def fit(gate_score: str, chosen_by: str = "") -> Selective:
+    def fit(gate_score: str, chosen_by: str = "", confidence_gate: str = "") -> Selective:
         needs_stats = any(c in FEATURE_SCORES for c in combination_parts(gate_score))
         return shift.fit_gated_policy(
             fit_p,
@@ -747,7 +747,7 @@ def _fit_gated(run: _Run, single: Selective | None, gates: _GateOptions, s: _Set
             run.temperature,
             gate_score,
             gates.id_keep,
-            gates.confidence_gate,
+            confidence_gate or gates.confidence_gate,
             s.target_risk,
             s.delta,
             gates.target_coverage,
@@ -782,14 +782,13 @@ def _choose(
     excluded: dict[str, str] = {}
     if gates.shifted is not None:
         shift.require_components(gates.shifted, candidates, "--shifted")
-        best, table, excluded = shift.choose_gate_by_policy(
-            candidates, fit, shift.silent_failures(gates.shifted)
-        )
+        judge = shift.silent_failures(gates.shifted)
+        best, table, excluded = _by_policy(run, candidates, fit, judge)
         criterion, rating, mode = shift.SHIFTED_CRITERION, "silent failure rate", "shifted"
     elif gates.target_domain is not None:
         shift.require_components(gates.target_domain, candidates, "--target-domain")
-        best, table, excluded = shift.choose_gate_by_policy(
-            candidates, fit, shift.accepted_share(gates.target_domain)
+        best, table, excluded = _by_policy(
+            run, candidates, fit, shift.accepted_share(gates.target_domain)
         )
         criterion, rating = shift.TARGET_DOMAIN_CRITERION, "target-domain share accepted"
         mode = "target_domain"
@@ -803,6 +802,23 @@ def _choose(
         "choice_rating": rating,
         "choice_mode": mode,
     }
+
+
+def _by_policy(run: _Run, candidates: Sequence[str], fit: Callable, judge: Callable) -> tuple:
+    """shift.choose_gate_by_policy; when no candidate's confidence gate has a solution, the
+    gate is chosen on its own (confidence gate off for the choice), with a note."""
+    from skinclf.evaluate import shift
+
+    best, table, excluded = shift.choose_gate_by_policy(candidates, fit, judge, allow_empty=True)
+    if table:
+        return best, table, excluded
+    run.notes.append(
+        "No gate candidate leaves a confidence threshold that meets --target-risk, so the gate "
+        "was chosen with the confidence gate off; the stored classifier abstains on every image "
+        "(raise --target-risk, or use --confidence-gate coverage)."
+    )
+    best, table, _ = shift.choose_gate_by_policy(candidates, lambda c: fit(c, "", "off"), judge)
+    return best, table, excluded
 
 
 def _policy_sets(

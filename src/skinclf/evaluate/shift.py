@@ -79,10 +79,12 @@ def choose_gate_by_policy(
     candidates: Sequence[str],
     fit: Callable[[str], Selective],
     judge: Callable[[Selective], float | None],
+    allow_empty: bool = False,
 ) -> tuple[str, dict[str, float], dict[str, str]]:
     """The candidate whose fitted policy `judge` rates lowest (ties: fewer components), each
     candidate's rating, and the candidates left out with why: a policy whose confidence gate
-    has no solution abstains on everything, which would rate best while being useless."""
+    has no solution abstains on everything, which would rate best while being useless.
+    With `allow_empty`, no usable candidate gives ("", {}, excluded) instead of a ConfigError."""
     table: dict[str, float] = {}
     excluded: dict[str, str] = {}
     for name in candidates:
@@ -97,6 +99,8 @@ def choose_gate_by_policy(
         value = judge(policy)
         if value is not None:
             table[name] = float(value)
+    if not table and allow_empty:
+        return "", table, excluded
     if not table:
         raise ConfigError(
             "No gate candidate leaves a usable policy for --choose-gate (each one: "
