@@ -47,6 +47,7 @@ STEPS = [
     "predict-val",
     "predict-calib",
     "predict-test",
+    "predict-val_corrupted",
     "predict-pad-ufes-20",
     "evaluate",
 ]
@@ -105,7 +106,15 @@ def test_sample_run_ends_with_the_report_and_the_key_numbers(reference):
     assert list(steps) == STEPS and {s["status"] for s in steps.values()} == {"done"}
     for name in ("report.html", "metrics.json", "selective.json"):
         assert (out / "eval" / name).is_file()
-    assert sorted(eval_files(out)) == ["calib.csv", "pad-ufes-20.csv", "test.csv", "val.csv"]
+    assert sorted(eval_files(out)) == [
+        "calib.csv",
+        "pad-ufes-20.csv",
+        "test.csv",
+        "val.csv",
+        "val_corrupted.csv",
+    ]
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["policy"]["choice_mode"] == "shifted"  # the gate chosen on corrupted val
     splits = (out / "split.csv").read_text()
     assert ",calib" in splits and ",train" in splits  # the calibration split exists
     metrics = json.loads((out / "eval" / "metrics.json").read_text())

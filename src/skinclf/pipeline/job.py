@@ -29,6 +29,7 @@ from skinclf.pipeline.state import STATE_FILE
 from skinclf.pipeline.steps import Step, StepContext
 
 SPLIT_SETS = ("val", "calib", "test")
+CORRUPTED_SET = "val_corrupted"  # the validation images after `predict --corrupt mix`
 LOCK_FILE = ".run.lock"  # held while a `skinclf run` works in the folder
 MC_DROPOUT = 5  # passes of the head with dropout on: the mc_dropout scores
 
@@ -72,7 +73,7 @@ def set_name(path: Path, used: set[str]) -> str:
     or test, the internal splits)."""
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).resolve().name).strip("-.") or "set"
     name, i = base, 2
-    while name in used or name in SPLIT_SETS:
+    while name in used or name in (*SPLIT_SETS, CORRUPTED_SET):
         name, i = f"{base}-{i}", i + 1
     used.add(name)
     return name
@@ -316,10 +317,13 @@ def train_step(opts: RunOptions, lay: Layout) -> Step:
     )
 
 
-def predict_step(opts: RunOptions, lay: Layout, name: str, data: Path | None) -> Step:
+def predict_step(
+    opts: RunOptions, lay: Layout, name: str, data: Path | None, corrupt: str | None = None
+) -> Step:
     """Predictions of one set with every confidence score: a split of the run (`data` None)
-    or a dataset folder."""
+    or a dataset folder; `corrupt`: the validation split after synthetic corruption."""
     out, wanted, tta = lay.predictions(name), scores(), opts.cfg.predict.tta
+    split = "val" if corrupt else name
 
     def function(ctx: StepContext) -> list[Path]:
         from skinclf.predict import errors_file, predict
@@ -328,24 +332,26 @@ def predict_step(opts: RunOptions, lay: Layout, name: str, data: Path | None) ->
             [lay.run],
             out,
             data=data,
-            split=None if data is not None else name,
+            split=None if data is not None else split,
             tta=tta,
             scores=wanted,
             mc_dropout=MC_DROPOUT,
             cache_dir=opts.cache_dir,
             progress=ctx.progress,
+            corrupt=corrupt,
         )
         skipped = frame.attrs.get("skipped", [])
         note = f" ({len(skipped)} unreadable, listed in {errors_file(out)})" if skipped else ""
         ctx.reporter.log(f"{len(frame):,} images -> {out}{note}")
         return [errors_file(out)] if skipped else []
 
-    source = f"the {name} split" if data is None else str(data)
+    source = f"the {split} split" if data is None else str(data)
+    source += f" after synthetic corruption ({corrupt})" if corrupt else ""
     return Step(
         f"predict-{name}",
         f"predict {source} with every confidence score",
         function,
-        {"scores": wanted, "mc_dropout": MC_DROPOUT, "tta": tta},
+        {"scores": wanted, "mc_dropout": MC_DROPOUT, "tta": tta, "corrupt": corrupt},
         inputs=[lay.best, *([lay.data, lay.split] if data is None else [data])],
         outputs=[out],
         needs=["train"],
@@ -361,6 +367,7 @@ def evaluate_step(opts: RunOptions, lay: Layout, splits: list[str]) -> Step:
         "target_risk": opts.target_risk,
         "id_keep": opts.id_keep,
         "choose_gate": True,
+        "shifted": CORRUPTED_SET,
         "bootstrap": opts.bootstrap,
         "seed": opts.cfg.seed,
     }
@@ -376,6 +383,7 @@ def evaluate_step(opts: RunOptions, lay: Layout, splits: list[str]) -> Step:
             ood=ood,
             external=external,
             choose_gate=True,
+            shifted=lay.predictions(CORRUPTED_SET),
             id_keep=opts.id_keep,
             gate_stats=lay.stats,
             target_risk=opts.target_risk,
@@ -392,9 +400,9 @@ def evaluate_step(opts: RunOptions, lay: Layout, splits: list[str]) -> Step:
         f"({fitted_on} data); evaluate every set; write report.html",
         function,
         settings,
-        inputs=[*files, lay.stats],
+        inputs=[*files, lay.predictions(CORRUPTED_SET), lay.stats],
         outputs=[lay.eval / n for n in ("metrics.json", "selective.json", "report.html")],
-        needs=[f"predict-{n}" for n in [*splits, *lay.ood_names, *lay.test_names]],
+        needs=[f"predict-{n}" for n in [*splits, CORRUPTED_SET, *lay.ood_names, *lay.test_names]],
     )
 
 
@@ -405,6 +413,7 @@ def build_steps(opts: RunOptions, lay: Layout) -> list[Step]:
     steps.append(train_step(opts, lay))
     splits = [s for s in SPLIT_SETS if s != "calib" or opts.cfg.data.calib > 0]
     steps += [predict_step(opts, lay, s, None) for s in splits]
+    steps.append(predict_step(opts, lay, CORRUPTED_SET, None, corrupt="mix"))
     for names, paths in ((lay.ood_names, lay.ood), (lay.test_names, lay.tests)):
         steps += [predict_step(opts, lay, n, p) for n, p in zip(names, paths, strict=True)]
     steps.append(evaluate_step(opts, lay, splits))
