@@ -157,7 +157,9 @@ def test_feature_stats_round_trip(tmp_path: Path) -> None:
     q = rng.normal(size=(7, 6))
     for name, values in stats.scores(q).items():
         np.testing.assert_allclose(loaded.scores(q)[name], values, rtol=1e-6, err_msg=name)
-    assert set(stats.scores(q)) == {"mahalanobis", "rel_mahalanobis", "knn", "vim"}
+    assert set(stats.scores(q)) == {"mahalanobis", "rel_mahalanobis", "knn", "vim"} | {
+        f"knn_k{k}" for k in (1, 5, 20, 50, 100, 200)
+    }
     assert loaded.fingerprint == "abc" and loaded.knn.k == 5
     no_vim = fit_feature_stats(x, y)
     assert "vim" not in no_vim.scores(q)
