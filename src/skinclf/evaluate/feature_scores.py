@@ -93,13 +93,20 @@ class KNN:
 
     def score(self, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Cosine similarity to the k-th nearest training feature (Sun et al., ICML 2022)."""
+        return self.scores_at(features, (self.k,), batch_size)[self.k]
+
+    def scores_at(
+        self, features: np.ndarray, ks: tuple[int, ...], batch_size: int = 1024
+    ) -> dict[int, np.ndarray]:
+        """The score at each neighbour rank in `ks`, from one similarity pass over the bank."""
         q = _l2_normalise(features)
-        k = min(self.k, len(self.bank))
-        out = np.empty(len(q))
+        out = {k: np.empty(len(q)) for k in ks}
         for start in range(0, len(q), batch_size):
-            sims = q[start : start + batch_size] @ self.bank.T
-            # k-th largest similarity = k-th nearest neighbour
-            out[start : start + batch_size] = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
+            neg = -(q[start : start + batch_size] @ self.bank.T)
+            kth = [min(k, len(self.bank)) - 1 for k in ks]
+            part = np.partition(neg, sorted(set(kth)), axis=1)  # k-th largest = k-th nearest
+            for k, i in zip(ks, kth, strict=True):
+                out[k][start : start + batch_size] = -part[:, i]
         return out
 
 
@@ -211,11 +218,15 @@ class FeatureStats:
     def scores(self, features: np.ndarray, names: tuple[str, ...] = FEATURE_SCORES) -> dict:
         """name -> (N,) score, for each requested feature score that these stats support."""
         out = {}
+        ranks = {n: sc.k for n in names if isinstance(sc := self.scorer(n), KNN)}
+        if ranks:  # every kNN rank from one similarity pass
+            by_rank = self.knn.scores_at(features, tuple(sorted(set(ranks.values()))))
+            out.update({n: by_rank[k] for n, k in ranks.items()})
         for name in names:
             scorer = self.scorer(name)
-            if scorer is not None:
+            if scorer is not None and name not in ranks:
                 out[name] = scorer.score(features)
-        return out
+        return {n: out[n] for n in names if n in out}
 
     def scorer(self, name: str) -> Mahalanobis | RelativeMahalanobis | KNN | ViM | None:
         """The fitted score called `name` (`knn_k<k>`: the kNN bank at rank k)."""
