@@ -48,7 +48,13 @@ def test_manifest_members_and_files(exported_model: Path, trained_run: Path) -> 
     assert (prep["image_size"], prep["resize"]) == (original.spec.image_size, "squash")
     assert prep["normalisation"]["inside_model"] is True
     assert prep["normalisation"]["mean"] == pytest.approx(list(original.spec.mean))
-    assert m["inference"] == {"precision": "32", "tta": "none", "batch_size": 64}
+    # `auto` precision: bf16 autocast on a CPU with native bf16, else fp32 (as trained)
+    from skinclf.config import read_config
+    from skinclf.inference.precision import resolve_precision
+
+    cfg = read_config(trained_run / "config.yaml")
+    expected = resolve_precision(cfg.trainer.precision, training=False)
+    assert m["inference"] == {"precision": expected, "tta": "none", "batch_size": 64}
     assert m["members"] == ["members/0/classifier.ckpt"]
     member = load_classifier(exported_model / m["members"][0])
     assert member.spec == original.spec

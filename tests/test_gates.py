@@ -163,3 +163,48 @@ def test_feature_stats_round_trip(tmp_path: Path) -> None:
     assert loaded.fingerprint == "abc" and loaded.knn.k == 5
     no_vim = fit_feature_stats(x, y)
     assert "vim" not in no_vim.scores(q)
+
+
+def test_stage_scores_by_hand() -> None:
+    from skinclf.evaluate.feature_scores import Mahalanobis, StageMahalanobis
+
+    # two stages of widths 1 and 2, identity precisions, one class mean each at 0
+    stages = StageMahalanobis(
+        dims=(1, 2),
+        stages=(Mahalanobis(np.zeros((1, 1)), np.eye(1)), Mahalanobis(np.zeros((1, 2)), np.eye(2))),
+        score_mean=np.array([-1.0, -2.0, 0.0]),
+        score_std=np.array([1.0, 2.0, 1.0]),
+    )
+    pooled = Mahalanobis(np.zeros((1, 2)), np.eye(2))
+    base = fit_feature_stats(np.eye(2).repeat(3, 0), np.array([0, 0, 0, 1, 1, 1]))
+    stats = FeatureStats(pooled, base.rel_mahalanobis, base.knn, None, 6, stages=stages)
+    # one image: pooled (3, 4) -> -5; stage 0 (2) -> -2; stage 1 (0, 1) -> -1
+    x = np.array([[3.0, 4.0, 2.0, 0.0, 1.0]])
+    got = stats.scores(x, ("mahalanobis_block0", "mahalanobis_block1", "mahalanobis_stages"))
+    np.testing.assert_allclose(got["mahalanobis_block0"], [-2.0])
+    np.testing.assert_allclose(got["mahalanobis_block1"], [-1.0])
+    # standardised: (-2 + 1) / 1 = -1, (-1 + 2) / 2 = 0.5, (-5 - 0) / 1 = -5 -> mean -11/6
+    np.testing.assert_allclose(got["mahalanobis_stages"], [(-1.0 + 0.5 - 5.0) / 3])
+    assert stats.supports("mahalanobis_block1") and not stats.supports("mahalanobis_block2")
+    assert "mahalanobis_block2" not in stats.scores(x, ("mahalanobis_block2",))
+    with pytest.raises(ValueError, match="stages' pooled outputs"):
+        stats.scores(x[:, :2], ("mahalanobis_stages",))
+
+
+def test_stage_stats_round_trip_and_standardised_on_training(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    x, stages = rng.normal(size=(80, 4)), rng.normal(size=(80, 5))
+    y = rng.integers(0, 3, size=80)
+    stats = fit_feature_stats(x, y, stages=stages, stage_dims=(2, 3))
+    train = stats.scores(np.c_[x, stages], ("mahalanobis_stages",))["mahalanobis_stages"]
+    assert abs(train.mean()) < 1e-9  # every part standardised on these very images
+    stats.save(tmp_path / "s.npz")
+    loaded = FeatureStats.load(tmp_path / "s.npz")
+    q = np.c_[rng.normal(size=(6, 4)), rng.normal(size=(6, 5))]
+    names = ("mahalanobis", "mahalanobis_block0", "mahalanobis_block1", "mahalanobis_stages")
+    for name in names:
+        np.testing.assert_allclose(
+            loaded.scores(q, names)[name], stats.scores(q, names)[name], err_msg=name
+        )
+    assert loaded.stages is not None and loaded.stages.dims == (2, 3)
+    assert fit_feature_stats(x, y).stages is None  # fitted without stages: none of them

@@ -47,7 +47,9 @@ def images(folder_sample: Path, tmp_path: Path) -> list[Path]:
 
 
 def test_model_attributes(model, exported_model: Path) -> None:
-    assert model.classes == tuple(CLASSES) and model.precision == "32"
+    manifest = json.loads((exported_model / "skinclf-model.json").read_text())
+    assert model.classes == tuple(CLASSES)
+    assert model.precision == manifest["inference"]["precision"] in ("32", "bf16-mixed")
     assert (
         model.model_id
         == json.loads((exported_model / "skinclf-model.json").read_text())["model_id"]

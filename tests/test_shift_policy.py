@@ -17,7 +17,16 @@ from skinclf.errors import ConfigError
 from skinclf.evaluate.evaluation import evaluate_predictions
 from skinclf.predict import predict
 
-SCORES = ["msp", "energy", "mahalanobis", "rel_mahalanobis", "knn", "vim"]
+SCORES = [
+    "msp",
+    "energy",
+    "mahalanobis",
+    "rel_mahalanobis",
+    "knn",
+    "vim",
+    "mahalanobis_stages",
+    "mahalanobis_block3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -68,21 +77,22 @@ def _evaluate(scored_run: dict, out: Path, **kw) -> dict:
     ).metrics
 
 
+@pytest.mark.parametrize("ood_gate", ["mahalanobis+msp", "mahalanobis_stages"])
 def test_gate_fitted_without_ood_data_and_reapplied_by_predict(
-    scored_run: dict, train_cache: Path, tmp_path: Path
+    scored_run: dict, train_cache: Path, tmp_path: Path, ood_gate: str
 ) -> None:
     out = tmp_path / "eval"
     metrics = _evaluate(
         scored_run,
         out,
-        ood_gate="mahalanobis+msp",
+        ood_gate=ood_gate,
         id_keep=0.9,
         gate_stats=scored_run["run"] / "feature_stats.npz",
         target_risk=0.5,
     )  # no --ood: the policy is fitted on validation images alone
     sel = json.loads((out / "selective.json").read_text())
     gate = sel["ood_gate"]
-    assert sel["format_version"] == 2 and gate["score"] == "mahalanobis+msp"
+    assert sel["format_version"] == 2 and gate["score"] == ood_gate
     n_val = gate["n"]
     assert np.ceil(0.9 * n_val) <= round(gate["id_kept"] * n_val) <= np.ceil(0.9 * n_val) + 1
     assert (out / "selective_stats.npz").is_file()
@@ -147,3 +157,47 @@ def test_feature_gate_needs_its_statistics(scored_run: dict, tmp_path: Path) -> 
             ood_gate="no_such_score",
             n_bootstrap=5,
         )
+
+
+def test_stage_gate_travels_with_the_exported_model(
+    scored_run: dict, train_cache: Path, pad_sample: Path, tmp_path: Path
+) -> None:
+    """A gate on the stages' outputs: the exported model (torch runtime) abstains on exactly the
+    images `predict --selective` abstains on; the ONNX runtime, which has no stage outputs,
+    refuses it in one sentence."""
+    import skinclf
+    from skinclf.export import export_model
+
+    out = tmp_path / "eval"
+    _evaluate(
+        scored_run,
+        out,
+        ood_gate="mahalanobis_stages",
+        id_keep=0.9,
+        gate_stats=scored_run["run"] / "feature_stats.npz",
+        target_risk=0.5,
+    )
+    model_dir = tmp_path / "model"
+    export_model(scored_run["run"], model_dir, selective=out / "selective.json")
+    images = sorted((pad_sample / "images").glob("*.png"))[:6]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for p in images:
+        shutil.copy(p, folder / p.name)
+    ref = predict(
+        [scored_run["run"]],
+        tmp_path / "ref.csv",
+        data=folder,
+        selective=out / "selective.json",
+        cache_dir=train_cache,
+        progress=False,
+    ).set_index("image_id")
+    model = skinclf.load(model_dir)
+    assert model.stages
+    rows = model.predict(sorted(folder.iterdir()))
+    assert [r["abstain"] for r in rows] == ref.loc[[p.name for p in sorted(folder.iterdir())]][
+        "abstain"
+    ].tolist()
+    assert "unfamiliar" in {r["abstain_reason"] for r in rows}  # PAD-format images: gated
+    with pytest.raises(ConfigError, match="ONNX graph does not give"):
+        skinclf.load(model_dir, runtime="onnx")

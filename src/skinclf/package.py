@@ -94,14 +94,15 @@ def package_selective(model_dir: Path | str) -> Path | None:
 
 
 def combine_members(results: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(logits, probabilities, features of the first member) of the members' `Inference`s; an
-    ensemble averages probabilities and its logits are the log of the mean probabilities."""
+    """(logits, probabilities, score features of the first member: its pooled features, then
+    its stages' pooled outputs when taken) of the members' `Inference`s; an ensemble averages
+    probabilities and its logits are the log of the mean probabilities."""
     from skinclf.contracts.predictions import softmax
 
     probs = np.mean([softmax(r.logits) for r in results], axis=0)
     first = results[0]
     logits = np.log(np.clip(probs, 1e-12, None)) if len(results) > 1 else first.logits
-    return logits, probs, first.features
+    return logits, probs, first.score_features
 
 
 def logit_scores(
@@ -136,6 +137,13 @@ def gate_feature_scores(sel) -> tuple[str, ...]:
 
     gate = sel.gate
     return tuple(c for c in gate.components if c in FEATURE_SCORES) if gate else ()
+
+
+def gate_needs_stages(sel) -> bool:
+    """Whether the OOD gate uses a stage score (inference must take the stages' outputs)."""
+    from skinclf.evaluate.feature_scores import STAGE_SCORES
+
+    return any(c in STAGE_SCORES for c in gate_feature_scores(sel))
 
 
 def gate_stats(sel, selective: Path):  # -> FeatureStats
@@ -254,6 +262,12 @@ class Model:
             if self.selective is not None and gate_feature_scores(self.selective)
             else None
         )
+        self.stages = self.selective is not None and gate_needs_stages(self.selective)
+        if self.stages and runtime == "onnx":
+            raise ConfigError(
+                f"{self.path}: its OOD gate reads the backbone stages' outputs, which the ONNX "
+                "graph does not give; use the torch runtime."
+            )
         self.members = self._members()
 
     def _members(self) -> list:
@@ -292,7 +306,16 @@ class Model:
 
         rows = np.arange(len(pixels))
         results = [
-            infer(member, pixels, rows, self.tta, self.precision, self.batch_size, progress=False)
+            infer(
+                member,
+                pixels,
+                rows,
+                self.tta,
+                self.precision,
+                self.batch_size,
+                progress=False,
+                stages=self.stages,
+            )
             for member in self.members
         ]
         return combine_members(results)

@@ -26,6 +26,7 @@ from skinclf.package import (
     abstain_decisions,
     check_member,
     combine_members,
+    gate_needs_stages,
     is_package,
     logit_scores,
     package_selective,
@@ -253,7 +254,7 @@ def _mc_dropout(model, feats: np.ndarray, k: int, seed: int) -> np.ndarray:
 def _train_features(run: LoadedRun, cache_dir: Path | None, progress: bool) -> tuple:
     from skinclf.data.cache import build_cache, default_cache_dir
     from skinclf.data.dataset import label_indices
-    from skinclf.inference.feature_cache import cached_features, images_key
+    from skinclf.inference.feature_cache import cached_score_features, images_key
     from skinclf.inference.precision import resolve_precision
 
     table, missing = input_table(None, "train", run)
@@ -265,7 +266,7 @@ def _train_features(run: LoadedRun, cache_dir: Path | None, progress: bool) -> t
     cfg = run.cfg
     images = build_cache(table, cfg.data.image_size, cfg.data.resize, cache_dir, progress=progress)
     rows = images.rows(table["image_id"])
-    feats = cached_features(
+    feats = cached_score_features(
         run.model,
         images.images,
         rows,
@@ -281,21 +282,33 @@ def feature_stats(run: LoadedRun, cache_dir: Path | None, progress: bool):  # ->
     """The run's feature-space score statistics, fitted once on its training split's features
     and kept in RUN/feature_stats.npz (refitted when the checkpoint changed)."""
     from skinclf.evaluate.feature_scores import FeatureStats, fit_feature_stats
+    from skinclf.inference.batch import stage_dims
     from skinclf.models.classifier import checkpoint_fingerprint
 
     path = run.stats_path or run.path / FEATURE_STATS_FILE
     fingerprint = checkpoint_fingerprint(run.checkpoint_file)
+    dims = stage_dims(run.model)
     if path.is_file():
         stats = FeatureStats.load(path)
-        if stats.fingerprint == fingerprint:
-            return stats
+        has_stages = stats.stages is not None and stats.stages.dims == dims
+        if stats.fingerprint == fingerprint and (has_stages or not dims or run.stats_path):
+            return stats  # (a package's statistics are what they are: never refitted)
     feats, labels = _train_features(run, cache_dir, progress)
     linear = [m for m in run.model.head.modules() if hasattr(m, "weight") and m.weight.ndim == 2]
     weight = bias = None
     if len(linear) == 1:  # ViM needs the head to be one linear layer
         weight = linear[0].weight.detach().double().numpy()
         bias = linear[0].bias.detach().double().numpy()
-    stats = fit_feature_stats(feats, labels, weight, bias, fingerprint=fingerprint)
+    width = run.model.spec.num_features
+    stats = fit_feature_stats(
+        feats[:, :width],
+        labels,
+        weight,
+        bias,
+        fingerprint=fingerprint,
+        stages=feats[:, width:] if dims else None,
+        stage_dims=dims,
+    )
     stats.save(path)
     return stats
 
@@ -403,8 +416,10 @@ def _infer_runs(
     tta: str | None,
     batch_size: int | None,
     progress: bool,
+    stages: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(logits, probabilities, features of the first run); an ensemble averages probabilities
+    """(logits, probabilities, score features of the first run: its pooled features, then
+    with `stages` each backbone stage's pooled output); an ensemble averages probabilities
     and its logits are the log of the mean probabilities."""
     from skinclf.inference.batch import infer
     from skinclf.inference.precision import resolve_precision
@@ -421,6 +436,7 @@ def _infer_runs(
             batch_size=batch_size or cfg.predict.batch_size,
             progress=progress,
             description=f"predict {run.path.name}",
+            stages=stages,
         )
         results.append(result)
     return combine_members(results)
@@ -443,7 +459,8 @@ def _confidence(
     if mc_dropout or "mc_dropout" in requested:
         from skinclf.contracts.scores import mc_dropout_msp, mc_dropout_neg_mutual_information
 
-        p = _mc_dropout(loaded[0].model, feats, mc_dropout or 10, loaded[0].cfg.seed)
+        pooled = feats[:, : loaded[0].model.spec.num_features]
+        p = _mc_dropout(loaded[0].model, pooled, mc_dropout or 10, loaded[0].cfg.seed)
         conf["mc_dropout"] = mc_dropout_msp(p)
         conf["mc_dropout_neg_mi"] = mc_dropout_neg_mutual_information(p)
     wanted = tuple(s for s in FEATURE_SCORES if s in requested)
@@ -507,6 +524,7 @@ def predict(
     from skinclf.contracts.predictions import write_predictions
     from skinclf.contracts.selective import load_selective
     from skinclf.data.dataset import label_indices
+    from skinclf.evaluate.feature_scores import STAGE_SCORES
 
     requested = list(scores or LOGIT_SCORES)
     packaged = [r for r in runs if is_package(r)]
@@ -521,7 +539,10 @@ def predict(
     decoded, table, skipped = _decode(loaded, table, missing, out, cache_dir, progress)
     if corruptions:
         decoded, table = _corrupted(decoded, table, corruptions, loaded[0].cfg.seed)
-    logits, probs, feats = _infer_runs(loaded, decoded, table, tta, batch_size, progress)
+    stages = any(s in STAGE_SCORES for s in requested) or (
+        sel is not None and gate_needs_stages(sel)
+    )
+    logits, probs, feats = _infer_runs(loaded, decoded, table, tta, batch_size, progress, stages)
     conf = _confidence(requested, logits, feats, loaded, tta, mc_dropout, cache_dir, progress)
     abstain = reason = None
     if sel is not None:

@@ -16,6 +16,16 @@ and serving never read training images again.
 - ViM (Wang et al., CVPR 2022): energy of the logits minus a virtual logit, alpha times the norm
   of the feature's residual outside the principal subspace of the training features (origin
   -pinv(W) b); alpha matches the residual norms to the max logits on the training features.
+- Stage Mahalanobis (the multi-layer feature ensemble of Lee et al. 2018, with equal weights
+  since no OOD data may set them): Mahalanobis on the pooled output of each backbone stage
+  (`mahalanobis_block<i>`), and `mahalanobis_stages`, the mean over every stage and the
+  pooled features of each one's score standardised by its training images' scores. Measured
+  on HAM10000 vs PAD-UFES-20 (benchmarks/results/feature_layers_default.json), the middle
+  stages separate the smartphone photos far better (AUROC 0.99) than the pooled features
+  (0.89), while keeping the other-clinic ISIC images (AUROC about 0.55 against HAM10000).
+
+The scores read one array per image: the pooled features, then (for the stage scores) the
+stages' pooled outputs concatenated (`inference.batch.Inference.score_features`).
 """
 
 from __future__ import annotations
@@ -31,14 +41,21 @@ _EPS = 1e-12
 KNN_KS: tuple[int, ...] = (1, 5, 20, 50, 100, 200)
 """Other neighbour ranks than the fitted one (10), as scores `knn_k<k>`, so that k can be
 chosen on validation data (`skinclf evaluate --choose-gate`) like any other gate score."""
+MAX_STAGES = 7  # stage scores mahalanobis_block0..6 (EfficientNet and MobileNet have 7)
+STAGE_SCORES: tuple[str, ...] = (
+    "mahalanobis_stages",
+    *(f"mahalanobis_block{i}" for i in range(MAX_STAGES)),
+)
 FEATURE_SCORES: tuple[str, ...] = (
     "mahalanobis",
     "rel_mahalanobis",
     "knn",
     "vim",
     *(f"knn_k{k}" for k in KNN_KS),
+    *STAGE_SCORES,
 )
-STATS_FORMAT_VERSION = 1
+STATS_FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: without stage statistics
 
 
 def _l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -205,6 +222,43 @@ def fit_vim(
 
 
 @dataclass(frozen=True)
+class StageMahalanobis:
+    """Mahalanobis statistics of each stage's pooled output, and the mean and standard
+    deviation of every part's training scores (the stages', then the pooled features')."""
+
+    dims: tuple[int, ...]  # width of each stage's pooled output, in order
+    stages: tuple[Mahalanobis, ...]
+    score_mean: np.ndarray  # (len(dims) + 1,)
+    score_std: np.ndarray  # (len(dims) + 1,)
+
+    def split(self, stages: np.ndarray) -> list[np.ndarray]:
+        """The per-stage columns of the concatenated stage outputs."""
+        if stages.shape[1] != sum(self.dims):
+            raise ValueError(f"stage outputs of width {stages.shape[1]}, expected {sum(self.dims)}")
+        return np.split(np.asarray(stages, dtype=np.float64), np.cumsum(self.dims)[:-1], axis=1)
+
+    def block_scores(self, stages: np.ndarray) -> list[np.ndarray]:
+        return [m.score(x) for m, x in zip(self.stages, self.split(stages), strict=True)]
+
+    def combined(self, block_scores: list[np.ndarray], pooled_score: np.ndarray) -> np.ndarray:
+        """Mean of every part's standardised score (`mahalanobis_stages`)."""
+        parts = np.stack([*block_scores, pooled_score], axis=1)
+        return ((parts - self.score_mean) / self.score_std).mean(axis=1)
+
+
+def fit_stage_mahalanobis(
+    stages: np.ndarray, dims: tuple[int, ...], labels: np.ndarray, pooled_score: np.ndarray
+) -> StageMahalanobis:
+    """Mahalanobis on each stage's training outputs; `pooled_score`: the pooled features'
+    Mahalanobis scores of the same images (for the standardisation of the combination)."""
+    parts = np.split(np.asarray(stages, dtype=np.float64), np.cumsum(dims)[:-1], axis=1)
+    fitted = tuple(fit_mahalanobis(x, labels) for x in parts)
+    train = np.stack([*(m.score(x) for m, x in zip(fitted, parts, strict=True)), pooled_score], 1)
+    std = np.clip(train.std(axis=0), _EPS, None)
+    return StageMahalanobis(tuple(int(d) for d in dims), fitted, train.mean(axis=0), std)
+
+
+@dataclass(frozen=True)
 class FeatureStats:
     """Everything the feature-space scores need, fitted once on the training features."""
 
@@ -214,23 +268,64 @@ class FeatureStats:
     vim: ViM | None  # None when the head is not one linear layer
     n_train: int
     fingerprint: str = ""  # of the model whose features these are (e.g. its checkpoint hash)
+    stages: StageMahalanobis | None = None  # None: fitted without the stages' outputs
+
+    @property
+    def width(self) -> int:
+        """Width of the pooled features."""
+        return int(self.mahalanobis.means.shape[1])
+
+    def supports(self, name: str) -> bool:
+        """Whether these statistics can compute the feature score `name`."""
+        if name in STAGE_SCORES:
+            if self.stages is None:
+                return False
+            return name == "mahalanobis_stages" or int(
+                name.removeprefix("mahalanobis_block")
+            ) < len(self.stages.dims)
+        return self.scorer(name) is not None
 
     def scores(self, features: np.ndarray, names: tuple[str, ...] = FEATURE_SCORES) -> dict:
-        """name -> (N,) score, for each requested feature score that these stats support."""
-        out = {}
+        """name -> (N,) score, for each requested feature score that these stats support.
+
+        `features`: the pooled features (N, D), followed by the stages' pooled outputs when a
+        stage score is asked for (`Inference.score_features`)."""
+        x = np.asarray(features)
+        pooled, out = x[:, : self.width], {}
         ranks = {n: sc.k for n in names if isinstance(sc := self.scorer(n), KNN)}
         if ranks:  # every kNN rank from one similarity pass
-            by_rank = self.knn.scores_at(features, tuple(sorted(set(ranks.values()))))
+            by_rank = self.knn.scores_at(pooled, tuple(sorted(set(ranks.values()))))
             out.update({n: by_rank[k] for n, k in ranks.items()})
         for name in names:
             scorer = self.scorer(name)
             if scorer is not None and name not in ranks:
-                out[name] = scorer.score(features)
+                out[name] = scorer.score(pooled)
+        staged = [n for n in names if n in STAGE_SCORES and self.supports(n)]
+        if staged:
+            out.update(self._stage_scores(x, staged, out.get("mahalanobis")))
         return {n: out[n] for n in names if n in out}
 
+    def _stage_scores(
+        self, x: np.ndarray, names: list[str], pooled_score: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
+        assert self.stages is not None
+        if x.shape[1] == self.width:
+            raise ValueError(
+                f"{names[0]} needs the stages' pooled outputs after the pooled features "
+                "(infer with stages=True)"
+            )
+        blocks = self.stages.block_scores(x[:, self.width :])
+        out = {f"mahalanobis_block{i}": s for i, s in enumerate(blocks)}
+        if "mahalanobis_stages" in names:
+            if pooled_score is None:
+                pooled_score = self.mahalanobis.score(x[:, : self.width])
+            out["mahalanobis_stages"] = self.stages.combined(blocks, pooled_score)
+        return {n: out[n] for n in names}
+
     def scorer(self, name: str) -> Mahalanobis | RelativeMahalanobis | KNN | ViM | None:
-        """The fitted score called `name` (`knn_k<k>`: the kNN bank at rank k)."""
-        if name not in FEATURE_SCORES:
+        """The fitted pooled-feature score called `name` (`knn_k<k>`: the kNN bank at rank
+        k); None for a stage score (`supports` says whether those can be computed)."""
+        if name not in FEATURE_SCORES or name in STAGE_SCORES:
             return None
         if name.startswith("knn_k"):  # one of KNN_KS, all >= 1
             return KNN(bank=self.knn.bank, k=int(name[5:]))
@@ -257,6 +352,8 @@ class FeatureStats:
                 vim_weight=self.vim.weight,
                 vim_bias=self.vim.bias,
             )
+        if self.stages is not None:
+            arrays.update(_stage_arrays(self.stages))
         from skinclf.atomic import atomic_path
 
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -273,7 +370,7 @@ class FeatureStats:
         except (OSError, ValueError) as exc:
             raise DataError(f"{path}: cannot read feature statistics ({exc}).") from None
         version = int(z["format_version"]) if "format_version" in z else -1
-        if version != STATS_FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise DataError(
                 f"{path}: feature statistics format {version}, expected "
                 f"{STATS_FORMAT_VERSION}; predict the training split again to refit them."
@@ -297,7 +394,27 @@ class FeatureStats:
             vim=vim,
             n_train=int(z["n_train"]),
             fingerprint=str(z["fingerprint"]) if "fingerprint" in z else "",
+            stages=_read_stages(z) if "stage_dims" in z else None,
         )
+
+
+def _stage_arrays(stages: StageMahalanobis) -> dict[str, np.ndarray]:
+    arrays = {
+        "stage_dims": np.array(stages.dims),
+        "stage_score_mean": stages.score_mean,
+        "stage_score_std": stages.score_std,
+    }
+    for i, m in enumerate(stages.stages):
+        arrays[f"stage{i}_means"], arrays[f"stage{i}_precision"] = m.means, m.precision
+    return arrays
+
+
+def _read_stages(z) -> StageMahalanobis:
+    dims = tuple(int(d) for d in z["stage_dims"])
+    fitted = tuple(
+        Mahalanobis(z[f"stage{i}_means"], z[f"stage{i}_precision"]) for i in range(len(dims))
+    )
+    return StageMahalanobis(dims, fitted, z["stage_score_mean"], z["stage_score_std"])
 
 
 def fit_feature_stats(
@@ -307,27 +424,39 @@ def fit_feature_stats(
     bias: np.ndarray | None = None,
     knn_k: int = 10,
     fingerprint: str = "",
+    stages: np.ndarray | None = None,
+    stage_dims: tuple[int, ...] = (),
 ) -> FeatureStats:
-    """Fit every feature-space score on training features (ViM needs the linear head)."""
+    """Fit every feature-space score on training features (ViM needs the linear head; the
+    stage scores need `stages`, each stage's pooled output concatenated, of widths
+    `stage_dims`)."""
     x = np.asarray(features, dtype=np.float64)
     rmd = fit_relative_mahalanobis(x, labels)
+    maha = Mahalanobis(rmd.means, rmd.precision)
+    staged = None
+    if stages is not None and len(stage_dims):
+        staged = fit_stage_mahalanobis(stages, tuple(stage_dims), labels, maha.score(x))
     return FeatureStats(
-        mahalanobis=Mahalanobis(rmd.means, rmd.precision),
+        mahalanobis=maha,
         rel_mahalanobis=rmd,
         knn=fit_knn(x, k=knn_k),
         vim=fit_vim(x, weight, bias) if weight is not None and bias is not None else None,
         n_train=len(x),
         fingerprint=fingerprint,
+        stages=staged,
     )
 
 
 __all__ = [
     "FEATURE_SCORES",
+    "STAGE_SCORES",
     "FeatureStats",
+    "StageMahalanobis",
     "RelativeMahalanobis",
     "ViM",
     "_l2_normalise",
     "fit_feature_stats",
     "fit_relative_mahalanobis",
+    "fit_stage_mahalanobis",
     "fit_vim",
 ]

@@ -13,7 +13,7 @@ from filelock import FileLock
 
 from skinclf.atomic import atomic_path
 from skinclf.faults import fault_point
-from skinclf.inference.batch import predict_arrays
+from skinclf.inference.batch import infer, predict_arrays
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
@@ -92,6 +92,43 @@ def cached_features(
         feats = feats.astype(np.float32)
         with atomic_path(final) as tmp, open(tmp, "wb") as fh:
             np.save(fh, feats)  # a file object: np.save would append .npy to a name
+            fh.flush()
+            fault_point("feature-cache")
+        return feats
+
+
+def cached_score_features(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    rows: np.ndarray,
+    key_parts: dict[str, object],
+    cache_dir: Path,
+    precision: str = "32",
+    batch_size: int = 64,
+    progress: bool = True,
+) -> np.ndarray:
+    """What the feature scores read (`Inference.score_features`: the pooled features, then
+    each stage's pooled output) of `images[rows]`, cached under `cache_dir/score_features`
+    with the key of `cached_features` (one pass gives both)."""
+    parts = dict(key_parts, **backbone_key(model), precision=precision)
+    final = cache_file(cache_dir, "score_features", parts, rows)
+    with FileLock(str(final) + ".lock"):
+        done = load_cached(final)
+        if done is not None:
+            return done
+        result = infer(
+            model,
+            images,
+            rows,
+            precision=precision,
+            batch_size=batch_size,
+            progress=progress,
+            description="features",
+            stages=True,
+        )
+        feats = result.score_features.astype(np.float32)
+        with atomic_path(final) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, feats)
             fh.flush()
             fault_point("feature-cache")
         return feats
