@@ -44,6 +44,13 @@ def policies(e: Path) -> dict[str, dict]:
         "chosen by errors kept (ID only), keep 0.95": {"choose_gate": True, "id_keep": 0.95},
         "mahalanobis given, keep 0.95": {"ood_gate": "mahalanobis", "id_keep": 0.95},
         "knn given, keep 0.95": {"ood_gate": "knn", "id_keep": 0.95},
+        "mahalanobis_stages given, keep 0.95": {"ood_gate": "mahalanobis_stages", "id_keep": 0.95},
+        "chosen on corrupted validation, keep 0.95, confidence gate at 80 % coverage": {
+            **shifted,
+            "id_keep": 0.95,
+            "confidence_gate": "coverage",
+            "target_coverage": 0.8,
+        },
     }
 
 
