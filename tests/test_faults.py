@@ -294,7 +294,7 @@ def test_killed_prediction_leaves_the_old_file_and_reruns_identically(
 @pytest.mark.parametrize(
     ("what", "module", "function", "calls"),
     [
-        ("features", "skinclf.inference.feature_cache", "predict_arrays", 1),
+        ("features", "skinclf.inference.feature_cache", "infer", 1),
         ("activations", "skinclf.train.activations", "prefix_forward", 3 * 2),  # batches x views
     ],
 )

@@ -254,7 +254,7 @@ def _mc_dropout(model, feats: np.ndarray, k: int, seed: int) -> np.ndarray:
 def _train_features(run: LoadedRun, cache_dir: Path | None, progress: bool) -> tuple:
     from skinclf.data.cache import build_cache, default_cache_dir
     from skinclf.data.dataset import label_indices
-    from skinclf.inference.feature_cache import cached_score_features, images_key
+    from skinclf.inference.feature_cache import cached_features, images_key
     from skinclf.inference.precision import resolve_precision
 
     table, missing = input_table(None, "train", run)
@@ -266,7 +266,7 @@ def _train_features(run: LoadedRun, cache_dir: Path | None, progress: bool) -> t
     cfg = run.cfg
     images = build_cache(table, cfg.data.image_size, cfg.data.resize, cache_dir, progress=progress)
     rows = images.rows(table["image_id"])
-    feats = cached_score_features(
+    feats = cached_features(
         run.model,
         images.images,
         rows,
@@ -274,6 +274,7 @@ def _train_features(run: LoadedRun, cache_dir: Path | None, progress: bool) -> t
         cache_dir or default_cache_dir(),
         resolve_precision(cfg.trainer.precision, training=False),
         progress=progress,
+        stages=True,
     )
     return feats, np.asarray(label_indices(table["label"]))
 

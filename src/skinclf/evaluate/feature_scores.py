@@ -237,12 +237,19 @@ class StageMahalanobis:
             raise ValueError(f"stage outputs of width {stages.shape[1]}, expected {sum(self.dims)}")
         return np.split(np.asarray(stages, dtype=np.float64), np.cumsum(self.dims)[:-1], axis=1)
 
-    def block_scores(self, stages: np.ndarray) -> list[np.ndarray]:
-        return [m.score(x) for m, x in zip(self.stages, self.split(stages), strict=True)]
+    def block_scores(
+        self, stages: np.ndarray, blocks: tuple[int, ...] | None = None
+    ) -> dict[int, np.ndarray]:
+        """stage index -> its Mahalanobis score, for `blocks` (default: every stage)."""
+        parts = self.split(stages)
+        wanted = range(len(self.dims)) if blocks is None else blocks
+        return {i: self.stages[i].score(parts[i]) for i in wanted}
 
-    def combined(self, block_scores: list[np.ndarray], pooled_score: np.ndarray) -> np.ndarray:
-        """Mean of every part's standardised score (`mahalanobis_stages`)."""
-        parts = np.stack([*block_scores, pooled_score], axis=1)
+    def combined(self, block_scores: dict[int, np.ndarray], pooled_score: np.ndarray) -> np.ndarray:
+        """Mean of every part's standardised score (`mahalanobis_stages`; `block_scores` of
+        every stage)."""
+        ordered = [block_scores[i] for i in range(len(self.dims))]
+        parts = np.stack([*ordered, pooled_score], axis=1)
         return ((parts - self.score_mean) / self.score_std).mean(axis=1)
 
 
@@ -314,9 +321,13 @@ class FeatureStats:
                 f"{names[0]} needs the stages' pooled outputs after the pooled features "
                 "(infer with stages=True)"
             )
-        blocks = self.stages.block_scores(x[:, self.width :])
-        out = {f"mahalanobis_block{i}": s for i, s in enumerate(blocks)}
-        if "mahalanobis_stages" in names:
+        combined = "mahalanobis_stages" in names
+        asked = tuple(
+            int(n.removeprefix("mahalanobis_block")) for n in names if n != STAGE_SCORES[0]
+        )
+        blocks = self.stages.block_scores(x[:, self.width :], None if combined else asked)
+        out = {f"mahalanobis_block{i}": s for i, s in blocks.items()}
+        if combined:
             if pooled_score is None:
                 pooled_score = self.mahalanobis.score(x[:, : self.width])
             out["mahalanobis_stages"] = self.stages.combined(blocks, pooled_score)

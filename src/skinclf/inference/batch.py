@@ -97,37 +97,17 @@ def infer(
     stages: bool = False,
 ) -> Inference:
     """Logits and features of `images[rows]` (uint8 N,H,W,3) from a classifier (anything with
-    `features(x)` and `head(f)`, e.g. `models.Classifier`), in eval mode; `stages`: also each
-    backbone stage's pooled output (`Inference.stages`; None when the backbone has none)."""
+    `features(x)` and `head(f)`, e.g. `models.Classifier`); `stages`: also each backbone
+    stage's pooled output (`Inference.stages`; None when the backbone has none).
+
+    With D4 TTA the logits are the log of the mean probability over the 8 views (so that their
+    softmax is the view-averaged probability) and the features are the mean over views. Runs in
+    eval mode and leaves every module in the mode it found it in."""
     with eval_mode(classifier), torch.inference_mode():
         logits, feats, pooled = _predict_arrays(
             classifier, images, rows, batch_size, tta, precision, progress, description, stages
         )
     return Inference(logits, feats, tta, precision, pooled)
-
-
-@torch.inference_mode()
-def predict_arrays(
-    model: torch.nn.Module,
-    images: np.ndarray,
-    rows: Sequence[int] | np.ndarray,
-    batch_size: int = 64,
-    tta: str = "none",
-    precision: str = "32",
-    progress: bool = True,
-    description: str = "predict",
-) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, features) for `images[rows]` (uint8 N,H,W,3); TTA averages the 8 D4 views.
-
-    With TTA the logits returned are log of the mean probability over views (so that softmax
-    of them is the view-averaged probability) and the features are the mean over views.
-    Runs in eval mode and leaves every module in the mode it found it in.
-    """
-    with eval_mode(model):
-        logits, feats, _ = _predict_arrays(
-            model, images, rows, batch_size, tta, precision, progress, description
-        )
-    return logits, feats
 
 
 def _predict_arrays(

@@ -13,7 +13,7 @@ from filelock import FileLock
 
 from skinclf.atomic import atomic_path
 from skinclf.faults import fault_point
-from skinclf.inference.batch import infer, predict_arrays
+from skinclf.inference.batch import infer
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
@@ -68,50 +68,17 @@ def cached_features(
     precision: str = "32",
     batch_size: int = 64,
     progress: bool = True,
+    stages: bool = False,
 ) -> np.ndarray:
-    """Pooled features of `images[rows]` from `model.features`, cached under `cache_dir/features`.
+    """Pooled features of `images[rows]` from `model.features`, cached under `cache_dir/features`;
+    `stages`: what the feature scores read instead (`Inference.score_features`: the pooled
+    features, then each stage's pooled output), under `cache_dir/score_features`.
 
     The key covers the backbone's weights and the normalisation (`backbone_key`), `key_parts`
     (the decode cache key, resolution, ...) and the rows; written atomically under a lock.
     """
     parts = dict(key_parts, **backbone_key(model), precision=precision)
-    final = cache_file(cache_dir, "features", parts, rows)
-    with FileLock(str(final) + ".lock"):
-        done = load_cached(final)
-        if done is not None:
-            return done
-        _, feats = predict_arrays(
-            model,
-            images,
-            rows,
-            batch_size=batch_size,
-            precision=precision,
-            progress=progress,
-            description="features",
-        )
-        feats = feats.astype(np.float32)
-        with atomic_path(final) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, feats)  # a file object: np.save would append .npy to a name
-            fh.flush()
-            fault_point("feature-cache")
-        return feats
-
-
-def cached_score_features(
-    model: torch.nn.Module,
-    images: np.ndarray,
-    rows: np.ndarray,
-    key_parts: dict[str, object],
-    cache_dir: Path,
-    precision: str = "32",
-    batch_size: int = 64,
-    progress: bool = True,
-) -> np.ndarray:
-    """What the feature scores read (`Inference.score_features`: the pooled features, then
-    each stage's pooled output) of `images[rows]`, cached under `cache_dir/score_features`
-    with the key of `cached_features` (one pass gives both)."""
-    parts = dict(key_parts, **backbone_key(model), precision=precision)
-    final = cache_file(cache_dir, "score_features", parts, rows)
+    final = cache_file(cache_dir, "score_features" if stages else "features", parts, rows)
     with FileLock(str(final) + ".lock"):
         done = load_cached(final)
         if done is not None:
@@ -124,11 +91,11 @@ def cached_score_features(
             batch_size=batch_size,
             progress=progress,
             description="features",
-            stages=True,
+            stages=stages,
         )
         feats = result.score_features.astype(np.float32)
         with atomic_path(final) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, feats)
+            np.save(fh, feats)  # a file object: np.save would append .npy to a name
             fh.flush()
             fault_point("feature-cache")
         return feats
