@@ -46,13 +46,14 @@ docs: setup
 	$(BIN)/python -m skinclf.cli.reference > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
 
 # benchmarks (never part of `make test`; benchmarks/README.md): every benchmark, writing JSON to
-# benchmarks/results/, then the results table of benchmarks/README.md. `bench` trains the
-# default and paper runs it lacks (runs/, 30 min each) and predicts what the shift and ISIC
-# comparisons need; `bench-quick` is speed at 128 px, shift, and default vs paper trained for
-# 5 min each on a quarter of HAM10000 (runs/bench-quick/). More options: BENCH_ARGS=--help
+# benchmarks/results/, then the results table of benchmarks/README.md. `bench` first does
+# `skinclf run` of default and paper (runs/, 30 min of training each; a finished run is not
+# redone), whose predictions the quality and shift benchmarks read; `bench-quick` is speed at
+# 128 px, shift, and default vs paper for 5 min each on a quarter of HAM10000
+# (runs/bench-quick/). More options: BENCH_ARGS=--help
 BENCH_ARGS ?=
 bench: setup
-	$(BIN)/python benchmarks/suite.py --train --predict $(BENCH_ARGS)
+	$(BIN)/python benchmarks/suite.py --train $(BENCH_ARGS)
 
 bench-quick: setup
 	$(BIN)/python benchmarks/suite.py --quick --train $(BENCH_ARGS)

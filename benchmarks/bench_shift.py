@@ -6,11 +6,13 @@ HAM10000 test split, the external ISIC 2018 images (labelled, to be kept) and PA
 results/shift_default_gates.json (the README's table and figure: benchmarks/plot_shift.py) and
 prints a table.
 
-    python benchmarks/bench_shift.py --eval DIR [--pad-metadata PAD/metadata.csv] [--out JSON]
+    python benchmarks/bench_shift.py --eval DIR --gate-stats RUN/feature_stats.npz \
+        [--isic FILE] [--pad FILE] [--pad-metadata PAD/metadata.csv] [--out JSON]
 
 DIR holds the predictions files val.csv, val_corrupted.csv (`skinclf predict RUN --split val
---corrupt mix`), test.csv, isic.csv and pad.csv, predicted with every gate score, and the run's
-feature_stats.npz is given by --gate-stats. With --pad-metadata, the opt-in target-domain mode
+--corrupt mix`) and test.csv, predicted with every gate score (a `skinclf run` output's eval/
+folder has them all), and those of the ISIC 2018 images and PAD-UFES-20 (--isic, --pad;
+default DIR/isic.csv and DIR/pad.csv). With --pad-metadata, the opt-in target-domain mode
 is measured too: the PAD-UFES-20 patients are split in two halves (seeded); the gate is chosen
 with the unlabelled images of one half and measured on the other, reported apart.
 """
@@ -21,6 +23,7 @@ import argparse
 import json
 import platform
 import tempfile
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -33,14 +36,36 @@ from skinclf.evaluate.evaluation import evaluate_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 SGR = {"target_risk": 0.25, "delta": 0.05}
+ID_KEEPS = (0.95, 0.97, 0.98, 0.99)  # shares of validation images the OOD gate keeps
 
 
-def policies(e: Path) -> dict[str, dict]:
+@dataclass(frozen=True)
+class Files:
+    """The predictions files compared: validation (clean and corrupted), HAM test, ISIC, PAD."""
+
+    eval: Path
+    isic: Path
+    pad: Path
+
+    @property
+    def val(self) -> Path:
+        return self.eval / "val.csv"
+
+    @property
+    def val_corrupted(self) -> Path:
+        return self.eval / "val_corrupted.csv"
+
+    @property
+    def test(self) -> Path:
+        return self.eval / "test.csv"
+
+
+def policies(e: Files) -> dict[str, dict]:
     """label -> evaluate options of each policy compared (all fitted on validation)."""
-    shifted = {"choose_gate": True, "shifted": e / "val_corrupted.csv"}
+    shifted = {"choose_gate": True, "shifted": e.val_corrupted}
+    chosen = "chosen on corrupted validation (ID only), keep"
     return {
-        "chosen on corrupted validation (ID only), keep 0.95": {**shifted, "id_keep": 0.95},
-        "chosen on corrupted validation (ID only), keep 0.97": {**shifted, "id_keep": 0.97},
+        **{f"{chosen} {keep:.2f}": {**shifted, "id_keep": keep} for keep in ID_KEEPS},
         "chosen by errors kept (ID only), keep 0.95": {"choose_gate": True, "id_keep": 0.95},
         "mahalanobis given, keep 0.95": {"ood_gate": "mahalanobis", "id_keep": 0.95},
         "knn given, keep 0.95": {"ood_gate": "knn", "id_keep": 0.95},
@@ -54,13 +79,13 @@ def policies(e: Path) -> dict[str, dict]:
     }
 
 
-def _evaluate(e: Path, out: Path, stats: Path, ood: list[Path], **kw) -> dict:
+def _evaluate(e: Files, out: Path, stats: Path, ood: list[Path], **kw) -> dict:
     return evaluate_predictions(
-        test=e / "test.csv",
+        test=e.test,
         out_dir=out,
-        val=e / "val.csv",
+        val=e.val,
         ood=ood,
-        external=[e / "isic.csv"],
+        external=[e.isic],
         gate_stats=stats,
         selective_score="msp",
         n_bootstrap=1000,
@@ -81,14 +106,14 @@ def _policy_entry(m: dict, kw: dict) -> dict:
     }
 
 
-def detection(e: Path) -> dict:
+def detection(e: Files) -> dict:
     """AUROC and FPR at 95 % TPR of every score column, in-distribution positive, for HAM test
     vs PAD, ISIC vs PAD and HAM test vs ISIC (labelled in-distribution rows of test and ISIC)."""
     from skinclf.contracts.predictions import read_predictions
     from skinclf.evaluate.ood import ood_detection
 
-    test, isic = read_predictions(e / "test.csv"), read_predictions(e / "isic.csv")
-    pad = read_predictions(e / "pad.csv", require_labels=False)
+    test, isic = read_predictions(e.test), read_predictions(e.isic)
+    pad = read_predictions(e.pad, require_labels=False)
     pairs = {"test_vs_pad": (test, pad), "isic_vs_pad": (isic, pad), "test_vs_isic": (test, isic)}
     out: dict = {}
     for name, (a, b) in pairs.items():
@@ -115,10 +140,10 @@ def split_pad(pad: Path, metadata: Path, folder: Path, seed: int = 0) -> tuple[P
     return paths
 
 
-def run(e: Path, stats: Path, pad_metadata: Path | None, work: Path) -> dict:
+def run(e: Files, stats: Path, pad_metadata: Path | None, work: Path) -> dict:
     results: dict = {"policies": {}}
     for label, kw in policies(e).items():
-        m = _evaluate(e, work / label.replace(" ", "_"), stats, [e / "pad.csv"], **kw)
+        m = _evaluate(e, work / label.replace(" ", "_"), stats, [e.pad], **kw)
         results["policies"][label] = _policy_entry(m, kw)
         results.setdefault(
             "test",
@@ -130,7 +155,7 @@ def run(e: Path, stats: Path, pad_metadata: Path | None, work: Path) -> dict:
         results.setdefault("external", m.get("external", {}))
     results["ood_detection"] = detection(e)
     if pad_metadata is not None:
-        target, evaluated = split_pad(e / "pad.csv", pad_metadata, work)
+        target, evaluated = split_pad(e.pad, pad_metadata, work)
         kw = {"choose_gate": True, "target_domain": target, "id_keep": 0.95}
         m = _evaluate(e, work / "target_domain", stats, [evaluated], **kw)
         results["target_domain"] = {"opt-in, keep 0.95": _policy_entry(m, kw)}
@@ -177,12 +202,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--eval", type=Path, required=True, help="folder of predictions files")
     ap.add_argument("--gate-stats", type=Path, required=True, help="RUN/feature_stats.npz")
+    ap.add_argument("--isic", type=Path, help="ISIC 2018 predictions (default EVAL/isic.csv)")
+    ap.add_argument("--pad", type=Path, help="PAD-UFES-20 predictions (default EVAL/pad.csv)")
     ap.add_argument("--pad-metadata", type=Path, help="PAD-UFES-20 metadata.csv (patients)")
     default_out = ROOT / "benchmarks/results/shift_default_gates.json"
     ap.add_argument("--out", type=Path, default=default_out)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        results = run(a.eval, a.gate_stats, a.pad_metadata, Path(tmp))
+        files = Files(a.eval, a.isic or a.eval / "isic.csv", a.pad or a.eval / "pad.csv")
+        results = run(files, a.gate_stats, a.pad_metadata, Path(tmp))
     results = {
         "what": "Gated selective classifiers fitted on HAM10000 validation predictions only; "
         "OOD: PAD-UFES-20, external ID: ISIC 2018 test-dev",

@@ -1,7 +1,8 @@
 """Compare two predictions files of the same test images (e.g. an ensemble from
 `skinclf predict RUN RUN --split test` against a run's test_predictions.csv): balanced accuracy
-with a stratified-bootstrap 95 % interval for each, accuracy, per-class recall, and a paired
-bootstrap P(A > B).
+with a stratified-bootstrap 95 % interval for each, accuracy, macro-F1, per-class recall, the
+AURC and AUGRC of the maximum softmax probability (lower is better), and a paired bootstrap
+P(A > B).
 
     .venv/bin/python benchmarks/compare_predictions.py ens/test.csv \
         runs/paper/test_predictions.csv --out benchmarks/results/ensemble_vs_paper.json
@@ -12,23 +13,29 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from datetime import date
 from pathlib import Path
 
 from skinclf.classes import CLASSES
 from skinclf.contracts.predictions import Predictions, read_predictions
 from skinclf.evaluate.bootstrap import compare_predictions, metric_ci
-from skinclf.evaluate.metrics import accuracy, balanced_accuracy, recall_per_class
+from skinclf.evaluate.metrics import accuracy, balanced_accuracy, macro_f1, recall_per_class
+from skinclf.evaluate.selective import augrc, aurc
 
 
 def summarise(path: Path, p: Predictions) -> dict:
     lo, hi = metric_ci("balanced_accuracy", p.y, p.pred, n_resamples=1000, seed=0)
     recall = recall_per_class(p.y, p.pred)
+    msp, errors = p.probs.max(axis=1), (p.pred != p.y).astype(float)
     return {
         "file": str(path),
         "n": p.n,
         "balanced_accuracy": balanced_accuracy(p.y, p.pred),
         "balanced_accuracy_ci95": [lo, hi],
         "accuracy": accuracy(p.y, p.pred),
+        "macro_f1": macro_f1(p.y, p.pred),
+        "aurc_msp": aurc(msp, errors),
+        "augrc_msp": augrc(msp, errors),
         "recall": {c: float(r) for c, r in zip(CLASSES, recall, strict=True)},
     }
 
@@ -36,8 +43,14 @@ def summarise(path: Path, p: Predictions) -> dict:
 def write_comparison(a: Predictions, b: Predictions, summary_a: dict, summary_b: dict, out: Path):
     """Paired bootstrap of balanced accuracy (1,000 resamples of the same images) next to both
     summaries, written to `out` as JSON and printed."""
+    from bench_backbone import cpu_description  # next to this script
+    from bench_speed import versions
+
     paired = compare_predictions(a, b, metric="balanced_accuracy", n_resamples=1000, seed=0)
     result = {
+        "date": date.today().isoformat(),
+        "machine": cpu_description(),
+        "versions": versions(),
         "a": summary_a,
         "b": summary_b,
         "paired_bootstrap_balanced_accuracy": asdict(paired),

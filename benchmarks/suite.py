@@ -1,31 +1,31 @@
 """`make bench` / `make bench-quick`: every benchmark as a subprocess, then the results table.
 
-    .venv/bin/python benchmarks/suite.py [--quick] [--train] [--predict] [--only NAME ...] \
+    .venv/bin/python benchmarks/suite.py [--quick] [--train] [--only NAME ...] \
         [--data ../shared/data] [--runs runs] [--dry-run]
 
 Benchmarks, in order (each writes JSON under benchmarks/results/; one whose input is missing
 is skipped with one line saying why; one that fails is reported and the others still run):
-- **quality**: `compare_presets.py` on RUNS/default and RUNS/paper (the same split, the same
-  backbone, the same wall-clock budget) -> presets.json; with `--predict` also both runs on
-  the ISIC 2018 images (`compare_predictions.py`) -> presets_isic2018.json. With `--train`,
-  a run that is missing is trained first: `skinclf data split` (seed 0, lesion-grouped) of
-  DATA/ham10000-224, then `skinclf train` for `default` and for `paper` with default's
-  backbone, `train.budget_minutes=30` each.
+- **quality**: with `--train`, `skinclf run` of `default` and of `paper` (paper with
+  default's backbone, `train.budget_minutes=30` each) on DATA/ham10000-224, with
+  DATA/pad-ufes-20-300 as `--ood` and DATA/isic2018-test-dev as `--test`, into RUNS/default
+  and RUNS/paper: the same lesion-grouped split (seed 0, with its calibration part), the same
+  backbone, the same wall-clock budget; a run already done is not redone (the command does
+  nothing), one interrupted is continued. Then `compare_presets.py` on their common test
+  split -> presets.json and `compare_predictions.py` on the ISIC 2018 images ->
+  presets_isic2018.json.
 - **speed**: bench_speed.py (fp32 vs bf16, channels_last, matmul peak, prediction);
   **frozen_cache**: bench_frozen_cache.py; **cache**: bench_cache.py (DATA/ham10000-224);
   **tune**: bench_tune.py (needs a PostgreSQL URL: `--tune-storage` or
   SKINCLF_BENCH_STORAGE).
-- **shift**: bench_shift.py on the predictions files of RUNS/default/eval (val.csv,
-  val_corrupted.csv, test.csv, isic.csv, pad.csv); `--predict` makes the missing ones with
-  `skinclf predict` (every gate score) from the run, DATA/isic2018-test-dev and
-  DATA/pad-ufes-20-300.
+- **shift**: bench_shift.py on the predictions files of the default run (RUNS/default/eval:
+  val, val_corrupted, test, isic2018-test-dev and pad-ufes-20-300, every gate score).
 - **table**: table.py rewrites the results table of benchmarks/README.md.
 
-`--quick` (`make bench-quick`): speed at 128 px with fewer rounds, shift, and the quality
-comparison of runs/bench-quick/{default,paper} -> presets_quick.json: with `--train` those are
-trained for 5 minutes each on a class-stratified quarter of HAM10000 (a folder of links,
-runs/bench-quick/ham10000-subset); runs already there are reused. `--dry-run` prints the
-commands without running them.
+`--quick` (`make bench-quick`): speed at 128 px with fewer rounds, shift (if the default run
+is there), and the quality comparison of runs/bench-quick/{default,paper} ->
+presets_quick.json: with `--train` those are `skinclf run` for 5 minutes each on a
+class-stratified quarter of HAM10000 (a folder of links, runs/bench-quick/ham10000-subset),
+without the ISIC and PAD-UFES-20 sets. `--dry-run` prints the commands without running them.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ BENCH = ROOT / "benchmarks"
 RESULTS = BENCH / "results"
 PY = sys.executable
 SKINCLF = [PY, "-m", "skinclf"]
-SCORES = "msp,max_logit,margin,neg_entropy,doctor,energy,mahalanobis,rel_mahalanobis,knn,vim"
-SHIFT_FILES = ("val.csv", "val_corrupted.csv", "test.csv", "isic.csv", "pad.csv")
+PRESETS = ("default", "paper")
+ISIC, PAD = "isic2018-test-dev", "pad-ufes-20-300"  # the shared sets, and their eval/ names
+SHIFT_RISK = 0.25  # the SGR target risk of the runs' selective classifiers and bench_shift.py
 
 Plan = list[list[str]] | str  # the commands to run, or why the benchmark is skipped
 
@@ -89,84 +90,66 @@ def ham_subset(source: Path, out: Path, fraction: float, seed: int = 0) -> Path:
     return out
 
 
-def train_plan(args: argparse.Namespace, runs: Path, ham: Path) -> list[list[str]] | str:
-    """Commands that train the missing default/paper runs (nothing when both are there)."""
-    missing = [p for p in ("default", "paper") if not (runs / p / "test_predictions.csv").is_file()]
-    if not missing:
-        return []
-    if not args.train:
+def run_cmd(args: argparse.Namespace, runs: Path, preset: str, ham: Path) -> list[str]:
+    """`skinclf run` of one preset: the full job (split with its calibration part, train,
+    predict every set with every score, evaluate); the same command resumes or does nothing."""
+    budget = 5 if args.quick else args.budget_minutes
+    sets: list[str] = []
+    for option, name in (("--ood", "pad-ufes-20-300"), ("--test", "isic2018-test-dev")):
+        if not args.quick and (args.data / name).is_dir():
+            sets += [option, str(args.data / name)]
+    return [
+        *SKINCLF, "run", "--data", str(ham), *sets, "--preset", preset, "--out",
+        str(runs / preset), "--target-risk", str(SHIFT_RISK), "--no-progress",
+        f"model.backbone={args.backbone or default_backbone()}", f"train.budget_minutes={budget}",
+    ]
+
+
+def run_plan_of(args: argparse.Namespace, runs: Path, ham: Path) -> list[list[str]] | str:
+    """`skinclf run` of default and paper (it skips what is done; nothing when both are done
+    and `--train` is not given)."""
+    missing = [p for p in PRESETS if not (runs / p / "eval" / "metrics.json").is_file()]
+    if missing and not args.train:
         return f"no runs {', '.join(rel(runs / p) for p in missing)} (`--train` makes them)"
+    if not args.train:
+        return []
     if not ham.is_dir():
         return f"no data {rel(ham)} to train on"
     if args.quick and not args.dry_run:
         ham = ham_subset(ham, runs / "ham10000-subset", args.subset)
     elif args.quick:
         ham = runs / "ham10000-subset"
-    split = runs / "split.csv"
-    cmds = [] if split.is_file() else [[*SKINCLF, "data", "split", str(ham), "--out", str(split)]]
-    budget = 5 if args.quick else args.budget_minutes
-    for preset in missing:
-        cmds.append([
-            *SKINCLF, "train", "--data", str(ham), "--split", str(split), "--out",
-            str(runs / preset), "--preset", preset, "--no-progress",
-            f"model.backbone={args.backbone or default_backbone()}",
-            f"train.budget_minutes={budget}",
-        ])
-    return cmds
-
-
-def predict_cmd(run: Path, out: Path, *where: str, scores: str = SCORES) -> list[str]:
-    return [*SKINCLF, "predict", str(run), *where, "--scores", scores, "--no-progress",
-            "--out", str(out)]
+    return [run_cmd(args, runs, p, ham) for p in PRESETS]
 
 
 def quality(args: argparse.Namespace) -> Plan:
     runs = args.runs / "bench-quick" if args.quick else args.runs
-    cmds = train_plan(args, runs, args.data / "ham10000-224")
+    cmds = run_plan_of(args, runs, args.data / "ham10000-224")
     if isinstance(cmds, str):
         return cmds
     name = "presets_quick" if args.quick else "presets"
     a, b = runs / "default", runs / "paper"
     cmds.append(script("compare_presets.py", a, b, "--out", RESULTS / f"{name}.json"))
-    isic = args.data / "isic2018-test-dev"
-    if args.predict and isic.is_dir():
-        shift_run = Path(os.path.abspath(args.shift_run or args.runs / "default"))
-        for run in (a, b):
-            if not (run / "eval" / "isic.csv").is_file():
-                # the shift benchmark's run gets every gate score (its isic.csv is shared)
-                scores = SCORES if Path(os.path.abspath(run)) == shift_run else "msp"
-                where = ["--data", str(isic)]
-                cmds.append(predict_cmd(run, run / "eval" / "isic.csv", *where, scores=scores))
-        cmds.append(script("compare_predictions.py", a / "eval" / "isic.csv",
-                           b / "eval" / "isic.csv", "--out", RESULTS / f"{name}_isic2018.json"))
+    isic = [run / "eval" / f"{ISIC}.csv" for run in (a, b)]
+    if not args.quick:
+        cmds.append(script("compare_predictions.py", *isic, "--out",
+                           RESULTS / f"{name}_isic2018.json"))
     return cmds
 
 
 def shift(args: argparse.Namespace) -> Plan:
+    """bench_shift.py on the predictions of the default `skinclf run` (RUNS/default/eval)."""
     run = args.shift_run or args.runs / "default"
     ev = run / "eval"
-    missing = [f for f in SHIFT_FILES if not (ev / f).is_file()]
-    cmds: list[list[str]] = []
-    if missing and not args.predict:
-        return f"no predictions {', '.join(missing)} in {rel(ev)} (`--predict` makes them)"
-    if missing and not (run / "config.yaml").is_file():
-        return f"no predictions in {rel(ev)} and no trained run {rel(run)} to make them"
-    sources = {
-        "val.csv": ["--split", "val"],
-        "val_corrupted.csv": ["--split", "val", "--corrupt", "mix"],
-        "test.csv": ["--split", "test"],
-        "isic.csv": ["--data", str(args.data / "isic2018-test-dev")],
-        "pad.csv": ["--data", str(args.data / "pad-ufes-20-300")],
-    }
-    for f in missing:
-        where = sources[f]
-        if where[0] == "--data" and not Path(where[1]).is_dir():
-            return f"no data {rel(Path(where[1]))} for {rel(ev / f)}"
-        cmds.append(predict_cmd(run, ev / f, *where))
-    cmd = script("bench_shift.py", "--eval", ev, "--gate-stats", run / "feature_stats.npz")
-    meta = args.data / "pad-ufes-20-300" / "metadata.csv"
-    cmds.append(cmd + (["--pad-metadata", str(meta)] if meta.is_file() else []))
-    return cmds
+    files = {"isic": ev / f"{ISIC}.csv", "pad": ev / f"{PAD}.csv"}
+    needed = [ev / f"{n}.csv" for n in ("val", "val_corrupted", "test")] + list(files.values())
+    missing = [rel(f) for f in needed if not f.is_file()]
+    if missing and not (args.train and not args.quick):
+        return f"no predictions {', '.join(missing)} (the default `skinclf run` makes them)"
+    cmd = script("bench_shift.py", "--eval", ev, "--gate-stats", run / "run" / "feature_stats.npz",
+                 "--isic", files["isic"], "--pad", files["pad"])
+    meta = args.data / PAD / "metadata.csv"
+    return [cmd + (["--pad-metadata", str(meta)] if meta.is_file() else [])]
 
 
 def speed(args: argparse.Namespace) -> Plan:
@@ -235,8 +218,8 @@ def run_plan(name: str, plan: Plan, dry_run: bool) -> bool:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the subset of `make bench-quick`")
-    ap.add_argument("--train", action="store_true", help="train missing default/paper runs")
-    ap.add_argument("--predict", action="store_true", help="make missing predictions files")
+    ap.add_argument("--train", action="store_true",
+                    help="`skinclf run` default and paper (resumed, or nothing if done)")
     ap.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="these benchmarks only")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs")

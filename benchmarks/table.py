@@ -150,11 +150,18 @@ def _comparison(d: dict) -> str:
         ci = get(s, "test_balanced_accuracy_ci95") or get(s, "balanced_accuracy_ci95")
         return f"{who} {num(ba)} {interval(ci)}"
 
+    def both(key: str, label: str, fmt: str = ".3f") -> str:
+        a, b = (get(d.get(x), key) or get(d.get(x), key.removeprefix("test_")) for x in "ab")
+        return "" if a is None and b is None else f"; {label} A {num(a, fmt)} vs B {num(b, fmt)}"
+
     paired = d.get("paired_bootstrap_balanced_accuracy") or {}
     return (
         f"balanced accuracy A {side(d.get('a'))} vs B {side(d.get('b'))}; A - B "
         f"{num(get(paired, 'difference'), '+.3f')} {interval(get(paired, 'difference_ci95'))},"
         f" P(A > B) {num(get(paired, 'p_a_greater'), '.2f')}"
+        + both("test_macro_f1", "macro-F1")
+        + both("test_aurc_msp", "AURC (MSP)")
+        + both("seconds_to_val_balanced_accuracy_0.70", "s to val BA 0.70", ".0f")
     )
 
 

@@ -49,8 +49,10 @@ def results(tmp_path: Path) -> Path:
     _write(folder, "cache.json", cache)
     comparison = {
         "a": {"preset": "default", "backbone": "efficientnet_lite2",
-              "test_balanced_accuracy": 0.75, "test_balanced_accuracy_ci95": [0.7, 0.8]},
-        "b": {"file": "/x/ensAB/test_predictions.csv", "balanced_accuracy": 0.5},
+              "test_balanced_accuracy": 0.75, "test_balanced_accuracy_ci95": [0.7, 0.8],
+              "test_macro_f1": 0.61, "seconds_to_val_balanced_accuracy_0.70": 612.4},
+        "b": {"file": "/x/ensAB/test_predictions.csv", "balanced_accuracy": 0.5,
+              "macro_f1": 0.42},
         "paired_bootstrap_balanced_accuracy": {"difference": 0.25,
                                                "difference_ci95": [0.2, 0.3], "p_a_greater": 1.0},
     }
@@ -91,6 +93,9 @@ def test_rows_from_fixtures(table, results: Path) -> None:
     assert "A default lite2 0.750 [0.700, 0.800]" in compared
     assert "B ensAB 0.500 –" in compared
     assert "+0.250 [0.200, 0.300]" in compared and "P(A > B) 1.00" in compared
+    # the other numbers of compare_presets.py / compare_predictions.py, where a file has them
+    assert "macro-F1 A 0.610 vs B 0.420" in compared
+    assert "s to val BA 0.70 A 612 vs B –" in compared and "AURC" not in compared
 
 
 def test_known_files_come_first_in_order(table, results: Path) -> None:
