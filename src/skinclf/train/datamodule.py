@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 from skinclf.classes import CLASSES
 from skinclf.config import RunConfig
 from skinclf.errors import ConfigError, DataError
-from skinclf.train.samplers import EpochSampler
+from skinclf.train.samplers import Batches, EpochSampler
 
 SPLITS = ("train", "val", "test", "calib")
 
@@ -221,7 +221,9 @@ class FeatureDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         sampler = EpochSampler(self.labels["train"], self.cfg.train.sampler, seed=self.cfg.seed)
-        return loader(self.datasets["train"], self.cfg.transfer.batch_size, sampler=sampler)
+        # whole batches of feature rows at a time (one indexing each, not one row at a time)
+        batches = Batches(sampler, self.cfg.transfer.batch_size)
+        return DataLoader(self.datasets["train"], batch_size=None, sampler=batches)
 
     def val_dataloader(self) -> DataLoader:
         return loader(self.datasets["val"], 512)

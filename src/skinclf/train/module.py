@@ -54,6 +54,16 @@ def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7919) % (2**63 - 1)
 
 
+def seed_generator(seed: int, device: torch.device) -> None:
+    """Seed the random numbers of `device`: on the CPU its generator alone (`torch.manual_seed`
+    also queues a lazy CUDA seeding, which records a stack trace each call: a millisecond a
+    step, more than a whole step of the head)."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
+
+
 class _Classifier(L.LightningModule):
     """Loss, metrics and logging shared by both stages."""
 
@@ -80,7 +90,7 @@ class _Classifier(L.LightningModule):
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         seed = step_seed(self.cfg.seed, self.global_step)
-        torch.manual_seed(seed)
+        seed_generator(seed, self.device)
         mix = self.sample_mix(len(y), seed + 2)
         logits = self.logits(x, augment=True, mix=mix)
         if mix is None:
@@ -89,13 +99,17 @@ class _Classifier(L.LightningModule):
             loss = mix.loss(self.loss_fn, logits.float(), y)
             y = mix.dominant_targets(y)
         self.train_metrics.update(logits.detach(), y)
+        self.log_train_step(loss)
+        return loss
+
+    def log_train_step(self, loss: torch.Tensor) -> None:
+        """The epoch means of the training loss and metrics, and the learning rates."""
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         if self._trainer is not None and self.trainer.optimizers:
             groups = self.trainer.optimizers[0].param_groups
             self.log("lr", groups[0]["lr"], on_step=False, on_epoch=True)
             self.log("lr_backbone", groups[-1]["lr"], on_step=False, on_epoch=True)
-        return loss
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -116,6 +130,19 @@ class HeadClassifier(_Classifier):
     def __init__(self, cfg: RunConfig, loss: nn.Module, in_features: int) -> None:
         super().__init__(cfg, loss)
         self.head = build_head(cfg, in_features)
+        self.train_loss = torchmetrics.MeanMetric()
+
+    def log_train_step(self, loss: torch.Tensor) -> None:
+        """Only accumulated here and logged once an epoch (`on_train_epoch_end`): a head step
+        takes about a millisecond, Lightning's per-step `log` several (tuning runs thousands)."""
+        self.train_loss.update(loss.detach())
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train_loss", self.train_loss.compute(), prog_bar=True)
+        self.log_dict(self.train_metrics.compute())
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.train_loss.reset()
+        self.train_metrics.reset()
 
     def logits(
         self, x: torch.Tensor, augment: bool = False, mix: BatchMix | None = None

@@ -51,3 +51,22 @@ class EpochSampler(Sampler[int]):
                 torch.as_tensor(self.weights), n, replacement=True, generator=g
             )
         return iter(order.tolist())
+
+
+class Batches(Sampler[list[int]]):
+    """`sampler`'s order cut into batches of `size` (the last one shorter): a DataLoader with
+    `batch_size=None` then fetches each batch of tensor rows with one indexing, not row by row.
+    `set_epoch` is passed on, so the batches are those of `sampler` in every epoch."""
+
+    def __init__(self, sampler: EpochSampler, size: int) -> None:
+        self.sampler, self.size = sampler, size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = list(self.sampler)
+        return iter([order[i : i + self.size] for i in range(0, len(order), self.size)])

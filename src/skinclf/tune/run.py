@@ -172,7 +172,6 @@ def _head_objective(job: TuneJob, prepared, progress: bool, log):
     from skinclf.train.datamodule import frozen_features
     from skinclf.train.losses import build_loss, class_counts
     from skinclf.train.run import build_model
-    from skinclf.train.stages import train_head
 
     cfg, out, base = job.cfg, Path(job.out), job.cfg.model_dump(mode="json")
     model, _ = build_model(cfg, prepared)
@@ -186,13 +185,23 @@ def _head_objective(job: TuneJob, prepared, progress: bool, log):
         fault_point("tune-trial")
         trial_cfg = load_config(cfg.preset, None, overrides_on(base, overrides))
         loss = build_loss(trial_cfg.loss, counts)
-        _, score = train_head(
-            trial_cfg, loss, feats, prepared.labels, model.num_features, out, progress=False
-        )
+        _, score = head_trial(trial_cfg, loss, feats, prepared.labels, model.num_features, out)
         log(f"trial {trial.number}: val balanced accuracy {score:.4f}  {' '.join(overrides)}")
         return score
 
     return objective
+
+
+def head_trial(cfg: RunConfig, loss, feats: dict, labels: dict, in_features: int, out: Path):
+    """One head-stage trial: the head trained from `cfg.seed`, so that its value depends on its
+    settings only, not on the trials run before it in the same process (whose steps move the
+    global random state the head's initial weights are drawn from)."""
+    import torch
+
+    from skinclf.train.stages import train_head
+
+    torch.manual_seed(cfg.seed)
+    return train_head(cfg, loss, feats, labels, in_features, out, progress=False)
 
 
 def _finetune_objective(job: TuneJob, log):

@@ -1,0 +1,75 @@
+"""Stage 1 (the head on cached features) as tuning runs it: batches fetched whole, the same
+batches as a row-by-row loader, and a trial that does not depend on what ran before it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from skinclf.config import load_config
+from skinclf.train.datamodule import FeatureDataModule, loader
+from skinclf.train.losses import build_loss, class_counts
+from skinclf.train.samplers import Batches, EpochSampler
+from skinclf.tune.run import head_trial
+
+
+def _features(n_train: int = 70, n_val: int = 21, dim: int = 16) -> tuple[dict, dict]:
+    rng = np.random.default_rng(0)
+    labels = {"train": np.arange(n_train) % 7, "val": np.arange(n_val) % 7}
+    feats = {
+        s: (rng.normal(size=(len(y), dim)) + y[:, None]).astype(np.float32)
+        for s, y in labels.items()
+    }
+    return feats, {s: y.astype(np.int64) for s, y in labels.items()}
+
+
+def _epochs(dl: DataLoader, sampler, epochs: int = 2) -> list[list[torch.Tensor]]:
+    out = []
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        out.append([torch.cat([x.flatten(), y.float()]) for x, y in dl])
+    return out
+
+
+def test_whole_batches_are_the_row_by_row_batches_of_every_epoch() -> None:
+    feats, labels = _features()
+    ds = TensorDataset(torch.from_numpy(feats["train"]), torch.from_numpy(labels["train"]))
+    rows = EpochSampler(labels["train"], "class_balanced", seed=3)
+    whole = EpochSampler(labels["train"], "class_balanced", seed=3)
+    batches = Batches(whole, 32)
+    assert len(batches) == 3  # 32 + 32 + 6
+    a = _epochs(loader(ds, 32, sampler=rows), rows)
+    b = _epochs(DataLoader(ds, batch_size=None, sampler=batches), batches)
+    assert [len(e) for e in b] == [3, 3]
+    for ea, eb in zip(a, b, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(ea, eb, strict=True))
+    assert not torch.equal(b[0][0], b[1][0])  # set_epoch reached the sampler: a new order
+
+
+def test_feature_datamodule_serves_whole_batches() -> None:
+    feats, labels = _features()
+    cfg = load_config("sample", None, ["transfer.batch_size=16"])
+    dm = FeatureDataModule(cfg, feats, labels)
+    dm.setup()
+    dl = dm.train_dataloader()
+    assert isinstance(dl.sampler, Batches) and len(dl) == 5
+    x, y = next(iter(dl))
+    assert x.shape == (16, 16) and y.shape == (16,)
+
+
+def test_a_head_trial_does_not_depend_on_the_random_state_before_it(tmp_path: Path) -> None:
+    feats, labels = _features()
+    cfg = load_config("sample", None, ["transfer.epochs=3", "model.dropout=0.3"])
+    loss = build_loss(cfg.loss, class_counts(labels["train"], 7))
+
+    def weights() -> list[torch.Tensor]:
+        head, _ = head_trial(cfg, loss, feats, labels, 16, tmp_path)
+        return [p.detach().clone() for p in head.parameters()]
+
+    first = weights()
+    torch.rand(1000)  # an earlier trial, or anything else, moved the global random state
+    again = weights()
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
