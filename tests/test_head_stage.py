@@ -73,3 +73,31 @@ def test_a_head_trial_does_not_depend_on_the_random_state_before_it(tmp_path: Pa
     torch.rand(1000)  # an earlier trial, or anything else, moved the global random state
     again = weights()
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+class _Trial:
+    """The part of an Optuna trial pruning uses: reports, and a pruner that says stop at 3."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def report(self, value: float, step: int) -> None:
+        assert 0.0 <= value <= 1.0
+        self.steps.append(step)
+
+    def should_prune(self) -> bool:
+        return len(self.steps) >= 3
+
+
+def test_a_head_trial_reports_each_epoch_and_stops_when_pruned(tmp_path: Path) -> None:
+    import optuna
+    import pytest
+
+    feats, labels = _features()
+    cfg = load_config("sample", None, ["transfer.epochs=8"])
+    loss = build_loss(cfg.loss, class_counts(labels["train"], 7))
+    trial = _Trial()
+    with pytest.raises(optuna.TrialPruned, match="after epoch 3"):
+        head_trial(cfg, loss, feats, labels, 16, tmp_path, trial)
+    assert trial.steps == [0, 1, 2]  # one validation score per epoch, then stopped
+

@@ -53,12 +53,26 @@ def test_pruners() -> None:
     assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
     assert hyperband._max_resource == 9
     assert isinstance(make_pruner("median", cfg), optuna.pruners.MedianPruner)
+    assert make_pruner("median", cfg)._n_warmup_steps == 1
+
+
+def test_head_stage_pruners() -> None:
+    import optuna
+
+    from skinclf.tune.study import HEAD_WARMUP_EPOCHS, make_pruner
+
+    cfg = load_config("sample")
+    median = make_pruner("median", cfg, "head")
+    assert isinstance(median, optuna.pruners.MedianPruner)
+    assert median._n_warmup_steps == HEAD_WARMUP_EPOCHS
+    assert make_pruner("hyperband", cfg, "head")._max_resource == "auto"  # epochs are searched
+    assert isinstance(make_pruner("none", cfg, "head"), optuna.pruners.NopPruner)
 
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"pruner": "asha"}, "Unknown --pruner 'asha'; choose one of: median, hyperband."),
+        ({"pruner": "asha"}, "Unknown --pruner 'asha'; choose one of: median, hyperband, none."),
         ({"workers": 0}, "--workers must be at least 1, got 0."),
         ({"timeout": -1.0}, "--timeout must be a positive number of seconds, got -1.0."),
         ({"heartbeat": 0}, "--heartbeat must be at least 1 second, got 0."),

@@ -46,7 +46,11 @@ def tune(
     ),
     workers: int = typer.Option(1, help="Worker processes here, all on the same study."),
     timeout: float | None = typer.Option(None, help="Stop starting trials after S seconds."),
-    pruner: str = typer.Option("median", help="--stage finetune: median (default) or hyperband."),
+    pruner: str = typer.Option(
+        "median",
+        help="Stop trials that trail the others, on each epoch's validation balanced accuracy: "
+        "median (default; the head from its 6th epoch), hyperband, or none.",
+    ),
     heartbeat: int = typer.Option(
         60,
         help="Seconds between a running trial's heartbeats; after 3 missed ones it is failed and retried.",  # noqa: E501

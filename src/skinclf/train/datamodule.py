@@ -11,7 +11,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler, TensorDataset
 
 from skinclf.classes import CLASSES
 from skinclf.config import RunConfig
@@ -226,7 +226,8 @@ class FeatureDataModule(L.LightningDataModule):
         return DataLoader(self.datasets["train"], batch_size=None, sampler=batches)
 
     def val_dataloader(self) -> DataLoader:
-        return loader(self.datasets["val"], 512)
+        batches = Batches(SequentialSampler(self.datasets["val"]), 512)
+        return DataLoader(self.datasets["val"], batch_size=None, sampler=batches)
 
 
 class RunDataModule(L.LightningDataModule):

@@ -56,13 +56,15 @@ class EpochSampler(Sampler[int]):
 class Batches(Sampler[list[int]]):
     """`sampler`'s order cut into batches of `size` (the last one shorter): a DataLoader with
     `batch_size=None` then fetches each batch of tensor rows with one indexing, not row by row.
-    `set_epoch` is passed on, so the batches are those of `sampler` in every epoch."""
+    `set_epoch` is passed on (to a sampler that has it), so the batches are those of `sampler`
+    in every epoch."""
 
-    def __init__(self, sampler: EpochSampler, size: int) -> None:
+    def __init__(self, sampler: Sampler[int], size: int) -> None:
         self.sampler, self.size = sampler, size
 
     def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         return -(-len(self.sampler) // self.size)

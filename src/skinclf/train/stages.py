@@ -91,9 +91,10 @@ def train_head(
     in_features: int,
     out: Path,
     progress: bool,
+    callbacks: Sequence[L.Callback] = (),
 ):
     """Stage 1: fit the head on cached features; returns the head with the best val balanced
-    accuracy."""
+    accuracy (and that accuracy). `callbacks` join the Trainer's (e.g. tuning's pruning)."""
     from skinclf.train.callbacks import BestWeights
     from skinclf.train.module import HeadClassifier
 
@@ -105,7 +106,7 @@ def train_head(
         enable_checkpointing=False,
         enable_progress_bar=progress,
         enable_model_summary=False,
-        callbacks=[best],
+        callbacks=[best, *callbacks],
         default_root_dir=str(out),
         num_sanity_val_steps=0,
         **trainer_kwargs(cfg, "32"),  # same devices/strategy as stage 2; fp32 for the head

@@ -2,7 +2,8 @@
 
 Two stages, one study each; neither ever looks at the test split.
 - `head` (default): on the cached frozen-backbone features (stage 1), with the same
-  `train_head` a training run uses, so each trial takes seconds on a CPU.
+  `train_head` a training run uses, so each trial takes seconds on a CPU; trials that trail
+  the others are pruned after an epoch (`--pruner`, from the 6th epoch).
 - `finetune`: whole training runs (`fit`, stage 1 then fine-tuning), each in
   `OUT/trials/NNNN/`, scored by the run's final validation balanced accuracy; unpromising
   trials are pruned after each epoch (`--pruner`). The searched settings do not change the
@@ -34,7 +35,7 @@ from skinclf.tune.storage import first_heartbeat, open_storage, storage_url
 
 Stage = Literal["head", "finetune"]
 STAGES: tuple[str, ...] = get_args(Stage)
-PRUNERS = ("median", "hyperband")
+PRUNERS = ("median", "hyperband", "none")
 STUDY_NAMES = {"head": "skinclf", "finetune": "skinclf-finetune"}
 
 
@@ -168,6 +169,8 @@ def _join(job: TuneJob, progress: bool, log: Callable[[str], None]):
 
 def _head_objective(job: TuneJob, prepared, progress: bool, log):
     """Each trial trains the head on the cached frozen-backbone features."""
+    from optuna import TrialPruned
+
     from skinclf.inference.precision import resolve_precision
     from skinclf.train.datamodule import frozen_features
     from skinclf.train.losses import build_loss, class_counts
@@ -185,23 +188,34 @@ def _head_objective(job: TuneJob, prepared, progress: bool, log):
         fault_point("tune-trial")
         trial_cfg = load_config(cfg.preset, None, overrides_on(base, overrides))
         loss = build_loss(trial_cfg.loss, counts)
-        _, score = head_trial(trial_cfg, loss, feats, prepared.labels, model.num_features, out)
+        try:
+            _, score = head_trial(
+                trial_cfg, loss, feats, prepared.labels, model.num_features, out, trial
+            )
+        except TrialPruned as pruned:
+            log(f"trial {trial.number}: {pruned}  {' '.join(overrides)}")
+            raise
         log(f"trial {trial.number}: val balanced accuracy {score:.4f}  {' '.join(overrides)}")
         return score
 
     return objective
 
 
-def head_trial(cfg: RunConfig, loss, feats: dict, labels: dict, in_features: int, out: Path):
+def head_trial(
+    cfg: RunConfig, loss, feats: dict, labels: dict, in_features: int, out: Path, trial=None
+):
     """One head-stage trial: the head trained from `cfg.seed`, so that its value depends on its
     settings only, not on the trials run before it in the same process (whose steps move the
-    global random state the head's initial weights are drawn from)."""
+    global random state the head's initial weights are drawn from). With `trial`, each epoch's
+    validation score goes to it and the study's pruner may stop it (optuna.TrialPruned)."""
     import torch
 
     from skinclf.train.stages import train_head
+    from skinclf.tune.prune import PruneOnValidation
 
     torch.manual_seed(cfg.seed)
-    return train_head(cfg, loss, feats, labels, in_features, out, progress=False)
+    callbacks = [] if trial is None else [PruneOnValidation(trial)]
+    return train_head(cfg, loss, feats, labels, in_features, out, False, callbacks)
 
 
 def _finetune_objective(job: TuneJob, log):

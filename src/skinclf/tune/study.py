@@ -10,18 +10,24 @@ from skinclf.config import RunConfig
 from skinclf.errors import ConfigError
 from skinclf.tune.space import distributions
 
+HEAD_WARMUP_EPOCHS = 5  # a head trial is not pruned before this many epochs (of 10 to 60)
 
-def make_pruner(name: str, cfg: RunConfig):
+
+def make_pruner(name: str, cfg: RunConfig, stage: str = "finetune"):
     """median: stop a trial whose epoch score trails the median of earlier trials at that
-    epoch (after 3 complete trials, from the 2nd epoch); hyperband: successive halving over
-    1 .. train.epochs epochs."""
+    epoch (after 3 complete trials; fine-tuning from its 2nd epoch, the head from its 6th);
+    hyperband: successive halving over 1 .. train.epochs epochs (the head: up to the epochs
+    of its first finished trial); none: every trial runs to its end."""
     import optuna
 
+    head = stage == "head"
+    if name == "none":
+        return optuna.pruners.NopPruner()
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=max(cfg.train.epochs, 1), reduction_factor=3
-        )
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        top = "auto" if head else max(cfg.train.epochs, 1)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=top, reduction_factor=3)
+    warmup = HEAD_WARMUP_EPOCHS if head else 1
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup)
 
 
 def sampler_seed(job, trials: int) -> int:
@@ -43,7 +49,7 @@ def open_study(storage, job, split_hash: str):
             storage=storage,
             load_if_exists=True,
             direction="maximize",
-            pruner=make_pruner(job.pruner, job.cfg) if job.stage == "finetune" else None,
+            pruner=make_pruner(job.pruner, job.cfg, job.stage),
         )
         trials = len(study.get_trials(deepcopy=False))
         study.sampler = optuna.samplers.TPESampler(
