@@ -14,8 +14,10 @@ _SCORES = typer.Option(
     help="Confidence scores (conf_<name> columns): msp, max_logit, margin, neg_entropy, "
     "doctor, energy, tta, mc_dropout, msp_ts (the temperature of --selective), and the "
     "feature-space scores mahalanobis, rel_mahalanobis, knn (k = 10; knn_k1, knn_k5, knn_k20, "
-    "knn_k50, knn_k100, knn_k200 at other ranks), vim (fitted once on the run's training "
-    "split, kept in RUN/feature_stats.npz).",
+    "knn_k50, knn_k100, knn_k200 at other ranks), vim, and the backbone-stage scores "
+    "mahalanobis_block0 ... mahalanobis_block6 (one stage's pooled output) and "
+    "mahalanobis_stages (every stage's, standardised and averaged); all fitted once on the "
+    "run's training split, kept in RUN/feature_stats.npz.",
 )
 _CORRUPT = typer.Option(
     None,
