@@ -97,7 +97,14 @@ def _tune_workers(d: dict) -> str:
     runs = [r for r in d.get("runs") or [] if isinstance(r, dict)]
     per = ", ".join(f"{num(r.get('workers'), 'd')} worker(s) "
                     f"{num(r.get('trials_per_min'), '.1f')}" for r in runs)
-    return f"head-stage trials/min: {per or DASH} ({num(d.get('speedup'), '.2f', 'x')})"
+    line = f"head-stage trials/min: {per or DASH} ({num(d.get('speedup'), '.2f', 'x')})"
+    last = runs[-1] if runs else {}
+    if isinstance(last.get("finished"), int) and isinstance(last.get("trial_phase_s"), float):
+        line += (
+            f"; {last['finished']} trials ({num(last.get('pruned'), 'd')} pruned) in "
+            f"{last['trial_phase_s'] / 60:.1f} min with {num(last.get('workers'), 'd')} workers"
+        )
+    return line
 
 
 def _tune_trials(d: dict) -> str:

@@ -57,6 +57,11 @@ def results(tmp_path: Path) -> Path:
                                                "difference_ci95": [0.2, 0.3], "p_a_greater": 1.0},
     }
     _write(folder, "my_runs_compared.json", comparison)
+    _write(folder, "tune_head_workers.json", {"speedup": 1.9, "runs": [
+        {"workers": 1, "trials_per_min": 10.0},
+        {"workers": 2, "trials_per_min": 19.0, "finished": 200, "pruned": 90,
+         "trial_phase_s": 631.6},
+    ]})
     _write(folder, "unrelated.json", {"something": 1})  # neither known nor a comparison
     (folder / "shift_default_gates.json").write_text("{not json")
     return folder
@@ -73,6 +78,7 @@ def test_rows_from_fixtures(table, results: Path) -> None:
         "speed: frozen-stage cache",
         "speed: decode cache vs JPEG",
         "selective and shift",
+        "speed: tuning trials/min",
         "quality: my_runs_compared",
     }
     speed = rows["speed: train/predict, matmul peak"]
@@ -88,6 +94,9 @@ def test_rows_from_fixtures(table, results: Path) -> None:
     assert "8.6x" in cache[1] and "build – img/s" in cache[1]
     assert cache[2] == "2-core box" and cache[3] == "–"
     assert rows["selective and shift"][1].startswith("unreadable")
+    tune = rows["speed: tuning trials/min"][1]
+    assert "1 worker(s) 10.0, 2 worker(s) 19.0 (1.90x)" in tune
+    assert "200 trials (90 pruned) in 10.5 min with 2 workers" in tune
 
     compared = rows["quality: my_runs_compared"][1]
     assert "A default lite2 0.750 [0.700, 0.800]" in compared
