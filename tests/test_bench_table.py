@@ -128,7 +128,7 @@ def test_update_readme_keeps_text_outside_markers(table, results: Path, tmp_path
     inside = text[text.index(table.START) + len(table.START): text.index(table.END)]
     lines = inside.strip().splitlines()
     assert lines[0] == "| benchmark | headline | machine | date | JSON |"
-    assert len(lines) == 2 + 5  # header, rule, one line per row
+    assert len(lines) == 2 + 6  # header, rule, one line per row
     assert "stale" not in inside
     assert all(line.count(" | ") == 4 for line in lines[2:])  # no stray pipes in a cell
     assert table.update_readme(readme, results) is False  # a second run changes nothing
