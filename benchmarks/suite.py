@@ -18,7 +18,8 @@ is skipped with one line saying why; one that fails is reported and the others s
   **tune**: bench_tune.py (needs a PostgreSQL URL: `--tune-storage` or
   SKINCLF_BENCH_STORAGE).
 - **shift**: bench_shift.py on the predictions files of the default run (RUNS/default/eval:
-  val, val_corrupted, test, isic2018-test-dev and pad-ufes-20-300, every gate score).
+  val, val_corrupted, test, isic2018-test-dev and pad-ufes-20-300, every gate score), then
+  the README's figure (plot_shift.py) and tables (shift_tables.py) from its JSON.
 - **table**: table.py rewrites the results table of benchmarks/README.md.
 
 `--quick` (`make bench-quick`): speed at 128 px with fewer rounds, shift (if the default run
@@ -149,7 +150,8 @@ def shift(args: argparse.Namespace) -> Plan:
     cmd = script("bench_shift.py", "--eval", ev, "--gate-stats", run / "run" / "feature_stats.npz",
                  "--isic", files["isic"], "--pad", files["pad"])
     meta = args.data / PAD / "metadata.csv"
-    return [cmd + (["--pad-metadata", str(meta)] if meta.is_file() else [])]
+    cmd += ["--pad-metadata", str(meta)] if meta.is_file() else []
+    return [cmd, script("plot_shift.py"), script("shift_tables.py")]
 
 
 def speed(args: argparse.Namespace) -> Plan:
