@@ -33,7 +33,11 @@ from skinclf.train.module import SkinClassifier  # noqa: E402
 
 
 def build(unfreeze: str) -> SkinClassifier:
-    cfg = load_config("default", overrides=[f"train.unfreeze={unfreeze}"])
+    # the whole network trained has no frozen stages to cache: frozen_cache off for that one
+    cached = "false" if unfreeze == "all" else "true"
+    cfg = load_config(
+        "default", overrides=[f"train.unfreeze={unfreeze}", f"train.frozen_cache={cached}"]
+    )
     backbone, info = create_backbone(cfg.model.backbone, drop_path_rate=0.1)
     model = SkinClassifier(
         cfg, torch.nn.CrossEntropyLoss(), backbone, info.stages, info.mean, info.std, 1280
