@@ -150,8 +150,9 @@ def _comparison(d: dict) -> str:
     def side(s: object) -> str:
         backbone = str(get(s, "backbone") or "").removeprefix("efficientnet_")
         who = " ".join(str(x) for x in (get(s, "preset"), backbone) if x)
-        if not who:
-            who = Path(str(get(s, "file") or get(s, "run") or DASH)).parent.name or DASH
+        if not who:  # a predictions file: its run folder (a `skinclf run` keeps it in eval/)
+            folder = Path(str(get(s, "file") or get(s, "run") or DASH)).parent
+            who = (folder.parent.name if folder.name == "eval" else folder.name) or DASH
         ba = get(s, "test_balanced_accuracy")
         ba = get(s, "balanced_accuracy") if ba is None else ba
         ci = get(s, "test_balanced_accuracy_ci95") or get(s, "balanced_accuracy_ci95")

@@ -140,3 +140,9 @@ def test_update_readme_without_markers_says_so(table, results: Path, tmp_path: P
     with pytest.raises(SystemExit, match="markers"):
         table.update_readme(readme, results)
     assert readme.read_text() == "# no markers here\n"
+
+
+def test_a_skinclf_run_predictions_file_is_named_by_its_run(table) -> None:
+    side = {"file": "runs/paper/eval/isic2018-test-dev.csv", "balanced_accuracy": 0.54}
+    row = table._comparison({"a": side, "b": side, "paired_bootstrap_balanced_accuracy": {}})
+    assert row.startswith("balanced accuracy A paper 0.540 – vs B paper 0.540")
