@@ -14,18 +14,11 @@ import argparse
 import json
 from pathlib import Path
 
+from table import DASH, interval, num  # next to this script
+
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- shift-tables:start -->", "<!-- shift-tables:end -->"
-DASH = "–"
 SCORE_ORDER = ("msp", "energy", "vim", "mahalanobis", "knn", "knn_k50", "rel_mahalanobis")
-
-
-def num(v: object, fmt: str = ".3f") -> str:
-    return DASH if not isinstance(v, (int, float)) else format(v, fmt)
-
-
-def interval(v: object) -> str:
-    return f"[{v[0]:.3f}, {v[1]:.3f}]" if isinstance(v, list) and len(v) == 2 else ""
 
 
 def detection_table(d: dict) -> list[str]:

@@ -106,7 +106,7 @@ def run_cmd(args: argparse.Namespace, runs: Path, preset: str, ham: Path) -> lis
     ]
 
 
-def run_plan_of(args: argparse.Namespace, runs: Path, ham: Path) -> list[list[str]] | str:
+def preset_runs(args: argparse.Namespace, runs: Path, ham: Path) -> list[list[str]] | str:
     """`skinclf run` of default and paper (it skips what is done; nothing when both are done
     and `--train` is not given)."""
     missing = [p for p in PRESETS if not (runs / p / "eval" / "metrics.json").is_file()]
@@ -125,7 +125,7 @@ def run_plan_of(args: argparse.Namespace, runs: Path, ham: Path) -> list[list[st
 
 def quality(args: argparse.Namespace) -> Plan:
     runs = args.runs / "bench-quick" if args.quick else args.runs
-    cmds = run_plan_of(args, runs, args.data / "ham10000-224")
+    cmds = preset_runs(args, runs, args.data / "ham10000-224")
     if isinstance(cmds, str):
         return cmds
     name = "presets_quick" if args.quick else "presets"

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, Sampler
 
 
 def sample_weights(labels: Sequence[int], mode: str) -> np.ndarray:
@@ -53,22 +53,16 @@ class EpochSampler(Sampler[int]):
         return iter(order.tolist())
 
 
-class Batches(Sampler[list[int]]):
-    """`sampler`'s order cut into batches of `size` (the last one shorter): a DataLoader with
-    `batch_size=None` then fetches each batch of tensor rows with one indexing, not row by row.
-    `set_epoch` is passed on (to a sampler that has it), so the batches are those of `sampler`
-    in every epoch."""
+class Batches(BatchSampler):
+    """torch's BatchSampler (the last batch kept) that passes `set_epoch` on to its sampler:
+    given as the `sampler` of a DataLoader with `batch_size=None`, each batch of tensor rows is
+    fetched with one indexing, not row by row, and Lightning (which calls `set_epoch` on a
+    loader's `sampler`) still reaches the sampler under it, so the batches are those of
+    `sampler` in every epoch."""
 
     def __init__(self, sampler: Sampler[int], size: int) -> None:
-        self.sampler, self.size = sampler, size
+        super().__init__(sampler, size, drop_last=False)
 
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return -(-len(self.sampler) // self.size)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        order = list(self.sampler)
-        return iter([order[i : i + self.size] for i in range(0, len(order), self.size)])
