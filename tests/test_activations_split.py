@@ -17,7 +17,12 @@ def _model(backbone_name: str):
     cfg = load_config("sample", overrides=[f"model.backbone={backbone_name}", "train.unfreeze=4"])
     backbone, info = create_backbone(backbone_name, pretrained=False)
     model = SkinClassifier(
-        cfg, torch.nn.CrossEntropyLoss(), backbone, info.stages, info.mean, info.std,
+        cfg,
+        torch.nn.CrossEntropyLoss(),
+        backbone,
+        info.stages,
+        info.mean,
+        info.std,
         int(info.num_features),
     )
     return model.eval(), info

@@ -28,40 +28,73 @@ def _write(folder: Path, name: str, data: object) -> None:
 def results(tmp_path: Path) -> Path:
     folder = tmp_path / "results"
     folder.mkdir()
-    _write(folder, "speed.json", {
-        "date": "2026-12-02T06:00:00+00:00",
-        "machine": {"cpu": "Test CPU", "logical_cpus": 2},
-        "settings": {"backbone": "efficientnet_lite0", "size": 64},
-        "matmul_peak_gflops_per_s": {"fp32": 100.0, "bf16": 5.0},
-        "train": [
-            {"config": "fp32, channels_last", "images_per_s": 40.0,
-             "ratio_vs_fp32_channels_last": 1.0, "fraction_of_matmul_peak": 0.1},
-            {"config": "fp32", "images_per_s": 30.0, "ratio_vs_fp32_channels_last": 0.75},
-            {"config": "bf16, channels_last", "images_per_s": 8.0,
-             "ratio_vs_fp32_channels_last": 0.2},
-        ],
-        "predict": [{"config": "fp32, channels_last", "images_per_s": 220.0}],
-    })
+    _write(
+        folder,
+        "speed.json",
+        {
+            "date": "2026-12-02T06:00:00+00:00",
+            "machine": {"cpu": "Test CPU", "logical_cpus": 2},
+            "settings": {"backbone": "efficientnet_lite0", "size": 64},
+            "matmul_peak_gflops_per_s": {"fp32": 100.0, "bf16": 5.0},
+            "train": [
+                {
+                    "config": "fp32, channels_last",
+                    "images_per_s": 40.0,
+                    "ratio_vs_fp32_channels_last": 1.0,
+                    "fraction_of_matmul_peak": 0.1,
+                },
+                {"config": "fp32", "images_per_s": 30.0, "ratio_vs_fp32_channels_last": 0.75},
+                {
+                    "config": "bf16, channels_last",
+                    "images_per_s": 8.0,
+                    "ratio_vs_fp32_channels_last": 0.2,
+                },
+            ],
+            "predict": [{"config": "fp32, channels_last", "images_per_s": 220.0}],
+        },
+    )
     # an older file with keys missing: its numbers become "–"
-    _write(folder, "frozen_cache.json", {"date": "2026-11-26T05:33:59+00:00",
-                                          "train_images_per_second": {"full": 17.4}})
+    _write(
+        folder,
+        "frozen_cache.json",
+        {"date": "2026-11-26T05:33:59+00:00", "train_images_per_second": {"full": 17.4}},
+    )
     cache = {"machine": "2-core box", "ratio": {"best_cache_vs_best_jpeg": 8.6}}
     _write(folder, "cache.json", cache)
     comparison = {
-        "a": {"preset": "default", "backbone": "efficientnet_lite2",
-              "test_balanced_accuracy": 0.75, "test_balanced_accuracy_ci95": [0.7, 0.8],
-              "test_macro_f1": 0.61, "seconds_to_val_balanced_accuracy_0.70": 612.4},
-        "b": {"file": "/x/ensAB/test_predictions.csv", "balanced_accuracy": 0.5,
-              "macro_f1": 0.42},
-        "paired_bootstrap_balanced_accuracy": {"difference": 0.25,
-                                               "difference_ci95": [0.2, 0.3], "p_a_greater": 1.0},
+        "a": {
+            "preset": "default",
+            "backbone": "efficientnet_lite2",
+            "test_balanced_accuracy": 0.75,
+            "test_balanced_accuracy_ci95": [0.7, 0.8],
+            "test_macro_f1": 0.61,
+            "seconds_to_val_balanced_accuracy_0.70": 612.4,
+        },
+        "b": {"file": "/x/ensAB/test_predictions.csv", "balanced_accuracy": 0.5, "macro_f1": 0.42},
+        "paired_bootstrap_balanced_accuracy": {
+            "difference": 0.25,
+            "difference_ci95": [0.2, 0.3],
+            "p_a_greater": 1.0,
+        },
     }
     _write(folder, "my_runs_compared.json", comparison)
-    _write(folder, "tune_head_workers.json", {"speedup": 1.9, "runs": [
-        {"workers": 1, "trials_per_min": 10.0},
-        {"workers": 2, "trials_per_min": 19.0, "finished": 200, "pruned": 90,
-         "trial_phase_s": 631.6},
-    ]})
+    _write(
+        folder,
+        "tune_head_workers.json",
+        {
+            "speedup": 1.9,
+            "runs": [
+                {"workers": 1, "trials_per_min": 10.0},
+                {
+                    "workers": 2,
+                    "trials_per_min": 19.0,
+                    "finished": 200,
+                    "pruned": 90,
+                    "trial_phase_s": 631.6,
+                },
+            ],
+        },
+    )
     _write(folder, "unrelated.json", {"something": 1})  # neither known nor a comparison
     (folder / "shift_default_gates.json").write_text("{not json")
     return folder
@@ -109,9 +142,11 @@ def test_rows_from_fixtures(table, results: Path) -> None:
 
 def test_known_files_come_first_in_order(table, results: Path) -> None:
     names = [r[0] for r in table.rows(results, results.parent)]
-    assert names.index("speed: train/predict, matmul peak") < names.index(
-        "speed: frozen-stage cache"
-    ) < names.index("quality: my_runs_compared")
+    assert (
+        names.index("speed: train/predict, matmul peak")
+        < names.index("speed: frozen-stage cache")
+        < names.index("quality: my_runs_compared")
+    )
     assert names[-1] == "quality: my_runs_compared"
 
 
@@ -125,7 +160,7 @@ def test_update_readme_keeps_text_outside_markers(table, results: Path, tmp_path
     text = readme.read_text()
     assert text.startswith(before + table.START + "\n")
     assert text.endswith(table.END + after)
-    inside = text[text.index(table.START) + len(table.START): text.index(table.END)]
+    inside = text[text.index(table.START) + len(table.START) : text.index(table.END)]
     lines = inside.strip().splitlines()
     assert lines[0] == "| benchmark | headline | machine | date | JSON |"
     assert len(lines) == 2 + 6  # header, rule, one line per row

@@ -100,4 +100,3 @@ def test_a_head_trial_reports_each_epoch_and_stops_when_pruned(tmp_path: Path) -
     with pytest.raises(optuna.TrialPruned, match="after epoch 3"):
         head_trial(cfg, loss, feats, labels, 16, tmp_path, trial)
     assert trial.steps == [0, 1, 2]  # one validation score per epoch, then stopped
-

@@ -31,9 +31,19 @@ from skinclf.models.efficientnet_lite import LITE_MEAN, LITE_STD
 from skinclf.models.flops import backbone_cost, meta_backbone
 
 REQUIRED = [
-    "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "vgg16", "resnet50",
-    "densenet121", "densenet161", "densenet201", "inception_v3", "xception", "mobilenetv2_100",
-    "efficientnet_b0", "convnext_tiny",
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "vgg16",
+    "resnet50",
+    "densenet121",
+    "densenet161",
+    "densenet201",
+    "inception_v3",
+    "xception",
+    "mobilenetv2_100",
+    "efficientnet_b0",
+    "convnext_tiny",
 ]
 TINY = "test_resnet"  # a timm model of 0.4 M parameters, passed through the registry
 
@@ -476,8 +486,9 @@ def test_weights_file_with_python_objects_is_not_unpickled(tmp_path: Path) -> No
 
 # --- cost -----------------------------------------------------------------------------------
 def test_flops_and_parameters_of_a_hand_computed_model() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.Flatten(),
-                          nn.Linear(8 * 16 * 16, 5))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(8 * 16 * 16, 5)
+    )
     # conv: 2 * (3*3*3) MACs per output * 8 channels * 16*16 positions; linear: 2 * 2048 * 5
     assert count_forward_flops(model, 16) == 2 * 27 * 8 * 256 + 2 * 2048 * 5
     assert count_parameters(model) == 3 * 3 * 3 * 8 + 2048 * 5 + 5

@@ -37,8 +37,11 @@ def _cat_tensor(name: str, size: int) -> torch.Tensor:
 
     info = get_backbone_info(name)
     transform = create_transform(
-        input_size=size, interpolation=info.interpolation, crop_pct=info.crop_pct,
-        mean=info.mean, std=info.std,
+        input_size=size,
+        interpolation=info.interpolation,
+        crop_pct=info.crop_pct,
+        mean=info.mean,
+        std=info.std,
     )
     return transform(Image.fromarray(chelsea())).unsqueeze(0)
 
@@ -58,9 +61,7 @@ def _ours_logits(backbone: torch.nn.Module, variant: int, x: torch.Tensor) -> to
     return F.linear(backbone(x), weights["classifier.weight"], weights["classifier.bias"])
 
 
-@pytest.mark.parametrize(
-    ("variant", "size"), [(0, 224), (1, 224), (2, 224), (1, 240), (2, 260)]
-)
+@pytest.mark.parametrize(("variant", "size"), [(0, 224), (1, 224), (2, 224), (1, 240), (2, 260)])
 def test_lite_backbone_matches_reference_on_the_cat(variant: int, size: int) -> None:
     name = f"efficientnet_lite{variant}"
     x = _cat_tensor(name, size)

@@ -42,6 +42,12 @@ class DataConfig(_Strict):
         description="backbone: the mean/std the weights were trained with; dataset: the "
         "training split's own mean/std (the paper's recipe).",
     )
+    color_constancy: Literal["none", "shades_of_gray"] = Field(
+        "none",
+        description="shades_of_gray: divide each image by its illuminant estimate (Minkowski "
+        "norm p = 6, Finlayson & Trezzi 2004) before normalising; part of the model, so "
+        "predict, serve and ONNX apply it alike.",
+    )
 
     @field_validator("image_size")
     @classmethod
@@ -173,6 +179,12 @@ class TrainConfig(_Strict):
     )
     monitor: Literal["val_balanced_accuracy", "val_accuracy", "val_loss"] = Field(
         "val_balanced_accuracy", description="Validation metric that picks best.ckpt."
+    )
+    checkpoint: Literal["best", "last"] = Field(
+        "best",
+        description="best: the epoch with the best monitor on validation, in both stages; last: "
+        "the last epoch (fixed epoch counts, validation only reported; cross-validation's folds, "
+        "whose validation is the held-out fold).",
     )
 
     @model_validator(mode="after")

@@ -66,13 +66,34 @@ def load_run(run: Path | str) -> LoadedRun:
     return LoadedRun(run, cfg, load_classifier(ckpt), prov)
 
 
+CV_FOLDS_FILE = "folds.csv"  # marks a `skinclf cv` folder; its fold_<k>/ are run folders
+
+
+def cv_fold_runs(path: Path | str) -> list[Path]:
+    """The fold run folders of a `skinclf cv` folder, in fold order; [] for any other folder."""
+    path = Path(path)
+    if not (path / CV_FOLDS_FILE).is_file():
+        return []
+    folds = sorted(path.glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
+    unfinished = [f.name for f in folds if not (f / "checkpoints" / "best.ckpt").is_file()]
+    if not folds or unfinished:
+        raise DataError(
+            f"{path} is a cross-validation folder whose folds are not all trained "
+            f"({', '.join(unfinished) or 'no fold_<k>/'}); finish it with `skinclf cv` first."
+        )
+    return folds
+
+
 def load_runs(path: Path | str) -> list[LoadedRun]:
-    """The run of a run folder, or each member of an exported model folder (MODEL_DIR): its
-    checkpoint, config.yaml, split.csv and provenance, with the recorded inference precision
-    and the package's feature statistics."""
+    """The run of a run folder, each fold of a `skinclf cv` folder, or each member of an
+    exported model folder (MODEL_DIR): its checkpoint, config.yaml, split.csv and provenance,
+    with the recorded inference precision and the package's feature statistics."""
     from skinclf.models.classifier import load_classifier
 
     path = Path(path)
+    folds = cv_fold_runs(path)
+    if folds:
+        return [load_run(fold) for fold in folds]
     if not is_package(path):
         return [load_run(path)]
     manifest = read_manifest(path)
@@ -119,10 +140,11 @@ def images_table(path: Path) -> pd.DataFrame:
 
 
 def _check_same_split(
-    first: LoadedRun, parts: pd.DataFrame, other: LoadedRun, theirs: pd.DataFrame
+    first: LoadedRun, parts: pd.DataFrame, other: LoadedRun, theirs: pd.DataFrame, split: str
 ) -> None:
-    """DataError naming the first image that `other`'s split puts elsewhere than `first`'s."""
-    differs = parts["split"].to_numpy() != theirs["split"].to_numpy()
+    """DataError naming the first image that `other`'s split puts in or out of `split` where
+    `first`'s does not (the folds of a cross-validation share their calib split only)."""
+    differs = (parts["split"].to_numpy() == split) != (theirs["split"].to_numpy() == split)
     if differs.any():
         i = int(np.argmax(differs))
         raise DataError(
@@ -173,11 +195,12 @@ def input_table(
     split: str | None,
     first: LoadedRun,
     others: Sequence[LoadedRun] = (),
-) -> tuple[pd.DataFrame, list[list[str]]]:
+) -> tuple[pd.DataFrame, list[list[str]], pd.DataFrame | None]:
     """The images to predict: `data`, or the `split` images of `first` (and of `others`,
-    whose split.csv must then assign every image as `first`'s does); and [image_id, reason]
-    of the images a dataset lists whose file is missing, left out of the table (predict
-    reports them with the unreadable ones)."""
+    whose split.csv must then put the same images in `split`); [image_id, reason] of the
+    images a dataset lists whose file is missing, left out of the table (predict reports them
+    with the unreadable ones); and for a `split`, the run's whole labelled table, whose decode
+    cache (built by training) holds the split's images (None when files are missing)."""
     from skinclf.data.formats import detect_format
     from skinclf.data.split import read_split
 
@@ -189,22 +212,26 @@ def input_table(
         table = table[table["label"].astype(str) != ""]
         parts = read_split(first.path / "split.csv", table)
         for other in others:
-            _check_same_split(first, parts, other, read_split(other.path / "split.csv", table))
+            theirs = read_split(other.path / "split.csv", table)
+            _check_same_split(first, parts, other, theirs, split)
         chosen = parts.loc[parts["split"] == split, "image_id"]
         if chosen.empty:
             raise DataError(f"The run's split.csv has no '{split}' images.")
-        return _without_missing(table[table["image_id"].isin(set(chosen))], missing)
+        chosen_table, gone = _without_missing(table[table["image_id"].isin(set(chosen))], missing)
+        # decoded with every image of the run's data, as training decoded them (one cache)
+        cover = _without_missing(table, missing)[0] if not missing else None
+        return chosen_table, gone, cover
     assert data is not None
     data = Path(data)
     if not data.exists():
         raise DataError(f"{data} does not exist.")
     if data.is_file():
-        return images_table(data), []
+        return images_table(data), [], None
     try:
         detect_format(data)
     except DataError:
-        return images_table(data), []
-    return _without_missing(*_dataset_table(data))
+        return images_table(data), [], None
+    return *_without_missing(*_dataset_table(data)), None
 
 
 def errors_file(out: Path | str) -> Path:
@@ -257,14 +284,20 @@ def _train_features(run: LoadedRun, cache_dir: Path | None, progress: bool) -> t
     from skinclf.inference.feature_cache import cached_features, images_key
     from skinclf.inference.precision import resolve_precision
 
-    table, missing = input_table(None, "train", run)
+    table, missing, cover = input_table(None, "train", run)
     if missing:  # the statistics describe the whole training split
         raise DataError(
             f"Cannot fit the feature statistics of {run.path} on its training split: "
             f"{missing[0][1]}; restore the file and run again."
         )
     cfg = run.cfg
-    images = build_cache(table, cfg.data.image_size, cfg.data.resize, cache_dir, progress=progress)
+    images = build_cache(
+        table if cover is None else cover,
+        cfg.data.image_size,
+        cfg.data.resize,
+        cache_dir,
+        progress=progress,
+    )
     rows = images.rows(table["image_id"])
     feats = cached_features(
         run.model,
@@ -352,18 +385,26 @@ def _decode(
     out: Path,
     cache_dir: Path | None,
     progress: bool,
+    cover: pd.DataFrame | None = None,
 ) -> tuple[list, pd.DataFrame, list[list[str]]]:
-    """Each run's decoded images, the table without unreadable images, and the skipped ones."""
+    """Each run's decoded images, the table without unreadable images, and the skipped ones;
+    `cover`: a larger table whose decode cache holds the images (a run's whole dataset)."""
     from skinclf.data.cache import build_cache
 
     decoded, unreadable = [], {}
+    wanted = set(table["image_id"].astype(str))
     for run in loaded:
         spec = run.model.spec
         images = build_cache(
-            table, spec.image_size, spec.resize, cache_dir, progress=progress, skip_unreadable=True
+            table if cover is None else cover,
+            spec.image_size,
+            spec.resize,
+            cache_dir,
+            progress=progress,
+            skip_unreadable=True,
         )
         decoded.append(images)
-        unreadable.update(images.unreadable)
+        unreadable.update({k: v for k, v in images.unreadable.items() if k in wanted})
     skipped = _skip_unreadable(table, unreadable, errors_file(out), missing)
     if skipped:
         table = table[~table["image_id"].astype(str).isin(unreadable)].reset_index(drop=True)
@@ -471,6 +512,29 @@ def _confidence(
     return conf
 
 
+def model_offsets(runs: Sequence[Path]) -> np.ndarray | None:
+    """The logit offsets of a single model folder that has them (logit_offsets.json)."""
+    from skinclf.evaluate.offsets import OFFSETS_FILE, read_offsets
+
+    if len(runs) != 1 or not (Path(runs[0]) / OFFSETS_FILE).is_file():
+        return None
+    return read_offsets(Path(runs[0]) / OFFSETS_FILE)
+
+
+def _with_offsets(
+    runs: Sequence[Path], logits: np.ndarray, probs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and probabilities with the model folder's logit offsets (as they are without)."""
+    from skinclf.contracts.predictions import softmax
+    from skinclf.evaluate.offsets import apply_offsets
+
+    offsets = model_offsets(runs)
+    if offsets is None:
+        return logits, probs
+    shifted = apply_offsets(logits, offsets)
+    return shifted, softmax(shifted)
+
+
 def _write_submission(out: Path, table: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
     """The ISIC 2018 Task 3 submission CSV (image, MEL, NV, ...), written atomically."""
     from skinclf.atomic import write_text
@@ -511,8 +575,12 @@ def predict(
     batch_size: int | None = None,
     progress: bool = True,
     corrupt: str | None = None,
+    apply_offsets: bool = True,
 ) -> pd.DataFrame:
     """Predict `data` (any dataset format, or plain images) or a run's own `split`.
+
+    A model folder with a `logit_offsets.json` (a `skinclf cv` folder) has its per-class logit
+    offsets added to the logits before anything else (`apply_offsets` False: not).
 
     `corrupt` (`mix` or comma-separated names of `skinclf.data.corruptions.CORRUPTIONS`)
     predicts the images after a synthetic corruption, one family per image (seeded by the first
@@ -535,15 +603,17 @@ def predict(
     corruptions = _corruption_names(corrupt)
     sel = load_selective(selective) if selective is not None else None
     loaded = [member for r in runs for member in load_runs(r)]
-    table, missing = input_table(data, split, loaded[0], loaded[1:])
+    table, missing, cover = input_table(data, split, loaded[0], loaded[1:])
     out = Path(out)
-    decoded, table, skipped = _decode(loaded, table, missing, out, cache_dir, progress)
+    decoded, table, skipped = _decode(loaded, table, missing, out, cache_dir, progress, cover)
     if corruptions:
         decoded, table = _corrupted(decoded, table, corruptions, loaded[0].cfg.seed)
     stages = any(s in STAGE_SCORES for s in requested) or (
         sel is not None and gate_needs_stages(sel)
     )
     logits, probs, feats = _infer_runs(loaded, decoded, table, tta, batch_size, progress, stages)
+    if apply_offsets:  # before the scores, which then follow the shifted decision
+        logits, probs = _with_offsets(runs, logits, probs)
     conf = _confidence(requested, logits, feats, loaded, tta, mc_dropout, cache_dir, progress)
     abstain = reason = None
     if sel is not None:

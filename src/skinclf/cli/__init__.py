@@ -57,10 +57,20 @@ def _root(
 def _register() -> None:
     import skinclf.cli.data_download  # noqa: F401 (adds `data download` to the data group)
     import skinclf.cli.export  # noqa: F401 (adds `export`)
-    from skinclf.cli import data, data_prep, evaluate, models, predict, run, train, tune  # noqa: F401
+    from skinclf.cli import (  # noqa: F401
+        cv,
+        data,
+        data_prep,
+        evaluate,
+        models,
+        predict,
+        run,
+        train,
+        tune,
+    )
 
     app.add_typer(data.app, name="data", help="Download, check, split, cache and generate data.")
-    for module in (models, run, train, tune, predict, evaluate):
+    for module in (models, run, cv, train, tune, predict, evaluate):
         module.register(app)
     import skinclf.cli.serve  # noqa: F401 (adds `serve`, after the commands above)
 

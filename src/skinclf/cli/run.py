@@ -99,17 +99,47 @@ def run(
     Example: skinclf run --data data/ham10000 --ood data/pad-ufes-20 --test data/isic2018-test
     --out runs/default
     """
+    from skinclf.pipeline import run_job
+
+    opts = run_options(
+        out, data, ood, test, sample, preset, config, cache_dir, target_risk, id_keep,
+        bootstrap, threads, [f"data.calib={calib}", *(overrides or [])],
+    )  # fmt: skip
+    try:
+        result = run_job(opts, RichReporter(), progress=progress)
+    except (KeyboardInterrupt, SystemExit):  # (Lightning turns Ctrl-C into sys.exit(1))
+        console.print("[yellow]interrupted[/]: run the same command again to continue.")
+        raise typer.Exit(130) from None
+    _print_result(result, sample)
+
+
+def run_options(
+    out: Path,
+    data: Path | None,
+    ood: list[Path] | None,
+    test: list[Path] | None,
+    sample: bool,
+    preset: str | None,
+    config: Path | None,
+    cache_dir: Path | None,
+    target_risk: float | None,
+    id_keep: float,
+    bootstrap: int,
+    threads: int | None,
+    overrides: list[str],
+):
+    """The `RunOptions` of `skinclf run` and `skinclf cv` from their shared options."""
     from skinclf.config import load_config
     from skinclf.errors import ConfigError
-    from skinclf.pipeline import RunOptions, SampleData, run_job
+    from skinclf.pipeline import RunOptions, SampleData
 
     if sample and data is not None:
         raise ConfigError("Give --data or --sample, not both (--sample generates its own data).")
-    extra = [f"data.calib={calib}", *(overrides or [])]
+    extra = list(overrides)
     if threads is not None:
         extra.append(f"trainer.threads={threads}")
     cfg = load_config(preset or ("sample" if sample else "default"), config, extra)
-    opts = RunOptions(
+    return RunOptions(
         out=out,
         cfg=cfg,
         data=data,
@@ -121,12 +151,6 @@ def run(
         id_keep=id_keep,
         bootstrap=bootstrap,
     )
-    try:
-        result = run_job(opts, RichReporter(), progress=progress)
-    except (KeyboardInterrupt, SystemExit):  # (Lightning turns Ctrl-C into sys.exit(1))
-        console.print("[yellow]interrupted[/]: run the same command again to continue.")
-        raise typer.Exit(130) from None
-    _print_result(result, sample)
 
 
 def _print_result(result, sample: bool) -> None:

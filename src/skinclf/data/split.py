@@ -128,6 +128,18 @@ def split_dataset(
     names = list(fractions)
     frac = np.array([fractions[n] for n in names])
 
+    split = _assign_groups(table, names, frac, seed, merge_pairs)
+    return pd.DataFrame({"image_id": table["image_id"].to_numpy(), "split": split})
+
+
+def _assign_groups(
+    table: pd.DataFrame,
+    names: list[str],
+    frac: np.ndarray,
+    seed: int,
+    merge_pairs: pd.DataFrame | None,
+) -> np.ndarray:
+    """Each row's part (a name of ``names``, fractions ``frac``): whole groups, stratified."""
     stratum = strata(table).to_numpy()
     group = merged_groups(table, merge_pairs).to_numpy()
     group_ids, group_idx = np.unique(group, return_inverse=True)
@@ -164,8 +176,36 @@ def split_dataset(
         )
     assignment = best[1]
 
-    split = np.array(names, dtype=object)[assignment[group_idx]]
-    return pd.DataFrame({"image_id": table["image_id"].to_numpy(), "split": split})
+    return np.array(names, dtype=object)[assignment[group_idx]]
+
+
+def fold_split(
+    table: pd.DataFrame,
+    folds: int = 5,
+    calib: float = 0.0,
+    seed: int = 0,
+    merge_pairs: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """K lesion-grouped, class-stratified folds: columns ``image_id,fold``, ``fold`` in
+    ``0 .. folds-1``, or ``calib`` for a grouped calibration part (fraction ``calib``) that lies
+    outside every fold. The same greedy assignment as `split_dataset` (equal fractions)."""
+    if folds < 2:
+        raise ConfigError(f"Cross-validation needs at least 2 folds, got {folds}.")
+    if not 0.0 <= calib < 1.0:
+        raise ConfigError(f"The calib fraction must be in [0, 1), got {calib}.")
+    _check_table(table)
+    names = [str(k) for k in range(folds)] + (["calib"] if calib > 0 else [])
+    frac = np.array([(1.0 - calib) / folds] * folds + ([calib] if calib > 0 else []))
+    assignment = _assign_groups(table, names, frac, seed, merge_pairs)
+    return pd.DataFrame({"image_id": table["image_id"].to_numpy(), "fold": assignment})
+
+
+def fold_split_file(folds: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The split file of fold ``k``: its held-out fold is ``val``, the other folds ``train``, the
+    calibration part ``calib``."""
+    fold = folds["fold"].astype(str)
+    split = np.where(fold == "calib", "calib", np.where(fold == str(k), "val", "train"))
+    return pd.DataFrame({"image_id": folds["image_id"].to_numpy(), "split": split})
 
 
 def _assign_greedy(

@@ -27,10 +27,15 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
 def backbone_key(model: torch.nn.Module) -> dict[str, object]:
     """What a frozen-backbone cache depends on in a `SkinClassifier`: the backbone's weights and
     the input normalisation, not the head (runs differing only in their head or seed share it)."""
-    return {
+    key: dict[str, object] = {
         "weights": weights_fingerprint(model.backbone),
         "normalize": (model.mean.flatten().tolist(), model.std.flatten().tolist()),
     }
+    spec = getattr(model, "spec", None) or getattr(getattr(model, "classifier", None), "spec", None)
+    color = getattr(spec, "color_constancy", "none")
+    if color != "none":  # (absent otherwise: the caches of earlier runs stay valid)
+        key["color_constancy"] = color
+    return key
 
 
 def images_key(backbone: str, images) -> dict[str, object]:

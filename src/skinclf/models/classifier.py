@@ -39,6 +39,7 @@ class ClassifierSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     channels_last: bool = False
     drop_path_rate: float = 0.0
+    color_constancy: str = "none"  # none | shades_of_gray (before the normalisation)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -52,6 +53,18 @@ class ClassifierSpec:
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+SHADES_OF_GRAY_P = 6.0
+
+
+def shades_of_gray(x: torch.Tensor, p: float = SHADES_OF_GRAY_P) -> torch.Tensor:
+    """Shades of Gray colour constancy (Finlayson & Trezzi 2004) of [0, 1] images (N, 3, H, W):
+    each channel divided by its Minkowski p-norm mean (the illuminant estimate), scaled so
+    that a grey illuminant leaves the image unchanged; clipped to [0, 1]."""
+    illuminant = x.clamp_min(0).pow(p).mean(dim=(2, 3), keepdim=True).pow(1.0 / p)
+    unit = illuminant / illuminant.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    return (x / (unit * 3**0.5).clamp_min(1e-6)).clamp(0.0, 1.0)
 
 
 def build_head(
@@ -83,6 +96,8 @@ class Classifier(nn.Module):
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+        if self.spec.color_constancy == "shades_of_gray":
+            x = shades_of_gray(x)
         return (x - self.mean) / self.std
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,12 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from skinclf.pipeline.cv import CvLayout, CvOptions, build_cv_steps
 from skinclf.pipeline.job import LOCK_FILE, Layout, RunOptions, SampleData, build_steps, check_out
 from skinclf.pipeline.state import STATE_FILE, RunState
 from skinclf.pipeline.steps import Outcome, Reporter, Step, StepContext, run_steps
 
 __all__ = [
     "STATE_FILE",
+    "CvOptions",
+    "CvResult",
     "Outcome",
     "Reporter",
     "RunOptions",
@@ -19,8 +22,18 @@ __all__ = [
     "SampleData",
     "Step",
     "StepContext",
+    "run_cv",
     "run_job",
 ]
+
+
+@dataclass
+class CvResult:
+    """What `run_cv` did: each step's outcome, and the summary file."""
+
+    out: Path
+    outcomes: list[Outcome]
+    summary_path: Path
 
 
 @dataclass
@@ -36,14 +49,30 @@ class RunResult:
 def run_job(opts: RunOptions, reporter: Reporter | None = None, progress: bool = True) -> RunResult:
     """Run every step of `skinclf run` that is not up to date in `opts.out`; a second
     process on the same folder is refused while one runs."""
+    out = Path(opts.out)
+    check_out(out)
+    lay = Layout(opts)
+    outcomes = _run_locked(out, build_steps(opts, lay), opts, reporter, progress)
+    return RunResult(out, outcomes, lay.eval / "metrics.json", lay.eval / "report.html")
+
+
+def run_cv(opts: CvOptions, reporter: Reporter | None = None, progress: bool = True) -> CvResult:
+    """Run every step of `skinclf cv` that is not up to date in its output folder (finished
+    folds are skipped, an interrupted one continues); one process per folder at a time."""
+    out = Path(opts.run.out)
+    check_out(out)
+    lay = CvLayout(Layout(opts.run), opts.folds)
+    outcomes = _run_locked(out, build_cv_steps(opts, lay), opts.run, reporter, progress)
+    return CvResult(out, outcomes, lay.summary)
+
+
+def _run_locked(
+    out: Path, steps: list[Step], opts: RunOptions, reporter: Reporter | None, progress: bool
+) -> list[Outcome]:
     from filelock import FileLock, Timeout
 
     from skinclf.errors import ConfigError
 
-    out = Path(opts.out)
-    check_out(out)
-    lay = Layout(opts)
-    steps = build_steps(opts, lay)
     out.mkdir(parents=True, exist_ok=True)
     if opts.cfg.trainer.threads:  # also when training is skipped: predict as it would
         import torch
@@ -54,10 +83,9 @@ def run_job(opts: RunOptions, reporter: Reporter | None = None, progress: bool =
         lock.acquire(timeout=0)
     except Timeout:
         raise ConfigError(
-            f"Another `skinclf run` is working in {out}; wait for it or give another --out."
+            f"Another skinclf process is working in {out}; wait for it or give another --out."
         ) from None
     try:
-        outcomes = run_steps(steps, RunState.load(out), reporter or Reporter(), progress)
+        return run_steps(steps, RunState.load(out), reporter or Reporter(), progress)
     finally:
         lock.release()
-    return RunResult(out, outcomes, lay.eval / "metrics.json", lay.eval / "report.html")

@@ -149,8 +149,18 @@ def cached_activations(
             return done
         with eval_mode(model):
             _build_activations(
-                model, images, rows, k, mode, n_views, final, precision, batch_size, seed,
-                progress, description,
+                model,
+                images,
+                rows,
+                k,
+                mode,
+                n_views,
+                final,
+                precision,
+                batch_size,
+                seed,
+                progress,
+                description,
             )
         return np.load(final, mmap_mode="r")
 
@@ -200,19 +210,23 @@ def _build_activations(
 class ActivationDataset(Dataset):
     """Items `(activations, label)`: item `i * V + v` is view v of image i (V = 1: item i)."""
 
-    def __init__(self, acts: np.ndarray, labels: Sequence[int]) -> None:
-        if len(acts) != len(labels):
-            raise ValueError(f"{len(acts)} activations but {len(labels)} labels")
+    def __init__(
+        self, acts: np.ndarray, labels: Sequence[int], positions: np.ndarray | None = None
+    ) -> None:
+        # positions: image i's row in `acts` (a cache shared with other images), default i
+        self.positions = np.arange(len(acts)) if positions is None else np.asarray(positions)
+        if len(self.positions) != len(labels):
+            raise ValueError(f"{len(self.positions)} activations but {len(labels)} labels")
         self.acts = acts
         self.labels = np.asarray(labels, dtype=np.int64)
         self.n_views = acts.shape[1]
 
     def __len__(self) -> int:
-        return len(self.acts) * self.n_views
+        return len(self.positions) * self.n_views
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         i, v = divmod(index, self.n_views)
-        return torch.from_numpy(np.array(self.acts[i, v])), int(self.labels[i])
+        return torch.from_numpy(np.array(self.acts[self.positions[i], v])), int(self.labels[i])
 
 
 class ViewSampler(Sampler[int]):

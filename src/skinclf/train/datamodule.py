@@ -4,6 +4,7 @@ frozen-stage activations, for fine-tuning)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,15 @@ class PreparedData:
     rows: dict[str, np.ndarray]
     ids: dict[str, list[str]]
     labels: dict[str, np.ndarray]
+    # rows of the images whose feature and activation caches are shared with other runs (all
+    # the images of a cross-validation, the same in every fold); None: each split its own
+    pool: np.ndarray | None = None
+
+    def pool_positions(self, split: str) -> np.ndarray | None:
+        """Positions of `split`'s rows in the pool (None without a pool)."""
+        if self.pool is None:
+            return None
+        return np.searchsorted(self.pool, self.rows[split])
 
 
 def prepare_split(
@@ -90,8 +100,10 @@ def prepare_data(
     resume: bool = False,
     cache_dir: Path | None = None,
     progress: bool = True,
+    cache_splits: Sequence[str] | None = None,
 ) -> PreparedData:
-    """Load, split (checked) and decode a dataset as `cfg` says."""
+    """Load, split (checked) and decode a dataset as `cfg` says; `cache_splits`: the splits
+    whose images form the shared cache pool (`PreparedData.pool`)."""
     from skinclf.data.cache import build_cache
     from skinclf.data.dataset import label_indices
     from skinclf.data.formats import load_dataset
@@ -107,12 +119,17 @@ def prepare_data(
         table, cfg.data.image_size, cfg.data.resize, cache_dir=cache_dir, progress=progress
     )
     parts = {s: table[table["split"] == s] for s in SPLITS}
+    rows = {s: images.rows(p["image_id"]) for s, p in parts.items()}
+    pool = None
+    if cache_splits:
+        pool = np.unique(np.concatenate([rows[s] for s in cache_splits]))
     return PreparedData(
         table=table,
         images=images,
-        rows={s: images.rows(p["image_id"]) for s, p in parts.items()},
+        rows=rows,
         ids={s: p["image_id"].tolist() for s, p in parts.items()},
         labels={s: np.asarray(label_indices(p["label"]), dtype=np.int64) for s, p in parts.items()},
+        pool=pool,
     )
 
 
@@ -151,12 +168,16 @@ def frozen_features(
 
     images = prepared.images
     key = cache_key(cfg, images)
-    return {
-        s: cached_features(
-            model, images.images, prepared.rows[s], key, cache_dir, precision, progress=progress
+
+    def compute(rows: np.ndarray) -> np.ndarray:
+        return cached_features(
+            model, images.images, rows, key, cache_dir, precision, progress=progress
         )
-        for s in splits
-    }
+
+    if prepared.pool is None:
+        return {s: compute(prepared.rows[s]) for s in splits}
+    pooled = compute(prepared.pool)
+    return {s: pooled[prepared.pool_positions(s)] for s in splits}
 
 
 def activation_datasets(
@@ -185,7 +206,7 @@ def activation_datasets(
         acts = cached_activations(
             model,
             images.images,
-            prepared.rows[split],
+            prepared.rows[split] if prepared.pool is None else prepared.pool,
             k,
             mode,
             views,
@@ -196,7 +217,8 @@ def activation_datasets(
             progress=progress,
             description=f"frozen stages ({split})",
         )
-        datasets.append(ActivationDataset(acts, prepared.labels[split]))
+        positions = prepared.pool_positions(split)
+        datasets.append(ActivationDataset(acts, prepared.labels[split], positions))
     model.prefix_blocks = k
     train_ds, val_ds = datasets
     return train_ds, val_ds, ViewSampler(sampler, train_ds.n_views, seed=cfg.seed)
@@ -248,9 +270,11 @@ class RunDataModule(L.LightningDataModule):
         split_file: Path | str | None = None,
         resume: bool = False,
         progress: bool = True,
+        cache_splits: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.source, self.cfg, self.cache_dir = source, cfg, cache_dir
+        self.cache_splits = cache_splits
         self.infer_precision, self.out, self.split_file = infer_precision, out, split_file
         self.resume, self.progress = resume, progress
         self.prepared: PreparedData | None = None
@@ -271,6 +295,7 @@ class RunDataModule(L.LightningDataModule):
                 self.resume,
                 self.cache_dir,
                 self.progress,
+                self.cache_splits,
             )
         if stage == "fit" and self.model is not None and self.train_set is None:
             self.train_set, self.val_set, self.sampler = self._finetune_datasets()

@@ -46,6 +46,7 @@ def classifier_spec(
         std=tuple(float(v) for v in std),
         channels_last=cfg.trainer.channels_last,
         drop_path_rate=m.drop_path_rate,
+        color_constancy=cfg.data.color_constancy,
     )
 
 

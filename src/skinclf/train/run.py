@@ -187,9 +187,12 @@ def fit(
     callbacks: Sequence | None = None,
     log=print,
     predict_splits: Sequence[str] = ("val", "test", "calib"),
+    cache_splits: Sequence[str] | None = None,
 ) -> TrainResult:
     """Train a model as `cfg` says and fill the run folder `out`. The one function a user, the
-    CLI and the tuner call (the tuner predicts only `val`: a search never sees test)."""
+    CLI, the tuner and cross-validation call (the tuner predicts only `val`: a search never sees
+    test). `cache_splits`: the splits whose images the feature and activation caches cover, so
+    that runs on other splits of the same images share them (cross-validation's folds)."""
     import lightning as L
 
     from skinclf.data.cache import default_cache_dir
@@ -206,7 +209,7 @@ def fit(
     run = RunState(cfg, out, resuming, started, progress, log)
 
     data_module = RunDataModule(
-        data, cfg, cache_dir, infer_precision, out, split_file, resume, progress
+        data, cfg, cache_dir, infer_precision, out, split_file, resume, progress, cache_splits
     )
     data_module.setup()  # split and decode cache
     prepared = data_module.prepared

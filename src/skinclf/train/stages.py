@@ -94,7 +94,8 @@ def train_head(
     callbacks: Sequence[L.Callback] = (),
 ):
     """Stage 1: fit the head on cached features; returns the head with the best val balanced
-    accuracy (and that accuracy). `callbacks` join the Trainer's (e.g. tuning's pruning)."""
+    accuracy (and that accuracy), or with `train.checkpoint` "last" the last epoch's.
+    `callbacks` join the Trainer's (e.g. tuning's pruning)."""
     from skinclf.train.callbacks import BestWeights
     from skinclf.train.module import HeadClassifier
 
@@ -112,6 +113,9 @@ def train_head(
         **trainer_kwargs(cfg, "32"),  # same devices/strategy as stage 2; fp32 for the head
     )
     trainer.fit(module, datamodule=FeatureDataModule(cfg, feats, labels))
+    if cfg.train.checkpoint == "last":
+        last = trainer.callback_metrics.get("val_balanced_accuracy")
+        return copy.deepcopy(module.head), float(last) if last is not None else float("nan")
     best.restore(module)
     return copy.deepcopy(module.head), best.best_score
 
@@ -146,7 +150,9 @@ def finetune_callbacks(run: RunState, summary: L.Callback, extra: Sequence) -> l
     t = run.cfg.train
     mode = "min" if t.monitor.endswith("loss") else "max"
     checkpoint = {"dirpath": run.checkpoints, "save_top_k": 1, "enable_version_counter": False}
-    best = ModelCheckpoint(filename="best", monitor=t.monitor, mode=mode, **checkpoint)
+    # checkpoint "last": best.ckpt is the latest epoch (no monitor: saved every epoch)
+    monitor = t.monitor if t.checkpoint == "best" else None
+    best = ModelCheckpoint(filename="best", monitor=monitor, mode=mode, **checkpoint)
     # every epoch (Lightning's save_last only follows improvements of `best`)
     last = ModelCheckpoint(filename="last", monitor=None, **checkpoint)
     callbacks = [best, last, summary, TrainModeCheck(), *extra]

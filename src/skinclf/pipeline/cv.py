@@ -1,0 +1,391 @@
+"""`skinclf cv`: K-fold lesion-grouped, class-stratified cross-validation as resumable steps
+(the steps and manifest of `skinclf run`, skinclf.pipeline.steps / .state).
+
+Output folder (OUT)::
+
+    run_state.json        what ran, under which fingerprint
+    data_check.json       the summary of each dataset checked
+    folds.csv             image_id,fold: 0 .. K-1, or calib (outside every fold, with --calib)
+    splits/fold_<k>.csv   fold k's split file: its held-out fold val, the other folds train
+    fold_<k>/             fold k's training run folder (config.yaml, checkpoints/, ...);
+                          val_predictions.csv: its held-out fold, predicted by it
+    oof_predictions.csv   every image of the folds once, by the model that did not train on it
+    logit_offsets.json    per-class logit offsets fitted on the out-of-fold predictions
+    eval/<set>.csv        the K fold models as an ensemble (mean probabilities, offsets added)
+                          on calib and on every --ood / --test set
+    eval/                 with --calib: metrics.json, selective.json, report.html (temperature,
+                          scores and gates fitted on the ensemble's calib predictions)
+    cv_summary.json       per-fold and pooled out-of-fold balanced accuracy [95 % CI], per-class
+                          recall, the same with cross-fitted offsets, and each --test set
+
+Each fold trains for a fixed number of epochs and keeps its last one (`train.checkpoint=last`):
+its validation split is its held-out fold, and choosing an epoch (or a head) on it would make
+the out-of-fold numbers optimistic; an inner validation slice would cost every fold training
+images instead. The per-image caches (decoded images, stage-1 features, frozen-stage
+activations) cover all the folds' images at once and are shared by every fold.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from skinclf import atomic
+from skinclf.classes import CLASSES
+from skinclf.config import RunConfig
+from skinclf.errors import ConfigError
+from skinclf.pipeline.job import (
+    MC_DROPOUT,
+    Layout,
+    RunOptions,
+    _labelled_table,
+    _same_run,
+    cache_step,
+    check_step,
+    sample_step,
+    scores,
+    train_settings,
+)
+from skinclf.pipeline.steps import Step, StepContext
+
+FOLDS_FILE = "folds.csv"
+OOF_FILE = "oof_predictions.csv"
+SUMMARY_FILE = "cv_summary.json"
+CALIB_SET = "calib"
+
+
+@dataclass
+class CvOptions:
+    """Everything `skinclf cv` was asked for (the run options, plus the folds)."""
+
+    run: RunOptions
+    folds: int = 5
+    calib: float = 0.0
+    merge_duplicates: Path | None = None
+
+    @property
+    def cfg(self) -> RunConfig:
+        return self.run.cfg
+
+
+@dataclass
+class CvLayout:
+    """The paths of a cross-validation folder."""
+
+    base: Layout
+    folds: int
+    out: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.out = self.base.out
+        self.folds_file = self.out / FOLDS_FILE
+        self.oof = self.out / OOF_FILE
+        self.summary = self.out / SUMMARY_FILE
+        self.eval = self.out / "eval"
+
+    def fold(self, k: int) -> Path:
+        return self.out / f"fold_{k}"
+
+    def split(self, k: int) -> Path:
+        return self.out / "splits" / f"fold_{k}.csv"
+
+    def predictions(self, name: str) -> Path:
+        return self.eval / f"{name}.csv"
+
+    @property
+    def offsets(self) -> Path:
+        from skinclf.evaluate.offsets import OFFSETS_FILE
+
+        return self.out / OFFSETS_FILE
+
+
+def fold_config(cfg: RunConfig) -> RunConfig:
+    """The settings every fold trains with: `cfg`, keeping the last epoch. Refuses settings that
+    would choose on the held-out fold (early stopping, a plateau schedule)."""
+    if cfg.train.early_stopping_patience:
+        raise ConfigError(
+            "train.early_stopping_patience stops on the validation split, which in a "
+            "cross-validation is the held-out fold; set it to null (fixed epoch counts)."
+        )
+    if cfg.train.schedule == "plateau":
+        raise ConfigError(
+            "train.schedule=plateau follows the validation split, which in a cross-validation "
+            "is the held-out fold; choose cosine or step."
+        )
+    fold = cfg.model_copy(deep=True)
+    fold.train.checkpoint = "last"
+    return fold
+
+
+def _merge_pairs(path: Path | None):
+    if path is None:
+        return None
+    import pandas as pd
+
+    from skinclf.errors import DataError
+
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"Cannot read the merge-duplicates file {path} ({exc}).") from None
+
+
+# ------------------------------------------------------------------------------ the steps
+
+
+def folds_step(opts: CvOptions, lay: CvLayout) -> Step:
+    cfg = opts.cfg
+
+    def function(ctx: StepContext) -> list[Path]:
+        from skinclf.data.split import fold_split, fold_split_file, group_leaks
+
+        table = _labelled_table(lay.base.data, cfg)
+        pairs = _merge_pairs(opts.merge_duplicates)
+        folds = fold_split(table, opts.folds, opts.calib, cfg.seed, pairs)
+        atomic.write_text(lay.folds_file, folds.to_csv(index=False))
+        for k in range(opts.folds):
+            split = fold_split_file(folds, k)
+            leaks = group_leaks(table, split, pairs)
+            assert not leaks, f"lesion {leaks[0]} in two parts of fold {k}"
+            lay.split(k).parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(lay.split(k), split.to_csv(index=False))
+        counts = folds["fold"].value_counts()
+        sizes = ", ".join(f"{name} {counts[name]:,}" for name in sorted(counts.index))
+        ctx.reporter.log(f"{opts.folds} folds, no lesion in two: {sizes} images")
+        return [lay.split(k) for k in range(opts.folds)]
+
+    settings = {"folds": opts.folds, "calib": opts.calib, "seed": cfg.seed}
+    inputs = [lay.base.data] + ([opts.merge_duplicates] if opts.merge_duplicates else [])
+    return Step(
+        "folds",
+        f"{opts.folds} lesion-grouped, class-stratified folds"
+        + (f" and a calibration part ({opts.calib:g})" if opts.calib else ""),
+        function,
+        settings,
+        inputs=inputs,
+        outputs=[lay.folds_file],
+        needs=["check"],
+    )
+
+
+def train_fold_step(opts: CvOptions, lay: CvLayout, k: int) -> Step:
+    cfg = fold_config(opts.cfg)
+    run, split = lay.fold(k), lay.split(k)
+
+    def function(ctx: StepContext) -> None:
+        from skinclf.train.run import fit
+
+        resume = ctx.resume and _same_run(run, cfg, split)
+        if not resume and run.exists():
+            ctx.reporter.log(f"starting {run} afresh")
+            shutil.rmtree(run)
+        result = fit(
+            lay.base.data,
+            run,
+            cfg,
+            split_file=split,
+            cache_dir=opts.run.cache_dir,
+            resume=resume,
+            progress=ctx.progress,
+            log=ctx.reporter.log,
+            predict_splits=("val",),  # the held-out fold: its out-of-fold predictions
+            cache_splits=("train", "val"),  # the same images in every fold: shared caches
+        )
+        ba = result.metrics.get("val", {}).get("balanced_accuracy")
+        if ba is not None:
+            ctx.reporter.log(f"fold {k}: held-out balanced accuracy {ba:.3f}")
+
+    return Step(
+        f"train-fold_{k}",
+        f"train fold {k} of {opts.folds} ({cfg.model.backbone}, last epoch kept)",
+        function,
+        train_settings(cfg),
+        inputs=[lay.base.data, split],
+        outputs=[run / "checkpoints" / "best.ckpt", run / "val_predictions.csv"],
+        needs=["folds", "cache"],
+    )
+
+
+def oof_step(opts: CvOptions, lay: CvLayout) -> Step:
+    files = [lay.fold(k) / "val_predictions.csv" for k in range(opts.folds)]
+
+    def function(ctx: StepContext) -> None:
+        import pandas as pd
+
+        from skinclf.contracts.predictions import read_predictions
+        from skinclf.evaluate.offsets import fit_logit_offsets, write_offsets
+
+        folds = pd.read_csv(lay.folds_file, dtype=str)
+        fold_of = dict(zip(folds["image_id"], folds["fold"], strict=True))
+        frame = pd.concat([pd.read_csv(f, dtype={"image_id": str}) for f in files])
+        expected = folds.loc[folds["fold"] != CALIB_SET, "image_id"]
+        check_every_image_once(frame["image_id"], expected)
+        order = {image: i for i, image in enumerate(expected)}
+        frame = frame.sort_values("image_id", key=lambda s: s.map(order))
+        atomic.write_text(lay.oof, frame.to_csv(index=False))
+        oof = read_predictions(lay.oof)
+        offsets = fit_logit_offsets(oof.logits, oof.y)
+        write_offsets(lay.offsets, offsets, "out-of-fold predictions", oof.n)
+        folds_of = [fold_of[i] for i in oof.image_ids]
+        ctx.reporter.log(f"{oof.n:,} out-of-fold predictions of {len(set(folds_of))} folds")
+
+    return Step(
+        "oof",
+        "out-of-fold predictions (each image by the fold model that did not train on it) and "
+        "the logit offsets that maximise their balanced accuracy",
+        function,
+        {},
+        inputs=[lay.folds_file, *files],
+        outputs=[lay.oof, lay.offsets],
+        needs=[f"train-fold_{k}" for k in range(opts.folds)],
+    )
+
+
+def check_every_image_once(predicted, expected) -> None:
+    """AssertionError unless `predicted` lists every image of `expected` exactly once."""
+    predicted, expected = list(predicted), list(expected)
+    assert len(predicted) == len(set(predicted)), "an image predicted by two folds"
+    assert set(predicted) == set(expected), "out-of-fold predictions miss or add images"
+
+
+def ensemble_predict_step(opts: CvOptions, lay: CvLayout, name: str, data: Path | None) -> Step:
+    """The K fold models as an ensemble (offsets added) on `data`, or on the calib split."""
+    out, wanted, tta = lay.predictions(name), scores(), opts.cfg.predict.tta
+    members = [lay.fold(k) for k in range(opts.folds)]
+
+    def function(ctx: StepContext) -> None:
+        from skinclf.predict import predict
+
+        frame = predict(
+            [lay.out],
+            out,
+            data=data,
+            split=CALIB_SET if data is None else None,
+            tta=tta,
+            scores=wanted,
+            mc_dropout=MC_DROPOUT,
+            cache_dir=opts.run.cache_dir,
+            progress=ctx.progress,
+        )
+        ctx.reporter.log(f"{len(frame):,} images -> {out}")
+
+    source = "the calibration part" if data is None else str(data)
+    best = [m / "checkpoints" / "best.ckpt" for m in members]
+    return Step(
+        f"predict-{name}",
+        f"predict {source} with the {opts.folds} fold models (mean probabilities)",
+        function,
+        {"scores": wanted, "mc_dropout": MC_DROPOUT, "tta": tta},
+        inputs=[*best, lay.offsets, *([lay.base.data, lay.folds_file] if data is None else [data])],
+        outputs=[out],
+        needs=["oof"],
+    )
+
+
+def evaluate_step(opts: CvOptions, lay: CvLayout) -> Step:
+    """With --calib: the ensemble's temperature, scores and gates fitted on its calib
+    predictions; the out-of-fold predictions stand in for the in-distribution test set."""
+    base = lay.base
+    ood = [lay.predictions(n) for n in base.ood_names]
+    external = [lay.predictions(n) for n in base.test_names]
+    calib = lay.predictions(CALIB_SET)
+    settings = {
+        "target_risk": opts.run.target_risk,
+        "id_keep": opts.run.id_keep,
+        "bootstrap": opts.run.bootstrap,
+        "seed": opts.cfg.seed,
+    }
+
+    def function(ctx: StepContext) -> None:
+        from skinclf.evaluate.evaluation import evaluate_predictions
+
+        evaluate_predictions(
+            test=lay.oof,
+            out_dir=lay.eval,
+            val=calib,
+            calib=calib,
+            ood=ood,
+            external=external,
+            id_keep=opts.run.id_keep,
+            gate_stats=lay.fold(0) / "feature_stats.npz",
+            target_risk=opts.run.target_risk,
+            n_bootstrap=opts.run.bootstrap,
+            seed=opts.cfg.seed,
+            progress=True,
+            on_step=ctx.reporter.sub,
+        )
+
+    return Step(
+        "evaluate",
+        "fit the ensemble's temperature, OOD gate and selective classifier on its calibration "
+        "predictions; evaluate every set; write report.html",
+        function,
+        settings,
+        inputs=[lay.oof, calib, *ood, *external],
+        outputs=[lay.eval / n for n in ("metrics.json", "selective.json", "report.html")],
+        needs=[f"predict-{n}" for n in [CALIB_SET, *base.ood_names, *base.test_names]],
+    )
+
+
+def summary_step(opts: CvOptions, lay: CvLayout) -> Step:
+    tests = [lay.predictions(n) for n in lay.base.test_names]
+
+    def function(ctx: StepContext) -> None:
+        import pandas as pd
+
+        from skinclf.contracts.predictions import read_predictions
+        from skinclf.evaluate.crossval import out_of_fold_summary, set_summary
+        from skinclf.evaluate.offsets import read_offsets
+
+        oof = read_predictions(lay.oof)
+        folds = pd.read_csv(lay.folds_file, dtype=str)
+        fold_of = dict(zip(folds["image_id"], folds["fold"], strict=True))
+        fold = [fold_of[i] for i in oof.image_ids]
+        n, seed = opts.run.bootstrap, opts.cfg.seed
+        summary = {
+            "folds": opts.folds,
+            "settings": {"preset_seed": seed, "checkpoint": "last", "bootstrap": n},
+            "out_of_fold": out_of_fold_summary(oof.logits, oof.y, fold, n, seed),
+        }
+        offsets = read_offsets(lay.offsets)
+        summary["logit_offsets"] = dict(zip(CLASSES, offsets.tolist(), strict=True))
+        summary["ensemble"] = {}
+        for name, path in zip(lay.base.test_names, tests, strict=True):
+            p = read_predictions(path)
+            summary["ensemble"][name] = set_summary(p.logits, p.y, offsets, n, seed)
+        atomic.write_text(lay.summary, json.dumps(summary, indent=2) + "\n")
+        pooled = summary["out_of_fold"]["pooled"]
+        lo, hi = pooled["balanced_accuracy_ci95"]
+        ctx.reporter.log(
+            f"out-of-fold balanced accuracy {pooled['balanced_accuracy']:.3f} "
+            f"[{lo:.3f}, {hi:.3f}] over {pooled['n']:,} images"
+        )
+
+    return Step(
+        "summary",
+        "per-fold and pooled out-of-fold balanced accuracy, per-class recall, each --test set",
+        function,
+        {"bootstrap": opts.run.bootstrap, "seed": opts.cfg.seed},
+        inputs=[lay.oof, lay.offsets, *tests],
+        outputs=[lay.summary],
+        needs=["oof", *[f"predict-{n}" for n in lay.base.test_names]],
+    )
+
+
+def build_cv_steps(opts: CvOptions, lay: CvLayout) -> list[Step]:
+    """The steps of the cross-validation, in order."""
+    base, run = lay.base, opts.run
+    steps = [sample_step(run, base)] if run.sample is not None else []
+    steps += [check_step(run, base), folds_step(opts, lay), cache_step(run, base)]
+    steps += [train_fold_step(opts, lay, k) for k in range(opts.folds)]
+    steps.append(oof_step(opts, lay))
+    if opts.calib > 0:
+        steps.append(ensemble_predict_step(opts, lay, CALIB_SET, None))
+    for names, paths in ((base.ood_names, base.ood), (base.test_names, base.tests)):
+        steps += [ensemble_predict_step(opts, lay, n, p) for n, p in zip(names, paths, strict=True)]
+    if opts.calib > 0:
+        steps.append(evaluate_step(opts, lay))
+    steps.append(summary_step(opts, lay))
+    return steps

@@ -1,0 +1,192 @@
+"""`skinclf cv` end to end on generated data: every image predicted once by the fold that did not
+train on it, no lesion in a fold's train and held-out parts, caches built once for all folds,
+resumed after a kill, and the fold models predicting as one ensemble.
+
+One uninterrupted cross-validation (module-scoped) is the reference; the killed one is a
+subprocess stopped by `skinclf.faults.fault_point` (SKINCLF_FAULT), as in test_run.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from skinclf.cli import app
+from skinclf.data.formats import load_dataset
+from skinclf.data.synthetic import write_sample
+
+pytestmark = pytest.mark.slow
+
+FOLDS = 3
+# tiny and single-threaded (the killed subprocess and the in-process runs compute alike); two
+# fine-tuning epochs on cached frozen-stage activations
+SETTINGS = [
+    "data.image_size=32",
+    "transfer.epochs=4",
+    "train.epochs=2",
+    "train.batch_size=8",
+    "train.frozen_cache=true",
+    "train.frozen_views=2",
+    "trainer.precision=32",
+    "trainer.threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cv-data")
+    return {
+        "ham": write_sample(root / "ham", "ham10000", n=7, seed=2, size=32),
+        "isic": write_sample(root / "isic", "isic2018", n=2, seed=3, size=32),
+        "pad": write_sample(root / "pad", "pad-ufes-20", n=2, seed=4, size=32),
+    }
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def cv_args(data: dict[str, Path], out: Path, cache: Path) -> list[str]:
+    return [
+        "--data", str(data["ham"]), "--folds", str(FOLDS), "--calib", "0.2",
+        "--test", str(data["isic"]), "--ood", str(data["pad"]), "--out", str(out),
+        "--preset", "sample", "--cache-dir", str(cache), "--target-risk", "0.3",
+        "--bootstrap", "50", "--no-progress", *SETTINGS,
+    ]  # fmt: skip
+
+
+def invoke(args: list[str]):
+    return CliRunner().invoke(app, args, catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory: pytest.TempPathFactory, one_thread):
+    """An uninterrupted `skinclf cv` (read-only): its folder, cache folder and output."""
+    root = tmp_path_factory.mktemp("cv")
+    out, cache = root / "cv", root / "cache"
+    result = invoke(["cv", *cv_args(data, out, cache)])
+    assert result.exit_code == 0, result.output
+    return out, cache, result.output
+
+
+def test_every_image_is_predicted_once_by_the_fold_that_did_not_train_on_it(reference, data):
+    out, _, output = reference
+    folds = pd.read_csv(out / "folds.csv", dtype=str)
+    oof = pd.read_csv(out / "oof_predictions.csv", dtype={"image_id": str})
+    in_folds = folds.loc[folds["fold"] != "calib", "image_id"]
+    assert sorted(oof["image_id"]) == sorted(in_folds)  # each once, calib in none
+    assert oof["image_id"].is_unique
+    table = load_dataset(data["ham"])
+    group = dict(zip(table["image_id"], table["group"], strict=True))
+    for k in range(FOLDS):
+        split = pd.read_csv(out / f"fold_{k}" / "split.csv", dtype=str)
+        held_out = split.loc[split["split"] == "val", "image_id"]
+        assert set(held_out) == set(folds.loc[folds["fold"] == str(k), "image_id"])
+        train = split.loc[split["split"] == "train", "image_id"]
+        assert not {group[i] for i in train} & {group[i] for i in held_out}  # no lesion in both
+        own = pd.read_csv(out / f"fold_{k}" / "val_predictions.csv", dtype={"image_id": str})
+        mine = oof.set_index("image_id").loc[own["image_id"]]
+        assert np.allclose(mine.filter(like="prob_").to_numpy(), own.filter(like="prob_"))
+        best = torch.load(out / f"fold_{k}/checkpoints/best.ckpt", weights_only=False)
+        assert best["epoch"] == 1  # the last of two epochs, not one chosen on the held-out fold
+    summary = json.loads((out / "cv_summary.json").read_text())
+    pooled = summary["out_of_fold"]["pooled"]
+    assert pooled["n"] == len(oof) and set(summary["out_of_fold"]["folds"]) == {"0", "1", "2"}
+    lo, hi = pooled["balanced_accuracy_ci95"]
+    assert lo <= pooled["balanced_accuracy"] <= hi
+    assert f"{pooled['balanced_accuracy']:.3f}" in output
+    for name in ("metrics.json", "selective.json", "report.html", "calib.csv", "isic.csv"):
+        assert (out / "eval" / name).is_file(), name
+
+
+def test_caches_are_built_once_for_all_folds(reference):
+    _, cache, _ = reference
+    assert len(list((cache / "decoded").glob("*.npy"))) == 3  # HAM, ISIC, PAD: one each
+    assert len(list((cache / "features").glob("*.npy"))) == 1  # stage 1: all folds' images
+    # frozen-stage activations: the training views and the plain images, all folds' images
+    assert len(list((cache / "activations").glob("*.npy"))) == 2
+
+
+def test_the_fold_models_predict_as_one_ensemble(reference, data, tmp_path: Path):
+    from skinclf.contracts.predictions import read_predictions, softmax
+    from skinclf.evaluate.offsets import read_offsets
+
+    out, cache, _ = reference
+    ens = tmp_path / "ens.csv"
+    result = invoke(
+        ["predict", str(out), "--data", str(data["isic"]), "--out", str(ens),
+         "--cache-dir", str(cache), "--no-progress"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    members = []
+    for k in range(FOLDS):
+        path = tmp_path / f"fold_{k}.csv"
+        result = invoke(
+            ["predict", str(out / f"fold_{k}"), "--data", str(data["isic"]), "--out", str(path),
+             "--cache-dir", str(cache), "--no-progress"]
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        members.append(read_predictions(path).probs)
+    p = read_predictions(ens)
+    offsets = read_offsets(out / "logit_offsets.json")
+    assert np.allclose(softmax(p.logits - offsets), np.mean(members, axis=0), atol=1e-4)
+    assert np.allclose(p.probs, softmax(p.logits), atol=1e-4)  # the offsets are in the decision
+    assert np.allclose(p.probs, read_predictions(out / "eval" / "isic.csv").probs, atol=1e-6)
+    result = invoke(["evaluate", "--test", str(ens), "--out", str(tmp_path / "eval"),
+                     "--bootstrap", "20"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def killed_at(fault: str, args: list[str]) -> None:
+    env = dict(os.environ, SKINCLF_FAULT=fault)
+    cmd = [sys.executable, "-m", "skinclf", "cv", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:] + proc.stdout[-3000:]
+
+
+def test_killed_in_a_fold_then_the_same_command_skips_finished_folds_and_ends_the_same(
+    reference, data, tmp_path: Path
+):
+    ref, cache, _ = reference
+    out = tmp_path / "cut"
+    args = cv_args(data, out, cache)
+    killed_at("write/last.ckpt:after=3", args)  # fold 0 saved two epochs; fold 1 its first
+    steps = json.loads((out / "run_state.json").read_text())["steps"]
+    assert steps["train-fold_0"]["status"] == "done"
+    assert steps["train-fold_1"]["status"] == "started"
+    result = invoke(["cv", *args])
+    assert result.exit_code == 0, result.output
+    assert "4/12 train-fold_0 up to date, skipped" in result.output
+    assert "interrupted before: continues where it stopped" in result.output
+    oof = "oof_predictions.csv"
+    assert (out / oof).read_bytes() == (ref / oof).read_bytes()
+    assert (out / "cv_summary.json").read_text() == (ref / "cv_summary.json").read_text()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_an_unfinished_cross_validation_is_no_model(reference, data, tmp_path: Path):
+    import shutil
+
+    from skinclf.errors import DataError
+    from skinclf.predict import load_runs
+
+    out, _, _ = reference
+    copy = Path(shutil.copytree(out, tmp_path / "copy"))
+    (copy / "fold_2" / "checkpoints" / "best.ckpt").unlink()
+    with pytest.raises(DataError, match="folds are not all trained .*fold_2"):
+        load_runs(copy)
+    assert len(load_runs(out)) == FOLDS
