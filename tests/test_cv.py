@@ -145,6 +145,13 @@ def test_the_fold_models_predict_as_one_ensemble(reference, data, tmp_path: Path
     assert np.allclose(softmax(p.logits - offsets), np.mean(members, axis=0), atol=1e-4)
     assert np.allclose(p.probs, softmax(p.logits), atol=1e-4)  # the offsets are in the decision
     assert np.allclose(p.probs, read_predictions(out / "eval" / "isic.csv").probs, atol=1e-6)
+    plain = tmp_path / "plain.csv"
+    result = invoke(
+        ["predict", str(out), "--data", str(data["isic"]), "--out", str(plain), "--no-offsets",
+         "--cache-dir", str(cache), "--no-progress"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert np.allclose(read_predictions(plain).probs, np.mean(members, axis=0), atol=1e-4)
     result = invoke(["evaluate", "--test", str(ens), "--out", str(tmp_path / "eval"),
                      "--bootstrap", "20"])  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -190,3 +197,30 @@ def test_an_unfinished_cross_validation_is_no_model(reference, data, tmp_path: P
     with pytest.raises(DataError, match="folds are not all trained .*fold_2"):
         load_runs(copy)
     assert len(load_runs(out)) == FOLDS
+
+
+def test_compare_cv_pairs_two_results_on_the_same_folds_only(reference, tmp_path: Path):
+    import shutil
+
+    out, _, _ = reference
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_cv.py"
+    result_file = tmp_path / "same.json"
+    cmd = [sys.executable, str(script), str(out), str(out), "--out", str(result_file)]
+    proc = subprocess.run([*cmd, "--external", "isic"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(result_file.read_text())
+    paired = result["out_of_fold"]["paired_bootstrap_balanced_accuracy"]
+    assert paired["difference"] == 0.0 and paired["difference_ci95"] == [0.0, 0.0]
+    summary = json.loads((out / "cv_summary.json").read_text())["out_of_fold"]["pooled"]
+    assert result["out_of_fold"]["a"]["balanced_accuracy"] == pytest.approx(
+        summary["balanced_accuracy"]
+    )
+    assert result["isic"]["a"]["n"] == len(pd.read_csv(out / "eval" / "isic.csv")) == 14
+    other = Path(shutil.copytree(out, tmp_path / "other", ignore=shutil.ignore_patterns("fold_*")))
+    folds = pd.read_csv(other / "folds.csv", dtype=str)
+    first = folds.index[folds["fold"] == "0"][0]
+    folds.loc[first, "fold"] = "1"
+    folds.to_csv(other / "folds.csv", index=False)
+    proc = subprocess.run([*cmd[:3], str(other), "--out", str(tmp_path / "x.json")],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode != 0 and "use different folds" in proc.stderr

@@ -32,9 +32,10 @@ _CORRUPT = typer.Option(
 def predict(
     runs: list[Path] = typer.Argument(
         ...,
-        help="Run folder(s), or an exported model folder (MODEL_DIR of `skinclf export`: its "
-        "selective.json applies, abstain and abstain_reason are always written); several form "
-        "an ensemble.",
+        help="Run folder(s), a `skinclf cv` folder (its fold models form an ensemble, its "
+        "logit offsets are added), or an exported model folder (MODEL_DIR of `skinclf export`: "
+        "its selective.json applies, abstain and abstain_reason are always written); several "
+        "form an ensemble.",
     ),
     out: Path = typer.Option(..., "--out", help="Predictions CSV to write."),
     data: Path | None = typer.Option(
@@ -57,6 +58,9 @@ def predict(
     batch_size: int | None = typer.Option(None, help="Images per batch."),
     progress: bool = typer.Option(True, help="Show progress bars."),
     corrupt: str | None = _CORRUPT,
+    offsets: bool = typer.Option(
+        True, help="Add a cv folder's logit offsets (logit_offsets.json) to the logits."
+    ),
     strict: bool = typer.Option(
         False,
         "--strict",
@@ -84,6 +88,7 @@ def predict(
         batch_size=batch_size,
         progress=progress,
         corrupt=corrupt,
+        apply_offsets=offsets,
     )
     extra = ""
     if "abstain" in frame:

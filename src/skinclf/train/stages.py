@@ -216,8 +216,10 @@ def finetune(
     data.setup("fit")
     if cfg.train.frozen_cache:
         run.timings["activations_seconds"] = time.perf_counter() - t0
+        prepared = data.prepared
+        n = len(prepared.labels["train"]) if prepared.pool is None else len(prepared.pool)
         run.log(
-            f"frozen stages cached for {len(data.prepared.labels['train'])} x "
+            f"frozen stages cached for {n} x "
             f"{cfg.train.frozen_views} training views in "
             f"{run.timings['activations_seconds']:.0f} s; fine-tuning blocks {model.prefix_blocks}+"
         )
