@@ -65,8 +65,9 @@ def cpu_description() -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "mkldnn_bf16_supported": bool(torch.backends.mkldnn.is_available()
-                                      and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "mkldnn_bf16_supported": bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        ),
     }
 
 
@@ -124,8 +125,9 @@ def time_infer(net: Net, x: torch.Tensor, precision: str, iters: int) -> tuple[f
         x = x.bfloat16()
 
     def step() -> None:
-        with torch.inference_mode(), torch.autocast(
-            "cpu", dtype=torch.bfloat16, enabled=precision == "bf16"
+        with (
+            torch.inference_mode(),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"),
         ):
             net(x)
 
@@ -162,19 +164,40 @@ def thread_check(args: argparse.Namespace) -> list[dict]:
             env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
             if policy != "default":
                 env["OMP_WAIT_POLICY"] = policy
-            command = [sys.executable, __file__, "--probe", "--threads", str(threads),
-                       "--sizes", str(args.sizes[0]), "--batch", str(args.batch),
-                       "--iters", str(args.iters), "--backbone", args.backbone]
+            command = [
+                sys.executable,
+                __file__,
+                "--probe",
+                "--threads",
+                str(threads),
+                "--sizes",
+                str(args.sizes[0]),
+                "--batch",
+                str(args.batch),
+                "--iters",
+                str(args.iters),
+                "--backbone",
+                args.backbone,
+            ]
             done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
             result = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"threads={threads} OMP_WAIT_POLICY={policy}: {result['images_per_s']} img/s",
-                  flush=True)
+            print(
+                f"threads={threads} OMP_WAIT_POLICY={policy}: {result['images_per_s']} img/s",
+                flush=True,
+            )
             key = (threads, policy)
             if key not in best or result["images_per_s"] > best[key]["images_per_s"]:
                 best[key] = result
     return [
-        {"threads": t, "omp_wait_policy": p, "mode": "train", "precision": "fp32",
-         "channels_last": True, "image_size": args.sizes[0], **r}
+        {
+            "threads": t,
+            "omp_wait_policy": p,
+            "mode": "train",
+            "precision": "fp32",
+            "channels_last": True,
+            "image_size": args.sizes[0],
+            **r,
+        }
         for (t, p), r in best.items()
     ]
 
@@ -217,16 +240,24 @@ def main() -> None:
             key = (mode, size, precision, cl)
             best[key] = min(best.get(key, float("inf")), seconds)
             best_cpu[key] = min(best_cpu.get(key, float("inf")), cpu)
-            print(f"round {round_ + 1} {mode:5s} {size:3d}px {precision:12s} "
-                  f"{'channels_last' if cl else 'contiguous   '} "
-                  f"{args.batch / seconds:7.1f} img/s  {args.batch / cpu:7.1f} img/CPU-s",
-                  flush=True)
+            print(
+                f"round {round_ + 1} {mode:5s} {size:3d}px {precision:12s} "
+                f"{'channels_last' if cl else 'contiguous   '} "
+                f"{args.batch / seconds:7.1f} img/s  {args.batch / cpu:7.1f} img/CPU-s",
+                flush=True,
+            )
 
     rows = [
-        {"mode": m, "image_size": s, "precision": p, "channels_last": cl,
-         "seconds_per_batch": round(t, 4), "images_per_s": round(args.batch / t, 2),
-         "cpu_seconds_per_batch": round(best_cpu[(m, s, p, cl)], 4),
-         "images_per_cpu_s": round(args.batch / best_cpu[(m, s, p, cl)], 2)}
+        {
+            "mode": m,
+            "image_size": s,
+            "precision": p,
+            "channels_last": cl,
+            "seconds_per_batch": round(t, 4),
+            "images_per_s": round(args.batch / t, 2),
+            "cpu_seconds_per_batch": round(best_cpu[(m, s, p, cl)], 4),
+            "images_per_cpu_s": round(args.batch / best_cpu[(m, s, p, cl)], 2),
+        }
         for (m, s, p, cl), t in best.items()
     ]
     speedups: dict[str, dict] = {"wall": {}, "cpu": {}}
@@ -242,15 +273,20 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": cpu_description(),
         "settings": {
-            "backbone": args.backbone, "batch": args.batch, "iters": args.iters,
-            "rounds": args.rounds, "threads": args.threads,
+            "backbone": args.backbone,
+            "batch": args.batch,
+            "iters": args.iters,
+            "rounds": args.rounds,
+            "threads": args.threads,
             "train_step": "forward + CE on a 7-class linear head + backward + AdamW step",
             "infer_step": "forward, eval mode, inference_mode",
             "kept": "best round (least disturbed on a shared machine)",
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         },
-        "load_average_1min": {"before": round(load_before[0], 2),
-                              "after": round(os.getloadavg()[0], 2)},
+        "load_average_1min": {
+            "before": round(load_before[0], 2),
+            "after": round(os.getloadavg()[0], 2),
+        },
         "wall_s": round(time.perf_counter() - started, 1),
         "results": rows,
         "speedup_over_fp32_contiguous": speedups,

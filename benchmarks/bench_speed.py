@@ -134,8 +134,9 @@ def predict_step(net: Net, x: torch.Tensor, precision: str) -> Callable[[], None
     net.eval()
 
     def step() -> None:
-        with torch.inference_mode(), torch.autocast(
-            x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"
+        with (
+            torch.inference_mode(),
+            torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"),
         ):
             net(x)
 
@@ -177,17 +178,19 @@ def rows(
         gflops = best * flops * factor / 1e9
         precision = name.split(",")[0]
         fraction = round(gflops / peak[precision], 4) if peak[precision] else None
-        out.append({
-            "config": name,
-            "precision": precision,
-            "channels_last": "channels_last" in name,
-            "images_per_s": round(best, 2),
-            "median_images_per_s": round(statistics.median(values), 2),
-            "rounds_images_per_s": values,
-            "ratio_vs_fp32_channels_last": round(best / base, 3),
-            "gflops_per_s": round(gflops, 2),
-            "fraction_of_matmul_peak": fraction,
-        })
+        out.append(
+            {
+                "config": name,
+                "precision": precision,
+                "channels_last": "channels_last" in name,
+                "images_per_s": round(best, 2),
+                "median_images_per_s": round(statistics.median(values), 2),
+                "rounds_images_per_s": values,
+                "ratio_vs_fp32_channels_last": round(best / base, 3),
+                "gflops_per_s": round(gflops, 2),
+                "fraction_of_matmul_peak": fraction,
+            }
+        )
     return out
 
 
@@ -224,9 +227,14 @@ def print_table(result: dict) -> None:
     for mode in ("train", "predict"):
         for r in result[mode]:
             frac = r["fraction_of_matmul_peak"]
-            table.add_row(mode, r["config"], f"{r['images_per_s']:.1f}",
-                          f"{r['ratio_vs_fp32_channels_last']:.2f}x", f"{r['gflops_per_s']:.1f}",
-                          "–" if frac is None else f"{100 * frac:.1f} %")
+            table.add_row(
+                mode,
+                r["config"],
+                f"{r['images_per_s']:.1f}",
+                f"{r['ratio_vs_fp32_channels_last']:.2f}x",
+                f"{r['gflops_per_s']:.1f}",
+                "–" if frac is None else f"{100 * frac:.1f} %",
+            )
     Console().print(table)
 
 
@@ -251,8 +259,10 @@ def main() -> None:
     device = torch.device("cpu" if name == "auto" else name)
 
     started, load_before = time.perf_counter(), os.getloadavg()[0]
-    peak = {p: round(matmul_gflops(args.matmul, dt, args.matmul_repeats, device), 1)
-            for p, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    peak = {
+        p: round(matmul_gflops(args.matmul, dt, args.matmul_repeats, device), 1)
+        for p, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    }
     flops = forward_flops(args.backbone, args.size)
     rounds = measure(args, device)
     result = {
@@ -261,16 +271,23 @@ def main() -> None:
         "machine": machine(device),
         "versions": versions(),
         "settings": {
-            "backbone": args.backbone, "size": args.size, "batch": args.batch,
-            "predict_batch": args.predict_batch, "steps": args.steps, "rounds": args.rounds,
-            "matmul": args.matmul, "inputs": "synthetic",
+            "backbone": args.backbone,
+            "size": args.size,
+            "batch": args.batch,
+            "predict_batch": args.predict_batch,
+            "steps": args.steps,
+            "rounds": args.rounds,
+            "matmul": args.matmul,
+            "inputs": "synthetic",
             "train_step": "forward + CE on a 7-class linear head + backward + AdamW, train mode",
             "predict_step": "forward, eval mode, inference_mode",
             "kept": "best round of each configuration (median recorded too)",
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         },
-        "load_average_1min": {"before": round(load_before, 2),
-                              "after": round(os.getloadavg()[0], 2)},
+        "load_average_1min": {
+            "before": round(load_before, 2),
+            "after": round(os.getloadavg()[0], 2),
+        },
         "matmul_peak_gflops_per_s": peak,
         "forward_gflops_per_image": round(flops / 1e9, 4),
         "flops_counter": "torch.utils.flop_counter.FlopCounterMode; training = 3 x forward",

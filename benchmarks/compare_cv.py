@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from compare_predictions import summarise, write_comparison  # next to this script
 
+from compare_predictions import summarise, write_comparison  # next to this script
 from skinclf.contracts.predictions import Predictions, read_predictions, softmax
 from skinclf.evaluate.offsets import cross_fitted
 

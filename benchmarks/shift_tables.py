@@ -46,8 +46,10 @@ def _policy_row(label: str, gate: str, sets: dict, versus: dict | None) -> str:
 
     pad = sets.get("pad-ufes-20", {})
     scc = pad.get("semantic_ood_abstention")
-    vs = DASH if versus is None else f"{num(versus.get('difference'), '+.3f')} " + interval(
-        versus.get("difference_ci95")
+    vs = (
+        DASH
+        if versus is None
+        else f"{num(versus.get('difference'), '+.3f')} " + interval(versus.get("difference_ci95"))
     )
     return (
         f"| {label} | {gate} | {cov_ba('test')} | {cov_ba('isic2018')} | {vs} | "

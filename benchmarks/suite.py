@@ -13,6 +13,9 @@ is skipped with one line saying why; one that fails is reported and the others s
   nothing), one interrupted is continued. Then `compare_presets.py` on their common test
   split -> presets.json and `compare_predictions.py` on the ISIC 2018 images ->
   presets_isic2018.json.
+- **cv**: with `--train`, `skinclf cv` of `default` with 3 folds on DATA/ham10000-224 (the
+  ISIC images as --test, PAD-UFES-20 as --ood) into RUNS/cv3-default, then cv_result.py ->
+  cv3_default.json (out-of-fold numbers, the ensemble and each fold model on ISIC).
 - **speed**: bench_speed.py (fp32 vs bf16, channels_last, matmul peak, prediction);
   **frozen_cache**: bench_frozen_cache.py; **cache**: bench_cache.py (DATA/ham10000-224);
   **tune**: bench_tune.py (needs a PostgreSQL URL: `--tune-storage` or
@@ -100,9 +103,20 @@ def run_cmd(args: argparse.Namespace, runs: Path, preset: str, ham: Path) -> lis
         if not args.quick and (args.data / name).is_dir():
             sets += [option, str(args.data / name)]
     return [
-        *SKINCLF, "run", "--data", str(ham), *sets, "--preset", preset, "--out",
-        str(runs / preset), "--target-risk", str(SHIFT_RISK), "--no-progress",
-        f"model.backbone={args.backbone or default_backbone()}", f"train.budget_minutes={budget}",
+        *SKINCLF,
+        "run",
+        "--data",
+        str(ham),
+        *sets,
+        "--preset",
+        preset,
+        "--out",
+        str(runs / preset),
+        "--target-risk",
+        str(SHIFT_RISK),
+        "--no-progress",
+        f"model.backbone={args.backbone or default_backbone()}",
+        f"train.budget_minutes={budget}",
     ]
 
 
@@ -133,9 +147,32 @@ def quality(args: argparse.Namespace) -> Plan:
     cmds.append(script("compare_presets.py", a, b, "--out", RESULTS / f"{name}.json"))
     isic = [run / "eval" / f"{ISIC}.csv" for run in (a, b)]
     if not args.quick:
-        cmds.append(script("compare_predictions.py", *isic, "--out",
-                           RESULTS / f"{name}_isic2018.json"))
+        cmds.append(
+            script("compare_predictions.py", *isic, "--out", RESULTS / f"{name}_isic2018.json")
+        )
     return cmds
+
+
+CV_FOLDS = 3  # screening (issue: screen with 3 folds, confirm with 5)
+
+
+def cv(args: argparse.Namespace) -> Plan:
+    """With `--train`, `skinclf cv` of `default` (3 folds, the ISIC images as --test, PAD-UFES-20
+    as --ood) into RUNS/cv3-default, then cv_result.py -> cv3_default.json."""
+    out = args.runs / f"cv{CV_FOLDS}-default"
+    ham, isic = args.data / "ham10000-224", args.data / ISIC
+    if not (out / "cv_summary.json").is_file() and not args.train:
+        return f"no cross-validation {rel(out)} (`--train` makes it)"
+    if not ham.is_dir() or not isic.is_dir():
+        return f"no data {rel(ham)} and {rel(isic)}"
+    sets = ["--test", str(isic)]
+    sets += ["--ood", str(args.data / PAD)] if (args.data / PAD).is_dir() else []
+    cmds = []
+    if args.train:
+        cmds.append([*SKINCLF, "cv", "--data", str(ham), "--folds", str(CV_FOLDS), *sets,
+                     "--out", str(out), "--no-progress"])  # fmt: skip
+    out_json = RESULTS / f"cv{CV_FOLDS}_default.json"
+    return [*cmds, script("cv_result.py", out, "--external", isic, "--out", out_json)]
 
 
 def shift(args: argparse.Namespace) -> Plan:
@@ -147,8 +184,17 @@ def shift(args: argparse.Namespace) -> Plan:
     missing = [rel(f) for f in needed if not f.is_file()]
     if missing and not (args.train and not args.quick):
         return f"no predictions {', '.join(missing)} (the default `skinclf run` makes them)"
-    cmd = script("bench_shift.py", "--eval", ev, "--gate-stats", run / "run" / "feature_stats.npz",
-                 "--isic", files["isic"], "--pad", files["pad"])
+    cmd = script(
+        "bench_shift.py",
+        "--eval",
+        ev,
+        "--gate-stats",
+        run / "run" / "feature_stats.npz",
+        "--isic",
+        files["isic"],
+        "--pad",
+        files["pad"],
+    )
     meta = args.data / PAD / "metadata.csv"
     cmd += ["--pad-metadata", str(meta)] if meta.is_file() else []
     return [cmd, script("plot_shift.py"), script("shift_tables.py")]
@@ -185,6 +231,7 @@ def table(args: argparse.Namespace) -> Plan:
 # name -> (plan, in the quick suite)
 BENCHMARKS: dict[str, tuple[Callable[[argparse.Namespace], Plan], bool]] = {
     "quality": (quality, True),
+    "cv": (cv, False),
     "speed": (speed, True),
     "frozen_cache": (frozen_cache, False),
     "cache": (cache, False),
@@ -211,8 +258,11 @@ def run_plan(name: str, plan: Plan, dry_run: bool) -> bool:
         started = time.perf_counter()
         done = subprocess.run(cmd, cwd=ROOT)
         if done.returncode:
-            print(f"{name}: failed (exit {done.returncode}) after "
-                  f"{time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"{name}: failed (exit {done.returncode}) after "
+                f"{time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
             return False
     return True
 
@@ -220,8 +270,11 @@ def run_plan(name: str, plan: Plan, dry_run: bool) -> bool:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the subset of `make bench-quick`")
-    ap.add_argument("--train", action="store_true",
-                    help="`skinclf run` default and paper (resumed, or nothing if done)")
+    ap.add_argument(
+        "--train",
+        action="store_true",
+        help="`skinclf run` default and paper (resumed, or nothing if done)",
+    )
     ap.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="these benchmarks only")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs")

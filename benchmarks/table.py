@@ -67,12 +67,17 @@ def _backbone(d: dict) -> str:
     rows = [r for r in d.get("results") or [] if isinstance(r, dict)]
     parts = []
     for mode in ("train", "infer"):
-        best = [r for r in rows if r.get("mode") == mode and r.get("precision") == "fp32"
-                and r.get("channels_last")]
+        best = [
+            r
+            for r in rows
+            if r.get("mode") == mode and r.get("precision") == "fp32" and r.get("channels_last")
+        ]
         if best:
             top = max(best, key=lambda r: r.get("image_size") or 0)
-            parts.append(f"{mode} {num(top.get('images_per_s'), '.1f')} img/s at "
-                         f"{num(top.get('image_size'), 'd')} px")
+            parts.append(
+                f"{mode} {num(top.get('images_per_s'), '.1f')} img/s at "
+                f"{num(top.get('image_size'), 'd')} px"
+            )
     name = get(d, "settings", "backbone") or DASH
     return f"{name}, fp32 channels_last: " + ("; ".join(parts) if parts else DASH)
 
@@ -95,8 +100,10 @@ def _cache(d: dict) -> str:
 
 def _tune_workers(d: dict) -> str:
     runs = [r for r in d.get("runs") or [] if isinstance(r, dict)]
-    per = ", ".join(f"{num(r.get('workers'), 'd')} worker(s) "
-                    f"{num(r.get('trials_per_min'), '.1f')}" for r in runs)
+    per = ", ".join(
+        f"{num(r.get('workers'), 'd')} worker(s) {num(r.get('trials_per_min'), '.1f')}"
+        for r in runs
+    )
     line = f"head-stage trials/min: {per or DASH} ({num(d.get('speedup'), '.2f', 'x')})"
     last = runs[-1] if runs else {}
     if isinstance(last.get("finished"), int) and isinstance(last.get("trial_phase_s"), float):
@@ -174,10 +181,35 @@ def _comparison(d: dict) -> str:
 
 
 Summary = Callable[[dict], str]
+
+
 # the files the suite writes (and the older ones it knows), in the table's order
+def _cv(d: dict) -> str:
+    oof = d["out_of_fold"]
+    pooled = oof["pooled"]
+    text = (
+        f"{d['folds']}-fold out-of-fold balanced accuracy {num(pooled['balanced_accuracy'])} "
+        f"{interval(pooled['balanced_accuracy_ci95'])} over {pooled['n']:,} images "
+        f"(cross-fitted logit offsets: {num(oof['pooled_offsets']['balanced_accuracy'])})"
+    )
+    for name, ext in d.get("external", {}).items():
+        ens = ext["ensemble"]
+        text += (
+            f"; {name}: ensemble {num(ens['no_offsets']['balanced_accuracy'])} "
+            f"{interval(ens['no_offsets']['balanced_accuracy_ci95'])}, with offsets "
+            f"{num(ens['offsets']['balanced_accuracy'])}, one fold model "
+            f"{num(ext['single_model_balanced_accuracy_mean'])} (mean)"
+        )
+    seconds = [s for s in d.get("train_seconds", {}).values() if s]
+    if seconds:
+        text += f"; {num(sum(seconds) / len(seconds) / 60, '.0f')} min training per fold"
+    return text
+
+
 KNOWN: list[tuple[str, str, Summary]] = [
     ("presets.json", "quality: default vs paper (HAM10000 test)", _comparison),
     ("presets_isic2018.json", "quality: default vs paper (ISIC 2018)", _comparison),
+    ("cv3_default.json", "quality: default, 3-fold cross-validation", _cv),
     ("presets_quick.json", "quality, quick: default vs paper (HAM10000 subset)", _comparison),
     ("presets_quick_isic2018.json", "quality, quick: default vs paper (ISIC 2018)", _comparison),
     ("speed.json", "speed: train/predict, matmul peak", _speed),

@@ -110,6 +110,15 @@ def test_every_image_is_predicted_once_by_the_fold_that_did_not_train_on_it(refe
     assert f"{pooled['balanced_accuracy']:.3f}" in output
     for name in ("metrics.json", "selective.json", "report.html", "calib.csv", "isic.csv"):
         assert (out / "eval" / name).is_file(), name
+    # with --calib the ensemble's offsets are fitted on its calib predictions without offsets
+    from skinclf.contracts.predictions import read_predictions
+    from skinclf.evaluate.offsets import fit_logit_offsets, read_offsets
+
+    raw = read_predictions(out / "eval" / "calib_no_offsets.csv")
+    offsets = read_offsets(out / "logit_offsets.json")
+    assert np.allclose(offsets, fit_logit_offsets(raw.logits, raw.y))
+    calib = read_predictions(out / "eval" / "calib.csv")
+    assert np.allclose(calib.logits, raw.logits + offsets, atol=1e-4)
 
 
 def test_caches_are_built_once_for_all_folds(reference):
@@ -177,7 +186,7 @@ def test_killed_in_a_fold_then_the_same_command_skips_finished_folds_and_ends_th
     assert steps["train-fold_1"]["status"] == "started"
     result = invoke(["cv", *args])
     assert result.exit_code == 0, result.output
-    assert "4/12 train-fold_0 up to date, skipped" in result.output
+    assert "4/14 train-fold_0 up to date, skipped" in result.output
     assert "interrupted before: continues where it stopped" in result.output
     oof = "oof_predictions.csv"
     assert (out / oof).read_bytes() == (ref / oof).read_bytes()

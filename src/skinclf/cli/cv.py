@@ -71,15 +71,15 @@ def cv(
     last epoch kept), and OUT/oof_predictions.csv, in which every image is predicted once, by
     the fold model that did not train on it. OUT/cv_summary.json gives the per-fold and pooled
     out-of-fold balanced accuracy with a stratified-bootstrap 95 % interval, per-class recall,
-    and the same with per-class logit offsets (OUT/logit_offsets.json, fitted to maximise
-    balanced accuracy; the reported numbers cross-fitted, each fold's offsets fitted on the
-    other folds).
+    and the same with per-class logit offsets (fitted to maximise balanced accuracy; the
+    reported numbers cross-fitted, each fold's offsets fitted on the other folds).
 
     The K fold models form an ensemble (mean probabilities, offsets added): each --ood and
     --test set is predicted by it into OUT/eval/, and `skinclf predict OUT --data ...` predicts
-    with it. With --calib, a calibration part lies outside every fold and the ensemble's
-    temperature, OOD gate and selective classifier are fitted on it (OUT/eval/selective.json,
-    report.html).
+    with it. Its logit offsets (OUT/logit_offsets.json) are fitted on the out-of-fold
+    predictions; with --calib, a calibration part lies outside every fold and the ensemble's
+    offsets, then its temperature, OOD gate and selective classifier are fitted on its
+    predictions of that part (OUT/eval/selective.json, report.html).
 
     Decoded images, stage-1 features and frozen-stage activations are cached per image for all
     folds at once. Finished folds are skipped; interrupted (Ctrl-C, kill), the same command

@@ -10,11 +10,14 @@ Output folder (OUT)::
     fold_<k>/             fold k's training run folder (config.yaml, checkpoints/, ...);
                           val_predictions.csv: its held-out fold, predicted by it
     oof_predictions.csv   every image of the folds once, by the model that did not train on it
-    logit_offsets.json    per-class logit offsets fitted on the out-of-fold predictions
+    logit_offsets.json    per-class logit offsets that maximise balanced accuracy, fitted on the
+                          out-of-fold predictions, or with --calib on the ensemble's
+                          predictions of the calibration part (eval/calib_no_offsets.csv)
     eval/<set>.csv        the K fold models as an ensemble (mean probabilities, offsets added)
                           on calib and on every --ood / --test set
-    eval/                 with --calib: metrics.json, selective.json, report.html (temperature,
-                          scores and gates fitted on the ensemble's calib predictions)
+    eval/                 with --calib: metrics.json, selective.json, report.html (after the
+                          offsets, the temperature, scores and gates fitted on the ensemble's
+                          calib predictions)
     cv_summary.json       per-fold and pooled out-of-fold balanced accuracy [95 % CI], per-class
                           recall, the same with cross-fitted offsets, and each --test set
 
@@ -54,6 +57,7 @@ FOLDS_FILE = "folds.csv"
 OOF_FILE = "oof_predictions.csv"
 SUMMARY_FILE = "cv_summary.json"
 CALIB_SET = "calib"
+CALIB_RAW = "calib_no_offsets"  # the ensemble's calib predictions before the offsets
 
 
 @dataclass
@@ -226,20 +230,48 @@ def oof_step(opts: CvOptions, lay: CvLayout) -> Step:
         frame = frame.sort_values("image_id", key=lambda s: s.map(order))
         atomic.write_text(lay.oof, frame.to_csv(index=False))
         oof = read_predictions(lay.oof)
-        offsets = fit_logit_offsets(oof.logits, oof.y)
-        write_offsets(lay.offsets, offsets, "out-of-fold predictions", oof.n)
+        if opts.calib == 0:  # (with a calibration part, the ensemble's offsets are fitted on it)
+            offsets = fit_logit_offsets(oof.logits, oof.y)
+            write_offsets(lay.offsets, offsets, "out-of-fold predictions", oof.n)
         folds_of = [fold_of[i] for i in oof.image_ids]
         ctx.reporter.log(f"{oof.n:,} out-of-fold predictions of {len(set(folds_of))} folds")
 
+    title = "out-of-fold predictions (each image by the fold model that did not train on it)"
+    if not opts.calib:
+        title += " and the logit offsets that maximise their balanced accuracy"
     return Step(
         "oof",
-        "out-of-fold predictions (each image by the fold model that did not train on it) and "
-        "the logit offsets that maximise their balanced accuracy",
+        title,
         function,
         {},
         inputs=[lay.folds_file, *files],
-        outputs=[lay.oof, lay.offsets],
+        outputs=[lay.oof] + ([] if opts.calib else [lay.offsets]),
         needs=[f"train-fold_{k}" for k in range(opts.folds)],
+    )
+
+
+def offsets_step(opts: CvOptions, lay: CvLayout) -> Step:
+    """With a calibration part: the ensemble's logit offsets, fitted on its calib predictions
+    without offsets (first of offsets, temperature, scores, gates, all fitted on calib)."""
+    raw = lay.predictions(CALIB_RAW)
+
+    def function(ctx: StepContext) -> None:
+        from skinclf.contracts.predictions import read_predictions
+        from skinclf.evaluate.offsets import fit_logit_offsets, write_offsets
+
+        p = read_predictions(raw)
+        p = p.subset(p.labelled)
+        write_offsets(lay.offsets, fit_logit_offsets(p.logits, p.y), "calibration part", p.n)
+        ctx.reporter.log(f"logit offsets fitted on {p.n:,} calibration images")
+
+    return Step(
+        "offsets",
+        "the ensemble's logit offsets that maximise balanced accuracy on the calibration part",
+        function,
+        {},
+        inputs=[raw],
+        outputs=[lay.offsets],
+        needs=[f"predict-{CALIB_RAW}"],
     )
 
 
@@ -250,10 +282,13 @@ def check_every_image_once(predicted, expected) -> None:
     assert set(predicted) == set(expected), "out-of-fold predictions miss or add images"
 
 
-def ensemble_predict_step(opts: CvOptions, lay: CvLayout, name: str, data: Path | None) -> Step:
-    """The K fold models as an ensemble (offsets added) on `data`, or on the calib split."""
+def ensemble_predict_step(
+    opts: CvOptions, lay: CvLayout, name: str, data: Path | None, offsets: bool = True
+) -> Step:
+    """The K fold models as an ensemble (`offsets` added) on `data`, or on the calib split."""
     out, wanted, tta = lay.predictions(name), scores(), opts.cfg.predict.tta
     members = [lay.fold(k) for k in range(opts.folds)]
+    after = ("offsets" if opts.calib else "oof") if offsets else "oof"
 
     def function(ctx: StepContext) -> None:
         from skinclf.predict import predict
@@ -268,19 +303,26 @@ def ensemble_predict_step(opts: CvOptions, lay: CvLayout, name: str, data: Path 
             mc_dropout=MC_DROPOUT,
             cache_dir=opts.run.cache_dir,
             progress=ctx.progress,
+            apply_offsets=offsets,
         )
         ctx.reporter.log(f"{len(frame):,} images -> {out}")
 
     source = "the calibration part" if data is None else str(data)
     best = [m / "checkpoints" / "best.ckpt" for m in members]
+    settings = {"scores": wanted, "mc_dropout": MC_DROPOUT, "tta": tta}
     return Step(
         f"predict-{name}",
-        f"predict {source} with the {opts.folds} fold models (mean probabilities)",
+        f"predict {source} with the {opts.folds} fold models (mean probabilities"
+        + (", logit offsets added)" if offsets else ", no offsets)"),
         function,
-        {"scores": wanted, "mc_dropout": MC_DROPOUT, "tta": tta},
-        inputs=[*best, lay.offsets, *([lay.base.data, lay.folds_file] if data is None else [data])],
+        settings if offsets else {**settings, "offsets": False},
+        inputs=[
+            *best,
+            *([lay.offsets] if offsets else []),
+            *([lay.base.data, lay.folds_file] if data is None else [data]),
+        ],
         outputs=[out],
-        needs=["oof"],
+        needs=[after],
     )
 
 
@@ -382,6 +424,8 @@ def build_cv_steps(opts: CvOptions, lay: CvLayout) -> list[Step]:
     steps += [train_fold_step(opts, lay, k) for k in range(opts.folds)]
     steps.append(oof_step(opts, lay))
     if opts.calib > 0:
+        steps.append(ensemble_predict_step(opts, lay, CALIB_RAW, None, offsets=False))
+        steps.append(offsets_step(opts, lay))
         steps.append(ensemble_predict_step(opts, lay, CALIB_SET, None))
     for names, paths in ((base.ood_names, base.ood), (base.test_names, base.tests)):
         steps += [ensemble_predict_step(opts, lay, n, p) for n, p in zip(names, paths, strict=True)]

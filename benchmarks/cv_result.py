@@ -1,0 +1,91 @@
+"""The result of one `skinclf cv` as a benchmark JSON: out-of-fold balanced accuracy (pooled
+with its interval, per fold, with cross-fitted logit offsets), the K-fold ensemble on each
+external set (with and without offsets), each fold model alone on the same set (predicted here
+into FOLD/eval/NAME.csv when missing), and the wall time of every fold's training.
+
+    .venv/bin/python benchmarks/cv_result.py runs/cv3-default \
+        --external ../shared/data/isic2018-test-dev --out benchmarks/results/cv3_default.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from bench_backbone import cpu_description  # next to this script
+from bench_speed import versions
+from compare_predictions import summarise
+from skinclf.contracts.predictions import read_predictions
+from skinclf.pipeline.job import set_name
+
+
+def fold_prediction(fold: Path, data: Path, name: str) -> Path:
+    """FOLD/eval/NAME.csv: the fold model alone on `data` (predicted once, then reused)."""
+    out = fold / "eval" / f"{name}.csv"
+    if not out.is_file():
+        cmd = [sys.executable, "-m", "skinclf", "predict", str(fold), "--data", str(data),
+               "--out", str(out), "--scores", "msp", "--no-progress"]  # fmt: skip
+        subprocess.run(cmd, check=True)
+    return out
+
+
+def step_seconds(cv: Path) -> dict[str, float]:
+    steps = json.loads((cv / "run_state.json").read_text())["steps"]
+    return {name: round(float(s.get("seconds") or 0.0), 1) for name, s in steps.items()}
+
+
+def cv_result(cv: Path, externals: list[Path]) -> dict:
+    summary = json.loads((cv / "cv_summary.json").read_text())
+    folds = sorted(cv.glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
+    seconds = step_seconds(cv)
+    config = (folds[0] / "config.yaml").read_text()
+    result = {
+        "date": date.today().isoformat(),
+        "machine": cpu_description(),
+        "versions": versions(),
+        "cv": str(cv),
+        "folds": len(folds),
+        "config": config,
+        "out_of_fold": summary["out_of_fold"],
+        "logit_offsets": summary["logit_offsets"],
+        "train_seconds": {f.name: seconds.get(f"train-{f.name}") for f in folds},
+        "step_seconds": seconds,
+        "external": {},
+    }
+    for data in externals:
+        name = set_name(data, set())  # as `skinclf cv` names a --test set
+        if name not in summary["ensemble"]:
+            known = list(summary["ensemble"])
+            raise SystemExit(f"{cv} has no --test set {name!r} (it has {known})")
+        singles = [summarise(p, read_predictions(p)) for p in
+                   (fold_prediction(f, data, name) for f in folds)]  # fmt: skip
+        single_ba = [s["balanced_accuracy"] for s in singles]
+        result["external"][name] = {
+            "ensemble": summary["ensemble"][name],
+            "single_models": singles,
+            "single_model_balanced_accuracy_mean": float(np.mean(single_ba)),
+        }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cv", type=Path, help="A finished `skinclf cv` output folder.")
+    parser.add_argument("--external", type=Path, nargs="*", default=[],
+                        help="The --test dataset folders the cv predicted.")  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    result = cv_result(args.cv, args.external)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("out_of_fold", "external")}, indent=2)[:4000])
+
+
+if __name__ == "__main__":
+    main()
