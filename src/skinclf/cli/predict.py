@@ -58,9 +58,7 @@ def predict(
     batch_size: int | None = typer.Option(None, help="Images per batch."),
     progress: bool = typer.Option(True, help="Show progress bars."),
     corrupt: str | None = _CORRUPT,
-    offsets: bool = typer.Option(
-        True, help="Add a cv folder's logit offsets (logit_offsets.json) to the logits."
-    ),
+    offsets: bool = typer.Option(True, help="Add a cv folder's logit_offsets.json to the logits."),
     strict: bool = typer.Option(
         False,
         "--strict",
