@@ -233,3 +233,37 @@ def test_compare_cv_pairs_two_results_on_the_same_folds_only(reference, tmp_path
     proc = subprocess.run([*cmd[:3], str(other), "--out", str(tmp_path / "x.json")],
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode != 0 and "use different folds" in proc.stderr
+
+
+def test_ensemble_cv_averages_out_of_fold_and_external_probabilities(reference, tmp_path: Path):
+    import shutil
+
+    from skinclf.contracts.predictions import read_predictions, write_predictions
+
+    out, _, _ = reference
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ensemble_cv.py"
+    other = Path(shutil.copytree(out, tmp_path / "other", ignore=shutil.ignore_patterns("fold_*")))
+    oof = read_predictions(other / "oof_predictions.csv")
+    one_hot = np.full_like(oof.logits, -30.0)
+    one_hot[:, 0] = 0.0  # this member says akiec for every image
+    write_predictions(other / "oof_predictions.csv", oof.image_ids, oof.dataset, oof.y,
+                      oof.semantic_ood, one_hot)  # fmt: skip
+    for members, name in (([out, out], "self"), ([out, other], "mixed")):
+        proc = subprocess.run([sys.executable, str(script), *map(str, members), "--out",
+                               str(tmp_path / name)], capture_output=True, text=True)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    mine = json.loads((out / "cv_summary.json").read_text())
+    same = json.loads((tmp_path / "self" / "cv_summary.json").read_text())
+    for key in ("balanced_accuracy", "accuracy", "recall"):
+        assert same["out_of_fold"]["pooled"][key] == pytest.approx(
+            mine["out_of_fold"]["pooled"][key]
+        )
+    assert same["ensemble"]["isic"]["no_offsets"]["balanced_accuracy"] == pytest.approx(
+        mine["ensemble"]["isic"]["no_offsets"]["balanced_accuracy"]
+    )
+    mixed = read_predictions(tmp_path / "mixed" / "oof_predictions.csv")
+    expected = (oof.probs + np.eye(oof.probs.shape[1])[0]) / 2
+    assert np.allclose(mixed.probs, expected, atol=1e-6)
+    proc = subprocess.run([sys.executable, str(script), str(out), "--out", str(tmp_path / "x")],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode != 0 and "at least two" in proc.stderr
