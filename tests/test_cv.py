@@ -9,8 +9,6 @@ subprocess stopped by `skinclf.faults.fault_point` (SKINCLF_FAULT), as in test_r
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from killing import killed_at  # tests/killing.py
 from skinclf.cli import app
 from skinclf.data.formats import load_dataset
 from skinclf.data.synthetic import write_sample
@@ -167,20 +166,13 @@ def test_the_fold_models_predict_as_one_ensemble(reference, data, tmp_path: Path
     assert (tmp_path / "eval" / "metrics.json").is_file()
 
 
-def killed_at(fault: str, args: list[str]) -> None:
-    env = dict(os.environ, SKINCLF_FAULT=fault)
-    cmd = [sys.executable, "-m", "skinclf", "cv", *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:] + proc.stdout[-3000:]
-
-
 def test_killed_in_a_fold_then_the_same_command_skips_finished_folds_and_ends_the_same(
     reference, data, tmp_path: Path
 ):
     ref, cache, _ = reference
     out = tmp_path / "cut"
     args = cv_args(data, out, cache)
-    killed_at("write/last.ckpt:after=3", args)  # fold 0 saved two epochs; fold 1 its first
+    killed_at("cv", "write/last.ckpt:after=3", args)  # fold 0 saved two epochs; fold 1 its first
     steps = json.loads((out / "run_state.json").read_text())["steps"]
     assert steps["train-fold_0"]["status"] == "done"
     assert steps["train-fold_1"]["status"] == "started"

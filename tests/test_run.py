@@ -9,17 +9,14 @@ settings) is shared by the tests; the killed runs are subprocesses stopped by
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from killing import killed_at  # tests/killing.py
 from skinclf.cli import app
 from skinclf.errors import ConfigError
 from skinclf.pipeline import STATE_FILE, Reporter, RunState, SampleData, Step, run_steps
@@ -167,27 +164,20 @@ def run_command(out: Path, ref: Path, cache: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def killed_at(fault: str, args: list[str]) -> None:
-    env = dict(os.environ, SKINCLF_FAULT=fault)
-    cmd = [sys.executable, "-m", "skinclf", "run", *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:] + proc.stdout[-3000:]
-
-
 def test_killed_in_three_steps_then_the_same_command_ends_like_an_uninterrupted_run(
     reference, cache: Path, tmp_path: Path
 ):
     ref, _ = reference
     out = tmp_path / "cut"
     args = run_command(out, ref, cache)
-    killed_at("write/last.ckpt:after=2", args)  # training, saving epoch 2 (epoch 1's is whole)
+    killed_at("run", "write/last.ckpt:after=2", args)  # training, saving epoch 2 (1 is whole)
     assert state(out)["train"]["status"] == "started"
     assert torch.load(out / "run/checkpoints/last.ckpt", weights_only=False)["epoch"] == 0
-    killed_at("write/pad-ufes-20.csv", args)  # training continued, then predicting the OOD set
+    killed_at("run", "write/pad-ufes-20.csv", args)  # trained on, then predicting the OOD set
     steps = state(out)
     assert steps["train"]["status"] == "done" and steps["predict-test"]["status"] == "done"
     assert steps["predict-pad-ufes-20"]["status"] == "started"
-    killed_at("step/evaluate", args)  # after evaluate's outputs, before the state says so
+    killed_at("run", "step/evaluate", args)  # after evaluate's outputs, before the state says so
     assert state(out)["evaluate"]["status"] == "started"
 
     result = CliRunner().invoke(app, ["run", *args], catch_exceptions=False)
