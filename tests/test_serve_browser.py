@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -42,7 +43,7 @@ if (reason := _missing()) is not None:
     pytest.skip(reason, allow_module_level=True)
 
 import httpx  # noqa: E402
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
 from test_serve import Server, serving  # noqa: E402
 
@@ -131,7 +132,9 @@ def _analyse(browser: Browser, server: Server, image: Path, route=None) -> tuple
     if route is not None:
         page.route("**/predict", route)
     page.goto(f"{server.url}/")
-    page.wait_for_function("document.getElementById('model-id').textContent.length > 0")
+    # a locator, not wait_for_function: a string predicate is re-evaluated with eval() in the
+    # page when it is not true at once, which the page's CSP (no 'unsafe-eval') refuses
+    expect(page.locator("#model-id")).to_have_text(re.compile(r"\S"), timeout=60_000)
     page.set_input_files("#file", str(image))
     page.wait_for_selector("#result:not([hidden])", timeout=60_000)
     assert not errors, errors
