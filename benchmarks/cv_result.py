@@ -1,16 +1,20 @@
 """The result of one `skinclf cv` as a benchmark JSON: out-of-fold balanced accuracy (pooled
 with its interval, per fold, with cross-fitted logit offsets), the K-fold ensemble on each
 external set (with and without offsets), each fold model alone on the same set (predicted here
-into FOLD/eval/NAME.csv when missing), and the wall time of every fold's training.
+into FOLD/eval/NAME.csv when missing), and the wall time of every fold's training. `--keep DIR`
+copies what compare_cv.py and ensemble_cv.py read (folds, out-of-fold and ensemble predictions,
+offsets, summary: a few MB, no images) to DIR, so a paired comparison outlives the run folder.
 
     .venv/bin/python benchmarks/cv_result.py runs/cv3-default \
-        --external ../shared/data/isic2018-test-dev --out benchmarks/results/cv3_default.json
+        --external ../shared/data/isic2018-test-dev --out benchmarks/results/cv3_default.json \
+        --keep benchmarks/results/cv/cv3-default
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from datetime import date
@@ -20,8 +24,10 @@ import numpy as np
 
 from bench_backbone import cpu_description  # next to this script
 from bench_speed import versions
+from compare_cv import FOLDS, OOF
 from compare_predictions import summarise
 from skinclf.contracts.predictions import read_predictions
+from skinclf.evaluate.offsets import OFFSETS_FILE
 from skinclf.pipeline.job import set_name
 
 
@@ -74,14 +80,29 @@ def cv_result(cv: Path, externals: list[Path]) -> dict:
     return result
 
 
+def keep_predictions(cv: Path, dest: Path) -> list[Path]:
+    """Copy the files a comparison of `cv` with another needs into `dest`; the copies."""
+    files = [cv / name for name in (FOLDS, OOF, OFFSETS_FILE, "cv_summary.json")]
+    files = [f for f in files if f.is_file()] + sorted((cv / "eval").glob("*.csv"))
+    kept = []
+    for f in files:
+        target = dest / f.relative_to(cv)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        kept.append(Path(shutil.copy2(f, target)))
+    return kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cv", type=Path, help="A finished `skinclf cv` output folder.")
     parser.add_argument("--external", type=Path, nargs="*", default=[],
                         help="The --test dataset folders the cv predicted.")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--keep", type=Path, help="Copy the predictions compare_cv.py reads here.")
     args = parser.parse_args()
     result = cv_result(args.cv, args.external)
+    if args.keep is not None:
+        result["kept"] = [str(p) for p in keep_predictions(args.cv, args.keep)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("out_of_fold", "external")}, indent=2)[:4000])

@@ -158,7 +158,8 @@ CV_FOLDS = 3  # screening (issue: screen with 3 folds, confirm with 5)
 
 def cv(args: argparse.Namespace) -> Plan:
     """With `--train`, `skinclf cv` of `default` (3 folds, the ISIC images as --test, PAD-UFES-20
-    as --ood) into RUNS/cv3-default, then cv_result.py -> cv3_default.json."""
+    as --ood) into RUNS/cv3-default, then cv_result.py -> cv3_default.json, keeping its
+    predictions in results/cv/cv3-default for later paired comparisons."""
     out = args.runs / f"cv{CV_FOLDS}-default"
     ham, isic = args.data / "ham10000-224", args.data / ISIC
     if not (out / "cv_summary.json").is_file() and not args.train:
@@ -171,8 +172,9 @@ def cv(args: argparse.Namespace) -> Plan:
     if args.train:
         cmds.append([*SKINCLF, "cv", "--data", str(ham), "--folds", str(CV_FOLDS), *sets,
                      "--out", str(out), "--no-progress"])  # fmt: skip
-    out_json = RESULTS / f"cv{CV_FOLDS}_default.json"
-    return [*cmds, script("cv_result.py", out, "--external", isic, "--out", out_json)]
+    out_json, kept = RESULTS / f"cv{CV_FOLDS}_default.json", RESULTS / "cv" / out.name
+    return [*cmds, script("cv_result.py", out, "--external", isic, "--out", out_json,
+                          "--keep", kept)]  # fmt: skip
 
 
 def shift(args: argparse.Namespace) -> Plan:

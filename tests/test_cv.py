@@ -259,3 +259,24 @@ def test_ensemble_cv_averages_out_of_fold_and_external_probabilities(reference, 
     proc = subprocess.run([sys.executable, str(script), str(out), "--out", str(tmp_path / "x")],
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode != 0 and "at least two" in proc.stderr
+
+
+def test_cv_result_keeps_what_a_paired_comparison_needs(reference, tmp_path: Path):
+    """cv_result.py --keep: the kept copy alone compares with the cv folder as equal."""
+    out, _, _ = reference
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    kept = tmp_path / "kept"
+    cmd = [sys.executable, str(bench / "cv_result.py"), str(out), "--out",
+           str(tmp_path / "cv.json"), "--keep", str(kept)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not list(kept.glob("fold_*")) and (kept / "eval" / "isic.csv").is_file()
+    assert len(json.loads((tmp_path / "cv.json").read_text())["kept"]) >= 4
+    cmd = [sys.executable, str(bench / "compare_cv.py"), str(kept), str(out), "--out",
+           str(tmp_path / "same.json"), "--external", "isic"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "same.json").read_text())
+    assert result["out_of_fold"]["paired_bootstrap_balanced_accuracy"]["difference"] == 0.0
+    same = ({k: v for k, v in result["isic"][side].items() if k != "file"} for side in "ab")
+    assert next(same) == next(same)
