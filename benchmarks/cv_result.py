@@ -41,12 +41,20 @@ def fold_prediction(fold: Path, data: Path, name: str) -> Path:
     return out
 
 
+def single_models(folds: list[Path], data: Path, name: str) -> dict:
+    """Each fold model alone on `data`, and their mean balanced accuracy."""
+    singles = [summarise(p, read_predictions(p)) for p in
+               (fold_prediction(f, data, name) for f in folds)]  # fmt: skip
+    mean = float(np.mean([s["balanced_accuracy"] for s in singles]))
+    return {"single_models": singles, "single_model_balanced_accuracy_mean": mean}
+
+
 def step_seconds(cv: Path) -> dict[str, float]:
     steps = json.loads((cv / "run_state.json").read_text())["steps"]
     return {name: round(float(s.get("seconds") or 0.0), 1) for name, s in steps.items()}
 
 
-def cv_result(cv: Path, externals: list[Path]) -> dict:
+def cv_result(cv: Path, externals: list[Path], singles: bool = True) -> dict:
     summary = json.loads((cv / "cv_summary.json").read_text())
     folds = sorted(cv.glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
     seconds = step_seconds(cv)
@@ -69,14 +77,9 @@ def cv_result(cv: Path, externals: list[Path]) -> dict:
         if name not in summary["ensemble"]:
             known = list(summary["ensemble"])
             raise SystemExit(f"{cv} has no --test set {name!r} (it has {known})")
-        singles = [summarise(p, read_predictions(p)) for p in
-                   (fold_prediction(f, data, name) for f in folds)]  # fmt: skip
-        single_ba = [s["balanced_accuracy"] for s in singles]
-        result["external"][name] = {
-            "ensemble": summary["ensemble"][name],
-            "single_models": singles,
-            "single_model_balanced_accuracy_mean": float(np.mean(single_ba)),
-        }
+        result["external"][name] = {"ensemble": summary["ensemble"][name]}
+        if singles:
+            result["external"][name] |= single_models(folds, data, name)
     return result
 
 
@@ -98,9 +101,11 @@ def main() -> None:
     parser.add_argument("--external", type=Path, nargs="*", default=[],
                         help="The --test dataset folders the cv predicted.")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--no-single", action="store_true",
+                        help="On --external only the ensemble (no fold model alone).")  # fmt: skip
     parser.add_argument("--keep", type=Path, help="Copy the predictions compare_cv.py reads here.")
     args = parser.parse_args()
-    result = cv_result(args.cv, args.external)
+    result = cv_result(args.cv, args.external, singles=not args.no_single)
     if args.keep is not None:
         result["kept"] = [str(p) for p in keep_predictions(args.cv, args.keep)]
     args.out.parent.mkdir(parents=True, exist_ok=True)

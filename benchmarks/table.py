@@ -197,9 +197,10 @@ def _cv(d: dict) -> str:
         text += (
             f"; {name}: ensemble {num(ens['no_offsets']['balanced_accuracy'])} "
             f"{interval(ens['no_offsets']['balanced_accuracy_ci95'])}, with offsets "
-            f"{num(ens['offsets']['balanced_accuracy'])}, one fold model "
-            f"{num(ext['single_model_balanced_accuracy_mean'])} (mean)"
+            f"{num(ens['offsets']['balanced_accuracy'])}"
         )
+        if "single_model_balanced_accuracy_mean" in ext:
+            text += f", one fold model {num(ext['single_model_balanced_accuracy_mean'])} (mean)"
     seconds = [s for s in d.get("train_seconds", {}).values() if s]
     if seconds:
         text += f"; {num(sum(seconds) / len(seconds) / 60, '.0f')} min training per fold"
@@ -210,6 +211,7 @@ KNOWN: list[tuple[str, str, Summary]] = [
     ("presets.json", "quality: default vs paper (HAM10000 test)", _comparison),
     ("presets_isic2018.json", "quality: default vs paper (ISIC 2018)", _comparison),
     ("cv3_default.json", "quality: default, 3-fold cross-validation", _cv),
+    ("cv3_sog.json", "quality: default + Shades of Gray, 3-fold cross-validation", _cv),
     ("presets_quick.json", "quality, quick: default vs paper (HAM10000 subset)", _comparison),
     ("presets_quick_isic2018.json", "quality, quick: default vs paper (ISIC 2018)", _comparison),
     ("speed.json", "speed: train/predict, matmul peak", _speed),

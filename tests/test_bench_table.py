@@ -181,3 +181,20 @@ def test_a_skinclf_run_predictions_file_is_named_by_its_run(table) -> None:
     side = {"file": "runs/paper/eval/isic2018-test-dev.csv", "balanced_accuracy": 0.54}
     row = table._comparison({"a": side, "b": side, "paired_bootstrap_balanced_accuracy": {}})
     assert row.startswith("balanced accuracy A paper 0.540 – vs B paper 0.540")
+
+
+def test_a_cv_row_names_the_fold_models_only_when_measured(table) -> None:
+    pooled = {"n": 5984, "balanced_accuracy": 0.7, "balanced_accuracy_ci95": [0.68, 0.72]}
+    ensemble = {"offsets": {"balanced_accuracy": 0.73}, "no_offsets": dict(pooled, n=504)}
+    cv = {
+        "folds": 3,
+        "out_of_fold": {"pooled": pooled, "pooled_offsets": {"balanced_accuracy": 0.69}},
+        "external": {"isic": {"ensemble": ensemble}},
+        "train_seconds": {"fold_0": 1800.0, "fold_1": 2400.0},
+    }
+    text = table._cv(cv)
+    assert "3-fold out-of-fold balanced accuracy 0.700 [0.680, 0.720] over 5,984" in text
+    assert "isic: ensemble 0.700 [0.680, 0.720], with offsets 0.730;" in text
+    assert "one fold model" not in text and "35 min training per fold" in text
+    cv["external"]["isic"]["single_model_balanced_accuracy_mean"] = 0.66
+    assert "with offsets 0.730, one fold model 0.660 (mean)" in table._cv(cv)
