@@ -1,7 +1,9 @@
 """The result of one `skinclf cv` as a benchmark JSON: out-of-fold balanced accuracy (pooled
 with its interval, per fold, with cross-fitted logit offsets), the K-fold ensemble on each
 external set (with and without offsets), each fold model alone on the same set (predicted here
-into FOLD/eval/NAME.csv when missing), and the wall time of every fold's training. `--keep DIR`
+into FOLD/eval/NAME.csv when missing), and the wall time of every fold's training. While the cv
+is unfinished (no cv_summary.json), its finished folds: each one's held-out balanced accuracy and
+its model alone on the external sets. `--keep DIR`
 copies what compare_cv.py and ensemble_cv.py read (folds, out-of-fold and ensemble predictions,
 offsets, summary: a few MB, no images) to DIR, so a paired comparison outlives the run folder.
 
@@ -21,6 +23,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from bench_backbone import cpu_description  # next to this script
 from bench_speed import versions
@@ -28,7 +31,10 @@ from compare_cv import FOLDS, OOF
 from compare_predictions import summarise
 from skinclf.contracts.predictions import read_predictions
 from skinclf.evaluate.offsets import OFFSETS_FILE
+from skinclf.pipeline.cv import CALIB_SET
 from skinclf.pipeline.job import set_name
+
+HELD_OUT = "val_predictions.csv"  # a fold run's held-out fold, predicted by it
 
 
 def fold_prediction(fold: Path, data: Path, name: str) -> Path:
@@ -54,32 +60,49 @@ def step_seconds(cv: Path) -> dict[str, float]:
     return {name: round(float(s.get("seconds") or 0.0), 1) for name, s in steps.items()}
 
 
+def held_out(folds: list[Path]) -> dict:
+    """An unfinished cv (no cv_summary.json yet): each finished fold's held-out predictions."""
+    return {
+        "finished": [f.name for f in folds],
+        "folds": {f.name: summarise(f / HELD_OUT, read_predictions(f / HELD_OUT)) for f in folds},
+    }
+
+
+def fold_count(cv: Path) -> int:
+    """K of the cv (folds.csv's folds, not counting the calibration part)."""
+    folds = pd.read_csv(cv / FOLDS, dtype=str)["fold"]
+    return int(folds[folds != CALIB_SET].nunique())
+
+
 def cv_result(cv: Path, externals: list[Path], singles: bool = True) -> dict:
-    summary = json.loads((cv / "cv_summary.json").read_text())
+    """The result of `cv`; of its finished folds only while it has no cv_summary.json."""
     folds = sorted(cv.glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
+    finished = (cv / "cv_summary.json").is_file()
+    summary = json.loads((cv / "cv_summary.json").read_text()) if finished else {"ensemble": {}}
+    folds = folds if finished else [f for f in folds if (f / HELD_OUT).is_file()]
+    if not folds:
+        raise SystemExit(f"{cv} has no finished fold yet.")
     seconds = step_seconds(cv)
-    config = (folds[0] / "config.yaml").read_text()
     result = {
         "date": date.today().isoformat(),
         "machine": cpu_description(),
         "versions": versions(),
         "cv": str(cv),
-        "folds": len(folds),
-        "config": config,
-        "out_of_fold": summary["out_of_fold"],
-        "logit_offsets": summary["logit_offsets"],
+        "folds": fold_count(cv),
+        "config": (folds[0] / "config.yaml").read_text(),
+        "out_of_fold": summary["out_of_fold"] if finished else held_out(folds),
+        "logit_offsets": summary.get("logit_offsets"),
         "train_seconds": {f.name: seconds.get(f"train-{f.name}") for f in folds},
         "step_seconds": seconds,
         "external": {},
     }
     for data in externals:
         name = set_name(data, set())  # as `skinclf cv` names a --test set
-        if name not in summary["ensemble"]:
+        if finished and name not in summary["ensemble"]:
             known = list(summary["ensemble"])
             raise SystemExit(f"{cv} has no --test set {name!r} (it has {known})")
-        result["external"][name] = {"ensemble": summary["ensemble"][name]}
-        if singles:
-            result["external"][name] |= single_models(folds, data, name)
+        ensemble = {"ensemble": summary["ensemble"][name]} if finished else {}
+        result["external"][name] = ensemble | (single_models(folds, data, name) if singles else {})
     return result
 
 
@@ -87,6 +110,8 @@ def keep_predictions(cv: Path, dest: Path) -> list[Path]:
     """Copy the files a comparison of `cv` with another needs into `dest`; the copies."""
     files = [cv / name for name in (FOLDS, OOF, OFFSETS_FILE, "cv_summary.json")]
     files = [f for f in files if f.is_file()] + sorted((cv / "eval").glob("*.csv"))
+    if not (cv / "cv_summary.json").is_file():  # unfinished: the finished folds' own predictions
+        files += sorted(cv.glob(f"fold_*/{HELD_OUT}")) + sorted(cv.glob("fold_*/eval/*.csv"))
     kept = []
     for f in files:
         target = dest / f.relative_to(cv)
@@ -97,7 +122,7 @@ def keep_predictions(cv: Path, dest: Path) -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("cv", type=Path, help="A finished `skinclf cv` output folder.")
+    parser.add_argument("cv", type=Path, help="A `skinclf cv` output folder.")
     parser.add_argument("--external", type=Path, nargs="*", default=[],
                         help="The --test dataset folders the cv predicted.")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)

@@ -184,23 +184,38 @@ Summary = Callable[[dict], str]
 
 
 # the files the suite writes (and the older ones it knows), in the table's order
+def _held_out(d: dict) -> str:
+    """An unfinished cv: the held-out balanced accuracy of each finished fold."""
+    folds = d["out_of_fold"]["folds"]
+    each = ", ".join(
+        f"{name} {num(f['balanced_accuracy'])} {interval(f['balanced_accuracy_ci95'])}"
+        for name, f in folds.items()
+    )
+    return f"{len(folds)} of {d['folds']} folds finished, held-out balanced accuracy {each}"
+
+
 def _cv(d: dict) -> str:
     oof = d["out_of_fold"]
-    pooled = oof["pooled"]
-    text = (
-        f"{d['folds']}-fold out-of-fold balanced accuracy {num(pooled['balanced_accuracy'])} "
-        f"{interval(pooled['balanced_accuracy_ci95'])} over {pooled['n']:,} images "
-        f"(cross-fitted logit offsets: {num(oof['pooled_offsets']['balanced_accuracy'])})"
-    )
-    for name, ext in d.get("external", {}).items():
-        ens = ext["ensemble"]
-        text += (
-            f"; {name}: ensemble {num(ens['no_offsets']['balanced_accuracy'])} "
-            f"{interval(ens['no_offsets']['balanced_accuracy_ci95'])}, with offsets "
-            f"{num(ens['offsets']['balanced_accuracy'])}"
+    if "pooled" not in oof:
+        text = _held_out(d)
+    else:
+        pooled = oof["pooled"]
+        text = (
+            f"{d['folds']}-fold out-of-fold balanced accuracy {num(pooled['balanced_accuracy'])} "
+            f"{interval(pooled['balanced_accuracy_ci95'])} over {pooled['n']:,} images "
+            f"(cross-fitted logit offsets: {num(oof['pooled_offsets']['balanced_accuracy'])})"
         )
+    for name, ext in d.get("external", {}).items():
+        text += f"; {name}:"
+        if ens := ext.get("ensemble"):
+            text += (
+                f" ensemble {num(ens['no_offsets']['balanced_accuracy'])} "
+                f"{interval(ens['no_offsets']['balanced_accuracy_ci95'])}, with offsets "
+                f"{num(ens['offsets']['balanced_accuracy'])},"
+            )
         if "single_model_balanced_accuracy_mean" in ext:
-            text += f", one fold model {num(ext['single_model_balanced_accuracy_mean'])} (mean)"
+            text += f" one fold model {num(ext['single_model_balanced_accuracy_mean'])} (mean)"
+        text = text.rstrip(",")
     seconds = [s for s in d.get("train_seconds", {}).values() if s]
     if seconds:
         text += f"; {num(sum(seconds) / len(seconds) / 60, '.0f')} min training per fold"

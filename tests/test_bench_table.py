@@ -198,3 +198,8 @@ def test_a_cv_row_names_the_fold_models_only_when_measured(table) -> None:
     assert "one fold model" not in text and "35 min training per fold" in text
     cv["external"]["isic"]["single_model_balanced_accuracy_mean"] = 0.66
     assert "with offsets 0.730, one fold model 0.660 (mean)" in table._cv(cv)
+    cv["out_of_fold"] = {"finished": ["fold_0"], "folds": {"fold_0": pooled}}
+    del cv["external"]["isic"]["ensemble"]
+    text = table._cv(cv)
+    assert text.startswith("1 of 3 folds finished, held-out balanced accuracy fold_0 0.700 [")
+    assert "isic: one fold model 0.660 (mean)" in text and "ensemble" not in text

@@ -280,3 +280,26 @@ def test_cv_result_keeps_what_a_paired_comparison_needs(reference, tmp_path: Pat
     assert result["out_of_fold"]["paired_bootstrap_balanced_accuracy"]["difference"] == 0.0
     same = ({k: v for k, v in result["isic"][side].items() if k != "file"} for side in "ab")
     assert next(same) == next(same)
+
+
+def test_cv_result_of_an_unfinished_cv_summarises_its_finished_folds(reference, tmp_path: Path):
+    """No cv_summary.json yet: each finished fold's held-out predictions, kept with --keep."""
+    import shutil
+
+    out, _, _ = reference
+    cv = Path(shutil.copytree(out, tmp_path / "cv", ignore=shutil.ignore_patterns("*.ckpt")))
+    (cv / "cv_summary.json").unlink()
+    (cv / "fold_2" / "val_predictions.csv").unlink()
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    cmd = [sys.executable, str(bench / "cv_result.py"), str(cv), "--out",
+           str(tmp_path / "cv.json"), "--keep", str(tmp_path / "kept")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "cv.json").read_text())
+    assert result["folds"] == FOLDS and result["out_of_fold"]["finished"] == ["fold_0", "fold_1"]
+    folds = pd.read_csv(cv / "folds.csv", dtype=str)
+    for k in (0, 1):
+        held = result["out_of_fold"]["folds"][f"fold_{k}"]
+        assert held["n"] == (folds["fold"] == str(k)).sum()
+        assert (tmp_path / "kept" / f"fold_{k}" / "val_predictions.csv").is_file()
+    assert not (tmp_path / "kept" / "fold_2").exists()
