@@ -27,14 +27,11 @@ import pandas as pd
 
 from bench_backbone import cpu_description  # next to this script
 from bench_speed import versions
-from compare_cv import FOLDS, OOF
 from compare_predictions import summarise
 from skinclf.contracts.predictions import read_predictions
 from skinclf.evaluate.offsets import OFFSETS_FILE
-from skinclf.pipeline.cv import CALIB_SET
+from skinclf.pipeline.cv import CALIB_SET, FOLDS_FILE, HELD_OUT_FILE, OOF_FILE, SUMMARY_FILE
 from skinclf.pipeline.job import set_name
-
-HELD_OUT = "val_predictions.csv"  # a fold run's held-out fold, predicted by it
 
 
 def fold_prediction(fold: Path, data: Path, name: str) -> Path:
@@ -64,22 +61,24 @@ def held_out(folds: list[Path]) -> dict:
     """An unfinished cv (no cv_summary.json yet): each finished fold's held-out predictions."""
     return {
         "finished": [f.name for f in folds],
-        "folds": {f.name: summarise(f / HELD_OUT, read_predictions(f / HELD_OUT)) for f in folds},
+        "folds": {
+            f.name: summarise(f / HELD_OUT_FILE, read_predictions(f / HELD_OUT_FILE)) for f in folds
+        },
     }
 
 
 def fold_count(cv: Path) -> int:
     """K of the cv (folds.csv's folds, not counting the calibration part)."""
-    folds = pd.read_csv(cv / FOLDS, dtype=str)["fold"]
+    folds = pd.read_csv(cv / FOLDS_FILE, dtype=str)["fold"]
     return int(folds[folds != CALIB_SET].nunique())
 
 
 def cv_result(cv: Path, externals: list[Path], singles: bool = True) -> dict:
     """The result of `cv`; of its finished folds only while it has no cv_summary.json."""
     folds = sorted(cv.glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
-    finished = (cv / "cv_summary.json").is_file()
-    summary = json.loads((cv / "cv_summary.json").read_text()) if finished else {"ensemble": {}}
-    folds = folds if finished else [f for f in folds if (f / HELD_OUT).is_file()]
+    finished = (cv / SUMMARY_FILE).is_file()
+    summary = json.loads((cv / SUMMARY_FILE).read_text()) if finished else {"ensemble": {}}
+    folds = folds if finished else [f for f in folds if (f / HELD_OUT_FILE).is_file()]
     if not folds:
         raise SystemExit(f"{cv} has no finished fold yet.")
     seconds = step_seconds(cv)
@@ -108,10 +107,10 @@ def cv_result(cv: Path, externals: list[Path], singles: bool = True) -> dict:
 
 def keep_predictions(cv: Path, dest: Path) -> list[Path]:
     """Copy the files a comparison of `cv` with another needs into `dest`; the copies."""
-    files = [cv / name for name in (FOLDS, OOF, OFFSETS_FILE, "cv_summary.json")]
+    files = [cv / name for name in (FOLDS_FILE, OOF_FILE, OFFSETS_FILE, SUMMARY_FILE)]
     files = [f for f in files if f.is_file()] + sorted((cv / "eval").glob("*.csv"))
-    if not (cv / "cv_summary.json").is_file():  # unfinished: the finished folds' own predictions
-        files += sorted(cv.glob(f"fold_*/{HELD_OUT}")) + sorted(cv.glob("fold_*/eval/*.csv"))
+    if not (cv / SUMMARY_FILE).is_file():  # unfinished: the finished folds' own predictions
+        files += sorted(cv.glob(f"fold_*/{HELD_OUT_FILE}")) + sorted(cv.glob("fold_*/eval/*.csv"))
     kept = []
     for f in files:
         target = dest / f.relative_to(cv)

@@ -183,7 +183,6 @@ def _comparison(d: dict) -> str:
 Summary = Callable[[dict], str]
 
 
-# the files the suite writes (and the older ones it knows), in the table's order
 def _held_out(d: dict) -> str:
     """An unfinished cv: the held-out balanced accuracy of each finished fold."""
     folds = d["out_of_fold"]["folds"]
@@ -206,22 +205,24 @@ def _cv(d: dict) -> str:
             f"(cross-fitted logit offsets: {num(oof['pooled_offsets']['balanced_accuracy'])})"
         )
     for name, ext in d.get("external", {}).items():
-        text += f"; {name}:"
+        parts = []
         if ens := ext.get("ensemble"):
-            text += (
-                f" ensemble {num(ens['no_offsets']['balanced_accuracy'])} "
-                f"{interval(ens['no_offsets']['balanced_accuracy_ci95'])}, with offsets "
-                f"{num(ens['offsets']['balanced_accuracy'])},"
-            )
+            no_offsets = ens["no_offsets"]
+            parts += [
+                f"ensemble {num(no_offsets['balanced_accuracy'])} "
+                f"{interval(no_offsets['balanced_accuracy_ci95'])}",
+                f"with offsets {num(ens['offsets']['balanced_accuracy'])}",
+            ]
         if "single_model_balanced_accuracy_mean" in ext:
-            text += f" one fold model {num(ext['single_model_balanced_accuracy_mean'])} (mean)"
-        text = text.rstrip(",")
+            parts.append(f"one fold model {num(ext['single_model_balanced_accuracy_mean'])} (mean)")
+        text += f"; {name}: " + ", ".join(parts)
     seconds = [s for s in d.get("train_seconds", {}).values() if s]
     if seconds:
         text += f"; {num(sum(seconds) / len(seconds) / 60, '.0f')} min training per fold"
     return text
 
 
+# the files the suite writes (and the older ones it knows), in the table's order
 KNOWN: list[tuple[str, str, Summary]] = [
     ("presets.json", "quality: default vs paper (HAM10000 test)", _comparison),
     ("presets_isic2018.json", "quality: default vs paper (ISIC 2018)", _comparison),

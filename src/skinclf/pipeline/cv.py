@@ -56,6 +56,7 @@ from skinclf.pipeline.steps import Step, StepContext
 FOLDS_FILE = "folds.csv"
 OOF_FILE = "oof_predictions.csv"
 SUMMARY_FILE = "cv_summary.json"
+HELD_OUT_FILE = "val_predictions.csv"  # in each fold run: its held-out fold, predicted by it
 CALIB_SET = "calib"
 CALIB_RAW = "calib_no_offsets"  # the ensemble's calib predictions before the offsets
 
@@ -207,13 +208,13 @@ def train_fold_step(opts: CvOptions, lay: CvLayout, k: int) -> Step:
         function,
         train_settings(cfg),
         inputs=[lay.base.data, split],
-        outputs=[run / "checkpoints" / "best.ckpt", run / "val_predictions.csv"],
+        outputs=[run / "checkpoints" / "best.ckpt", run / HELD_OUT_FILE],
         needs=["folds", "cache"],
     )
 
 
 def oof_step(opts: CvOptions, lay: CvLayout) -> Step:
-    files = [lay.fold(k) / "val_predictions.csv" for k in range(opts.folds)]
+    files = [lay.fold(k) / HELD_OUT_FILE for k in range(opts.folds)]
 
     def function(ctx: StepContext) -> None:
         import pandas as pd
