@@ -22,6 +22,11 @@ def test_study_resumes_and_writes_a_usable_config(
     quiet = {"cache_dir": train_cache, "progress": False, "log": lambda *_: None}
     study = tune(learnable_sample, out, cfg, trials=2, **quiet)
     assert len(study.trials) == 2
+    first = study.trials[0]  # the untuned baseline: the preset's own values, enqueued first
+    assert first.user_attrs == {"baseline": True}
+    assert first.params["loss.name"] == cfg.loss.name
+    assert first.params["transfer.lr"] == pytest.approx(cfg.transfer.lr)
+    assert not study.trials[1].user_attrs
     with warnings.catch_warnings():  # optuna: heartbeats are meant for optimize(), as tune does
         warnings.simplefilter("ignore", UserWarning)
         study.ask()  # a trial left unfinished, as by an interrupted search: it is not counted
@@ -33,6 +38,8 @@ def test_study_resumes_and_writes_a_usable_config(
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 4 and trials["value"].max() == pytest.approx(study.best_value)
     best = load_config("sample", out / "best.yaml")
+    head = (out / "best.yaml").read_text().splitlines()[0]
+    assert f"the preset's own settings (trial 0): {first.value:.4f}" in head
     assert best.loss.name == study.best_params["loss.name"]
     assert best.transfer.lr == pytest.approx(study.best_params["transfer.lr"])
 
@@ -61,7 +68,13 @@ def test_finetune_study_runs_trials_and_writes_a_usable_config(
         log=lines.append,
         stage="finetune",
     )
-    assert len(study.trials) == 2 and len(lines) == 2
+    assert len(study.trials) == 2 and len(lines) == 3
+    # the sample preset's fine-tuning weight decay lies below the space: no baseline trial
+    assert (
+        lines[0]
+        == "no baseline trial: the preset's train.weight_decay=0.0001 lies outside the space"
+    )
+    assert not any(t.user_attrs for t in study.trials)
     for t in study.trials:  # each trial is a whole run with its own settings
         run = out / "trials" / f"{t.number:04d}"
         trial_cfg = load_config("sample", run / "config.yaml")

@@ -36,7 +36,7 @@ def _study(folder: Path, complete: int, name: str = "skinclf-finetune") -> None:
         study.add_trial(
             create_trial(
                 state=state, value=value, params=params, distributions=dists,
-                intermediate_values=steps,
+                intermediate_values=steps, user_attrs={"baseline": True} if i == 0 else {},
             )
         )  # fmt: skip
 
@@ -84,6 +84,7 @@ def test_the_cli_prints_the_leaderboard(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "study skinclf-finetune: 2 complete, 1 pruned, 1 failed, 1 running" in result.output
     assert "0.5500" in result.output and "train.lr=0.0006" in result.output
+    assert "0 (baseline)" in result.output and "1 (baseline)" not in result.output
     assert "wrote" in result.output and "importances.png" in result.output
 
 

@@ -11,7 +11,7 @@ import yaml
 from skinclf.config import SearchParam, load_config, load_search_space
 from skinclf.errors import ConfigError
 from skinclf.tune import tune
-from skinclf.tune.space import check_space, distributions, suggest
+from skinclf.tune.space import baseline_point, check_space, distributions, suggest
 
 
 def _check(space: dict, overrides: list[str] | None = None) -> None:
@@ -162,3 +162,45 @@ def test_settings_fixed_on_the_command_line_are_not_searched() -> None:
     spaces, fixed = without_fixed(load_search_space("sample"), ["transfer.epochs=3", "seed=1"])
     assert fixed == ["transfer.epochs"] and "transfer.epochs" not in spaces.head
     assert "transfer.lr" in spaces.head and spaces.finetune == load_search_space("sample").finetune
+
+
+def test_the_baseline_point_is_the_presets_own_values_inside_the_space() -> None:
+    cfg = load_config("default")
+    point, outside = baseline_point(load_search_space("default").finetune, cfg)
+    assert outside == []
+    assert point["train.lr"] == cfg.train.lr and point["train.ema_decay"] == cfg.train.ema_decay
+    assert point["loss.tau"] == cfg.loss.tau  # its condition (loss.name logit_adjusted) holds
+    ce = load_config("default", overrides=["loss.name=ce"])
+    assert "loss.tau" not in baseline_point(load_search_space("default").finetune, ce)[0]
+    no_ema = load_config("default", overrides=["train.ema_decay=null"])
+    assert (
+        baseline_point(load_search_space("default").finetune, no_ema)[0]["train.ema_decay"] is None
+    )
+    # a value outside its range or choices is named, and the study gets no baseline trial
+    low = load_config("default", overrides=["train.lr=1e-5", "augment.mixup=0.3"])
+    assert baseline_point(load_search_space("default").finetune, low)[1] == [
+        "train.lr=1e-05",
+        "augment.mixup=0.3",
+    ]
+
+
+def test_a_new_study_starts_with_the_baseline_unless_it_lies_outside(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    import optuna
+
+    from skinclf.tune.study import enqueue_baseline
+
+    space = load_search_space("default")
+    job = SimpleNamespace(space=space, stage="finetune", cfg=load_config("default"))
+    study = optuna.create_study(direction="maximize")
+    assert enqueue_baseline(study, job) == []
+    trial = study.ask()
+    assert trial.user_attrs == {"baseline": True}
+    assert trial.suggest_float("train.lr", 3e-4, 3e-3, log=True) == 1e-3
+    outside = SimpleNamespace(
+        space=space, stage="finetune", cfg=load_config("default", overrides=["train.lr=1e-5"])
+    )
+    other = optuna.create_study(direction="maximize")
+    assert enqueue_baseline(other, outside) == ["train.lr=1e-05"]
+    assert other.get_trials() == []

@@ -55,6 +55,9 @@ def tune(
         60,
         help="Seconds between a running trial's heartbeats; after 3 missed ones it is failed and retried.",  # noqa: E501
     ),
+    baseline: bool = typer.Option(
+        True, help="A new study's first trial is the preset's own values (the untuned baseline)."
+    ),
     show: str | None = typer.Option(
         None, "--show", help="Show the study in DIR_OR_URL (leaderboard, plots) and exit."
     ),
@@ -79,7 +82,7 @@ def tune(
     _search(
         data, out, preset, trials, split, config, cache_dir, progress, stage, list(overrides or []),
         storage=storage, study_name=study, workers=workers, timeout=timeout, pruner=pruner,
-        heartbeat=heartbeat,
+        heartbeat=heartbeat, baseline=baseline,
     )  # fmt: skip
 
 
@@ -88,6 +91,7 @@ def _search(data, out, preset, trials, split, config, cache_dir, progress, stage
     from skinclf.errors import ConfigError
     from skinclf.tune import STAGES
     from skinclf.tune import tune as run_tune
+    from skinclf.tune.run import baseline_trial
     from skinclf.tune.space import describe, without_fixed
 
     if data is None or out is None:
@@ -107,6 +111,9 @@ def _search(data, out, preset, trials, split, config, cache_dir, progress, stage
         f"[bold green]best[/] val balanced accuracy {result.best_value:.4f} after "
         f"{len(result.trials)} trials: {result.best_params}\nwrote {out / 'best.yaml'}"
     )
+    base = baseline_trial(result)
+    if base is not None:
+        console.print(f"the preset's own settings (trial {base.number}): {base.value:.4f}")
 
 
 def _show(target: str, study: str | None, plots: Path | None) -> None:
@@ -121,7 +128,8 @@ def _show(target: str, study: str | None, plots: Path | None) -> None:
     for row in board.best:
         minutes = f"{row['seconds'] / 60:.1f}" if row["seconds"] is not None else ""
         settings = "\n".join(f"{k}={_short(v)}" for k, v in row["params"].items())
-        table.add_row(str(row["number"]), f"{row['value']:.4f}", minutes, settings)
+        number = f"{row['number']} (baseline)" if row["baseline"] else str(row["number"])
+        table.add_row(number, f"{row['value']:.4f}", minutes, settings)
     console.print(table)
     for note in board.notes:
         console.print(f"[yellow]{note}[/]")

@@ -58,6 +58,7 @@ class TuneJob:
     timeout: float | None
     shared: bool  # a storage other processes may use too: seeds differ per process
     worker: int = 0
+    baseline: bool = True  # a new study's first trial: the preset's own values
 
 
 def tune(
@@ -79,6 +80,7 @@ def tune(
     heartbeat: int = 60,
     space: SearchSpaces | None = None,
     space_origin: str | None = None,
+    baseline: bool = True,
 ):
     """Run (or join, or continue) the study of `stage` with `workers` processes here; returns
     it. `cfg` gives everything not searched; `space` defaults to the preset's `tune:` section."""
@@ -96,7 +98,7 @@ def tune(
         None if split_file is None else str(split_file),
         str(cache_dir if cache_dir is not None else default_cache_dir()),
         storage_url(out, storage), study_name or STUDY_NAMES[stage], pruner, heartbeat,
-        timeout, shared=storage is not None or workers > 1,
+        timeout, shared=storage is not None or workers > 1, baseline=baseline,
     )  # fmt: skip
     study, objective = _join(job, progress, log)  # caches and split ready before the others
     ctx = multiprocessing.get_context("spawn")
@@ -160,7 +162,10 @@ def _join(job: TuneJob, progress: bool, log: Callable[[str], None]):
     split_text = prepared.table[["image_id", "split"]].to_csv(index=False)
     atomic.write_text(out / "split.csv", split_text)
     study = open_study(
-        open_storage(job.url, job.heartbeat), job, hashlib.sha256(split_text.encode()).hexdigest()
+        open_storage(job.url, job.heartbeat),
+        job,
+        hashlib.sha256(split_text.encode()).hexdigest(),
+        log,
     )
     if job.stage == "finetune":
         return study, _finetune_objective(job, log)
@@ -283,13 +288,27 @@ def _finish(study, out: Path, cfg: RunConfig, stage: str):
     what = "head on frozen features" if stage == "head" else "fine-tuning runs"
     base = cfg.model_dump(mode="json")
     best = load_config(cfg.preset, None, overrides_on(base, suggest_fixed(study.best_params)))
+    base_trial = baseline_trial(study)
+    against = (
+        ""
+        if base_trial is None
+        else f"; the preset's own settings (trial {base_trial.number}): {base_trial.value:.4f}"
+    )
     atomic.write_text(
         out / "best.yaml",
         f"# Best of {len(study.trials)} trials: validation balanced accuracy "
-        f"{study.best_value:.4f} ({what})\n"
+        f"{study.best_value:.4f} ({what}){against}\n"
         + yaml.safe_dump(best.model_dump(mode="json"), sort_keys=False),
     )
     return study
+
+
+def baseline_trial(study):
+    """The study's completed baseline trial (the preset's own settings), or None."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return next((t for t in done if t.user_attrs.get("baseline")), None)
 
 
 def suggest_fixed(params: dict[str, Any]) -> list[str]:

@@ -19,7 +19,7 @@ STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 class Leaderboard:
     study: str
     counts: dict[str, int]
-    best: list[dict[str, Any]]  # number, value, params, seconds: best first
+    best: list[dict[str, Any]]  # number, value, params, seconds, baseline: best first
     plots: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -89,6 +89,7 @@ def show(target: str, study_name: str | None = None, plots: Path | None = None, 
             "value": t.value,
             "params": dict(t.params),
             "seconds": t.duration.total_seconds() if t.duration else None,
+            "baseline": bool(t.user_attrs.get("baseline")),
         }
         for t in done[:top]
     ]

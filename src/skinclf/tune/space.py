@@ -164,6 +164,38 @@ def suggest(trial, space: Space, cfg: RunConfig) -> list[str]:
     return overrides
 
 
+def baseline_point(space: Space, cfg: RunConfig) -> tuple[dict[str, Any], list[str]]:
+    """The run's own values of the searched settings (those whose `when` holds): the untuned
+    baseline, enqueued as a new study's first trial; and the `key=value`s that lie outside
+    the space (then there is no baseline trial: Optuna would draw those settings instead)."""
+    dists = distributions(space)
+    current = flat_settings(cfg)
+    point: dict[str, Any] = {}
+    outside: list[str] = []
+    for key, p in space.items():
+        if any(current.get(k) not in values for k, values in (p.when or {}).items()):
+            continue
+        value = current.get(key)
+        if _contains(dists[key], value):
+            point[key] = value
+        else:
+            outside.append(f"{key}={value_text(value)}")
+    return point, outside
+
+
+def _contains(dist, value: Any) -> bool:
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return value in dist.choices
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if not dist.low <= value <= dist.high:
+        return False
+    steps = None if dist.step is None else (value - dist.low) / dist.step
+    return steps is None or abs(steps - round(steps)) < 1e-8
+
+
 def _suggest_one(trial, key: str, dist) -> Any:
     """trial.suggest_* of one distribution (Optuna's public API)."""
     from optuna.distributions import CategoricalDistribution, IntDistribution

@@ -8,7 +8,7 @@ import warnings
 
 from skinclf.config import RunConfig
 from skinclf.errors import ConfigError
-from skinclf.tune.space import distributions
+from skinclf.tune.space import baseline_point, distributions
 
 HEAD_WARMUP_EPOCHS = 5  # a head trial is not pruned before this many epochs (of 10 to 60)
 
@@ -37,7 +37,7 @@ def sampler_seed(job, trials: int) -> int:
     return job.cfg.seed + trials + 1009 * job.worker + shared
 
 
-def open_study(storage, job, split_hash: str):
+def open_study(storage, job, split_hash: str, log=lambda _: None):
     """The study `job.study_name` in `storage` (created when missing: load_if_exists)."""
     import optuna
 
@@ -56,7 +56,24 @@ def open_study(storage, job, split_hash: str):
             seed=sampler_seed(job, trials), constant_liar=True
         )
     _check_joined(study, job, split_hash)
+    if job.baseline and trials == 0:
+        outside = enqueue_baseline(study, job)
+        if outside:
+            log(f"no baseline trial: the preset's {', '.join(outside)} lies outside the space")
     return study
+
+
+def enqueue_baseline(study, job) -> list[str]:
+    """A new study's first trial is the run's own settings (the preset, untuned), marked
+    `baseline`, so that the study itself says what the search gained over them; none when a
+    setting lies outside the space (returned as `key=value`s)."""
+    point, outside = baseline_point(getattr(job.space, job.stage), job.cfg)
+    if outside:
+        return outside
+    with warnings.catch_warnings():  # enqueue_trial(user_attrs=) is marked experimental
+        warnings.simplefilter("ignore", UserWarning)
+        study.enqueue_trial(point, user_attrs={"baseline": True}, skip_if_exists=True)
+    return []
 
 
 def _check_joined(study, job, split_hash: str) -> None:
