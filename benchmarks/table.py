@@ -121,6 +121,21 @@ def _tune_trials(d: dict) -> str:
     return f"best validation balanced accuracy {num(best)} of {len(values)} complete trial(s)"
 
 
+def _tune_study(d: dict) -> str:
+    """benchmarks/tune_result.py: a study's trials, best against its baseline, pruning."""
+    counts = d.get("counts") or {}
+    states = ", ".join(f"{n} {s.lower()}" for s, n in counts.items())
+    best, base = d.get("best") or {}, d.get("baseline") or {}
+    line = f"{sum(counts.values())} trials ({states or DASH}); best validation balanced accuracy"
+    line += f" {num(best.get('value'))} (trial {num(best.get('number'), 'd')})"
+    if base:
+        line += f" vs the untuned preset {num(base.get('value'))} (trial {base.get('number')})"
+    saved = d.get("minutes_saved_by_pruning_estimate")
+    if isinstance(saved, (int, float)):
+        line += f"; pruning saved about {saved:.0f} of {d.get('minutes_spent', 0) + saved:.0f} min"
+    return line
+
+
 def _shift(d: dict) -> str:
     policies = d.get("policies") or {}
     if not isinstance(policies, dict) or not policies:
@@ -239,6 +254,7 @@ KNOWN: list[tuple[str, str, Summary]] = [
     ("backbone.json", "speed: backbone sizes/precisions", _backbone),
     ("serve_predict_default.json", "predict, ONNX Runtime, serve", _serve),
     ("tune_finetune_lite0.json", "tuning: fine-tuning search", _tune_trials),
+    ("tune_finetune_default.json", "tuning: fine-tuning study of default", _tune_study),
 ]
 
 
