@@ -20,6 +20,7 @@ from skinclf.classes import CLASSES
 from skinclf.contracts.predictions import Predictions, read_predictions
 from skinclf.evaluate.bootstrap import compare_predictions, metric_ci
 from skinclf.evaluate.metrics import accuracy, balanced_accuracy, macro_f1, recall_per_class
+from skinclf.evaluate.ood import ood_detection
 from skinclf.evaluate.selective import augrc, aurc
 
 
@@ -66,9 +67,30 @@ def main() -> None:
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--ood",
+        type=Path,
+        nargs=2,
+        metavar=("A_OOD", "B_OOD"),
+        help="each model's predictions of an out-of-distribution set: adds the OOD detection "
+        "AUROC and FPR at 95 %% TPR of the maximum softmax probability (A and B as the "
+        "in-distribution images)",
+    )
     args = parser.parse_args()
     a, b = read_predictions(args.a), read_predictions(args.b)
-    write_comparison(a, b, summarise(args.a, a), summarise(args.b, b), args.out)
+    summary_a, summary_b = summarise(args.a, a), summarise(args.b, b)
+    if args.ood is not None:
+        summary_a["ood_msp"] = ood_summary(a, args.ood[0])
+        summary_b["ood_msp"] = ood_summary(b, args.ood[1])
+    write_comparison(a, b, summary_a, summary_b, args.out)
+
+
+def ood_summary(in_dist: Predictions, ood_file: Path) -> dict:
+    """OOD detection by the maximum softmax probability: `in_dist`'s images against every
+    image of `ood_file` (semantic OOD ones included)."""
+    ood = read_predictions(ood_file)
+    scores = ood_detection(in_dist.probs.max(axis=1), ood.probs.max(axis=1))
+    return {"file": str(ood_file), "n": ood.n, **scores}
 
 
 if __name__ == "__main__":
