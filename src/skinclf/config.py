@@ -81,6 +81,25 @@ class LossConfig(_Strict):
     focal_gamma: float = Field(2.0, description="Focusing parameter of the focal loss.")
     tau: float = Field(1.0, description="Logit-adjustment strength (Menon et al. 2021).")
     label_smoothing: float = Field(0.0, description="Label smoothing of the cross-entropy.")
+    distill: str | None = Field(
+        None,
+        description="Knowledge distillation: a predictions file of a teacher (e.g. a cv folder's "
+        "oof_predictions.csv, or `skinclf predict` of an ensemble on the training images) whose "
+        "probabilities cover every training image; both stages then train on the target "
+        "(1 - distill_weight) * one-hot label + distill_weight * teacher probabilities.",
+    )
+    distill_weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="Share of the teacher's probabilities in the target."
+    )
+
+    @model_validator(mode="after")
+    def _distill_needs_a_cross_entropy(self) -> LossConfig:
+        if self.distill and self.name == "focal":
+            raise ValueError(
+                "distill trains on soft targets, which the focal loss does not take; use "
+                "loss.name ce, weighted_ce or logit_adjusted"
+            )
+        return self
 
 
 class AugmentConfig(_Strict):

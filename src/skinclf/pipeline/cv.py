@@ -49,6 +49,7 @@ from skinclf.pipeline.job import (
     check_step,
     sample_step,
     scores,
+    teacher_file,
     train_settings,
 )
 from skinclf.pipeline.steps import Step, StepContext
@@ -207,7 +208,7 @@ def train_fold_step(opts: CvOptions, lay: CvLayout, k: int) -> Step:
         f"train fold {k} of {opts.folds} ({cfg.model.backbone}, last epoch kept)",
         function,
         train_settings(cfg),
-        inputs=[lay.base.data, split],
+        inputs=[lay.base.data, split, *teacher_file(cfg)],
         outputs=[run / "checkpoints" / "best.ckpt", run / HELD_OUT_FILE],
         needs=["folds", "cache"],
     )

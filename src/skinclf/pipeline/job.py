@@ -311,10 +311,15 @@ def train_step(opts: RunOptions, lay: Layout) -> Step:
         f"then fine-tuning ({_epochs(cfg.train.epochs)})",
         function,
         train_settings(cfg),
-        inputs=[lay.data, lay.split],
+        inputs=[lay.data, lay.split, *teacher_file(cfg)],
         outputs=[lay.best, lay.run / "metrics.json"],
         needs=["split", "cache"],
     )
+
+
+def teacher_file(cfg) -> list[Path]:
+    """The teacher's predictions file of `loss.distill` (an input of training), if any."""
+    return [Path(cfg.loss.distill)] if cfg.loss.distill else []
 
 
 def predict_step(

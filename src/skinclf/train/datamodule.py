@@ -228,18 +228,27 @@ class FeatureDataModule(L.LightningDataModule):
     """Stage 1's data: pooled frozen-backbone features and labels of train and val."""
 
     def __init__(
-        self, cfg: RunConfig, feats: dict[str, np.ndarray], labels: dict[str, np.ndarray]
+        self,
+        cfg: RunConfig,
+        feats: dict[str, np.ndarray],
+        labels: dict[str, np.ndarray],
+        targets: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.cfg, self.feats, self.labels = cfg, feats, labels
-        self.datasets: dict[str, TensorDataset] = {}
+        self.targets = targets  # soft training targets (loss.distill), else the labels
+        self.datasets: dict[str, Dataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
+        from skinclf.train.distill import SoftTargets
+
         for split in ("train", "val"):
             if split not in self.datasets:
                 self.datasets[split] = TensorDataset(
                     torch.from_numpy(self.feats[split]), torch.from_numpy(self.labels[split])
                 )
+        if self.targets is not None and not isinstance(self.datasets["train"], SoftTargets):
+            self.datasets["train"] = SoftTargets(self.datasets["train"], self.targets)
 
     def train_dataloader(self) -> DataLoader:
         sampler = EpochSampler(self.labels["train"], self.cfg.train.sampler, seed=self.cfg.seed)
@@ -282,6 +291,7 @@ class RunDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.sampler: Sampler | None = None
+        self._targets: np.ndarray | None = None  # soft training targets (loss.distill)
 
     def setup(self, stage: str | None = None) -> None:
         """Builds (or reuses) the split and the decode cache; for "fit", once a model is set,
@@ -315,16 +325,32 @@ class RunDataModule(L.LightningDataModule):
         """Training and validation sets with the training sampler: decoded images, or the
         cached frozen-stage activations (`train.frozen_cache`)."""
         from skinclf.data.dataset import CachedImageDataset
+        from skinclf.train.distill import SoftTargets
 
         p, cfg = self.prepared, self.cfg
         assert p is not None
-        sampler = EpochSampler(p.labels["train"], cfg.train.sampler, seed=cfg.seed)
+        sampler: Sampler = EpochSampler(p.labels["train"], cfg.train.sampler, seed=cfg.seed)
         if cfg.train.frozen_cache:
-            return activation_datasets(
+            train, val, sampler = activation_datasets(
                 self.model, cfg, p, self.cache_dir, self.infer_precision, sampler, self.progress
             )
-        train = CachedImageDataset(p.images, p.ids["train"], p.labels["train"])
-        return train, CachedImageDataset(p.images, p.ids["val"], p.labels["val"]), sampler
+        else:
+            train = CachedImageDataset(p.images, p.ids["train"], p.labels["train"])
+            val = CachedImageDataset(p.images, p.ids["val"], p.labels["val"])
+        targets = self.distill_targets()
+        if targets is not None:
+            train = SoftTargets(train, targets, getattr(train, "n_views", 1))
+        return train, val, sampler
+
+    def distill_targets(self) -> np.ndarray | None:
+        """The training images' soft targets (`loss.distill`), else None (read once)."""
+        from skinclf.train.distill import distill_targets
+
+        assert self.prepared is not None, "setup() first"
+        if self.cfg.loss.distill and self._targets is None:
+            p = self.prepared
+            self._targets = distill_targets(self.cfg, p.ids["train"], p.labels["train"])
+        return self._targets
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "finetune_on(model) and setup('fit') first"

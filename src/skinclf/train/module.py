@@ -19,6 +19,7 @@ from skinclf.config import RunConfig
 from skinclf.models.classifier import SPEC_KEY, Classifier, ClassifierSpec
 from skinclf.models.classifier import build_head as models_build_head
 from skinclf.train.augment import augment_batch
+from skinclf.train.distill import hard_labels
 from skinclf.train.mixing import BatchMix, sample_mix
 
 
@@ -99,7 +100,7 @@ class _Classifier(L.LightningModule):
         else:
             loss = mix.loss(self.loss_fn, logits.float(), y)
             y = mix.dominant_targets(y)
-        self.train_metrics.update(logits.detach(), y)
+        self.train_metrics.update(logits.detach(), hard_labels(y))
         self.log_train_step(loss)
         return loss
 

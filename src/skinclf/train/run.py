@@ -214,6 +214,7 @@ def fit(
     data_module.setup()  # split and decode cache
     prepared = data_module.prepared
     assert prepared is not None
+    data_module.distill_targets()  # a teacher that misses a training image fails here
     write_run_start(out, cfg, prepared.table)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model, loss = build_model(cfg, prepared)

@@ -92,10 +92,12 @@ def train_head(
     out: Path,
     progress: bool,
     callbacks: Sequence[L.Callback] = (),
+    targets: np.ndarray | None = None,
 ):
     """Stage 1: fit the head on cached features; returns the head with the best val balanced
     accuracy (and that accuracy), or with `train.checkpoint` "last" the last epoch's.
-    `callbacks` join the Trainer's (e.g. tuning's pruning)."""
+    `callbacks` join the Trainer's (e.g. tuning's pruning); `targets`: soft training targets
+    (loss.distill) in place of the labels."""
     from skinclf.train.callbacks import BestWeights
     from skinclf.train.module import HeadClassifier
 
@@ -112,7 +114,7 @@ def train_head(
         num_sanity_val_steps=0,
         **trainer_kwargs(cfg, "32"),  # same devices/strategy as stage 2; fp32 for the head
     )
-    trainer.fit(module, datamodule=FeatureDataModule(cfg, feats, labels))
+    trainer.fit(module, datamodule=FeatureDataModule(cfg, feats, labels, targets))
     if cfg.train.checkpoint == "last":
         last = trainer.callback_metrics.get("val_balanced_accuracy")
         return copy.deepcopy(module.head), float(last) if last is not None else float("nan")
@@ -128,8 +130,9 @@ def transfer(model, loss, data: RunDataModule, run: RunState) -> None:
     run.timings["features_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     head, score = train_head(
-        run.cfg, loss, feats, data.prepared.labels, model.num_features, run.out, run.progress
-    )
+        run.cfg, loss, feats, data.prepared.labels, model.num_features, run.out, run.progress,
+        targets=data.distill_targets(),
+    )  # fmt: skip
     model.head.load_state_dict(head.state_dict())
     run.timings["transfer_seconds"] = time.perf_counter() - t0
     run.log(

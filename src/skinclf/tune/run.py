@@ -178,6 +178,7 @@ def _head_objective(job: TuneJob, prepared, progress: bool, log):
 
     from skinclf.inference.precision import resolve_precision
     from skinclf.train.datamodule import frozen_features
+    from skinclf.train.distill import distill_targets
     from skinclf.train.losses import build_loss, class_counts
     from skinclf.train.run import build_model
 
@@ -186,6 +187,7 @@ def _head_objective(job: TuneJob, prepared, progress: bool, log):
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator, training=False)
     feats = frozen_features(model, cfg, prepared, Path(job.cache_dir), precision, progress)
     counts = class_counts(prepared.labels["train"], 7)
+    targets = distill_targets(cfg, prepared.ids["train"], prepared.labels["train"])
 
     def objective(trial) -> float:
         first_heartbeat(trial)
@@ -195,7 +197,7 @@ def _head_objective(job: TuneJob, prepared, progress: bool, log):
         loss = build_loss(trial_cfg.loss, counts)
         try:
             _, score = head_trial(
-                trial_cfg, loss, feats, prepared.labels, model.num_features, out, trial
+                trial_cfg, loss, feats, prepared.labels, model.num_features, out, trial, targets
             )
         except TrialPruned as pruned:
             log(f"trial {trial.number}: {pruned}  {' '.join(overrides)}")
@@ -207,7 +209,14 @@ def _head_objective(job: TuneJob, prepared, progress: bool, log):
 
 
 def head_trial(
-    cfg: RunConfig, loss, feats: dict, labels: dict, in_features: int, out: Path, trial=None
+    cfg: RunConfig,
+    loss,
+    feats: dict,
+    labels: dict,
+    in_features: int,
+    out: Path,
+    trial=None,
+    targets=None,
 ):
     """One head-stage trial: the head trained from `cfg.seed`, so that its value depends on its
     settings only, not on the trials run before it in the same process (whose steps move the
@@ -220,7 +229,7 @@ def head_trial(
 
     torch.manual_seed(cfg.seed)
     callbacks = [] if trial is None else [PruneOnValidation(trial)]
-    return train_head(cfg, loss, feats, labels, in_features, out, False, callbacks)
+    return train_head(cfg, loss, feats, labels, in_features, out, False, callbacks, targets)
 
 
 def _finetune_objective(job: TuneJob, log):
