@@ -44,8 +44,9 @@ class SoftTargets(Dataset):
     single index or a batch of indices (the head's whole-batch fetching)."""
 
     def __init__(self, dataset: Dataset, targets: np.ndarray, views: int = 1) -> None:
-        if len(dataset) != len(targets) * views:  # type: ignore[arg-type]
-            raise ValueError(f"{len(dataset)} items but {len(targets)} targets x {views} views")  # type: ignore[arg-type]
+        items = len(dataset)  # type: ignore[arg-type]
+        if items != len(targets) * views:
+            raise ValueError(f"{items} items but {len(targets)} targets x {views} views")
         self.dataset, self.targets, self.views = dataset, targets, views
 
     def __len__(self) -> int:
