@@ -98,3 +98,19 @@ def test_several_studies_need_a_name_and_a_missing_folder_is_one_sentence(tmp_pa
         show(str(tmp_path / "ft"), "c")
     with pytest.raises(ConfigError, match="holds no study.db"):
         show(str(tmp_path))
+
+
+def test_the_plots_name_their_axes_in_the_studys_words() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from skinclf.tune.show import _label
+
+    fig, ax = plt.subplots()
+    _label(ax, "intermediate_values")
+    assert ax.get_xlabel().startswith("epoch") and "balanced accuracy" in ax.get_ylabel()
+    _label(ax, "importances")  # Optuna's own names stay where they fit
+    assert ax.get_xlabel().startswith("epoch")
+    plt.close(fig)

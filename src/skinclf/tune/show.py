@@ -132,10 +132,24 @@ def _plot(study, complete: int, out: Path, board: Leaderboard) -> None:
             except (ValueError, RuntimeError) as exc:  # e.g. importances of constant parameters
                 board.notes.append(f"{name}: skipped, {exc}")
                 continue
+        _label(ax, name)
         fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-        fig.set_size_inches(9, 5.5)
+        fig.set_size_inches(*SIZES.get(name, (9, 5.5)))
         fig.tight_layout()
         path = out / f"{name}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         board.plots.append(path)
+
+
+SIZES = {"parallel_coordinate": (14, 6.5)}  # one axis per searched setting: room for ten
+AXES = {  # Optuna's generic axis names, in the study's own words
+    "history": ("trial", "validation balanced accuracy"),
+    "intermediate_values": ("epoch (0: the first)", "validation balanced accuracy (one view)"),
+}
+
+
+def _label(ax, name: str) -> None:
+    if name in AXES and hasattr(ax, "set_xlabel"):
+        ax.set_xlabel(AXES[name][0])
+        ax.set_ylabel(AXES[name][1])
