@@ -74,6 +74,12 @@ def measure(args, workdir: Path, cache: Path, workers: int, stamp: str, n: int) 
     }
 
 
+def cpu_description() -> dict:
+    from bench_backbone import cpu_description as describe  # next to this script
+
+    return describe()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data", type=Path, help="dataset folder (any format)")
@@ -110,7 +116,7 @@ def main() -> None:
     result = {
         "benchmark": "skinclf tune --stage head: one worker vs --workers 2 on PostgreSQL",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": cpu_description(),
         "python": platform.python_version(),
         "data": str(args.data),
         "preset": args.preset,

@@ -250,6 +250,11 @@ KNOWN: list[tuple[str, str, Summary]] = [
     ("cache.json", "speed: decode cache vs JPEG", _cache),
     ("tune_head_workers.json", "speed: tuning trials/min", _tune_workers),
     ("tune_head_workers_200.json", "speed: tuning trials/min, 200 trials each", _tune_workers),
+    (
+        "tune_head_workers_fused.json",
+        "speed: tuning trials/min, fused AdamW (2026-12-04)",
+        _tune_workers,
+    ),
     ("shift_default_gates.json", "selective and shift", _shift),
     ("backbone.json", "speed: backbone sizes/precisions", _backbone),
     ("serve_predict_default.json", "predict, ONNX Runtime, serve", _serve),
