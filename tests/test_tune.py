@@ -173,3 +173,26 @@ def test_a_trial_whose_heartbeat_stopped_is_failed_and_run_again(tmp_path: Path)
     assert failed.state == TrialState.FAIL and retried.state == TrialState.COMPLETE
     assert retried.params == failed.params and seen == [failed.params["transfer.lr"]]
     assert retried.system_attrs["failed_trial"] == failed.number
+
+
+def test_a_pruned_finetune_trial_is_logged(monkeypatch, tmp_path: Path) -> None:
+    import optuna
+
+    import skinclf.train.run as train_run
+    from skinclf.config import load_search_space
+    from skinclf.tune.run import TuneJob, _finetune_objective
+
+    def pruned_fit(*args, **kwargs):
+        raise optuna.TrialPruned("pruned after epoch 4")
+
+    monkeypatch.setattr(train_run, "fit", pruned_fit)
+    cfg = load_config("default")
+    job = TuneJob(
+        "data", str(tmp_path), cfg, load_search_space("default"), "finetune", 1, None,
+        str(tmp_path), "sqlite://", "s", "median", 60, None, False,
+    )  # fmt: skip
+    lines: list[str] = []
+    study = optuna.create_study(direction="maximize")
+    study.optimize(_finetune_objective(job, lines.append), n_trials=1)
+    assert study.trials[0].state.name == "PRUNED"
+    assert lines and lines[0].startswith("trial 0: pruned after epoch 4  train.lr=")

@@ -234,6 +234,8 @@ def head_trial(
 
 def _finetune_objective(job: TuneJob, log):
     """Each trial is a whole run in OUT/trials/NNNN, pruned on per-epoch validation."""
+    from optuna import TrialPruned
+
     from skinclf.train.run import fit
     from skinclf.tune.prune import PruneOnValidation
 
@@ -245,17 +247,21 @@ def _finetune_objective(job: TuneJob, log):
         overrides = suggest(trial, job.space.finetune, cfg)
         fault_point("tune-trial")
         trial_cfg = load_config(cfg.preset, None, overrides_on(base, overrides))
-        result = fit(
-            job.data,
-            out / "trials" / f"{trial.number:04d}",
-            trial_cfg,
-            split_file=split_file,
-            cache_dir=Path(job.cache_dir),
-            progress=False,
-            callbacks=[PruneOnValidation(trial)],  # the objective, whatever train.monitor is
-            log=lambda *_: None,
-            predict_splits=("val",),
-        )
+        try:
+            result = fit(
+                job.data,
+                out / "trials" / f"{trial.number:04d}",
+                trial_cfg,
+                split_file=split_file,
+                cache_dir=Path(job.cache_dir),
+                progress=False,
+                callbacks=[PruneOnValidation(trial)],  # the objective, whatever train.monitor is
+                log=lambda *_: None,
+                predict_splits=("val",),
+            )
+        except TrialPruned as pruned:
+            log(f"trial {trial.number}: {pruned}  {' '.join(overrides)}")
+            raise
         score = float(result.metrics["val"]["balanced_accuracy"])
         log(
             f"trial {trial.number}: val balanced accuracy {score:.4f} "
