@@ -74,12 +74,6 @@ def measure(args, workdir: Path, cache: Path, workers: int, stamp: str, n: int) 
     }
 
 
-def cpu_description() -> dict:
-    from bench_backbone import cpu_description as describe  # next to this script
-
-    return describe()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data", type=Path, help="dataset folder (any format)")
@@ -94,6 +88,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="fixed settings as key=value")
     args = parser.parse_intermixed_args()
 
+    from bench_backbone import cpu_description  # next to this script
     from skinclf.data.cache import default_cache_dir
 
     cache = args.cache_dir or default_cache_dir()
@@ -116,7 +111,7 @@ def main() -> None:
     result = {
         "benchmark": "skinclf tune --stage head: one worker vs --workers 2 on PostgreSQL",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": cpu_description(),
+        "machine": cpu_description(),  # bench_backbone.py, next to this script
         "python": platform.python_version(),
         "data": str(args.data),
         "preset": args.preset,

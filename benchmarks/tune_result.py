@@ -115,7 +115,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     if args.keep is not None and folder is not None:
-        keep(Path(args.study) if Path(args.study).is_dir() else folder, url, args.keep)
+        keep(folder, url, args.keep)
     print(json.dumps({k: result[k] for k in ("counts", "best", "baseline")}, indent=1))
 
 

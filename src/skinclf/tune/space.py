@@ -149,6 +149,11 @@ def distributions(space: Space) -> dict[str, Any]:
     return out
 
 
+def applies(p: SearchParam, current: dict[str, Any]) -> bool:
+    """Whether a setting is searched: the settings its `when` names have one of its values."""
+    return all(current.get(k) in values for k, values in (p.when or {}).items())
+
+
 def suggest(trial, space: Space, cfg: RunConfig) -> list[str]:
     """One point of `space` for `trial`, as key=value overrides; a setting with `when` is
     searched only while the settings it names (searched above, or fixed) match."""
@@ -156,7 +161,7 @@ def suggest(trial, space: Space, cfg: RunConfig) -> list[str]:
     current = flat_settings(cfg)
     overrides = []
     for key, p in space.items():
-        if any(current.get(k) not in values for k, values in (p.when or {}).items()):
+        if not applies(p, current):
             continue
         value = _suggest_one(trial, key, dists[key])
         current[key] = value
@@ -173,7 +178,7 @@ def baseline_point(space: Space, cfg: RunConfig) -> tuple[dict[str, Any], list[s
     point: dict[str, Any] = {}
     outside: list[str] = []
     for key, p in space.items():
-        if any(current.get(k) not in values for k, values in (p.when or {}).items()):
+        if not applies(p, current):
             continue
         value = current.get(key)
         if _contains(dists[key], value):
