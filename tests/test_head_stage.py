@@ -100,3 +100,38 @@ def test_a_head_trial_reports_each_epoch_and_stops_when_pruned(tmp_path: Path) -
     with pytest.raises(optuna.TrialPruned, match="after epoch 3"):
         head_trial(cfg, loss, feats, labels, 16, tmp_path, trial)
     assert trial.steps == [0, 1, 2]  # one validation score per epoch, then stopped
+
+
+def test_mask_dropout_is_dropout_in_distribution_and_identity_in_eval() -> None:
+    from skinclf.train.module import MaskDropout
+
+    layer = MaskDropout(0.25)
+    torch.manual_seed(0)
+    y = layer(torch.ones(400, 500))
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.25) < 0.01  # 200,000 draws: the standard error is 0.001
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.75))
+    assert abs(y.mean().item() - 1.0) < 0.01  # unbiased, as nn.Dropout
+    x = torch.randn(8, 5)
+    assert torch.equal(layer.eval()(x), x)
+    assert torch.equal(MaskDropout(0.0).train()(x), x)
+
+
+def test_stage_one_heads_load_into_the_classifiers_head(tmp_path: Path) -> None:
+    """The stage-1 head has MaskDropout in place of nn.Dropout: same weights, same state dict."""
+    from torch import nn
+
+    from skinclf.train.module import MaskDropout, build_head
+
+    feats, labels = _features()
+    for head_name in ("linear", "mlp"):
+        cfg = load_config("sample", None, ["transfer.epochs=2", f"model.head={head_name}"])
+        loss = build_loss(cfg.loss, class_counts(labels["train"], 7))
+        trained, _ = head_trial(cfg, loss, feats, labels, 16, tmp_path)
+        assert any(isinstance(m, MaskDropout) for m in trained.modules())
+        own = build_head(cfg, 16)
+        assert not any(isinstance(m, MaskDropout) for m in own.modules())
+        assert any(type(m) is nn.Dropout for m in own.modules())
+        own.load_state_dict(trained.state_dict())  # strict: the same keys and shapes
+        x = torch.from_numpy(feats["val"])
+        assert torch.equal(own.eval()(x), trained.eval()(x))

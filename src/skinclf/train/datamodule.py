@@ -260,6 +260,13 @@ class FeatureDataModule(L.LightningDataModule):
         batches = Batches(SequentialSampler(self.datasets["val"]), 512)
         return DataLoader(self.datasets["val"], batch_size=None, sampler=batches)
 
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        """On the CPU the feature batches are already where the head is (Lightning's generic
+        move walks the batch at every step)."""
+        if device.type == "cpu":
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
 
 class RunDataModule(L.LightningDataModule):
     """A run's data: its grouped split and decode cache (`prepared`), the frozen features of

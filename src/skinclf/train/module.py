@@ -66,6 +66,26 @@ def seed_generator(seed: int, device: torch.device) -> None:
         torch.manual_seed(seed)
 
 
+class MaskDropout(nn.Dropout):
+    """Dropout with its mask drawn as uniform numbers >= p: the same distribution as
+    `nn.Dropout`, about twice as fast on the CPU (whose `bernoulli_` dominates a head step)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        # in place: 0 or 1/(1-p) where the uniform number is >= p
+        return x * torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+
+
+def with_mask_dropout(head: nn.Module) -> nn.Module:
+    """`head` with its `nn.Dropout` layers as `MaskDropout` (no weights: the state dict is the
+    same, so a stage-1 head loads into the classifier's own)."""
+    for name, layer in head.named_children():
+        if type(layer) is nn.Dropout:
+            setattr(head, name, MaskDropout(layer.p))
+    return head
+
+
 class _Classifier(L.LightningModule):
     """Loss, metrics and logging shared by both stages."""
 
@@ -100,9 +120,12 @@ class _Classifier(L.LightningModule):
         else:
             loss = mix.loss(self.loss_fn, logits.float(), y)
             y = mix.dominant_targets(y)
-        self.train_metrics.update(logits.detach(), hard_labels(y))
+        self.update_train_metrics(logits.detach(), hard_labels(y))
         self.log_train_step(loss)
         return loss
+
+    def update_train_metrics(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.train_metrics.update(logits, y)
 
     def log_train_step(self, loss: torch.Tensor) -> None:
         """The epoch means of the training loss and metrics, and the learning rates."""
@@ -131,8 +154,14 @@ class HeadClassifier(_Classifier):
 
     def __init__(self, cfg: RunConfig, loss: nn.Module, in_features: int) -> None:
         super().__init__(cfg, loss)
-        self.head = build_head(cfg, in_features)
+        self.head = with_mask_dropout(build_head(cfg, in_features))
         self.train_loss = torchmetrics.MeanMetric()
+        self.train_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def update_train_metrics(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Predicted classes kept, the metrics updated once an epoch: a torchmetrics update
+        costs about as much as the head's forward pass."""
+        self.train_outputs.append((logits.argmax(1), y))
 
     def log_train_step(self, loss: torch.Tensor) -> None:
         """Only accumulated here and logged once an epoch (`on_train_epoch_end`): a head step
@@ -140,6 +169,10 @@ class HeadClassifier(_Classifier):
         self.train_loss.update(loss.detach())
 
     def on_train_epoch_end(self) -> None:
+        if self.train_outputs:
+            preds, targets = (torch.cat(t) for t in zip(*self.train_outputs, strict=True))
+            self.train_metrics.update(preds, targets)
+            self.train_outputs.clear()
         self.log("train_loss", self.train_loss.compute(), prog_bar=True)
         self.log_dict(self.train_metrics.compute())
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
