@@ -90,3 +90,40 @@ def test_a_row_breaks_no_table_on_pipes_or_newlines() -> None:
 
     rows = reference.param_table(Command(), ctx=None)  # type: ignore[arg-type]
     assert rows[-1] == "| `--x` | `str` | `p\\|q` | a \\| b c |"
+
+
+def test_help_paragraphs_are_unwrapped_for_the_terminal() -> None:
+    from skinclf.cli.help_text import unwrap
+
+    doc = """First line.
+
+        A paragraph wrapped
+        at the docstring's width.
+
+        - an item
+          continued
+        - another item
+
+        Example:
+            skinclf tune --data D
+            --out O
+        """
+    assert unwrap(doc) == (
+        "First line.\n\nA paragraph wrapped at the docstring's width.\n\n"
+        "- an item continued\n- another item\n\nExample:\n    skinclf tune --data D\n    --out O"
+    )
+    assert unwrap("\b\nkept\nas is") == "\b\nkept\nas is"
+
+
+def test_command_help_wraps_at_the_terminal_width_not_the_docstrings() -> None:
+    from typer.testing import CliRunner
+
+    from skinclf.cli import app
+
+    wide = CliRunner().invoke(app, ["tune", "--help"], env={"COLUMNS": "400"}, color=False)
+    assert wide.exit_code == 0
+    # lines 1 and 4 of a docstring paragraph are on one line of a wide terminal
+    line = next(x for x in wide.output.splitlines() if "--stage head (default)" in x)
+    assert "pruned when it trails earlier trials" in line
+    narrow = CliRunner().invoke(app, ["tune", "--help"], env={"COLUMNS": "80"}, color=False)
+    assert max(len(x) for x in narrow.output.splitlines()) <= 80

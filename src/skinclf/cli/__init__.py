@@ -73,6 +73,9 @@ def _register() -> None:
     for module in (models, run, cv, train, tune, predict, evaluate):
         module.register(app)
     import skinclf.cli.serve  # noqa: F401 (adds `serve`, after the commands above)
+    from skinclf.cli.help_text import unwrap_commands
+
+    unwrap_commands(app)
 
 
 _register()
