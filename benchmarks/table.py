@@ -124,7 +124,8 @@ def _tune_trials(d: dict) -> str:
 def _tune_study(d: dict) -> str:
     """benchmarks/tune_result.py: a study's trials, best against its baseline, pruning."""
     counts = d.get("counts") or {}
-    states = ", ".join(f"{n} {s.lower()}" for s, n in counts.items())
+    words = {"FAIL": "failed"}
+    states = ", ".join(f"{n} {words.get(s, s.lower())}" for s, n in counts.items())
     best, base = d.get("best") or {}, d.get("baseline") or {}
     line = f"{sum(counts.values())} trials ({states or DASH}); best validation balanced accuracy"
     line += f" {num(best.get('value'))} (trial {num(best.get('number'), 'd')})"

@@ -2,7 +2,10 @@
 validation balanced accuracy, minutes, baseline mark), the counts of each state, the best trial
 against the baseline (the preset's own settings), and what pruning saved: for each pruned
 trial, the mean length of the complete trials minus its own (an estimate of the minutes it
-would have taken to run to its end). With --keep DIR, a copy of the study (SQLite, made with
+would have taken to run to its end). `--paused N=MIN` takes MIN minutes in which the study was
+paused (e.g. SIGSTOP while a benchmark had the CPU) out of trial N's length. A failed trial
+(its worker killed) has no length: it ends when a later worker finds its stale heartbeat,
+which may be hours later. With --keep DIR, a copy of the study (SQLite, made with
 SQLite's backup, consistent while a worker writes) and its split.csv go to DIR, so the study
 outlives its run folder and a later session continues it:
 
@@ -28,8 +31,9 @@ from skinclf.tune.show import resolve
 from skinclf.tune.storage import open_storage, study_names
 
 
-def trial_row(t) -> dict:
-    seconds = t.duration.total_seconds() if t.duration else None
+def trial_row(t, paused: float = 0.0) -> dict:
+    """One trial; `paused`: minutes to take out of its length."""
+    seconds = t.duration.total_seconds() if t.duration and t.state.name != "FAIL" else None
     return {
         "number": t.number,
         "state": t.state.name,
@@ -39,8 +43,20 @@ def trial_row(t) -> dict:
         "per_epoch_val_balanced_accuracy": [
             t.intermediate_values[k] for k in sorted(t.intermediate_values)
         ],
-        "minutes": None if seconds is None else round(seconds / 60, 2),
+        "minutes": None if seconds is None else round(seconds / 60 - paused, 2),
+        "paused_minutes": paused,
     }
+
+
+def paused_minutes(items: list[str]) -> dict[int, float]:
+    """`--paused N=MIN` arguments as {trial number: minutes}."""
+    out: dict[int, float] = {}
+    for item in items:
+        number, sep, minutes = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--paused takes TRIAL=MINUTES, not {item!r}")
+        out[int(number)] = out.get(int(number), 0.0) + float(minutes)
+    return out
 
 
 def summarise(trials: list[dict]) -> dict:
@@ -91,6 +107,10 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="copy study.db and split.csv here")
     parser.add_argument("--command", default=None, help="the tune command, for the record")
     parser.add_argument("--note", default=None)
+    parser.add_argument(
+        "--paused", action="append", default=[], metavar="N=MIN",
+        help="minutes trial N was paused (taken out of its length); repeatable",
+    )  # fmt: skip
     args = parser.parse_args()
 
     import optuna
@@ -99,7 +119,8 @@ def main() -> None:
     storage = open_storage(url, heartbeat=None)
     name = args.study_name or study_names(storage)[0]
     study = optuna.load_study(study_name=name, storage=storage)
-    trials = [trial_row(t) for t in study.get_trials(deepcopy=False)]
+    paused = paused_minutes(args.paused)
+    trials = [trial_row(t, paused.get(t.number, 0.0)) for t in study.get_trials(deepcopy=False)]
     result = {
         "benchmark": "skinclf tune study",
         "study": name,

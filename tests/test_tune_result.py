@@ -17,7 +17,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 def _study(folder: Path) -> None:
     """Three complete trials (10, 12 and 14 minutes; the first the baseline), two pruned
-    (after 2 and 4 epochs, 3 and 5 minutes), one running."""
+    (after 2 and 4 epochs, 3 and 5 minutes), one running, one failed (found 90 minutes on)."""
     import optuna
     from optuna.distributions import FloatDistribution
     from optuna.trial import FrozenTrial, TrialState
@@ -37,6 +37,7 @@ def _study(folder: Path) -> None:
         (TrialState.PRUNED, None, 2, 3, False),
         (TrialState.PRUNED, None, 4, 5, False),
         (TrialState.RUNNING, None, 0, None, False),
+        (TrialState.FAIL, None, 1, 90, False),
     ]
     for i, (state, value, epochs, minutes, baseline) in enumerate(rows):
         study.add_trial(
@@ -61,7 +62,8 @@ def test_a_study_is_summarised_and_kept(tmp_path: Path) -> None:
            "--keep", str(kept)]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     d = json.loads(out.read_text())
-    assert d["counts"] == {"COMPLETE": 3, "PRUNED": 2, "RUNNING": 1}
+    assert d["counts"] == {"COMPLETE": 3, "PRUNED": 2, "RUNNING": 1, "FAIL": 1}
+    assert d["trials"][6]["minutes"] is None  # killed: when it was found failed is no length
     assert d["best"]["number"] == 1 and d["best"]["value"] == pytest.approx(0.66)
     assert d["baseline"]["number"] == 0 and d["best_minus_baseline"] == pytest.approx(0.06)
     assert d["mean_minutes_complete_trial"] == pytest.approx(12.0)
@@ -83,6 +85,20 @@ def test_a_study_is_summarised_and_kept(tmp_path: Path) -> None:
     table = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table)
     line = table._tune_study(d)
-    assert line.startswith("6 trials (3 complete, 2 pruned, 1 running)")
+    assert line.startswith("7 trials (3 complete, 2 pruned, 1 running, 1 failed)")
     assert "best validation balanced accuracy 0.660 (trial 1) vs the untuned preset 0.600" in line
     assert "pruning saved about 16 of 60 min" in line
+
+
+def test_paused_minutes_come_out_of_a_trials_length(tmp_path: Path) -> None:
+    _study(tmp_path / "ft")
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, str(BENCH / "tune_result.py"), str(tmp_path / "ft"), "--out", str(out),
+           "--paused", "1=3", "--paused", "4=1.5"]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    d = json.loads(out.read_text())
+    assert d["trials"][1]["minutes"] == pytest.approx(9) and d["trials"][1]["paused_minutes"] == 3
+    assert d["mean_minutes_complete_trial"] == pytest.approx((10 + 9 + 14) / 3)
+    assert d["trials"][4]["minutes"] == pytest.approx(3.5)
+    bad = subprocess.run([*cmd[:-1], "4"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "TRIAL=MINUTES" in bad.stderr
