@@ -31,7 +31,7 @@ def _study(folder: Path, complete: int, name: str = "skinclf-finetune") -> None:
     }
 
     def add(i: int, state: TrialState, value: float | None) -> None:
-        params = {"train.lr": 3e-4 * (1 + i), "augment.cutmix": float(i % 2)}
+        params = {"train.lr": 3e-4 * (1 + i % 9), "augment.cutmix": float(i % 2)}
         steps = {0: 0.3 + 0.01 * i, 1: 0.4 + 0.02 * i} if state != TrialState.RUNNING else {}
         study.add_trial(
             create_trial(
@@ -64,7 +64,8 @@ def test_show_ranks_the_trials_counts_states_and_writes_the_plots(tmp_path: Path
     ]
     for path in board.plots:
         assert path.parent == tmp_path / "ft" and path.read_bytes()[:8] == PNG
-    assert board.notes == []
+    # 3 complete trials: the importances are drawn, with a word on how little they rest on
+    assert board.notes == ["importances: from only 3 complete trials, a rough guide, not a ranking"]
 
 
 def test_importances_need_two_complete_trials_and_plots_go_to_plots_dir(tmp_path: Path) -> None:
@@ -114,3 +115,10 @@ def test_the_plots_name_their_axes_in_the_studys_words() -> None:
     _label(ax, "importances")  # Optuna's own names stay where they fit
     assert ax.get_xlabel().startswith("epoch")
     plt.close(fig)
+
+
+def test_importances_from_ten_complete_trials_carry_no_warning(tmp_path: Path) -> None:
+    _study(tmp_path / "ft", complete=10)
+    board = show(str(tmp_path / "ft"))
+    assert "importances.png" in {p.name for p in board.plots}
+    assert not [n for n in board.notes if n.startswith("importances")]

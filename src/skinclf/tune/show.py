@@ -133,6 +133,8 @@ def _plot(study, complete: int, out: Path, board: Leaderboard) -> None:
                 board.notes.append(f"{name}: skipped, {exc}")
                 continue
         _label(ax, name)
+        if name == "importances":
+            _few_trials(ax, complete, board)
         fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
         fig.set_size_inches(*SIZES.get(name, (9, 5.5)))
         fig.tight_layout()
@@ -140,6 +142,19 @@ def _plot(study, complete: int, out: Path, board: Leaderboard) -> None:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         board.plots.append(path)
+
+
+FEW_FOR_IMPORTANCES = 10  # fANOVA's forest on fewer complete trials ranks little but noise
+
+
+def _few_trials(ax, complete: int, board: Leaderboard) -> None:
+    """Importances say how many complete trials they rest on; below 10, the board says so too."""
+    if hasattr(ax, "set_title"):
+        ax.set_title(f"Hyperparameter importances ({complete} complete trials)")
+    if complete < FEW_FOR_IMPORTANCES:
+        board.notes.append(
+            f"importances: from only {complete} complete trials, a rough guide, not a ranking"
+        )
 
 
 SIZES = {"parallel_coordinate": (14, 6.5)}  # one axis per searched setting: room for ten
