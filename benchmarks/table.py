@@ -261,6 +261,16 @@ KNOWN: list[tuple[str, str, Summary]] = [
         "speed: tuning trials/min, faster head steps (2026-12-04)",
         _tune_workers,
     ),
+    (
+        "tune_head_workers_hyperband.json",
+        "speed: tuning trials/min, --pruner hyperband (2026-12-04)",
+        _tune_workers,
+    ),
+    (
+        "tune_head_workers_hyperband_2.json",
+        "speed: tuning trials/min, --pruner hyperband, repeated (2026-12-04)",
+        _tune_workers,
+    ),
     ("shift_default_gates.json", "selective and shift", _shift),
     ("backbone.json", "speed: backbone sizes/precisions", _backbone),
     ("serve_predict_default.json", "predict, ONNX Runtime, serve", _serve),
