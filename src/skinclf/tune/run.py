@@ -19,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -174,8 +175,6 @@ def _join(job: TuneJob, progress: bool, log: Callable[[str], None]):
 
 def _head_objective(job: TuneJob, prepared, progress: bool, log):
     """Each trial trains the head on the cached frozen-backbone features."""
-    from optuna import TrialPruned
-
     from skinclf.inference.precision import resolve_precision
     from skinclf.train.datamodule import frozen_features
     from skinclf.train.distill import distill_targets
@@ -195,13 +194,10 @@ def _head_objective(job: TuneJob, prepared, progress: bool, log):
         fault_point("tune-trial")
         trial_cfg = load_config(cfg.preset, None, overrides_on(base, overrides))
         loss = build_loss(trial_cfg.loss, counts)
-        try:
+        with logged_pruning(trial, overrides, log):
             _, score = head_trial(
                 trial_cfg, loss, feats, prepared.labels, model.num_features, out, trial, targets
             )
-        except TrialPruned as pruned:
-            log(f"trial {trial.number}: {pruned}  {' '.join(overrides)}")
-            raise
         log(f"trial {trial.number}: val balanced accuracy {score:.4f}  {' '.join(overrides)}")
         return score
 
@@ -232,10 +228,20 @@ def head_trial(
     return train_head(cfg, loss, feats, labels, in_features, out, False, callbacks, targets)
 
 
-def _finetune_objective(job: TuneJob, log):
-    """Each trial is a whole run in OUT/trials/NNNN, pruned on per-epoch validation."""
+@contextmanager
+def logged_pruning(trial, overrides: list[str], log: Callable[[str], None]) -> Iterator[None]:
+    """A trial the pruner stops gets its log line, like a finished one, then stops."""
     from optuna import TrialPruned
 
+    try:
+        yield
+    except TrialPruned as pruned:
+        log(f"trial {trial.number}: {pruned}  {' '.join(overrides)}")
+        raise
+
+
+def _finetune_objective(job: TuneJob, log):
+    """Each trial is a whole run in OUT/trials/NNNN, pruned on per-epoch validation."""
     from skinclf.train.run import fit
     from skinclf.tune.prune import PruneOnValidation
 
@@ -247,7 +253,7 @@ def _finetune_objective(job: TuneJob, log):
         overrides = suggest(trial, job.space.finetune, cfg)
         fault_point("tune-trial")
         trial_cfg = load_config(cfg.preset, None, overrides_on(base, overrides))
-        try:
+        with logged_pruning(trial, overrides, log):
             result = fit(
                 job.data,
                 out / "trials" / f"{trial.number:04d}",
@@ -259,9 +265,6 @@ def _finetune_objective(job: TuneJob, log):
                 log=lambda *_: None,
                 predict_splits=("val",),
             )
-        except TrialPruned as pruned:
-            log(f"trial {trial.number}: {pruned}  {' '.join(overrides)}")
-            raise
         score = float(result.metrics["val"]["balanced_accuracy"])
         log(
             f"trial {trial.number}: val balanced accuracy {score:.4f} "
