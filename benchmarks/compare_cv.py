@@ -6,6 +6,11 @@ offsets (cv_summary.json's `pooled_offsets`: each fold's offsets fitted on the o
 With `--external NAME` the two ensembles' predictions of that --test set (OUT/eval/NAME.csv)
 are compared too.
 
+While either cv is unfinished (no oof_predictions.csv), the comparison is on the held-out
+images of the folds both have finished (FOLD/val_predictions.csv), and `--external` compares
+each such fold model of A with the same fold's model of B (FOLD/eval/NAME.csv, written by
+cv_result.py). The JSON names the folds it rests on.
+
     .venv/bin/python benchmarks/compare_cv.py runs/cv3-new runs/cv3-default \
         --external isic2018-test-dev --out benchmarks/results/cv3_new_vs_default.json
 """
@@ -22,6 +27,7 @@ import pandas as pd
 from compare_predictions import summarise, write_comparison  # next to this script
 from skinclf.contracts.predictions import Predictions, read_predictions, softmax
 from skinclf.evaluate.offsets import cross_fitted
+from skinclf.pipeline.cv import HELD_OUT_FILE
 
 OOF = "oof_predictions.csv"
 FOLDS = "folds.csv"
@@ -52,6 +58,60 @@ def with_offsets(p: Predictions, folds: pd.DataFrame) -> Predictions:
     return out
 
 
+def finished_folds(cv: Path) -> list[str]:
+    """The folds of `cv` whose held-out predictions exist (all of them once it has finished)."""
+    return sorted(p.parent.name for p in cv.glob(f"fold_*/{HELD_OUT_FILE}"))
+
+
+def shared_folds(a: Path, b: Path) -> list[str] | None:
+    """None when both cvs have finished; else the folds both have finished (SystemExit if none)."""
+    if (a / OOF).is_file() and (b / OOF).is_file():
+        return None
+    shared = sorted(set(finished_folds(a)) & set(finished_folds(b)))
+    if not shared:
+        raise SystemExit(f"{a} and {b} have no finished fold in common; nothing to compare.")
+    return shared
+
+
+def stacked(files: list[Path]) -> Predictions:
+    """Several predictions files as one (rows in file order; conf columns all of them share)."""
+    parts = [read_predictions(f) for f in files]
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts])
+
+    shared = set.intersection(*(set(p.conf) for p in parts))
+    return Predictions(
+        image_ids=cat("image_ids"), dataset=cat("dataset"), y=cat("y"),
+        semantic_ood=cat("semantic_ood"), logits=cat("logits"), probs=cat("probs"),
+        conf={k: np.concatenate([p.conf[k] for p in parts]) for k in sorted(shared)},
+        path=files[0].parent.parent,
+    )  # fmt: skip
+
+
+def out_of_fold(cv: Path, folds: list[str] | None) -> tuple[Path, Predictions]:
+    """The out-of-fold predictions of `cv`, or the held-out ones of `folds` only."""
+    if folds is None:
+        return cv / OOF, read_predictions(cv / OOF)
+    return cv, stacked([cv / fold / HELD_OUT_FILE for fold in folds])
+
+
+def compare_files(file_a: Path, file_b: Path, out: Path) -> dict:
+    """Two predictions files of the same images, compared (SystemExit naming a missing one)."""
+    for f in (file_a, file_b):
+        if not f.is_file():
+            raise SystemExit(f"{f} is missing; run cv_result.py --external on its cv first.")
+    a, b = read_predictions(file_a), read_predictions(file_b)
+    return write_comparison(a, b, summarise(file_a, a), summarise(file_b, b), out)
+
+
+def external_by_fold(a: Path, b: Path, folds: list[str], name: str, out: Path) -> dict:
+    """Fold k of A against fold k of B on the external set NAME, for each shared fold."""
+    return {
+        f: compare_files(*(cv / f / "eval" / f"{name}.csv" for cv in (a, b)), out) for f in folds
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path, help="A `skinclf cv` output folder.")
@@ -61,20 +121,19 @@ def main() -> None:
     parser.add_argument("--external", help="Also compare the ensembles on OUT/eval/NAME.csv.")
     args = parser.parse_args()
     folds = check_same_folds(args.a, args.b)
-    a, b = (read_predictions(p / OOF) for p in (args.a, args.b))
+    partial = shared_folds(args.a, args.b)
+    (file_a, a), (file_b, b) = (out_of_fold(p, partial) for p in (args.a, args.b))
     if args.offsets:
         a, b = with_offsets(a, folds), with_offsets(b, folds)
-    result = write_comparison(
-        a, b, summarise(args.a / OOF, a), summarise(args.b / OOF, b), args.out
-    )
+    result = write_comparison(a, b, summarise(file_a, a), summarise(file_b, b), args.out)
     result["offsets"] = args.offsets
-    if args.external:
-        files = [p / "eval" / f"{args.external}.csv" for p in (args.a, args.b)]
-        ea, eb = (read_predictions(f) for f in files)
-        external = write_comparison(
-            ea, eb, summarise(files[0], ea), summarise(files[1], eb), args.out
-        )
-        result = {"out_of_fold": result, args.external: external}
+    result["folds"] = partial or "all"
+    if args.external and partial:
+        by_fold = external_by_fold(args.a, args.b, partial, args.external, args.out)
+        result = {"out_of_fold": result, f"{args.external}_by_fold": by_fold}
+    elif args.external:
+        files = (p / "eval" / f"{args.external}.csv" for p in (args.a, args.b))
+        result = {"out_of_fold": result, args.external: compare_files(*files, args.out)}
     args.out.write_text(json.dumps(result, indent=2))
 
 

@@ -303,3 +303,33 @@ def test_cv_result_of_an_unfinished_cv_summarises_its_finished_folds(reference, 
         assert held["n"] == (folds["fold"] == str(k)).sum()
         assert (tmp_path / "kept" / f"fold_{k}" / "val_predictions.csv").is_file()
     assert not (tmp_path / "kept" / "fold_2").exists()
+
+
+def test_compare_cv_of_an_unfinished_cv_pairs_the_folds_both_finished(reference, tmp_path: Path):
+    """No oof_predictions.csv on one side: the held-out images of the shared finished folds,
+    and with --external each fold model against the same fold's model of the other."""
+    import shutil
+
+    out, _, _ = reference
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_cv.py"
+    cv = Path(shutil.copytree(out, tmp_path / "cv", ignore=shutil.ignore_patterns("*.ckpt")))
+    (cv / "oof_predictions.csv").unlink()
+    (cv / "fold_2" / "val_predictions.csv").unlink()
+    cmd = [sys.executable, str(script), str(cv), str(out), "--out", str(tmp_path / "r.json")]
+    proc = subprocess.run([*cmd, "--external", "isic"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "fold_0/eval/isic.csv is missing" in proc.stderr
+    for k in (0, 1):  # as cv_result.py --external would leave them (here: the ensemble's)
+        (cv / f"fold_{k}" / "eval").mkdir(exist_ok=True)
+        shutil.copy(out / "eval" / "isic.csv", cv / f"fold_{k}" / "eval" / "isic.csv")
+    other = Path(shutil.copytree(cv, tmp_path / "other"))
+    (other / "fold_1" / "val_predictions.csv").unlink()
+    cmd[3] = str(other)
+    proc = subprocess.run([*cmd, "--external", "isic"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "r.json").read_text())
+    held = result["out_of_fold"]
+    folds = pd.read_csv(out / "folds.csv", dtype=str)
+    assert held["folds"] == ["fold_0"] and held["a"]["n"] == (folds["fold"] == "0").sum()
+    assert held["paired_bootstrap_balanced_accuracy"]["difference"] == 0.0
+    assert list(result["isic_by_fold"]) == ["fold_0"]
+    assert result["isic_by_fold"]["fold_0"]["a"]["n"] == 14
