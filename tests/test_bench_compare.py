@@ -24,9 +24,13 @@ def _write(path: Path, logits: np.ndarray, labels: list[str]) -> None:
     write_predictions(path, ids, ["folder"] * n, labels, np.zeros(n, bool), logits)
 
 
-def _msp(logits: np.ndarray) -> np.ndarray:
+def _softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).max(axis=1)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _msp(logits: np.ndarray) -> np.ndarray:
+    return _softmax(logits).max(axis=1)
 
 
 def test_compare_with_ood_sets(tmp_path: Path) -> None:
@@ -55,3 +59,27 @@ def test_compare_with_ood_sets(tmp_path: Path) -> None:
         detection_auroc(_msp(confident), _msp(ood_a))
     )
     assert a_ood["auroc"] > 0.9 and b_ood["auroc"] < 0.2  # b is surer on the OOD images
+
+
+def test_average_predictions_means_probabilities_image_by_image(tmp_path: Path) -> None:
+    """Rows matched by image id (the second file is in reverse order); differing sizes refused."""
+    from skinclf.contracts.predictions import read_predictions
+
+    rng = np.random.default_rng(1)
+    y = np.arange(14) % 7
+    labels = [CLASSES[i] for i in y]
+    a, b = rng.normal(size=(14, 7)), rng.normal(size=(14, 7))
+    _write(tmp_path / "a.csv", a, labels)
+    n = len(b)
+    write_predictions(tmp_path / "b.csv", [f"img_{i}" for i in range(n)][::-1], ["folder"] * n,
+                      labels[::-1], np.zeros(n, bool), b[::-1])  # fmt: skip
+    cmd = [sys.executable, str(BENCH / "average_predictions.py"), str(tmp_path / "a.csv"),
+           str(tmp_path / "b.csv"), "--out", str(tmp_path / "mean.csv")]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=BENCH)
+    mean = read_predictions(tmp_path / "mean.csv")
+    assert list(mean.image_ids) == [f"img_{i}" for i in range(14)] and list(mean.y) == list(y)
+    assert np.allclose(mean.probs, (_softmax(a) + _softmax(b)) / 2, atol=1e-6)
+    _write(tmp_path / "short.csv", a[:7], labels[:7])
+    cmd[3] = str(tmp_path / "short.csv")
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=BENCH)
+    assert proc.returncode != 0 and "different numbers of images" in proc.stderr

@@ -1,0 +1,38 @@
+"""Average predictions files of the same images (e.g. several runs' kept predictions of the
+ISIC 2018 test images) into one ensemble predictions file: probabilities averaged image by image,
+rows in the first file's order. Then compare_predictions.py compares it with any member.
+
+    .venv/bin/python benchmarks/average_predictions.py \
+        benchmarks/results/tune/finetune-default/{baseline,retrained}/isic2018-test-dev.csv \
+        --out runs/seed-ens/isic2018-test-dev.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ensemble_cv import mean_probabilities, write_mean  # next to this script
+from skinclf.contracts.predictions import read_predictions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", type=Path, nargs="+", help="Predictions files, same images.")
+    parser.add_argument("--out", type=Path, required=True, help="The ensemble's predictions file.")
+    args = parser.parse_args()
+    if len(args.files) < 2:
+        raise SystemExit("Give at least two predictions files to average.")
+    members = [read_predictions(f, require_labels=False) for f in args.files]
+    if len({p.n for p in members}) > 1:
+        sizes = ", ".join(f"{f}: {p.n}" for f, p in zip(args.files, members, strict=True))
+        raise SystemExit(f"The files predict different numbers of images ({sizes}).")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_mean(args.out, members, np.log(mean_probabilities(members)))
+    print(f"wrote {args.out}: mean of {len(members)} files, {members[0].n:,} images")
+
+
+if __name__ == "__main__":
+    main()
