@@ -60,6 +60,9 @@ def with_offsets(p: Predictions, folds: pd.DataFrame) -> Predictions:
 
 def finished_folds(cv: Path) -> list[str]:
     """The folds of `cv` whose held-out predictions exist (all of them once it has finished)."""
+    if (cv / OOF).is_file():
+        folds = pd.read_csv(cv / FOLDS, dtype=str)["fold"]
+        return sorted(f"fold_{k}" for k in set(folds) if k.isdigit())
     return sorted(p.parent.name for p in cv.glob(f"fold_*/{HELD_OUT_FILE}"))
 
 
@@ -90,10 +93,16 @@ def stacked(files: list[Path]) -> Predictions:
 
 
 def out_of_fold(cv: Path, folds: list[str] | None) -> tuple[Path, Predictions]:
-    """The out-of-fold predictions of `cv`, or the held-out ones of `folds` only."""
-    if folds is None:
-        return cv / OOF, read_predictions(cv / OOF)
-    return cv, stacked([cv / fold / HELD_OUT_FILE for fold in folds])
+    """The out-of-fold predictions of `cv`, or the held-out ones of `folds` only (from its
+    out-of-fold file when it has finished, else from the folds' own files)."""
+    if (cv / OOF).is_file():
+        oof = read_predictions(cv / OOF)
+        if folds is None:
+            return cv / OOF, oof
+        fold_of = pd.read_csv(cv / FOLDS, dtype=str).set_index("image_id")["fold"]
+        held = np.isin("fold_" + fold_of.loc[oof.image_ids].to_numpy(), folds)
+        return cv / OOF, oof.subset(held)
+    return cv, stacked([cv / fold / HELD_OUT_FILE for fold in folds or []])
 
 
 def compare_files(file_a: Path, file_b: Path, out: Path) -> dict:

@@ -3,9 +3,9 @@ with its interval, per fold, with cross-fitted logit offsets), the K-fold ensemb
 external set (with and without offsets), each fold model alone on the same set (predicted here
 into FOLD/eval/NAME.csv when missing), and the wall time of every fold's training. While the cv
 is unfinished (no cv_summary.json), its finished folds: each one's held-out balanced accuracy and
-its model alone on the external sets. `--keep DIR`
-copies what compare_cv.py and ensemble_cv.py read (folds, out-of-fold and ensemble predictions,
-offsets, summary: a few MB, no images) to DIR, so a paired comparison outlives the run folder.
+its model alone on the external sets. `--keep DIR` copies what compare_cv.py and ensemble_cv.py
+read (folds, out-of-fold and ensemble predictions, offsets, summary, each fold model's external
+predictions: a few MB, no images) to DIR, so a paired comparison outlives the run folder.
 
     .venv/bin/python benchmarks/cv_result.py runs/cv3-default \
         --external ../shared/data/isic2018-test-dev --out benchmarks/results/cv3_default.json \
@@ -109,8 +109,9 @@ def keep_predictions(cv: Path, dest: Path) -> list[Path]:
     """Copy the files a comparison of `cv` with another needs into `dest`; the copies."""
     files = [cv / name for name in (FOLDS_FILE, OOF_FILE, OFFSETS_FILE, SUMMARY_FILE)]
     files = [f for f in files if f.is_file()] + sorted((cv / "eval").glob("*.csv"))
-    if not (cv / SUMMARY_FILE).is_file():  # unfinished: the finished folds' own predictions
-        files += sorted(cv.glob(f"fold_*/{HELD_OUT_FILE}")) + sorted(cv.glob("fold_*/eval/*.csv"))
+    files += sorted(cv.glob("fold_*/eval/*.csv"))  # each fold model alone on the external sets
+    if not (cv / SUMMARY_FILE).is_file():  # unfinished: the finished folds' held-out predictions
+        files += sorted(cv.glob(f"fold_*/{HELD_OUT_FILE}"))
     kept = []
     for f in files:
         target = dest / f.relative_to(cv)

@@ -270,7 +270,9 @@ def test_cv_result_keeps_what_a_paired_comparison_needs(reference, tmp_path: Pat
            str(tmp_path / "cv.json"), "--keep", str(kept)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert not list(kept.glob("fold_*")) and (kept / "eval" / "isic.csv").is_file()
+    assert (kept / "eval" / "isic.csv").is_file()
+    in_folds = {str(p.relative_to(kept)) for p in kept.glob("fold_*/**/*") if p.is_file()}
+    assert in_folds <= {f"fold_{k}/eval/isic.csv" for k in range(FOLDS)}  # no model, no held-out
     assert len(json.loads((tmp_path / "cv.json").read_text())["kept"]) >= 4
     cmd = [sys.executable, str(bench / "compare_cv.py"), str(kept), str(out), "--out",
            str(tmp_path / "same.json"), "--external", "isic"]  # fmt: skip
@@ -318,12 +320,20 @@ def test_compare_cv_of_an_unfinished_cv_pairs_the_folds_both_finished(reference,
     cmd = [sys.executable, str(script), str(cv), str(out), "--out", str(tmp_path / "r.json")]
     proc = subprocess.run([*cmd, "--external", "isic"], capture_output=True, text=True)
     assert proc.returncode != 0 and "fold_0/eval/isic.csv is missing" in proc.stderr
+    kept = shutil.copytree(out, tmp_path / "kept", ignore=shutil.ignore_patterns("fold_*"))
+    cmd[3] = str(kept)  # finished, without fold folders: its held-out images from its oof file
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "r.json").read_text())
+    n = pd.read_csv(out / "folds.csv", dtype=str)["fold"].isin(["0", "1"]).sum()
+    assert result["folds"] == ["fold_0", "fold_1"] and result["a"]["n"] == result["b"]["n"] == n
+    assert result["paired_bootstrap_balanced_accuracy"]["difference"] == 0.0
     for k in (0, 1):  # as cv_result.py --external would leave them (here: the ensemble's)
         (cv / f"fold_{k}" / "eval").mkdir(exist_ok=True)
         shutil.copy(out / "eval" / "isic.csv", cv / f"fold_{k}" / "eval" / "isic.csv")
     other = Path(shutil.copytree(cv, tmp_path / "other"))
     (other / "fold_1" / "val_predictions.csv").unlink()
-    cmd[3] = str(other)
+    cmd[2:4] = [str(other), str(cv)]
     proc = subprocess.run([*cmd, "--external", "isic"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((tmp_path / "r.json").read_text())
