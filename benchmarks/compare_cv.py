@@ -7,9 +7,10 @@ With `--external NAME` the two ensembles' predictions of that --test set (OUT/ev
 are compared too.
 
 While either cv is unfinished (no oof_predictions.csv), the comparison is on the held-out
-images of the folds both have finished (FOLD/val_predictions.csv), and `--external` compares
-each such fold model of A with the same fold's model of B (FOLD/eval/NAME.csv, written by
-cv_result.py). The JSON names the folds it rests on.
+images of the folds both have finished (FOLD/val_predictions.csv; a finished cv's, or a kept
+copy's, from its oof_predictions.csv), and `--external` compares each such fold model of A
+with the same fold's model of B (FOLD/eval/NAME.csv, written and kept by cv_result.py). The
+JSON names the folds it rests on.
 
     .venv/bin/python benchmarks/compare_cv.py runs/cv3-new runs/cv3-default \
         --external isic2018-test-dev --out benchmarks/results/cv3_new_vs_default.json
