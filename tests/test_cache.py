@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import struct
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -89,11 +91,22 @@ def test_changed_source_rebuilds(tmp_path, counting):
     assert second.images[second.rows(["img0"])[0]].min() >= 245  # the new content
 
 
-def test_touch_alone_changes_the_key(tmp_path):
+def test_the_key_follows_the_bytes_not_the_modification_time(tmp_path):
+    """A dataset copied afresh (new modification times, same bytes) keeps its cache; one byte
+    changed, even under the same size and time, gives a new key."""
     table = write_images(tmp_path / "imgs")
     before = cache_key(table, 8, "squash")
-    st = os.stat(table.loc[2, "path"])
-    os.utime(table.loc[2, "path"], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    path = table.loc[2, "path"]
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert cache_key(table, 8, "squash") == before
+    (tmp_path / "copy").mkdir()
+    moved = table.assign(path=[shutil.copy2(p, tmp_path / "copy") for p in table["path"]])
+    assert cache_key(moved, 8, "squash") == before
+    data = bytearray(Path(path).read_bytes())
+    data[-1] ^= 0xFF
+    Path(path).write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert cache_key(table, 8, "squash") != before
     assert cache_key(table, 8, "squash") != cache_key(table, 8, "center-crop")
 

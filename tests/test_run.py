@@ -9,6 +9,7 @@ settings) is shared by the tests; the killed runs are subprocesses stopped by
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -264,3 +265,34 @@ def test_steps_are_skipped_redone_with_the_reason_and_resumed(tmp_path: Path):
     assert run(2) == ["one: skipped", "two: interrupted before: continues where it stopped"]
     assert calls == [("second", True)]
     assert (tmp_path / "two.txt").read_text() == "bb!"
+
+
+def test_a_dataset_folder_copied_afresh_is_the_same_input_and_new_bytes_are_not(tmp_path: Path):
+    """Datasets are often copied anew (new modification times, the same bytes): finished steps
+    stay finished; a file whose bytes changed under the same size and time redoes them."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    (data / "images").mkdir(parents=True)
+    for k in range(3):
+        (data / "images" / f"img{k}.jpg").write_bytes(bytes([k]) * 10)
+
+    def read(ctx) -> None:
+        (out / "n.txt").write_text(str(len(list((data / "images").iterdir()))))
+
+    def run() -> list[str]:
+        reporter = Quiet()
+        step = Step("read", "read", read, {}, [data], [out / "n.txt"])
+        run_steps([step], RunState.load(out), reporter, progress=False)
+        return reporter.lines
+
+    out.mkdir()
+    assert run() == ["read: not run before"]
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy, copy_function=shutil.copyfile)  # new modification times
+    shutil.rmtree(data)
+    copy.rename(data)
+    assert run() == ["read: skipped"]
+    img = data / "images" / "img1.jpg"
+    times = (img.stat().st_atime_ns, img.stat().st_mtime_ns)
+    img.write_bytes(bytes([9]) * 10)
+    os.utime(img, ns=times)
+    assert run() == [f"read: redone: input {data} changed"]

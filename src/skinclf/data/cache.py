@@ -6,9 +6,10 @@ Layout under ``cache_dir`` (DESIGN.md "Caches")::
     decoded/<stem>.json   index: image_ids (row order), size, resize, key, n
     decoded/<stem>.lock   the lock builders hold
 
-``<stem>`` is ``{size}px-{resize}-{key}``; ``key`` hashes every source file's image_id, path,
-byte size and mtime, plus the size, resize policy and pixel limit, so a changed source file
-gives a new key (a rebuild) and an unchanged table reuses the cache (unless an image it
+``<stem>`` is ``{size}px-{resize}-{key}``; ``key`` hashes every source file's image_id and the
+sha256 of its bytes, plus the size, resize policy and pixel limit, so a changed source file
+gives a new key (a rebuild) and the same images reuse the cache wherever they lie and whenever
+they were copied (unless an image it
 recorded as unreadable decodes now). Files are written under a temporary
 name and renamed into place (``.npy`` first, then ``.json``, which marks completion) while a
 file lock is held, so parallel workers and DDP ranks never see half a file and only one of
@@ -39,6 +40,7 @@ from skinclf.data.formats import (
     max_image_pixels,
     open_rgb,
 )
+from skinclf.digests import file_sha256
 from skinclf.errors import ConfigError, DataError
 from skinclf.faults import fault_point
 
@@ -182,19 +184,19 @@ class DecodedImages:
 
 
 def cache_key(table: pd.DataFrame, size: int, resize: str) -> str:
-    """Hash of the sources (image_id, path, byte size, mtime of each), size and policy, and
+    """Hash of the sources (image_id and the sha256 of the bytes of each), size and policy, and
     the pixel limit (`formats.max_image_pixels`: it decides which images are unreadable)."""
     head = f"skinclf-decoded-v{CACHE_FORMAT_VERSION}\n{size}\n{resize}\n{max_image_pixels()}\n"
     h = hashlib.sha256(head.encode())
     for iid, path in sorted(zip(table["image_id"].astype(str), table["path"], strict=True)):
-        p = Path(path).resolve()
         try:
-            st = p.stat()
-        except OSError:
+            content = file_sha256(path)
+        except OSError as err:
+            what = "does not exist" if isinstance(err, FileNotFoundError) else "cannot be read"
             raise DataError(
-                f"Image {p} (image_id {iid!r}) does not exist; run `skinclf data check`."
+                f"Image {Path(path).resolve()} (image_id {iid!r}) {what}; run `skinclf data check`."
             ) from None
-        h.update(f"{iid}\t{p}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        h.update(f"{iid}\t{content}\n".encode())
     return h.hexdigest()[:24]
 
 

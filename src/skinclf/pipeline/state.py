@@ -1,9 +1,10 @@
 """The manifest of a `skinclf run` output folder (OUT/run_state.json) and the fingerprints in it.
 
 A step's fingerprint hashes its settings, a digest of each input (a file's sha256; a folder's
-list of files with their sizes and modification times) and the fingerprints of the steps it
-needs. The manifest records, per step, whether it started or finished, under which fingerprint
-(and its parts, to say what changed), the outputs it wrote and how long it took. It is written
+list of files with the sha256 of each, so a copy with new modification times is the same
+input) and the fingerprints of the steps it needs. The manifest records, per step, whether it
+started or finished, under which fingerprint (and its parts, to say what changed), the outputs
+it wrote and how long it took. It is written
 atomically (skinclf.atomic) after the step's outputs, so it never claims an output that a kill
 left unwritten.
 """
@@ -12,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from skinclf import atomic
+from skinclf.digests import file_sha256, folder_sha256
 from skinclf.errors import ConfigError
 
 STATE_FILE = "run_state.json"
@@ -27,26 +28,12 @@ MISSING = "missing"
 
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+    return "sha256:" + file_sha256(path)
 
 
 def folder_digest(root: Path) -> str:
-    """sha256 of every file's relative path, size and modification time under `root`."""
-    h = hashlib.sha256()
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs.sort()
-        for name in sorted(files):
-            path = Path(folder) / name
-            try:
-                st = path.stat()
-            except OSError:
-                continue  # a broken link: not an input
-            h.update(f"{path.relative_to(root)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-    return "files:" + h.hexdigest()
+    """sha256 of every file's relative path and bytes under `root`."""
+    return "content:" + folder_sha256(root)
 
 
 def digest(path: Path) -> str:
