@@ -59,19 +59,19 @@ def with_offsets(p: Predictions, folds: pd.DataFrame) -> Predictions:
     return out
 
 
-def finished_folds(cv: Path) -> list[str]:
-    """The folds of `cv` whose held-out predictions exist (all of them once it has finished)."""
+def finished_folds(cv: Path, folds: pd.DataFrame) -> list[str]:
+    """The folds of `cv` (its folds.csv: `folds`) whose held-out predictions exist (all of them
+    once it has finished)."""
     if (cv / OOF).is_file():
-        folds = pd.read_csv(cv / FOLDS, dtype=str)["fold"]
-        return sorted(f"fold_{k}" for k in set(folds) if k.isdigit())
+        return sorted(f"fold_{k}" for k in set(folds["fold"]) if k.isdigit())
     return sorted(p.parent.name for p in cv.glob(f"fold_*/{HELD_OUT_FILE}"))
 
 
-def shared_folds(a: Path, b: Path) -> list[str] | None:
+def shared_folds(a: Path, b: Path, folds: pd.DataFrame) -> list[str] | None:
     """None when both cvs have finished; else the folds both have finished (SystemExit if none)."""
     if (a / OOF).is_file() and (b / OOF).is_file():
         return None
-    shared = sorted(set(finished_folds(a)) & set(finished_folds(b)))
+    shared = sorted(set(finished_folds(a, folds)) & set(finished_folds(b, folds)))
     if not shared:
         raise SystemExit(f"{a} and {b} have no finished fold in common; nothing to compare.")
     return shared
@@ -93,17 +93,17 @@ def stacked(files: list[Path]) -> Predictions:
     )  # fmt: skip
 
 
-def out_of_fold(cv: Path, folds: list[str] | None) -> tuple[Path, Predictions]:
-    """The out-of-fold predictions of `cv`, or the held-out ones of `folds` only (from its
-    out-of-fold file when it has finished, else from the folds' own files)."""
+def out_of_fold(cv: Path, folds: pd.DataFrame, only: list[str] | None) -> tuple[Path, Predictions]:
+    """The out-of-fold predictions of `cv` (its folds.csv: `folds`), or the held-out ones of the
+    folds `only` (from its out-of-fold file when it has finished, else from the folds' files)."""
     if (cv / OOF).is_file():
         oof = read_predictions(cv / OOF)
-        if folds is None:
+        if only is None:
             return cv / OOF, oof
-        fold_of = pd.read_csv(cv / FOLDS, dtype=str).set_index("image_id")["fold"]
-        held = np.isin("fold_" + fold_of.loc[oof.image_ids].to_numpy(), folds)
+        fold_of = folds.set_index("image_id")["fold"]
+        held = np.isin("fold_" + fold_of.loc[oof.image_ids].to_numpy(), only)
         return cv / OOF, oof.subset(held)
-    return cv, stacked([cv / fold / HELD_OUT_FILE for fold in folds or []])
+    return cv, stacked([cv / fold / HELD_OUT_FILE for fold in only or []])
 
 
 def compare_files(file_a: Path, file_b: Path, out: Path) -> dict:
@@ -131,8 +131,8 @@ def main() -> None:
     parser.add_argument("--external", help="Also compare the ensembles on OUT/eval/NAME.csv.")
     args = parser.parse_args()
     folds = check_same_folds(args.a, args.b)
-    partial = shared_folds(args.a, args.b)
-    (file_a, a), (file_b, b) = (out_of_fold(p, partial) for p in (args.a, args.b))
+    partial = shared_folds(args.a, args.b, folds)
+    (file_a, a), (file_b, b) = (out_of_fold(p, folds, partial) for p in (args.a, args.b))
     if args.offsets:
         a, b = with_offsets(a, folds), with_offsets(b, folds)
     result = write_comparison(a, b, summarise(file_a, a), summarise(file_b, b), args.out)
