@@ -18,8 +18,8 @@ from skinclf.classes import CLASSES
 from skinclf.config import load_config
 from skinclf.contracts.predictions import write_predictions
 from skinclf.errors import ConfigError, DataError
-from skinclf.train.distill import SoftTargets, hard_labels, teacher_targets
-from skinclf.train.losses import build_loss
+from skinclf.train.distill import SoftTargets, distill_targets, hard_labels, teacher_targets
+from skinclf.train.losses import build_loss, class_counts
 
 
 def _teacher(path: Path, ids: list[str], probs: np.ndarray) -> Path:
@@ -123,3 +123,35 @@ def test_the_teacher_file_is_an_input_of_the_train_step(tmp_path: Path) -> None:
     assert teacher in train_step(opts, Layout(opts)).inputs
     plain = RunOptions(out=tmp_path / "out", cfg=load_config("sample"), data=tmp_path / "data")
     assert list(train_step(plain, Layout(plain)).inputs) == [tmp_path / "data", Layout(plain).split]
+
+
+@pytest.mark.parametrize("name", ["ce", "logit_adjusted"])
+def test_a_student_that_fits_the_teacher_part_predicts_the_teachers_probabilities(
+    tmp_path: Path, name: str
+) -> None:
+    """With distill_weight 1, the logits that minimise the student's loss give the teacher's
+    probabilities as the student predicts (its raw logits), whatever the loss adds in training;
+    a logit-adjusted student is not balanced a second time."""
+    teacher = np.array([[0.05, 0.05, 0.1, 0.05, 0.15, 0.5, 0.1]])
+    path = _teacher(tmp_path / "t.csv", ["a"], teacher)
+    labels = np.array([5] * 60 + [0] * 3 + [1] * 5 + [2] * 10 + [3] * 2 + [4] * 8 + [6] * 2)
+    ids = ["a"] + [f"x{k}" for k in range(len(labels) - 1)]
+    _teacher(path, ids, np.repeat(teacher, len(ids), axis=0))
+    cfg = load_config(
+        "sample",
+        overrides=[f"loss.name={name}", "loss.label_smoothing=0", f"loss.distill={path}",
+                   "loss.distill_weight=1"],
+    )  # fmt: skip
+    targets = torch.from_numpy(distill_targets(cfg, ids, labels)[:1])
+    loss = build_loss(cfg.loss, class_counts(labels, 7))
+    logits = torch.zeros(1, 7, requires_grad=True)
+    step = torch.optim.LBFGS([logits], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        step.zero_grad()
+        value = loss(logits, targets)
+        value.backward()
+        return value
+
+    step.step(closure)
+    assert np.allclose(F.softmax(logits.detach(), dim=1).numpy(), teacher, atol=1e-3)

@@ -2,7 +2,14 @@
 `(1 - w) * one-hot label + w * teacher probabilities`, the teacher being any predictions file
 that covers the training images (a cross-validation's out-of-fold predictions, an ensemble's
 predictions). Cross-entropy on that target is `(1 - w) * CE(label) + w * CE(teacher)`, whose
-gradient is that of the usual hard-label + KL(teacher || student) objective."""
+gradient is that of the usual hard-label + KL(teacher || student) objective.
+
+The teacher's probabilities are what the student should predict. A student trained with the
+logit-adjusted loss predicts with its raw logits but is trained on `logits + tau * log prior`,
+so its teacher part is moved to the training prior first (`p * prior**tau`, renormalised):
+the loss is then smallest where the student's own probabilities equal the teacher's. Without
+this, a `default` teacher (itself logit-adjusted, so already balanced) would be balanced a
+second time, pushing the student towards the rare classes."""
 
 from __future__ import annotations
 
@@ -18,10 +25,15 @@ from skinclf.errors import DataError
 
 
 def teacher_targets(
-    path: Path | str, image_ids: Sequence[str], labels: np.ndarray, weight: float
+    path: Path | str,
+    image_ids: Sequence[str],
+    labels: np.ndarray,
+    weight: float,
+    adjustment: np.ndarray | None = None,
 ) -> np.ndarray:
     """(N, 7) float32 targets of `image_ids` (true class indices `labels`) blended with the
-    teacher's probabilities from the predictions file `path`."""
+    teacher's probabilities from the predictions file `path`, moved by the log-prior
+    `adjustment` of a logit-adjusted student's loss when given."""
     from skinclf.contracts.predictions import read_predictions
 
     teacher = read_predictions(path, require_labels=False)
@@ -34,6 +46,9 @@ def teacher_targets(
             "image with the teacher (loss.distill)."
         )
     probs = teacher.probs[[row[str(i)] for i in image_ids]]
+    if adjustment is not None:
+        probs = probs * np.exp(adjustment - adjustment.max())
+        probs = probs / probs.sum(axis=1, keepdims=True)
     onehot = np.eye(NUM_CLASSES)[np.asarray(labels, dtype=np.int64)]
     return ((1.0 - weight) * onehot + weight * probs).astype(np.float32)
 
@@ -67,4 +82,9 @@ def distill_targets(cfg, ids: Sequence[str], labels: np.ndarray) -> np.ndarray |
     """The training split's soft targets when `loss.distill` names a teacher, else None."""
     if not cfg.loss.distill:
         return None
-    return teacher_targets(cfg.loss.distill, ids, labels, cfg.loss.distill_weight)
+    adjustment = None
+    if cfg.loss.name == "logit_adjusted":
+        from skinclf.train.losses import class_counts, log_prior_adjustment
+
+        adjustment = log_prior_adjustment(class_counts(labels, NUM_CLASSES), cfg.loss.tau)
+    return teacher_targets(cfg.loss.distill, ids, labels, cfg.loss.distill_weight, adjustment)

@@ -45,6 +45,12 @@ class FocalLoss(nn.Module):
         return loss.mean()
 
 
+def log_prior_adjustment(counts: np.ndarray, tau: float = 1.0) -> np.ndarray:
+    """tau * log(training prior) per class (an empty class counts as one image)."""
+    prior = np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
+    return tau * np.log(prior / prior.sum())
+
+
 class LogitAdjustedLoss(nn.Module):
     """Logit-adjusted cross-entropy (Menon et al. 2021): CE(logits + tau * log prior, y).
 
@@ -54,9 +60,8 @@ class LogitAdjustedLoss(nn.Module):
 
     def __init__(self, counts: np.ndarray, tau: float = 1.0, label_smoothing: float = 0.0) -> None:
         super().__init__()
-        prior = np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
-        prior = prior / prior.sum()
-        self.register_buffer("adjustment", torch.tensor(tau * np.log(prior), dtype=torch.float32))
+        adjustment = log_prior_adjustment(counts, tau)
+        self.register_buffer("adjustment", torch.tensor(adjustment, dtype=torch.float32))
         self.label_smoothing = label_smoothing
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
