@@ -7,8 +7,9 @@ Rewrites the text between `<!-- results-table:start -->` and `<!-- results-table
 nothing else) with one Markdown table: benchmark, headline number(s), machine, date, JSON file.
 The files the suite writes come first, in a fixed order, then every other file in the folder
 that holds a two-run comparison (`a`, `b`, `paired_bootstrap_balanced_accuracy`: the output of
-compare_presets.py and compare_predictions.py). A missing number is written "–"; a file that is
-not JSON is listed with the reason. Reads no data and runs no benchmark.
+compare_presets.py and compare_predictions.py) or two cross-validations' (compare_cv.py). A
+missing number is written "–"; a file that is not JSON is listed with the reason. Reads no data
+and runs no benchmark.
 """
 
 from __future__ import annotations
@@ -244,6 +245,7 @@ KNOWN: list[tuple[str, str, Summary]] = [
     ("presets_isic2018.json", "quality: default vs paper (ISIC 2018)", _comparison),
     ("cv3_default.json", "quality: default, 3-fold cross-validation", _cv),
     ("cv3_sog.json", "quality: default + Shades of Gray, 3-fold cross-validation", _cv),
+    ("cv3_lite0.json", "quality: default with Lite0, 3-fold cross-validation", _cv),
     ("presets_quick.json", "quality, quick: default vs paper (HAM10000 subset)", _comparison),
     ("presets_quick_isic2018.json", "quality, quick: default vs paper (ISIC 2018)", _comparison),
     ("speed.json", "speed: train/predict, matmul peak", _speed),
@@ -285,6 +287,25 @@ def is_comparison(d: object) -> bool:
     )
 
 
+def is_cv_comparison(d: object) -> bool:
+    """compare_cv.py's output: out-of-fold and external comparisons under their names."""
+    return isinstance(d, dict) and is_comparison(d.get("out_of_fold"))
+
+
+def _cv_comparison(d: dict) -> str:
+    parts = []
+    for name, part in d.items():
+        if is_comparison(part):
+            parts.append(f"{name.replace('_', '-')}: {_comparison(part)}")
+        elif name.endswith("_by_fold") and isinstance(part, dict):
+            each = (
+                f"{fold} {num(get(c, 'paired_bootstrap_balanced_accuracy', 'difference'), '+.3f')}"
+                for fold, c in part.items()
+            )
+            parts.append(f"{name[: -len('_by_fold')]}, fold model A - B: {', '.join(each)}")
+    return "; ".join(parts)
+
+
 def machine(d: dict) -> str:
     m = d.get("machine")
     if isinstance(m, str):
@@ -314,8 +335,9 @@ def row(path: Path, name: str, summary: Summary, link_from: Path) -> list[str]:
         headline = summary(d)
     except (AttributeError, KeyError, IndexError, TypeError, ValueError):
         headline = DASH
-    date = d.get("date")
-    return [name, headline, machine(d), str(date)[:10] if date else DASH, link]
+    meta = d["out_of_fold"] if is_cv_comparison(d) else d  # where the date and machine are
+    date = meta.get("date")
+    return [name, headline, machine(meta), str(date)[:10] if date else DASH, link]
 
 
 def rows(results: Path, link_from: Path) -> list[list[str]]:
@@ -333,6 +355,8 @@ def rows(results: Path, link_from: Path) -> list[list[str]]:
             continue
         if is_comparison(d):
             out.append(row(path, f"quality: {path.stem}", _comparison, link_from))
+        elif is_cv_comparison(d):
+            out.append(row(path, f"quality: {path.stem}", _cv_comparison, link_from))
     return out
 
 

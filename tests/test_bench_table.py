@@ -203,3 +203,18 @@ def test_a_cv_row_names_the_fold_models_only_when_measured(table) -> None:
     text = table._cv(cv)
     assert text.startswith("1 of 3 folds finished, held-out balanced accuracy fold_0 0.700 [")
     assert "isic: one fold model 0.660 (mean)" in text and "ensemble" not in text
+
+
+def test_a_cv_comparison_is_listed_with_each_of_its_parts(table, results: Path) -> None:
+    pair = json.loads((results / "my_runs_compared.json").read_text())
+    pair["date"], pair["machine"] = "2026-12-05T04:00:00", {"cpu": "Test CPU", "logical_cpus": 2}
+    _write(results, "cv3_new_vs_default.json", {"out_of_fold": pair, "isic": pair})
+    _write(results, "cv3_part_vs_default.json", {"out_of_fold": pair, "isic_by_fold": {
+        "fold_0": pair, "fold_1": dict(pair, paired_bootstrap_balanced_accuracy={
+            "difference": -0.04})}})  # fmt: skip
+    rows = _by_name(table.rows(results, results.parent))
+    whole = rows["quality: cv3_new_vs_default"]
+    assert whole[1].startswith("out-of-fold: balanced accuracy A ") and "; isic: " in whole[1]
+    assert whole[2:4] == ["Test CPU, 2 CPUs", "2026-12-05"]
+    part = rows["quality: cv3_part_vs_default"][1]
+    assert part.endswith("; isic, fold model A - B: fold_0 +0.250, fold_1 -0.040")
