@@ -9,11 +9,10 @@ Layout under ``cache_dir`` (DESIGN.md "Caches")::
 ``<stem>`` is ``{size}px-{resize}-{key}``; ``key`` hashes every source file's image_id and the
 sha256 of its bytes, plus the size, resize policy and pixel limit, so a changed source file
 gives a new key (a rebuild) and the same images reuse the cache wherever they lie and whenever
-they were copied (unless an image it
-recorded as unreadable decodes now). Files are written under a temporary
-name and renamed into place (``.npy`` first, then ``.json``, which marks completion) while a
-file lock is held, so parallel workers and DDP ranks never see half a file and only one of
-them decodes.
+they were copied (unless an image it recorded as unreadable decodes now). Files are written
+under a temporary name and renamed into place (``.npy`` first, then ``.json``, which marks
+completion) while a file lock is held, so parallel workers and DDP ranks never see half a file
+and only one of them decodes.
 """
 
 from __future__ import annotations

@@ -4,9 +4,8 @@ A step's fingerprint hashes its settings, a digest of each input (a file's sha25
 list of files with the sha256 of each, so a copy with new modification times is the same
 input) and the fingerprints of the steps it needs. The manifest records, per step, whether it
 started or finished, under which fingerprint (and its parts, to say what changed), the outputs
-it wrote and how long it took. It is written
-atomically (skinclf.atomic) after the step's outputs, so it never claims an output that a kill
-left unwritten.
+it wrote and how long it took. It is written atomically (skinclf.atomic) after the step's
+outputs, so it never claims an output that a kill left unwritten.
 """
 
 from __future__ import annotations
