@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from skinclf.classes import CLASSES
+from skinclf.digests import file_sha256
 from skinclf.errors import DataError
 
 SPEC_KEY = "classifier"  # the spec's key in the checkpoint's hyper_parameters
@@ -195,6 +196,4 @@ def load_classifier(
 def checkpoint_fingerprint(path: Path | str) -> str:
     """16 hex digits of the checkpoint file's sha256: what fitted statistics (feature_stats.npz)
     record, so a changed checkpoint is noticed."""
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return file_sha256(path)[:16]

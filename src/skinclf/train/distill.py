@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from skinclf.classes import NUM_CLASSES
 from skinclf.errors import DataError
+from skinclf.train.losses import class_counts, log_prior_adjustment
 
 
 def teacher_targets(
@@ -84,7 +85,5 @@ def distill_targets(cfg, ids: Sequence[str], labels: np.ndarray) -> np.ndarray |
         return None
     adjustment = None
     if cfg.loss.name == "logit_adjusted":
-        from skinclf.train.losses import class_counts, log_prior_adjustment
-
         adjustment = log_prior_adjustment(class_counts(labels, NUM_CLASSES), cfg.loss.tau)
     return teacher_targets(cfg.loss.distill, ids, labels, cfg.loss.distill_weight, adjustment)
