@@ -1,6 +1,8 @@
 """Average predictions files of the same images (e.g. several runs' kept predictions of the
 ISIC 2018 test images) into one ensemble predictions file: probabilities averaged image by image,
-rows in the first file's order. Then compare_predictions.py compares it with any member.
+rows in the first file's order (the logit scores recomputed, the feature scores the first
+file's, as `skinclf predict` does for an ensemble). Then compare_predictions.py compares it with
+any member. (For whole cross-validations, `skinclf cv-ensemble` does this to every set.)
 
     .venv/bin/python benchmarks/average_predictions.py \
         benchmarks/results/tune/finetune-default/{baseline,retrained}/isic2018-test-dev.csv \
@@ -12,10 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from ensemble_cv import mean_probabilities, write_mean  # next to this script
 from skinclf.contracts.predictions import read_predictions
+from skinclf.errors import DataError
+from skinclf.pipeline.cv_ensemble import mean_predictions, save_predictions
 
 
 def main() -> None:
@@ -29,8 +30,12 @@ def main() -> None:
     if len({p.n for p in members}) > 1:
         sizes = ", ".join(f"{f}: {p.n}" for f, p in zip(args.files, members, strict=True))
         raise SystemExit(f"The files predict different numbers of images ({sizes}).")
+    try:
+        mean = mean_predictions(members)
+    except DataError as exc:
+        raise SystemExit(str(exc)) from None
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_mean(args.out, members, np.log(mean_probabilities(members)))
+    save_predictions(args.out, mean)
     print(f"wrote {args.out}: mean of {len(members)} files, {members[0].n:,} images")
 
 

@@ -27,8 +27,10 @@ import pandas as pd
 
 from compare_predictions import summarise, write_comparison  # next to this script
 from skinclf.contracts.predictions import Predictions, read_predictions, softmax
+from skinclf.errors import DataError
 from skinclf.evaluate.offsets import cross_fitted
 from skinclf.pipeline.cv import HELD_OUT_FILE
+from skinclf.pipeline.cv_ensemble import same_folds
 
 OOF = "oof_predictions.csv"
 FOLDS = "folds.csv"
@@ -37,17 +39,10 @@ FOLDS = "folds.csv"
 def check_same_folds(a: Path, b: Path) -> pd.DataFrame:
     """The folds both cross-validations share; SystemExit naming the first image they put in
     different folds (a paired comparison needs the same held-out images per fold)."""
-    fa, fb = (pd.read_csv(p / FOLDS, dtype=str).set_index("image_id")["fold"] for p in (a, b))
-    if set(fa.index) != set(fb.index):
-        raise SystemExit(f"{a} and {b} cross-validate different images; compare on one dataset.")
-    differs = fa != fb.loc[fa.index]
-    if differs.any():
-        image = differs[differs].index[0]
-        raise SystemExit(
-            f"{a} and {b} use different folds (image {image!r} is in fold {fa[image]} and "
-            f"{fb[image]}); run both with the same --folds and seed."
-        )
-    return fa.reset_index()
+    try:
+        return same_folds(a, b)
+    except DataError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def with_offsets(p: Predictions, folds: pd.DataFrame) -> Predictions:

@@ -3,9 +3,10 @@ with its interval, per fold, with cross-fitted logit offsets), the K-fold ensemb
 external set (with and without offsets), each fold model alone on the same set (predicted here
 into FOLD/eval/NAME.csv when missing), and the wall time of every fold's training. While the cv
 is unfinished (no cv_summary.json), its finished folds: each one's held-out balanced accuracy and
-its model alone on the external sets. `--keep DIR` copies what compare_cv.py and ensemble_cv.py
-read (folds, out-of-fold and ensemble predictions, offsets, summary, each fold model's external
-predictions: a few MB, no images) to DIR, so a paired comparison outlives the run folder.
+its model alone on the external sets. `--keep DIR` copies what compare_cv.py and `skinclf
+cv-ensemble` read (folds, out-of-fold and ensemble predictions, offsets, summary, each fold
+model's external predictions: a few MB, no images) to DIR, so a paired comparison outlives the
+run folder.
 
     .venv/bin/python benchmarks/cv_result.py runs/cv3-default \
         --external ../shared/data/isic2018-test-dev --out benchmarks/results/cv3_default.json \

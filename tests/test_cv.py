@@ -227,38 +227,77 @@ def test_compare_cv_pairs_two_results_on_the_same_folds_only(reference, tmp_path
     assert proc.returncode != 0 and "use different folds" in proc.stderr
 
 
-def test_ensemble_cv_averages_out_of_fold_and_external_probabilities(reference, tmp_path: Path):
+def test_cv_ensemble_averages_cvs_and_predicts_and_exports_as_one_model(
+    reference, data, tmp_path: Path
+):
     import shutil
 
+    import skinclf
     from skinclf.contracts.predictions import read_predictions, write_predictions
+    from skinclf.errors import ConfigError, DataError
+    from skinclf.evaluate.offsets import read_offsets
+    from skinclf.pipeline.cv_ensemble import ensemble_cvs
+    from skinclf.predict import load_runs
 
-    out, _, _ = reference
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ensemble_cv.py"
+    out, cache, _ = reference
+    twin = Path(shutil.copytree(out, tmp_path / "twin"))
+    ens = tmp_path / "ens"
+    result = invoke(["cv-ensemble", str(out), str(twin), "--out", str(ens), "--bootstrap", "50"])
+    assert result.exit_code == 0, result.output
+    mine = json.loads((out / "cv_summary.json").read_text())
+    same = json.loads((ens / "cv_summary.json").read_text())
+    for key in ("balanced_accuracy", "accuracy", "recall"):
+        assert same["out_of_fold"]["pooled"][key] == pytest.approx(
+            mine["out_of_fold"]["pooled"][key]
+        )
+    # refitted on the average of two identical calibration predictions: the cv's own offsets
+    offsets = read_offsets(ens / "logit_offsets.json")
+    assert np.allclose(offsets, read_offsets(out / "logit_offsets.json"))
+    isic = read_predictions(ens / "eval" / "isic.csv")
+    assert np.allclose(isic.probs, read_predictions(out / "eval" / "isic.csv").probs, atol=1e-6)
+    assert "conf_knn" in pd.read_csv(ens / "eval" / "pad.csv").columns  # the first member's
+
+    assert len(load_runs(ens)) == 2 * FOLDS  # every member's fold models
+    predicted = tmp_path / "predicted.csv"
+    result = invoke(["predict", str(ens), "--data", str(data["isic"]), "--out", str(predicted),
+                     "--cache-dir", str(cache), "--no-progress"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert np.allclose(read_predictions(predicted).probs, isic.probs, atol=1e-5)
+
+    # exported, the ensemble keeps its offsets: skinclf.load predicts as skinclf predict does
+    model_dir = tmp_path / "model"
+    result = invoke(["export", str(ens), "--out", str(model_dir)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((model_dir / "skinclf-model.json").read_text())
+    assert manifest["logit_offsets"] == "logit_offsets.json" and len(manifest["members"]) == 6
+    images = sorted(p for p in Path(data["isic"]).rglob("*.jpg"))
+    rows = skinclf.load(model_dir).predict(images)
+    by_id = dict(zip(isic.image_ids, isic.probs, strict=True))
+    loaded = np.array([[r["probabilities"][c] for c in r["probabilities"]] for r in rows])
+    expected = np.array([by_id[p.stem] for p in images])
+    assert np.allclose(loaded, expected, atol=1e-5)
+    assert "logit offsets" in (model_dir / "MODEL_CARD.md").read_text()
+
     other = Path(shutil.copytree(out, tmp_path / "other", ignore=shutil.ignore_patterns("fold_*")))
     oof = read_predictions(other / "oof_predictions.csv")
     one_hot = np.full_like(oof.logits, -30.0)
     one_hot[:, 0] = 0.0  # this member says akiec for every image
     write_predictions(other / "oof_predictions.csv", oof.image_ids, oof.dataset, oof.y,
                       oof.semantic_ood, one_hot)  # fmt: skip
-    for members, name in (([out, out], "self"), ([out, other], "mixed")):
-        proc = subprocess.run([sys.executable, str(script), *map(str, members), "--out",
-                               str(tmp_path / name)], capture_output=True, text=True)  # fmt: skip
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    mine = json.loads((out / "cv_summary.json").read_text())
-    same = json.loads((tmp_path / "self" / "cv_summary.json").read_text())
-    for key in ("balanced_accuracy", "accuracy", "recall"):
-        assert same["out_of_fold"]["pooled"][key] == pytest.approx(
-            mine["out_of_fold"]["pooled"][key]
-        )
-    assert same["ensemble"]["isic"]["no_offsets"]["balanced_accuracy"] == pytest.approx(
-        mine["ensemble"]["isic"]["no_offsets"]["balanced_accuracy"]
-    )
+    ensemble_cvs([out, other], tmp_path / "mixed", n_bootstrap=20)
     mixed = read_predictions(tmp_path / "mixed" / "oof_predictions.csv")
     expected = (oof.probs + np.eye(oof.probs.shape[1])[0]) / 2
     assert np.allclose(mixed.probs, expected, atol=1e-6)
-    proc = subprocess.run([sys.executable, str(script), str(out), "--out", str(tmp_path / "x")],
-                          capture_output=True, text=True)  # fmt: skip
-    assert proc.returncode != 0 and "at least two" in proc.stderr
+
+    with pytest.raises(ConfigError, match="at least two"):
+        ensemble_cvs([out], tmp_path / "x")
+    folds = pd.read_csv(other / "folds.csv", dtype=str)
+    folds.loc[folds["fold"] == "0", "fold"], folds.loc[folds["fold"] == "1", "fold"] = "1", "0"
+    folds.to_csv(other / "folds.csv", index=False)
+    with pytest.raises(DataError, match="use different folds"):
+        ensemble_cvs([out, other], tmp_path / "x")
+    with pytest.raises(DataError, match="itself an ensemble"):
+        ensemble_cvs([out, ens], tmp_path / "x")
 
 
 def test_cv_result_keeps_what_a_paired_comparison_needs(reference, tmp_path: Path):

@@ -5,7 +5,9 @@ the server read (the layout is the manifest's, `skinclf.package`).
 MODEL_DIR holds skinclf-model.json; members/<i>/ (classifier.ckpt with its ClassifierSpec, and
 the run's config.yaml, split.csv and provenance.json); selective.json from the run's
 evaluation with the feature statistics its OOD gate needs (feature_stats.npz, also used by
-`predict --scores mahalanobis,...`); MODEL_CARD.md and model_card.json; model.onnx with --onnx.
+`predict --scores mahalanobis,...`); a cross-validation folder's per-class logit offsets
+(logit_offsets.json, added to the ensemble's logits before anything else, as `skinclf predict`
+adds them to the cv's); MODEL_CARD.md and model_card.json; model.onnx with --onnx.
 The folder is written beside MODEL_DIR and renamed into place when complete.
 """
 
@@ -14,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from skinclf import __version__
 from skinclf.config import read_config
+from skinclf.contracts.cv_folder import CHECKPOINT, cv_runs, fold_folders, member_cvs
 from skinclf.errors import ConfigError, DataError
 from skinclf.package import (
     CARD_FILE,
@@ -36,7 +38,6 @@ from skinclf.package import (
     selective_thresholds,
 )
 
-CHECKPOINT = Path("checkpoints") / "best.ckpt"
 COLOUR = "RGB, EXIF-rotated, alpha on white"
 DECODER = (
     "skinclf.data.cache.decode_image: Pillow decode (JPEG at a reduced DCT scale still >= the "
@@ -46,25 +47,17 @@ DECODER = (
 
 
 def source_runs(source: Path | str) -> list[Path]:
-    """The run folder `source`, or the fold_* run folders of a cross-validation folder."""
+    """The run folder `source`, the fold_* run folders of a cross-validation folder, or every
+    member cv's fold runs of a `skinclf cv-ensemble` folder."""
     source = Path(source)
     if (source / CHECKPOINT).is_file():
         return [source]
-    folds = sorted(
-        (p for p in source.glob("fold_*") if p.is_dir()),
-        key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)],
-    )
-    if not folds:
+    if not fold_folders(source) and not member_cvs(source):
         raise DataError(
             f"{source} is neither a finished run folder (no {CHECKPOINT}) nor a "
             "cross-validation folder (no fold_*/ run folders)."
         )
-    unfinished = [f for f in folds if not (f / CHECKPOINT).is_file()]
-    if unfinished:
-        raise DataError(
-            f"{unfinished[0]} has no {CHECKPOINT}: every fold of {source} must be a finished run."
-        )
-    return folds
+    return cv_runs(source)
 
 
 def _check_out(out: Path, runs: Sequence[Path]) -> None:
@@ -210,7 +203,18 @@ def _provenance(runs: Sequence[Path], source: Path) -> dict:
     }
 
 
-def _manifest(models, runs, source, selective, stats, onnx, precision) -> dict:
+def _copy_offsets(source: Path, staging: Path) -> str | None:
+    """SOURCE's logit_offsets.json (a cross-validation folder's), checked, or None."""
+    from skinclf.evaluate.offsets import OFFSETS_FILE, read_offsets
+
+    if not (source / OFFSETS_FILE).is_file():
+        return None
+    read_offsets(source / OFFSETS_FILE)  # a damaged one: DataError before the package exists
+    shutil.copy2(source / OFFSETS_FILE, staging / OFFSETS_FILE)
+    return OFFSETS_FILE
+
+
+def _manifest(models, runs, source, selective, stats, onnx, precision, offsets) -> dict:
     spec, cfg = models[0].spec, read_config(runs[0] / "config.yaml")
     return {
         "format": PACKAGE_FORMAT,
@@ -227,6 +231,7 @@ def _manifest(models, runs, source, selective, stats, onnx, precision) -> dict:
         },
         "members": [f"members/{i}/classifier.ckpt" for i in range(len(models))],
         "ensemble": "mean probabilities" if len(models) > 1 else None,
+        "logit_offsets": offsets,
         "inference": {
             "precision": precision,
             "tta": cfg.predict.tta,
@@ -238,6 +243,14 @@ def _manifest(models, runs, source, selective, stats, onnx, precision) -> dict:
         "card": {"json": CARD_FILE, "markdown": CARD_MARKDOWN},
         "provenance": _provenance(runs, source),
     }
+
+
+def _offsets_card(source: Path, name: str | None) -> dict | None:
+    """The logit offsets as the model card shows them: per class, and what they were fitted on."""
+    if not name:
+        return None
+    data = json.loads((source / name).read_text())
+    return {k: data.get(k) for k in ("offsets", "fitted_on", "n")}
 
 
 def _card(manifest: dict, runs: Sequence[Path], sel_path: Path | None, source: Path) -> dict:
@@ -263,12 +276,15 @@ def _card(manifest: dict, runs: Sequence[Path], sel_path: Path | None, source: P
         "exported": prov["exported"],
         "intended_use": INTENDED_USE,
         "model": {
-            "backbone": read_config(runs[0] / "config.yaml").model.backbone,
+            "backbone": ", ".join(
+                dict.fromkeys(read_config(r / "config.yaml").model.backbone for r in runs)
+            ),
             "image_size": prep["image_size"],
             "resize": prep["resize"],
             "members": len(runs),
             "tta": inference["tta"],
             "precision": inference["precision"],
+            "logit_offsets": _offsets_card(source, manifest["logit_offsets"]),
         },
         "training_data": {
             "path": prov.get("data_path"),
@@ -321,7 +337,8 @@ def export_model(
         sel_name = _copy_selective(sel_path, staging, stats) if sel_path else None
         graph = _onnx(models, staging, models[0].spec.image_size) if onnx else None
         precision = _recorded_precision(runs[0])
-        manifest = _manifest(models, runs, source, sel_name, stats, graph, precision)
+        offsets = _copy_offsets(source, staging)
+        manifest = _manifest(models, runs, source, sel_name, stats, graph, precision, offsets)
         card = _card(manifest, runs, sel_path, source)
         write_text(staging / CARD_FILE, json.dumps(card, indent=2) + "\n")
         write_text(staging / CARD_MARKDOWN, render_markdown(card))

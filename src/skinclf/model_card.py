@@ -179,6 +179,7 @@ def render_markdown(card: Mapping) -> str:
         f"- {model['backbone']} at {model['image_size']} px ({model['resize']}), "
         f"{model['members']} member(s){' (mean probabilities)' if model['members'] > 1 else ''}",
         f"- inference: TTA {model['tta']}, precision {model['precision']}",
+        *_offsets_lines(model.get("logit_offsets")),
         "",
         "## Training data",
         "",
@@ -200,6 +201,17 @@ def render_markdown(card: Mapping) -> str:
     lines += ["", "## Selective classifier", ""] + _selective_lines(card.get("selective"))
     lines += ["", "## Limitations", ""] + [f"- {item}" for item in card["limitations"]]
     return "\n".join(lines) + "\n"
+
+
+def _offsets_lines(offsets: Mapping | None) -> list[str]:
+    """The logit offsets line of the card's model section (none without offsets)."""
+    if not offsets:
+        return []
+    values = ", ".join(f"{c} {v:+.2f}" for c, v in offsets["offsets"].items())
+    return [
+        f"- per-class logit offsets added before the decision ({values}), fitted to maximise "
+        f"balanced accuracy on {offsets.get('n', '?')} {offsets.get('fitted_on', '')}".rstrip()
+    ]
 
 
 def _selective_lines(sel: Mapping | None) -> list[str]:

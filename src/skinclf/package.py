@@ -90,6 +90,14 @@ def package_selective(model_dir: Path | str) -> Path | None:
     return Path(model_dir) / name if name else None
 
 
+def package_offsets(model_dir: Path | str) -> np.ndarray | None:
+    """MODEL_DIR's per-class logit offsets (a cross-validation's), or None without them."""
+    from skinclf.evaluate.offsets import read_offsets
+
+    name = read_manifest(model_dir).get("logit_offsets")
+    return read_offsets(Path(model_dir) / name) if name else None
+
+
 # ------------------------------------------------------------ logits -> scores -> abstention
 
 
@@ -269,6 +277,7 @@ class Model:
                 "graph does not give; use the torch runtime."
             )
         self.members = self._members()
+        self.offsets = package_offsets(self.path)
 
     def _members(self) -> list:
         if self.runtime == "onnx":
@@ -318,7 +327,13 @@ class Model:
             )
             for member in self.members
         ]
-        return combine_members(results)
+        logits, probs, feats = combine_members(results)
+        if self.offsets is not None:  # before the scores, which follow the shifted decision
+            from skinclf.contracts.predictions import softmax
+
+            logits = logits + self.offsets[None, :]
+            probs = softmax(logits)
+        return logits, probs, feats
 
     def predict(self, images: Sequence, names: Sequence[str] | None = None) -> list[dict]:
         """One row per image (paths, bytes, Pillow images or uint8 arrays): top class,

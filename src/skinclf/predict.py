@@ -19,6 +19,7 @@ import pandas as pd
 
 from skinclf.classes import CLASSES
 from skinclf.config import RunConfig, read_config
+from skinclf.contracts.cv_folder import cv_runs, is_cv_folder
 from skinclf.errors import ConfigError, DataError
 from skinclf.package import (
     FEATURE_STATS_FILE,
@@ -66,34 +67,16 @@ def load_run(run: Path | str) -> LoadedRun:
     return LoadedRun(run, cfg, load_classifier(ckpt), prov)
 
 
-CV_FOLDS_FILE = "folds.csv"  # marks a `skinclf cv` folder; its fold_<k>/ are run folders
-
-
-def cv_fold_runs(path: Path | str) -> list[Path]:
-    """The fold run folders of a `skinclf cv` folder, in fold order; [] for any other folder."""
-    path = Path(path)
-    if not (path / CV_FOLDS_FILE).is_file():
-        return []
-    folds = sorted(path.glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
-    unfinished = [f.name for f in folds if not (f / "checkpoints" / "best.ckpt").is_file()]
-    if not folds or unfinished:
-        raise DataError(
-            f"{path} is a cross-validation folder whose folds are not all trained "
-            f"({', '.join(unfinished) or 'no fold_<k>/'}); finish it with `skinclf cv` first."
-        )
-    return folds
-
-
 def load_runs(path: Path | str) -> list[LoadedRun]:
-    """The run of a run folder, each fold of a `skinclf cv` folder, or each member of an
+    """The run of a run folder, each fold of a `skinclf cv` folder (every member cv's folds for
+    a `skinclf cv-ensemble` folder), or each member of an
     exported model folder (MODEL_DIR): its checkpoint, config.yaml, split.csv and provenance,
     with the recorded inference precision and the package's feature statistics."""
     from skinclf.models.classifier import load_classifier
 
     path = Path(path)
-    folds = cv_fold_runs(path)
-    if folds:
-        return [load_run(fold) for fold in folds]
+    if is_cv_folder(path):
+        return [load_run(fold) for fold in cv_runs(path)]
     if not is_package(path):
         return [load_run(path)]
     manifest = read_manifest(path)
@@ -513,12 +496,17 @@ def _confidence(
 
 
 def model_offsets(runs: Sequence[Path]) -> np.ndarray | None:
-    """The logit offsets of a single model folder that has them (logit_offsets.json)."""
+    """The logit offsets of a single model folder that has them (a cv folder's
+    logit_offsets.json, or an exported model's named by its manifest)."""
     from skinclf.evaluate.offsets import OFFSETS_FILE, read_offsets
+    from skinclf.package import package_offsets
 
-    if len(runs) != 1 or not (Path(runs[0]) / OFFSETS_FILE).is_file():
+    if len(runs) != 1:
         return None
-    return read_offsets(Path(runs[0]) / OFFSETS_FILE)
+    if is_package(runs[0]):
+        return package_offsets(runs[0])
+    path = Path(runs[0]) / OFFSETS_FILE
+    return read_offsets(path) if path.is_file() else None
 
 
 def _with_offsets(

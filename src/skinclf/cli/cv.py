@@ -113,7 +113,11 @@ def _print_summary(result) -> None:
 
     if all(o.status == "skipped" for o in result.outcomes):
         console.print("[green]everything was up to date[/]: no step ran.")
-    summary = json.loads(result.summary_path.read_text())
+    _print_numbers(json.loads(result.summary_path.read_text()))
+    console.print(f"summary: {result.summary_path}")
+
+
+def _print_numbers(summary: dict) -> None:
     oof = summary["out_of_fold"]
     table = Table(title="key numbers", show_header=False, box=None, title_justify="left")
     table.add_column(style="bold", no_wrap=True)
@@ -126,8 +130,40 @@ def _print_summary(result) -> None:
         table.add_row(escape(f"{name}: ensemble balanced accuracy"), _ba(entry["offsets"]))
         table.add_row("  without logit offsets", _ba(entry["no_offsets"]))
     console.print(table)
-    console.print(f"summary: {result.summary_path}")
+
+
+def cv_ensemble(
+    cvs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Two or more finished `skinclf cv` folders on the same folds (same data, "
+            "--folds and seed), e.g. one per backbone.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The ensemble's folder, e.g. runs/cv-ab.")],
+    bootstrap: BootstrapOpt = 1000,
+) -> None:
+    """Average several cross-validations into one model, measured like a cv: their
+    out-of-fold probabilities averaged image by image (each image still predicted only by
+    models that did not train on it), the logit offsets refitted on that average (on the
+    calibration part when the cvs have one), and each set every cv predicted (its eval/NAME.csv)
+    averaged likewise. OUT/cv_summary.json has the out-of-fold balanced accuracy [95 % CI] and
+    each labelled set's; compare it with a member by benchmarks/compare_cv.py.
+
+    OUT names its members (cv_members.json) instead of copying them: `skinclf predict OUT`
+    predicts with every member's fold models (mean probabilities) and OUT's offsets, and
+    `skinclf export OUT` packs them into one model folder.
+
+    Example: skinclf cv-ensemble runs/cv-lite2 runs/cv-lite0 --out runs/cv-lite0-lite2
+    """
+    from skinclf.pipeline.cv_ensemble import ensemble_cvs
+
+    summary = ensemble_cvs(cvs, out, n_bootstrap=bootstrap)
+    _print_numbers(summary)
+    console.print(f"summary: {out / 'cv_summary.json'}")
 
 
 def register(app: typer.Typer) -> None:
     app.command("cv")(cv)
+    app.command("cv-ensemble")(cv_ensemble)

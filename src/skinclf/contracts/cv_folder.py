@@ -1,0 +1,70 @@
+"""The cross-validation folder as a model (DESIGN.md's run folder): which trained runs a
+`skinclf cv` folder, or a `skinclf cv-ensemble` folder of several cvs, stands for.
+
+A `skinclf cv` folder holds `folds.csv` and one run folder per fold (`fold_<k>/`). A
+`skinclf cv-ensemble` folder holds `folds.csv` too and, instead of fold runs, `cv_members.json`
+naming its member cv folders (relative to itself); its runs are every member's fold runs, in the
+order the members are named. `skinclf predict` and `skinclf export` read both the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from skinclf.errors import DataError
+
+FOLDS_FILE = "folds.csv"  # marks a cross-validation folder
+MEMBERS_FILE = "cv_members.json"  # marks an ensemble of cross-validations
+CHECKPOINT = Path("checkpoints") / "best.ckpt"
+
+
+def is_cv_folder(path: Path | str) -> bool:
+    """Whether `path` is a `skinclf cv` or `skinclf cv-ensemble` folder."""
+    return (Path(path) / FOLDS_FILE).is_file()
+
+
+def _natural(path: Path) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+def fold_folders(path: Path | str) -> list[Path]:
+    """The fold_* folders of `path`, in fold order (fold_2 before fold_10)."""
+    return sorted((p for p in Path(path).glob("fold_*") if p.is_dir()), key=_natural)
+
+
+def member_cvs(path: Path | str) -> list[Path]:
+    """The member cv folders of a `skinclf cv-ensemble` folder ([] for any other folder);
+    DataError naming a member that is missing or is itself an ensemble."""
+    path = Path(path)
+    file = path / MEMBERS_FILE
+    if not file.is_file():
+        return []
+    try:
+        names = json.loads(file.read_text(encoding="utf-8"))["members"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{file}: is not a readable list of member cv folders ({exc}).") from None
+    members = [(path / name).resolve() for name in names]
+    for member in members:
+        if not is_cv_folder(member):
+            raise DataError(f"{file} names {member}, which is not a cross-validation folder.")
+        if (member / MEMBERS_FILE).is_file():
+            raise DataError(f"{file} names {member}, itself an ensemble: name its members.")
+    return members
+
+
+def cv_runs(path: Path | str) -> list[Path]:
+    """The trained runs a cross-validation folder stands for: its fold runs, or each member
+    cv's fold runs for an ensemble of cvs. DataError naming the first unfinished fold."""
+    members = member_cvs(path)
+    runs = [r for m in members for r in fold_folders(m)] if members else fold_folders(path)
+    if not runs:
+        raise DataError(f"{path} has no fold_<k>/ run folders: finish it with `skinclf cv`.")
+    unfinished = [r for r in runs if not (r / CHECKPOINT).is_file()]
+    if unfinished:
+        raise DataError(
+            f"{path}: its folds are not all trained ({unfinished[0]} has no "
+            f"{CHECKPOINT.as_posix()}); finish them with `skinclf cv` first."
+        )
+    return runs

@@ -1,0 +1,191 @@
+"""`skinclf cv-ensemble`: several `skinclf cv` results on the same folds (other backbones,
+recipes, resolutions) as one model whose numbers are measured like a cv's.
+
+Every image of the folds is still predicted only by models that did not train on it: the
+members' out-of-fold probabilities are averaged image by image. The ensemble's logit offsets
+are refitted on that average (with a calibration part, on the average of the members'
+calibration predictions without offsets), and each set every member predicted (its
+OUT/eval/NAME.csv) is averaged the same way, each member's own offsets taken off first.
+
+OUT (a cross-validation folder, `skinclf.contracts.cv_folder`)::
+
+    cv_members.json       the member cv folders, relative to OUT
+    folds.csv             the members' folds (the same in every member)
+    oof_predictions.csv   the members' out-of-fold probabilities averaged
+    logit_offsets.json    refitted on the average
+    eval/<set>.csv        the members' predictions of each set averaged, the offsets added
+    cv_summary.json       as `skinclf cv` writes it, with the members named
+
+`skinclf predict OUT` predicts with every member's fold models (mean probabilities: each cv
+weighs the same, as all have K folds) and adds OUT's offsets; `skinclf export OUT` packs them.
+Confidence scores: the logit scores follow the averaged logits; the feature scores are the
+first member's (as `skinclf predict` takes them from its first model).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from skinclf import atomic
+from skinclf.classes import CLASSES
+from skinclf.contracts.cv_folder import FOLDS_FILE, MEMBERS_FILE, is_cv_folder, member_cvs
+from skinclf.contracts.predictions import Predictions, read_predictions, softmax, write_predictions
+from skinclf.contracts.scores import SCORES
+from skinclf.errors import ConfigError, DataError
+from skinclf.evaluate.crossval import out_of_fold_summary, set_summary
+from skinclf.evaluate.offsets import (
+    OFFSETS_FILE,
+    apply_offsets,
+    fit_logit_offsets,
+    read_offsets,
+    write_offsets,
+)
+from skinclf.pipeline.cv import CALIB_RAW, CALIB_SET, OOF_FILE, SUMMARY_FILE
+
+ENSEMBLE_SCORES = ("tta", "ensemble")  # the MSP of the averaged probabilities, as predict names it
+
+
+def same_folds(a: Path, b: Path) -> pd.DataFrame:
+    """The folds (image_id, fold) two cross-validations share; DataError naming the first
+    image they put in different folds."""
+    fa, fb = (pd.read_csv(p / FOLDS_FILE, dtype=str).set_index("image_id")["fold"] for p in (a, b))
+    if set(fa.index) != set(fb.index):
+        raise DataError(f"{a} and {b} cross-validate different images; use one dataset.")
+    differs = fa != fb.loc[fa.index]
+    if differs.any():
+        image = differs[differs].index[0]
+        raise DataError(
+            f"{a} and {b} use different folds (image {image!r} is in fold {fa[image]} and "
+            f"{fb[image]}); run both with the same --folds and seed."
+        )
+    return fa.reset_index()
+
+
+def _check_members(cvs: list[Path], out: Path) -> pd.DataFrame:
+    if len(cvs) < 2:
+        raise ConfigError("Give at least two cross-validation folders to average.")
+    for cv in cvs:
+        if not is_cv_folder(cv) or not (cv / OOF_FILE).is_file():
+            raise DataError(f"{cv} is not a finished `skinclf cv` folder (no {OOF_FILE}).")
+        if member_cvs(cv):
+            raise DataError(f"{cv} is itself an ensemble of cvs: name its members instead.")
+        if cv.resolve() == out.resolve():
+            raise ConfigError(f"--out {out} is one of the members; give a new folder.")
+    if out.exists() and any(out.iterdir()) and not (out / MEMBERS_FILE).is_file():
+        raise ConfigError(f"{out} exists and is not a cv ensemble folder; give a new one.")
+    folds = same_folds(cvs[0], cvs[1])
+    for cv in cvs[2:]:
+        same_folds(cvs[0], cv)
+    return folds
+
+
+def own_offsets(cv: Path) -> np.ndarray:
+    """The offsets a cv added to its ensemble's predictions (zeros when it has none)."""
+    path = cv / OFFSETS_FILE
+    return read_offsets(path) if path.is_file() else np.zeros(len(CLASSES))
+
+
+def _aligned(p: Predictions, image_ids: np.ndarray) -> Predictions:
+    """`p`'s rows in the order of `image_ids`; DataError naming an image `p` lacks."""
+    row = {image: i for i, image in enumerate(p.image_ids)}
+    missing = [image for image in image_ids if image not in row]
+    if missing:
+        raise DataError(f"{p.path} has no prediction of image {missing[0]!r}.")
+    return p.subset(np.array([row[image] for image in image_ids], dtype=int))
+
+
+def mean_predictions(members: list[Predictions], offsets: np.ndarray | None = None) -> Predictions:
+    """The members' probabilities averaged row by row (aligned on the first member's images),
+    `offsets` added to the log of the mean; the first member's other columns and feature
+    scores, its logit scores recomputed on the new logits."""
+    first = members[0]
+    aligned = [first] + [_aligned(p, first.image_ids) for p in members[1:]]
+    logits = np.log(np.clip(np.mean([p.probs for p in aligned], axis=0), 1e-12, None))
+    if offsets is not None:
+        logits = apply_offsets(logits, offsets)
+    out = first.subset(np.arange(first.n))
+    out.logits, out.probs = logits, softmax(logits)
+    out.conf.pop("msp_ts", None)  # a member's own temperature: not the ensemble's
+    for name in out.conf:
+        if name in SCORES:
+            out.conf[name] = SCORES[name](logits)
+        elif name in ENSEMBLE_SCORES:
+            out.conf[name] = SCORES["msp"](logits)
+    out.conf.setdefault("ensemble", SCORES["msp"](logits))
+    return out
+
+
+def without_offsets(p: Predictions, offsets: np.ndarray) -> Predictions:
+    """`p` with `offsets` taken off its logits (probabilities recomputed)."""
+    out = p.subset(np.arange(p.n))
+    out.logits = apply_offsets(p.logits, -offsets)
+    out.probs = softmax(out.logits)
+    return out
+
+
+def save_predictions(path: Path, p: Predictions) -> None:
+    write_predictions(
+        path, p.image_ids, p.dataset, p.y, p.semantic_ood, p.logits, p.probs, p.conf,
+        image_path=p.image_path, meta=p.meta or None,
+    )  # fmt: skip
+
+
+def shared_sets(cvs: list[Path]) -> list[str]:
+    """The eval/NAME.csv names every cv has (its --test, --ood and calibration sets)."""
+    names = [{f.stem for f in (cv / "eval").glob("*.csv")} for cv in cvs]
+    return sorted(set.intersection(*names) - {CALIB_RAW})
+
+
+def _offsets(cvs: list[Path], oof: Predictions, out: Path) -> np.ndarray:
+    """Offsets refitted on the calibration part (when every member has one) or out of fold."""
+    raw = [cv / "eval" / f"{CALIB_RAW}.csv" for cv in cvs]
+    if all(f.is_file() for f in raw):
+        calib = mean_predictions([read_predictions(f) for f in raw])
+        save_predictions(out / "eval" / f"{CALIB_RAW}.csv", calib)
+        calib = calib.subset(calib.labelled)
+        offsets = fit_logit_offsets(calib.logits, calib.y)
+        write_offsets(out / OFFSETS_FILE, offsets, "calibration part", calib.n)
+        return offsets
+    offsets = fit_logit_offsets(oof.logits, oof.y)
+    write_offsets(out / OFFSETS_FILE, offsets, "out-of-fold predictions", oof.n)
+    return offsets
+
+
+def ensemble_cvs(cvs: list[Path], out: Path, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Write the ensemble folder OUT of the cv folders `cvs`; returns its cv_summary.json."""
+    cvs, out = [Path(cv) for cv in cvs], Path(out)
+    folds = _check_members(cvs, out)
+    (out / "eval").mkdir(parents=True, exist_ok=True)
+    names = [Path(os.path.relpath(cv.resolve(), out.resolve())).as_posix() for cv in cvs]
+    atomic.write_text(out / MEMBERS_FILE, json.dumps({"members": names}, indent=2) + "\n")
+    atomic.write_text(out / FOLDS_FILE, folds.to_csv(index=False))
+    oof = mean_predictions([read_predictions(cv / OOF_FILE) for cv in cvs])
+    save_predictions(out / OOF_FILE, oof)
+    offsets = _offsets(cvs, oof, out)
+    fold_of = dict(zip(folds["image_id"], folds["fold"], strict=True))
+    fold = np.array([fold_of[i] for i in oof.image_ids])
+    summary = {
+        "members": [str(cv) for cv in cvs],
+        "folds": len(set(fold)),
+        "settings": {"bootstrap": n_bootstrap, "seed": seed},
+        "out_of_fold": out_of_fold_summary(oof.logits, oof.y, fold, n_bootstrap, seed),
+        "logit_offsets": dict(zip(CLASSES, offsets.tolist(), strict=True)),
+        "ensemble": {},
+    }
+    for name in shared_sets(cvs):
+        files = [cv / "eval" / f"{name}.csv" for cv in cvs]
+        members = [
+            without_offsets(read_predictions(f, require_labels=False), own_offsets(cv))
+            for f, cv in zip(files, cvs, strict=True)
+        ]
+        p = mean_predictions(members, offsets)
+        save_predictions(out / "eval" / f"{name}.csv", p)
+        if name != CALIB_SET and (p.y >= 0).any() and not p.semantic_ood.all():
+            summary["ensemble"][name] = set_summary(p.logits, p.y, offsets, n_bootstrap, seed)
+    atomic.write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    return summary
