@@ -382,3 +382,38 @@ def test_compare_cv_of_an_unfinished_cv_pairs_the_folds_both_finished(reference,
     assert held["paired_bootstrap_balanced_accuracy"]["difference"] == 0.0
     assert list(result["isic_by_fold"]) == ["fold_0"]
     assert result["isic_by_fold"]["fold_0"]["a"]["n"] == 14
+
+
+def test_cv_detection_reads_each_score_of_an_ensemble_on_two_sets(reference, tmp_path: Path):
+    from skinclf.contracts.predictions import read_predictions
+    from skinclf.evaluate.ood import detection_auroc
+
+    out, _, _ = reference
+    other = tmp_path / "other"
+    (other / "eval").mkdir(parents=True)
+    (other / "eval" / "isic.csv").write_bytes((out / "eval" / "isic.csv").read_bytes())
+    frame = pd.read_csv(out / "eval" / "pad.csv")
+    frame["conf_msp"] = -1.0  # below every in-distribution image: a perfect msp detector
+    frame.to_csv(other / "eval" / "pad.csv", index=False)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cv_detection.py"
+    result = tmp_path / "detection.json"
+    proc = subprocess.run([sys.executable, str(script), str(out), str(other), "--id", "isic",
+                           "--ood", "pad", "--out", str(result), "--bootstrap", "30"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = json.loads(result.read_text())
+    isic = read_predictions(out / "eval" / "isic.csv")
+    pad = read_predictions(out / "eval" / "pad.csv", require_labels=False)
+    kept = isic.labelled
+    assert found["n_id"] == kept.sum() and found["n_ood"] == pad.n
+    first = found["folders"][str(out)]["scores"]
+    for score in ("msp", "knn"):
+        expected = detection_auroc(isic.conf[score][kept], pad.conf[score])
+        assert first[score]["auroc"] == pytest.approx(expected)
+        lo, hi = first[score]["auroc_ci95"]
+        assert lo <= expected <= hi
+    second = found["folders"][str(other)]
+    assert second["scores"]["msp"]["auroc"] == 1.0
+    msp = second["vs_first"]["msp"]
+    assert msp["difference"] == pytest.approx(1.0 - first["msp"]["auroc"])
+    assert second["vs_first"]["knn"]["difference"] == pytest.approx(0.0)
