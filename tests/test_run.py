@@ -156,6 +156,23 @@ def test_changed_setting_redoes_training_and_the_steps_after_it(
     assert eval_files(out)["test.csv"] != eval_files(ref)["test.csv"]
 
 
+def test_an_added_test_set_is_checked_and_predicted_without_training_again(
+    reference, cache: Path, tmp_path: Path
+):
+    from skinclf.data.synthetic import write_sample
+
+    ref, _ = reference
+    out = Path(shutil.copytree(ref, tmp_path / "copy"))
+    isic = write_sample(tmp_path / "isic", "isic2018", n=2, seed=5, size=32)
+    result = invoke(*sample_args(out, cache, "--test", str(isic)))
+    assert result.exit_code == 0, result.output
+    old, new = state(ref), state(out)
+    redone = [n for n in new if old.get(n, {}).get("fingerprint") != new[n]["fingerprint"]]
+    assert sorted(redone) == ["check", "evaluate", "predict-isic"]  # not the split, not training
+    assert "isic.csv" in eval_files(out)
+    assert eval_files(out)["test.csv"] == eval_files(ref)["test.csv"]
+
+
 def run_command(out: Path, ref: Path, cache: Path) -> list[str]:
     """`skinclf run` on the reference's generated data (the same images, given by path)."""
     data = ref / "data"

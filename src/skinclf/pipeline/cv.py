@@ -162,7 +162,12 @@ def folds_step(opts: CvOptions, lay: CvLayout) -> Step:
         ctx.reporter.log(f"{opts.folds} folds, no lesion in two: {sizes} images")
         return [lay.split(k) for k in range(opts.folds)]
 
-    settings = {"folds": opts.folds, "calib": opts.calib, "seed": cfg.seed}
+    settings = {
+        "folds": opts.folds,
+        "calib": opts.calib,
+        "seed": cfg.seed,
+        "format": cfg.data.format,
+    }
     inputs = [lay.base.data] + ([opts.merge_duplicates] if opts.merge_duplicates else [])
     return Step(
         "folds",
@@ -171,8 +176,7 @@ def folds_step(opts: CvOptions, lay: CvLayout) -> Step:
         function,
         settings,
         inputs=inputs,
-        outputs=[lay.folds_file],
-        needs=["check"],
+        outputs=[lay.folds_file],  # (no need of the check: see job.split_step)
     )
 
 

@@ -225,10 +225,11 @@ def split_step(opts: RunOptions, lay: Layout) -> Step:
         "split",
         f"grouped, stratified split (val {d.val:g}, test {d.test:g}, calib {d.calib:g})",
         function,
-        {"val": d.val, "test": d.test, "calib": d.calib, "seed": opts.cfg.seed},
+        {"val": d.val, "test": d.test, "calib": d.calib, "seed": opts.cfg.seed, "format": d.format},
         inputs=[lay.data],
         outputs=[lay.split],
-        needs=["check"],
+        # not `needs=["check"]`: nothing reads the check's summary, and the check also covers
+        # the --ood/--test sets, whose change must not redo the split and the training after it
     )
 
 
@@ -249,9 +250,8 @@ def cache_step(opts: RunOptions, lay: Layout) -> Step:
         "cache",
         f"decode every image once ({d.image_size} px, {d.resize})",
         function,
-        {"image_size": d.image_size, "resize": d.resize},
-        inputs=[lay.data],
-        needs=["check"],
+        {"image_size": d.image_size, "resize": d.resize, "format": d.format},
+        inputs=[lay.data],  # (no need of the check: as the split's)
     )
 
 
