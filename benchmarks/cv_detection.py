@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,8 @@ def main() -> None:
     first_values, first_ids = scores_of(args.folders[0], args.id_set, args.ood_set)
     is_id = np.array([i.startswith("id:") for i in first_ids])
     result: dict = {
+        "benchmark": "cv_detection",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "id": args.id_set,
         "ood": args.ood_set,
         "n_id": int(is_id.sum()),

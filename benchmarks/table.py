@@ -240,6 +240,16 @@ def _cv(d: dict) -> str:
 
 
 # the files the suite writes (and the older ones it knows), in the table's order
+def _detection(d: dict) -> str:
+    """cv_detection.py: each folder's MSP and k-NN detection AUROC."""
+    parts = []
+    for folder, entry in d["folders"].items():
+        scores = entry["scores"]
+        each = (f"{s} {num(get(scores, s, 'auroc'))}" for s in ("msp", "knn") if s in scores)
+        parts.append(f"{Path(folder).name}: {', '.join(each)}")
+    return f"{d['id']} vs {d['ood']} AUROC: " + "; ".join(parts)
+
+
 KNOWN: list[tuple[str, str, Summary]] = [
     ("presets.json", "quality: default vs paper (HAM10000 test)", _comparison),
     ("presets_isic2018.json", "quality: default vs paper (ISIC 2018)", _comparison),
@@ -278,6 +288,7 @@ KNOWN: list[tuple[str, str, Summary]] = [
     ("serve_predict_default.json", "predict, ONNX Runtime, serve", _serve),
     ("tune_finetune_lite0.json", "tuning: fine-tuning search", _tune_trials),
     ("tune_finetune_default.json", "tuning: fine-tuning study of default", _tune_study),
+    ("cv3_detection.json", "shift: OOD detection of the cv ensembles", _detection),
 ]
 
 

@@ -218,3 +218,13 @@ def test_a_cv_comparison_is_listed_with_each_of_its_parts(table, results: Path) 
     assert whole[2:4] == ["Test CPU, 2 CPUs", "2026-12-05"]
     part = rows["quality: cv3_part_vs_default"][1]
     assert part.endswith("; isic, fold model A - B: fold_0 +0.250, fold_1 -0.040")
+
+
+def test_the_detection_of_cv_ensembles_names_each_folder(table, results: Path) -> None:
+    scores = {"msp": {"auroc": 0.61}, "knn": {"auroc": 0.952}}
+    folders = {"runs/cv3-a": {"scores": scores}, "runs/cv3-b": {"scores": {"msp": {"auroc": 0.7}}}}
+    detection = {"date": "2026-12-05T07:00:00", "id": "isic", "ood": "pad", "folders": folders}
+    _write(results, "cv3_detection.json", detection)
+    row = _by_name(table.rows(results, results.parent))["shift: OOD detection of the cv ensembles"]
+    assert row[1] == "isic vs pad AUROC: cv3-a: msp 0.610, knn 0.952; cv3-b: msp 0.700"
+    assert row[3] == "2026-12-05"
