@@ -13,7 +13,8 @@ console = Console(soft_wrap=True)
 _SOURCE = typer.Argument(
     ...,
     help="A run folder (RUN/), or a cross-validation folder whose fold_*/ run folders form a "
-    "fold ensemble (mean probabilities).",
+    "fold ensemble (mean probabilities, its logit_offsets.json added), or a `skinclf "
+    "cv-ensemble` folder (every member cv's fold runs, its refitted offsets).",
 )
 _OUT = typer.Option(
     ..., "--out", help="The model folder to write (MODEL_DIR; replaced if it is one)."

@@ -32,10 +32,11 @@ _CORRUPT = typer.Option(
 def predict(
     runs: list[Path] = typer.Argument(
         ...,
-        help="Run folder(s), a `skinclf cv` folder (its fold models form an ensemble, its "
-        "logit offsets are added), or an exported model folder (MODEL_DIR of `skinclf export`: "
-        "its selective.json applies, abstain and abstain_reason are always written); several "
-        "form an ensemble.",
+        help="Run folder(s), a `skinclf cv` or `skinclf cv-ensemble` folder (its fold models "
+        "form an ensemble, its logit offsets are added), or an exported model folder (MODEL_DIR "
+        "of `skinclf export`: its selective.json and logit offsets apply, abstain and "
+        "abstain_reason are always written); several form an ensemble (without offsets: make "
+        "one cv-ensemble folder of cvs to have them refitted).",
     ),
     out: Path = typer.Option(..., "--out", help="Predictions CSV to write."),
     data: Path | None = typer.Option(
