@@ -30,10 +30,8 @@ from skinclf.contracts.predictions import Predictions, read_predictions, softmax
 from skinclf.errors import DataError
 from skinclf.evaluate.offsets import cross_fitted
 from skinclf.pipeline.cv import HELD_OUT_FILE
+from skinclf.pipeline.cv import OOF_FILE as OOF
 from skinclf.pipeline.cv_ensemble import same_folds
-
-OOF = "oof_predictions.csv"
-FOLDS = "folds.csv"
 
 
 def check_same_folds(a: Path, b: Path) -> pd.DataFrame:

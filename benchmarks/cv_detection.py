@@ -62,6 +62,26 @@ def folder_entry(values: dict[str, np.ndarray], is_id: np.ndarray, n: int, seed:
     return out
 
 
+def aligned(folder: Path, id_set: str, ood_set: str, ids: list[str]) -> dict[str, np.ndarray]:
+    """`folder`'s score values in the row order `ids`; SystemExit when it predicted others."""
+    values, own = scores_of(folder, id_set, ood_set)
+    order = {image: k for k, image in enumerate(own)}
+    if sorted(order) != sorted(ids):
+        raise SystemExit(f"{folder} predicted other images than the first folder.")
+    return {s: v[[order[i] for i in ids]] for s, v in values.items()}
+
+
+def paired(values: dict, first: dict, is_id: np.ndarray, n: int, seed: int) -> dict:
+    """AUROC of each score shared with the first folder, paired against it."""
+    return {
+        s: vars(
+            paired_bootstrap(auroc_of(v, is_id), auroc_of(first[s], is_id), is_id, n, seed, "auroc")
+        )  # fmt: skip
+        for s, v in values.items()
+        if s in first and np.isfinite(v).all()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", type=Path, nargs="+", help="cv or cv-ensemble folders.")
@@ -71,8 +91,8 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    first_values, first_ids = scores_of(args.folders[0], args.id_set, args.ood_set)
-    is_id = np.array([i.startswith("id:") for i in first_ids])
+    first, ids = scores_of(args.folders[0], args.id_set, args.ood_set)
+    is_id = np.array([i.startswith("id:") for i in ids])
     result: dict = {
         "benchmark": "cv_detection",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -83,28 +103,11 @@ def main() -> None:
         "bootstrap": args.bootstrap,
         "folders": {},
     }
-    for folder in args.folders:
-        values, ids = scores_of(folder, args.id_set, args.ood_set)
-        order = {image: k for k, image in enumerate(ids)}
-        if sorted(order) != sorted(first_ids):
-            raise SystemExit(f"{folder} predicted other images than {args.folders[0]}.")
-        values = {s: v[[order[i] for i in first_ids]] for s, v in values.items()}
+    for k, folder in enumerate(args.folders):
+        values = first if k == 0 else aligned(folder, args.id_set, args.ood_set, ids)
         entry = {"scores": folder_entry(values, is_id, args.bootstrap, args.seed)}
-        if folder != args.folders[0]:
-            entry["vs_first"] = {
-                s: vars(
-                    paired_bootstrap(
-                        auroc_of(v, is_id),
-                        auroc_of(first_values[s], is_id),
-                        is_id,
-                        args.bootstrap,
-                        args.seed,
-                        "auroc",
-                    )
-                )  # fmt: skip
-                for s, v in values.items()
-                if s in first_values and s in entry["scores"]
-            }
+        if k > 0:
+            entry["vs_first"] = paired(values, first, is_id, args.bootstrap, args.seed)
         result["folders"][str(folder)] = entry
         main_scores = [s for s in ("msp", "energy", "knn", "mahalanobis") if s in entry["scores"]]
         print(folder, ", ".join(f"{s} {entry['scores'][s]['auroc']:.3f}" for s in main_scores))

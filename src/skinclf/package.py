@@ -90,12 +90,27 @@ def package_selective(model_dir: Path | str) -> Path | None:
     return Path(model_dir) / name if name else None
 
 
-def package_offsets(model_dir: Path | str) -> np.ndarray | None:
-    """MODEL_DIR's per-class logit offsets (a cross-validation's), or None without them."""
+def package_offsets(model_dir: Path | str, manifest: dict | None = None) -> np.ndarray | None:
+    """MODEL_DIR's per-class logit offsets (a cross-validation's), or None without them;
+    `manifest`: its manifest when already read."""
     from skinclf.evaluate.offsets import read_offsets
 
-    name = read_manifest(model_dir).get("logit_offsets")
+    name = (manifest or read_manifest(model_dir)).get("logit_offsets")
     return read_offsets(Path(model_dir) / name) if name else None
+
+
+def with_offsets(
+    logits: np.ndarray, probs: np.ndarray, offsets: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits + offsets, their softmax): the decision the offsets move, before any score;
+    unchanged without offsets."""
+    if offsets is None:
+        return logits, probs
+    from skinclf.contracts.predictions import softmax
+    from skinclf.evaluate.offsets import apply_offsets
+
+    shifted = apply_offsets(logits, offsets)
+    return shifted, softmax(shifted)
 
 
 # ------------------------------------------------------------ logits -> scores -> abstention
@@ -277,7 +292,7 @@ class Model:
                 "graph does not give; use the torch runtime."
             )
         self.members = self._members()
-        self.offsets = package_offsets(self.path)
+        self.offsets = package_offsets(self.path, self.manifest)
 
     def _members(self) -> list:
         if self.runtime == "onnx":
@@ -328,12 +343,7 @@ class Model:
             for member in self.members
         ]
         logits, probs, feats = combine_members(results)
-        if self.offsets is not None:  # before the scores, which follow the shifted decision
-            from skinclf.contracts.predictions import softmax
-
-            logits = logits + self.offsets[None, :]
-            probs = softmax(logits)
-        return logits, probs, feats
+        return (*with_offsets(logits, probs, self.offsets), feats)  # before the scores
 
     def predict(self, images: Sequence, names: Sequence[str] | None = None) -> list[dict]:
         """One row per image (paths, bytes, Pillow images or uint8 arrays): top class,

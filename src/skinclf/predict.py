@@ -32,6 +32,7 @@ from skinclf.package import (
     logit_scores,
     package_selective,
     read_manifest,
+    with_offsets,
 )
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -509,20 +510,6 @@ def model_offsets(runs: Sequence[Path]) -> np.ndarray | None:
     return read_offsets(path) if path.is_file() else None
 
 
-def _with_offsets(
-    runs: Sequence[Path], logits: np.ndarray, probs: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and probabilities with the model folder's logit offsets (as they are without)."""
-    from skinclf.contracts.predictions import softmax
-    from skinclf.evaluate.offsets import apply_offsets
-
-    offsets = model_offsets(runs)
-    if offsets is None:
-        return logits, probs
-    shifted = apply_offsets(logits, offsets)
-    return shifted, softmax(shifted)
-
-
 def _write_submission(out: Path, table: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
     """The ISIC 2018 Task 3 submission CSV (image, MEL, NV, ...), written atomically."""
     from skinclf.atomic import write_text
@@ -601,7 +588,7 @@ def predict(
     )
     logits, probs, feats = _infer_runs(loaded, decoded, table, tta, batch_size, progress, stages)
     if apply_offsets:  # before the scores, which then follow the shifted decision
-        logits, probs = _with_offsets(runs, logits, probs)
+        logits, probs = with_offsets(logits, probs, model_offsets(runs))
     conf = _confidence(requested, logits, feats, loaded, tta, mc_dropout, cache_dir, progress)
     abstain = reason = None
     if sel is not None:

@@ -38,6 +38,7 @@ from pathlib import Path
 from skinclf import atomic
 from skinclf.classes import CLASSES
 from skinclf.config import RunConfig
+from skinclf.contracts.cv_folder import FOLDS_FILE
 from skinclf.errors import ConfigError
 from skinclf.pipeline.job import (
     MC_DROPOUT,
@@ -54,7 +55,6 @@ from skinclf.pipeline.job import (
 )
 from skinclf.pipeline.steps import Step, StepContext
 
-FOLDS_FILE = "folds.csv"
 OOF_FILE = "oof_predictions.csv"
 SUMMARY_FILE = "cv_summary.json"
 HELD_OUT_FILE = "val_predictions.csv"  # in each fold run: its held-out fold, predicted by it
