@@ -270,6 +270,7 @@ def test_cv_ensemble_averages_cvs_and_predicts_and_exports_as_one_model(
     assert result.exit_code == 0, result.output
     manifest = json.loads((model_dir / "skinclf-model.json").read_text())
     assert manifest["logit_offsets"] == "logit_offsets.json" and len(manifest["members"]) == 6
+    assert manifest["format_version"] == 2  # a reader of version 1 would drop the offsets
     images = sorted(p for p in Path(data["isic"]).rglob("*.jpg"))
     rows = skinclf.load(model_dir).predict(images)
     by_id = dict(zip(isic.image_ids, isic.probs, strict=True))

@@ -40,7 +40,8 @@ def test_manifest_members_and_files(exported_model: Path, trained_run: Path) -> 
     from skinclf.models.classifier import load_classifier
 
     m = _manifest(exported_model)
-    assert (m["format"], m["format_version"]) == ("skinclf-model", PACKAGE_FORMAT_VERSION)
+    # no logit offsets: format version 1, which every skinclf that reads packages reads
+    assert (m["format"], m["format_version"], m["logit_offsets"]) == ("skinclf-model", 1, None)
     assert re.fullmatch(r"run-[0-9a-f]{12}", m["model_id"])
     assert m["classes"] == list(CLASSES)
     prep = m["preprocessing"]
@@ -96,7 +97,7 @@ def test_format_version_is_checked(exported_model: Path, tmp_path: Path) -> None
     other.mkdir()
     manifest = {**_manifest(exported_model), "format_version": PACKAGE_FORMAT_VERSION + 1}
     (other / MANIFEST_FILE).write_text(json.dumps(manifest))
-    pattern = rf"{MANIFEST_FILE} is 'skinclf-model' format version 2, .*version 1"
+    pattern = rf"{MANIFEST_FILE} is 'skinclf-model' format version 3, .*version 1 or 2"
     with pytest.raises(DataError, match=pattern):
         read_manifest(other)
     with pytest.raises(DataError, match=pattern):

@@ -32,8 +32,8 @@ from skinclf.package import (
     FEATURE_STATS_FILE,
     MANIFEST_FILE,
     PACKAGE_FORMAT,
-    PACKAGE_FORMAT_VERSION,
     SELECTIVE_FILE,
+    format_version,
     is_package,
     selective_thresholds,
 )
@@ -218,7 +218,7 @@ def _manifest(models, runs, source, selective, stats, onnx, precision, offsets) 
     spec, cfg = models[0].spec, read_config(runs[0] / "config.yaml")
     return {
         "format": PACKAGE_FORMAT,
-        "format_version": PACKAGE_FORMAT_VERSION,
+        "format_version": format_version(offsets),
         "model_id": f"{source.name}-{_weights_id(models)}",
         "skinclf_version": __version__,
         "classes": list(spec.classes),

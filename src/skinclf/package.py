@@ -23,7 +23,8 @@ from skinclf.classes import CLASSES
 from skinclf.errors import ConfigError, DataError
 
 PACKAGE_FORMAT = "skinclf-model"
-PACKAGE_FORMAT_VERSION = 1
+PACKAGE_FORMAT_VERSION = 2  # 2: may carry logit offsets (manifest key "logit_offsets")
+READABLE_FORMAT_VERSIONS = (1, 2)
 MANIFEST_FILE = "skinclf-model.json"
 CARD_FILE = "model_card.json"
 CARD_MARKDOWN = "MODEL_CARD.md"
@@ -31,6 +32,13 @@ SELECTIVE_FILE = "selective.json"
 FEATURE_STATS_FILE = "feature_stats.npz"  # in a run folder: fitted on its training split
 LOGIT_SCORES = ("msp", "max_logit", "margin", "neg_entropy", "doctor")  # predict's default
 RUNTIMES = ("torch", "onnx")
+
+
+def format_version(offsets: str | None) -> int:
+    """The manifest's format version: the lowest that describes the package. 1 unless it carries
+    logit offsets, so an older skinclf reads the packages it predicts correctly and refuses, in
+    one sentence, those it would predict without their offsets."""
+    return PACKAGE_FORMAT_VERSION if offsets else 1
 
 
 def is_package(path: Path | str) -> bool:
@@ -54,10 +62,12 @@ def read_manifest(model_dir: Path | str) -> dict:
         raise DataError(f"{path}: cannot be read as a UTF-8 JSON file ({exc}).") from None
     found = manifest.get("format") if isinstance(manifest, dict) else None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
-    if found != PACKAGE_FORMAT or type(version) is not int or version != PACKAGE_FORMAT_VERSION:
+    readable_version = type(version) is int and version in READABLE_FORMAT_VERSIONS
+    if found != PACKAGE_FORMAT or not readable_version:
+        readable = " or ".join(map(str, READABLE_FORMAT_VERSIONS))
         raise DataError(
             f"{path} is {found!r} format version {version}, but this skinclf ({__version__}) "
-            f"reads {PACKAGE_FORMAT!r} format version {PACKAGE_FORMAT_VERSION}; export the "
+            f"reads {PACKAGE_FORMAT!r} format version {readable}; export the "
             "model again with this version."
         )
     if tuple(manifest.get("classes", ())) != tuple(CLASSES):
