@@ -233,11 +233,11 @@ def test_cv_ensemble_averages_cvs_and_predicts_and_exports_as_one_model(
     import shutil
 
     import skinclf
-    from skinclf.contracts.predictions import read_predictions, write_predictions
+    from skinclf.contracts.predictions import read_predictions, softmax, write_predictions
     from skinclf.errors import ConfigError, DataError
     from skinclf.evaluate.offsets import read_offsets
     from skinclf.pipeline.cv_ensemble import ensemble_cvs
-    from skinclf.predict import load_runs
+    from skinclf.predict import load_runs, predict
 
     out, cache, _ = reference
     twin = Path(shutil.copytree(out, tmp_path / "twin"))
@@ -256,6 +256,17 @@ def test_cv_ensemble_averages_cvs_and_predicts_and_exports_as_one_model(
     isic = read_predictions(ens / "eval" / "isic.csv")
     assert np.allclose(isic.probs, read_predictions(out / "eval" / "isic.csv").probs, atol=1e-6)
     assert "conf_knn" in pd.read_csv(ens / "eval" / "pad.csv").columns  # the first member's
+
+    # the two cvs averaged by predict itself: offsets fitted for each are not added, and it says so
+    pair = tmp_path / "pair.csv"
+    result = invoke(["predict", str(out), str(twin), "--data", str(data["isic"]), "--out",
+                     str(pair), "--cache-dir", str(cache), "--no-progress"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "offsets of" in result.output and "were not added" in " ".join(result.output.split())
+    plain = softmax(isic.logits - offsets)  # the members' mean probabilities
+    assert np.allclose(read_predictions(pair).probs, plain, atol=1e-5)
+    frame = predict([out], tmp_path / "one.csv", data=data["isic"], cache_dir=cache, progress=False)
+    assert frame.attrs["unused_offsets"] == []  # one cv: its offsets are added
 
     assert len(load_runs(ens)) == 2 * FOLDS  # every member's fold models
     predicted = tmp_path / "predicted.csv"

@@ -510,6 +510,14 @@ def model_offsets(runs: Sequence[Path]) -> np.ndarray | None:
     return read_offsets(path) if path.is_file() else None
 
 
+def unused_offsets(runs: Sequence[Path]) -> list[str]:
+    """The folders among several averaged ones whose logit offsets are not added (offsets fitted
+    for one model do not fit the average; `skinclf cv-ensemble` refits them)."""
+    if len(runs) < 2:
+        return []
+    return [str(r) for r in runs if model_offsets([r]) is not None]
+
+
 def _write_submission(out: Path, table: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
     """The ISIC 2018 Task 3 submission CSV (image, MEL, NV, ...), written atomically."""
     from skinclf.atomic import write_text
@@ -589,6 +597,7 @@ def predict(
     logits, probs, feats = _infer_runs(loaded, decoded, table, tta, batch_size, progress, stages)
     if apply_offsets:  # before the scores, which then follow the shifted decision
         logits, probs = with_offsets(logits, probs, model_offsets(runs))
+    unused = unused_offsets(runs) if apply_offsets else []
     conf = _confidence(requested, logits, feats, loaded, tta, mc_dropout, cache_dir, progress)
     abstain = reason = None
     if sel is not None:
@@ -597,7 +606,7 @@ def predict(
         abstain, reason = np.zeros(len(table), bool), np.full(len(table), "", dtype=object)
     if output_format == "isic2018-submission":
         frame = _write_submission(out, table, probs)
-        frame.attrs["skipped"] = skipped
+        frame.attrs.update(skipped=skipped, unused_offsets=unused)
         return frame
     labels = [CLASSES[i] if i >= 0 else "" for i in label_indices(table["label"])]
     write_predictions(
@@ -615,4 +624,5 @@ def predict(
     )
     frame = pd.read_csv(out)
     frame.attrs["skipped"] = skipped
+    frame.attrs["unused_offsets"] = unused
     return frame

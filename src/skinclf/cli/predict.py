@@ -93,6 +93,16 @@ def predict(
     if "abstain" in frame:
         extra = f", abstained on {int(frame['abstain'].sum())} ({frame['abstain'].mean():.0%})"
     console.print(f"[green]wrote[/] {out}: {len(frame)} images{extra}")
+    unused = frame.attrs.get("unused_offsets") or []
+    if unused:
+        from rich.markup import escape
+
+        console.print(
+            f"[yellow]note[/] the logit offsets of {escape(', '.join(unused))} were not added: "
+            "they were fitted for one model, not for this average; `skinclf cv-ensemble` "
+            "averages cvs and refits them.",
+            highlight=False,
+        )
     skipped = frame.attrs.get("skipped") or []
     if skipped:
         from rich.markup import escape
