@@ -544,6 +544,16 @@ def _file_columns(table: pd.DataFrame) -> dict:
     return {"image_path": paths, "meta": meta}
 
 
+def _abstentions(sel, selective, packaged: bool, requested, logits, feats, conf) -> tuple:
+    """(abstain, abstain_reason) by the selective classifier; none abstains for an exported
+    model without one (it always says whether it abstains); (None, None) otherwise."""
+    if sel is not None:
+        return abstain_decisions(sel, selective, requested, logits, feats, conf)
+    if packaged:
+        return np.zeros(len(logits), bool), np.full(len(logits), "", dtype=object)
+    return None, None
+
+
 def predict(
     runs: list[Path],
     out: Path,
@@ -599,11 +609,7 @@ def predict(
         logits, probs = with_offsets(logits, probs, model_offsets(runs))
     unused = unused_offsets(runs) if apply_offsets else []
     conf = _confidence(requested, logits, feats, loaded, tta, mc_dropout, cache_dir, progress)
-    abstain = reason = None
-    if sel is not None:
-        abstain, reason = abstain_decisions(sel, selective, requested, logits, feats, conf)
-    elif packaged:  # an exported model always says whether it abstains
-        abstain, reason = np.zeros(len(table), bool), np.full(len(table), "", dtype=object)
+    abstain, reason = _abstentions(sel, selective, bool(packaged), requested, logits, feats, conf)
     if output_format == "isic2018-submission":
         frame = _write_submission(out, table, probs)
         frame.attrs.update(skipped=skipped, unused_offsets=unused)

@@ -89,14 +89,20 @@ def predict(
         corrupt=corrupt,
         apply_offsets=offsets,
     )
+    _report(frame, out, strict)
+
+
+def _report(frame, out: Path, strict: bool) -> None:
+    """What was written, the logit offsets left out, and the images skipped (exit 1 with
+    --strict)."""
+    from rich.markup import escape
+
     extra = ""
     if "abstain" in frame:
         extra = f", abstained on {int(frame['abstain'].sum())} ({frame['abstain'].mean():.0%})"
     console.print(f"[green]wrote[/] {out}: {len(frame)} images{extra}")
     unused = frame.attrs.get("unused_offsets") or []
     if unused:
-        from rich.markup import escape
-
         console.print(
             f"[yellow]note[/] the logit offsets of {escape(', '.join(unused))} were not added: "
             "they were fitted for one model, not for this average; `skinclf cv-ensemble` "
@@ -105,8 +111,6 @@ def predict(
         )
     skipped = frame.attrs.get("skipped") or []
     if skipped:
-        from rich.markup import escape
-
         from skinclf.predict import errors_file
 
         names = escape(", ".join(Path(p).name for p, _ in skipped[:5]))
