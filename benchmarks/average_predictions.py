@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from skinclf.contracts.predictions import read_predictions
+from skinclf.contracts.predictions import read_predictions, save_predictions
 from skinclf.errors import DataError
-from skinclf.pipeline.cv_ensemble import mean_predictions, save_predictions
+from skinclf.pipeline.cv_ensemble import mean_predictions
 
 
 def main() -> None:

@@ -118,6 +118,29 @@ def test_every_image_is_predicted_once_by_the_fold_that_did_not_train_on_it(refe
     assert np.allclose(offsets, fit_logit_offsets(raw.logits, raw.y))
     calib = read_predictions(out / "eval" / "calib.csv")
     assert np.allclose(calib.logits, raw.logits + offsets, atol=1e-4)
+    # the OOD gate is chosen as a run chooses it: by silent failures on corrupted images, here
+    # the calibration part's (the same images, each after one synthetic corruption)
+    corrupted = read_predictions(out / "eval" / "calib_corrupted.csv")
+    assert list(corrupted.image_ids) == list(calib.image_ids)
+    assert set(corrupted.dataset) == {f"{d}:corrupted" for d in set(calib.dataset)}
+    assert not np.allclose(corrupted.probs, calib.probs, atol=1e-3)
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert (
+        metrics["policy"]["choice_mode"] == "shifted" and metrics["policy"]["fitted_on"] == "calib"
+    )
+    # its test set: the out-of-fold predictions with the offsets and each fold model's feature
+    # scores of its own held-out fold
+    assert metrics["settings"]["files"]["test"] == str(out / "eval" / "out_of_fold.csv")
+    scored = read_predictions(out / "eval" / "out_of_fold.csv")
+    plain = read_predictions(out / "oof_predictions.csv")
+    assert list(scored.image_ids) == list(plain.image_ids)
+    assert np.allclose(scored.logits, plain.logits + offsets, atol=1e-4)
+    assert {"msp", "knn", "mahalanobis"} <= set(scored.conf)
+    row = {image: i for i, image in enumerate(scored.image_ids)}
+    for k in range(FOLDS):
+        own = read_predictions(out / f"fold_{k}" / "val_scored.csv")
+        assert set(own.image_ids) == set(folds.loc[folds["fold"] == str(k), "image_id"])
+        assert np.allclose(scored.conf["knn"][[row[i] for i in own.image_ids]], own.conf["knn"])
 
 
 def test_caches_are_built_once_for_all_folds(reference):
@@ -178,7 +201,7 @@ def test_killed_in_a_fold_then_the_same_command_skips_finished_folds_and_ends_th
     assert steps["train-fold_1"]["status"] == "started"
     result = invoke(["cv", *args])
     assert result.exit_code == 0, result.output
-    assert "4/14 train-fold_0 up to date, skipped" in result.output
+    assert "4/16 train-fold_0 up to date, skipped" in result.output
     assert "interrupted before: continues where it stopped" in result.output
     oof = "oof_predictions.csv"
     assert (out / oof).read_bytes() == (ref / oof).read_bytes()
@@ -268,6 +291,19 @@ def test_cv_ensemble_averages_cvs_and_predicts_and_exports_as_one_model(
     frame = predict([out], tmp_path / "one.csv", data=data["isic"], cache_dir=cache, progress=False)
     assert frame.attrs["unused_offsets"] == []  # one cv: its offsets are added
 
+    # its own selective classifier, fitted as the cv fits its own, on the averaged calib part
+    metrics = json.loads((ens / "eval" / "metrics.json").read_text())
+    assert (
+        metrics["policy"]["choice_mode"] == "shifted" and metrics["policy"]["fitted_on"] == "calib"
+    )
+    assert metrics["settings"]["files"]["calib"] == str(ens / "eval" / "calib.csv")
+    assert [Path(f).stem for f in metrics["settings"]["files"]["ood"]] == ["pad"]
+    mine = json.loads((out / "eval" / "selective.json").read_text())
+    same = json.loads((ens / "eval" / "selective.json").read_text())  # identical members: same
+    assert same["ood_gate"]["score"] == mine["ood_gate"]["score"]
+    assert same["ood_gate"]["threshold"] == pytest.approx(mine["ood_gate"]["threshold"], rel=1e-3)
+    assert (same["score"], same["solution_exists"]) == (mine["score"], mine["solution_exists"])
+
     assert len(load_runs(ens)) == 2 * FOLDS  # every member's fold models
     predicted = tmp_path / "predicted.csv"
     result = invoke(["predict", str(ens), "--data", str(data["isic"]), "--out", str(predicted),
@@ -282,6 +318,7 @@ def test_cv_ensemble_averages_cvs_and_predicts_and_exports_as_one_model(
     manifest = json.loads((model_dir / "skinclf-model.json").read_text())
     assert manifest["logit_offsets"] == "logit_offsets.json" and len(manifest["members"]) == 6
     assert manifest["format_version"] == 2  # a reader of version 1 would drop the offsets
+    assert manifest["selective"] == "selective.json"  # the exported ensemble abstains
     images = sorted(p for p in Path(data["isic"]).rglob("*.jpg"))
     rows = skinclf.load(model_dir).predict(images)
     by_id = dict(zip(isic.image_ids, isic.probs, strict=True))

@@ -79,7 +79,10 @@ def cv(
     with it. Its logit offsets (OUT/logit_offsets.json) are fitted on the out-of-fold
     predictions; with --calib, a calibration part lies outside every fold and the ensemble's
     offsets, then its temperature, OOD gate and selective classifier are fitted on its
-    predictions of that part (OUT/eval/selective.json, report.html).
+    predictions of that part (OUT/eval/selective.json, report.html); the OOD gate is chosen,
+    without OOD labels, by the silent failures on that part after synthetic corruption, and
+    the report's test set is the out-of-fold images, each with the feature scores of the fold
+    model that did not train on it.
 
     Decoded images, stage-1 features and frozen-stage activations are cached per image for all
     folds at once. Finished folds are skipped; interrupted (Ctrl-C, kill), the same command
@@ -151,17 +154,29 @@ def cv_ensemble(
     averaged likewise. OUT/cv_summary.json has the out-of-fold balanced accuracy [95 % CI] and
     each labelled set's; compare it with a member by benchmarks/compare_cv.py.
 
+    With a calibration part (cvs run with the same --calib), the ensemble's temperature, OOD
+    gate and selective classifier are fitted on its averaged calibration predictions as `skinclf
+    cv` fits a cv's (OUT/eval/selective.json, report.html), so its export abstains.
+
     OUT names its members (cv_members.json) instead of copying them: `skinclf predict OUT`
     predicts with every member's fold models (mean probabilities) and OUT's offsets, and
     `skinclf export OUT` packs them into one model folder.
 
     Example: skinclf cv-ensemble runs/cv-lite2 runs/cv-lite0 --out runs/cv-lite0-lite2
     """
-    from skinclf.pipeline.cv_ensemble import ensemble_cvs
+    from skinclf.pipeline.cv_ensemble import ensemble_cvs, evaluate_cv_ensemble
 
     summary = ensemble_cvs(cvs, out, n_bootstrap=bootstrap)
     _print_numbers(summary)
     console.print(f"summary: {out / 'cv_summary.json'}")
+    if evaluate_cv_ensemble(cvs, out, n_bootstrap=bootstrap):
+        console.print(f"selective classifier and report: {out / 'eval'}")
+    else:
+        console.print(
+            "no selective classifier: it is fitted on a calibration part, and not every member "
+            "has one evaluated (`skinclf cv --calib F`; rerun a cv made before this version to "
+            "add its corrupted calibration predictions)."
+        )
 
 
 def register(app: typer.Typer) -> None:

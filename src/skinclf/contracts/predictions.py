@@ -181,6 +181,14 @@ def write_predictions(
     return path
 
 
+def save_predictions(path: str | Path, p: Predictions) -> Path:
+    """Write `p` (its labels, logits, probabilities, scores, image paths and metadata)."""
+    return write_predictions(
+        path, p.image_ids, p.dataset, p.y, p.semantic_ood, p.logits, p.probs, p.conf,
+        image_path=p.image_path, meta=p.meta or None,
+    )  # fmt: skip
+
+
 def _row(i: int) -> str:
     """The 1-based line number in the CSV (the header is line 1)."""
     return f"line {i + 2}"

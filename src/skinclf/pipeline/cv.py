@@ -14,10 +14,15 @@ Output folder (OUT)::
                           out-of-fold predictions, or with --calib on the ensemble's
                           predictions of the calibration part (eval/calib_no_offsets.csv)
     eval/<set>.csv        the K fold models as an ensemble (mean probabilities, offsets added)
-                          on calib and on every --ood / --test set
+                          on calib, on calib after synthetic corruption (calib_corrupted) and
+                          on every --ood / --test set
     eval/                 with --calib: metrics.json, selective.json, report.html (after the
                           offsets, the temperature, scores and gates fitted on the ensemble's
-                          calib predictions)
+                          calib predictions; the OOD gate chosen, as `skinclf run` chooses it,
+                          by the silent failures on the corrupted calibration images) and
+                          out_of_fold.csv, the evaluation's test set: the out-of-fold
+                          predictions with the offsets and each fold model's feature scores
+                          (fold_<k>/val_scored.csv: its held-out fold, scored by it)
     cv_summary.json       per-fold and pooled out-of-fold balanced accuracy [95 % CI], per-class
                           recall, the same with cross-fitted offsets, and each --test set
 
@@ -40,6 +45,7 @@ from skinclf.classes import CLASSES
 from skinclf.config import RunConfig
 from skinclf.contracts.cv_folder import FOLDS_FILE
 from skinclf.errors import ConfigError
+from skinclf.package import FEATURE_STATS_FILE
 from skinclf.pipeline.job import (
     MC_DROPOUT,
     Layout,
@@ -60,6 +66,10 @@ SUMMARY_FILE = "cv_summary.json"
 HELD_OUT_FILE = "val_predictions.csv"  # in each fold run: its held-out fold, predicted by it
 CALIB_SET = "calib"
 CALIB_RAW = "calib_no_offsets"  # the ensemble's calib predictions before the offsets
+CALIB_CORRUPTED = "calib_corrupted"  # the calibration part after `predict --corrupt mix`
+OOF_SET = "out_of_fold"  # eval/out_of_fold.csv: the evaluation's in-distribution test set
+EVALUATION_SETS = (CALIB_SET, CALIB_CORRUPTED, OOF_SET)  # eval/ files that are no --test set
+SCORED_HELD_OUT = "val_scored.csv"  # in each fold run: its held-out fold with feature scores
 
 
 @dataclass
@@ -281,6 +291,65 @@ def offsets_step(opts: CvOptions, lay: CvLayout) -> Step:
     )
 
 
+def scored_out_of_fold(oof, scored: list, offsets):
+    """The out-of-fold predictions `oof` with `offsets` added (their logit scores recomputed)
+    and the feature scores of `scored` (each fold's held-out images, predicted by that fold's
+    model with the scores fitted on its training images)."""
+    import numpy as np
+
+    from skinclf.contracts.predictions import softmax
+    from skinclf.contracts.scores import SCORES
+    from skinclf.evaluate.offsets import apply_offsets
+
+    where = {image: (k, j) for k, p in enumerate(scored) for j, image in enumerate(p.image_ids)}
+    check_every_image_once([i for p in scored for i in p.image_ids], oof.image_ids)
+    out = oof.subset(np.arange(oof.n))
+    out.logits = apply_offsets(oof.logits, offsets)
+    out.probs = softmax(out.logits)
+    out.conf = {name: SCORES[name](out.logits) for name in oof.conf if name in SCORES}
+    for name in (n for n in scored[0].conf if n not in SCORES):
+        out.conf[name] = np.array(
+            [scored[k].conf[name][j] for k, j in map(where.get, oof.image_ids)]
+        )
+    return out
+
+
+def scored_oof_step(opts: CvOptions, lay: CvLayout) -> Step:
+    """With --calib: the out-of-fold predictions as the ensemble's evaluation needs its test
+    set: the ensemble's offsets added, and each image's feature scores (the OOD gate's) from the
+    fold model that did not train on it, fitted on that fold's training images."""
+    held_out = [lay.fold(k) / SCORED_HELD_OUT for k in range(opts.folds)]
+    out, tta = lay.predictions(OOF_SET), opts.cfg.predict.tta
+
+    def function(ctx: StepContext) -> None:
+        from skinclf.contracts.predictions import read_predictions, save_predictions
+        from skinclf.evaluate.feature_scores import FEATURE_SCORES
+        from skinclf.evaluate.offsets import read_offsets
+        from skinclf.predict import predict
+
+        for k, path in enumerate(held_out):
+            predict(
+                [lay.fold(k)], path, split="val", tta=tta, scores=list(FEATURE_SCORES),
+                cache_dir=opts.run.cache_dir, progress=ctx.progress,
+            )  # fmt: skip
+        scored = [read_predictions(f) for f in held_out]
+        p = scored_out_of_fold(read_predictions(lay.oof), scored, read_offsets(lay.offsets))
+        save_predictions(out, p)
+        ctx.reporter.log(f"{p.n:,} out-of-fold images with feature scores -> {out}")
+
+    best = [lay.fold(k) / "checkpoints" / "best.ckpt" for k in range(opts.folds)]
+    return Step(
+        f"predict-{OOF_SET}",
+        "feature scores of each held-out fold by its fold model; the out-of-fold predictions "
+        "with them and the ensemble's offsets (the evaluation's test set)",
+        function,
+        {"tta": tta, "scores": "feature"},
+        inputs=[lay.oof, lay.offsets, *best],
+        outputs=[*held_out, out],
+        needs=["offsets"],
+    )
+
+
 def check_every_image_once(predicted, expected) -> None:
     """AssertionError unless `predicted` lists every image of `expected` exactly once."""
     predicted, expected = list(predicted), list(expected)
@@ -289,9 +358,15 @@ def check_every_image_once(predicted, expected) -> None:
 
 
 def ensemble_predict_step(
-    opts: CvOptions, lay: CvLayout, name: str, data: Path | None, offsets: bool = True
+    opts: CvOptions,
+    lay: CvLayout,
+    name: str,
+    data: Path | None,
+    offsets: bool = True,
+    corrupt: str | None = None,
 ) -> Step:
-    """The K fold models as an ensemble (`offsets` added) on `data`, or on the calib split."""
+    """The K fold models as an ensemble (`offsets` added) on `data`, or on the calib split
+    (after the synthetic corruptions `corrupt`, as `skinclf predict --corrupt`)."""
     out, wanted, tta = lay.predictions(name), scores(), opts.cfg.predict.tta
     members = [lay.fold(k) for k in range(opts.folds)]
     after = ("offsets" if opts.calib else "oof") if offsets else "oof"
@@ -309,13 +384,18 @@ def ensemble_predict_step(
             mc_dropout=MC_DROPOUT,
             cache_dir=opts.run.cache_dir,
             progress=ctx.progress,
+            corrupt=corrupt,
             apply_offsets=offsets,
         )
         ctx.reporter.log(f"{len(frame):,} images -> {out}")
 
     source = "the calibration part" if data is None else str(data)
+    if corrupt:
+        source += f" after synthetic corruption ({corrupt})"
     best = [m / "checkpoints" / "best.ckpt" for m in members]
     settings = {"scores": wanted, "mc_dropout": MC_DROPOUT, "tta": tta}
+    if corrupt:
+        settings["corrupt"] = corrupt
     return Step(
         f"predict-{name}",
         f"predict {source} with the {opts.folds} fold models (mean probabilities"
@@ -332,48 +412,75 @@ def ensemble_predict_step(
     )
 
 
+def evaluate_ensemble(
+    eval_dir: Path,
+    ood_names: list[str],
+    test_names: list[str],
+    gate_stats: Path,
+    settings: dict,
+    on_step=None,
+) -> None:
+    """A fold ensemble's temperature, OOD gate and selective classifier fitted on its calib
+    predictions (eval_dir/calib.csv), the gate chosen without OOD labels by the silent failures
+    on the corrupted calibration images (as `skinclf run` chooses it on its corrupted validation
+    images); every set evaluated, the out-of-fold predictions (eval_dir/out_of_fold.csv)
+    standing in for the test set. `settings`: target_risk, id_keep, bootstrap, seed."""
+    from skinclf.evaluate.evaluation import evaluate_predictions
+
+    calib = eval_dir / f"{CALIB_SET}.csv"
+    evaluate_predictions(
+        test=eval_dir / f"{OOF_SET}.csv",
+        out_dir=eval_dir,
+        val=calib,
+        calib=calib,
+        ood=[eval_dir / f"{n}.csv" for n in ood_names],
+        external=[eval_dir / f"{n}.csv" for n in test_names],
+        choose_gate=True,
+        shifted=eval_dir / f"{CALIB_CORRUPTED}.csv",
+        id_keep=settings["id_keep"],
+        gate_stats=gate_stats,
+        target_risk=settings["target_risk"],
+        n_bootstrap=settings["bootstrap"],
+        seed=settings["seed"],
+        progress=True,
+        on_step=on_step,
+    )
+
+
 def evaluate_step(opts: CvOptions, lay: CvLayout) -> Step:
     """With --calib: the ensemble's temperature, scores and gates fitted on its calib
     predictions; the out-of-fold predictions stand in for the in-distribution test set."""
     base = lay.base
-    ood = [lay.predictions(n) for n in base.ood_names]
-    external = [lay.predictions(n) for n in base.test_names]
-    calib = lay.predictions(CALIB_SET)
+    sets = [*EVALUATION_SETS, *base.ood_names, *base.test_names]
     settings = {
         "target_risk": opts.run.target_risk,
         "id_keep": opts.run.id_keep,
+        "choose_gate": True,
+        "shifted": CALIB_CORRUPTED,
         "bootstrap": opts.run.bootstrap,
         "seed": opts.cfg.seed,
     }
 
     def function(ctx: StepContext) -> None:
-        from skinclf.evaluate.evaluation import evaluate_predictions
-
-        evaluate_predictions(
-            test=lay.oof,
-            out_dir=lay.eval,
-            val=calib,
-            calib=calib,
-            ood=ood,
-            external=external,
-            id_keep=opts.run.id_keep,
-            gate_stats=lay.fold(0) / "feature_stats.npz",
-            target_risk=opts.run.target_risk,
-            n_bootstrap=opts.run.bootstrap,
-            seed=opts.cfg.seed,
-            progress=True,
-            on_step=ctx.reporter.sub,
+        evaluate_ensemble(
+            lay.eval,
+            base.ood_names,
+            base.test_names,
+            lay.fold(0) / FEATURE_STATS_FILE,
+            settings,
+            ctx.reporter.sub,
         )
 
     return Step(
         "evaluate",
-        "fit the ensemble's temperature, OOD gate and selective classifier on its calibration "
-        "predictions; evaluate every set; write report.html",
+        "fit the ensemble's temperature, OOD gate (chosen on the corrupted calibration images) "
+        "and selective classifier on its calibration predictions; evaluate every set; write "
+        "report.html",
         function,
         settings,
-        inputs=[lay.oof, calib, *ood, *external],
+        inputs=[lay.predictions(n) for n in sets],
         outputs=[lay.eval / n for n in ("metrics.json", "selective.json", "report.html")],
-        needs=[f"predict-{n}" for n in [CALIB_SET, *base.ood_names, *base.test_names]],
+        needs=[f"predict-{n}" for n in sets],
     )
 
 
@@ -433,6 +540,8 @@ def build_cv_steps(opts: CvOptions, lay: CvLayout) -> list[Step]:
         steps.append(ensemble_predict_step(opts, lay, CALIB_RAW, None, offsets=False))
         steps.append(offsets_step(opts, lay))
         steps.append(ensemble_predict_step(opts, lay, CALIB_SET, None))
+        steps.append(ensemble_predict_step(opts, lay, CALIB_CORRUPTED, None, corrupt="mix"))
+        steps.append(scored_oof_step(opts, lay))
     for names, paths in ((base.ood_names, base.ood), (base.test_names, base.tests)):
         steps += [ensemble_predict_step(opts, lay, n, p) for n, p in zip(names, paths, strict=True)]
     if opts.calib > 0:

@@ -33,8 +33,19 @@ import pandas as pd
 
 from skinclf import atomic
 from skinclf.classes import CLASSES
-from skinclf.contracts.cv_folder import FOLDS_FILE, MEMBERS_FILE, is_cv_folder, member_cvs
-from skinclf.contracts.predictions import Predictions, read_predictions, softmax, write_predictions
+from skinclf.contracts.cv_folder import (
+    FOLDS_FILE,
+    MEMBERS_FILE,
+    cv_runs,
+    is_cv_folder,
+    member_cvs,
+)
+from skinclf.contracts.predictions import (
+    Predictions,
+    read_predictions,
+    save_predictions,
+    softmax,
+)
 from skinclf.contracts.scores import SCORES
 from skinclf.errors import ConfigError, DataError
 from skinclf.evaluate.crossval import out_of_fold_summary, set_summary
@@ -45,7 +56,14 @@ from skinclf.evaluate.offsets import (
     read_offsets,
     write_offsets,
 )
-from skinclf.pipeline.cv import CALIB_RAW, CALIB_SET, OOF_FILE, SUMMARY_FILE
+from skinclf.package import FEATURE_STATS_FILE
+from skinclf.pipeline.cv import (
+    CALIB_RAW,
+    EVALUATION_SETS,
+    OOF_FILE,
+    SUMMARY_FILE,
+    evaluate_ensemble,
+)
 
 ENSEMBLE_SCORES = ("tta", "ensemble")  # the MSP of the averaged probabilities, as predict names it
 
@@ -128,13 +146,6 @@ def without_offsets(p: Predictions, offsets: np.ndarray) -> Predictions:
     return out
 
 
-def save_predictions(path: Path, p: Predictions) -> None:
-    write_predictions(
-        path, p.image_ids, p.dataset, p.y, p.semantic_ood, p.logits, p.probs, p.conf,
-        image_path=p.image_path, meta=p.meta or None,
-    )  # fmt: skip
-
-
 def shared_sets(cvs: list[Path]) -> list[str]:
     """The eval/NAME.csv names every cv has (its --test, --ood and calibration sets)."""
     names = [{f.stem for f in (cv / "eval").glob("*.csv")} for cv in cvs]
@@ -185,7 +196,43 @@ def ensemble_cvs(cvs: list[Path], out: Path, n_bootstrap: int = 1000, seed: int 
         ]
         p = mean_predictions(members, offsets)
         save_predictions(out / "eval" / f"{name}.csv", p)
-        if name != CALIB_SET and (p.y >= 0).any() and not p.semantic_ood.all():
+        if name not in EVALUATION_SETS and (p.y >= 0).any() and not p.semantic_ood.all():
             summary["ensemble"][name] = set_summary(p.logits, p.y, offsets, n_bootstrap, seed)
     atomic.write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def member_evaluation(cv: Path) -> tuple[dict, list[str], list[str]] | None:
+    """The settings of a cv's evaluate step and the names of the OOD and --test sets it
+    evaluated; None when it has none (no calibration part)."""
+    state, metrics = cv / "run_state.json", cv / "eval" / "metrics.json"
+    if not state.is_file() or not metrics.is_file():
+        return None
+    step = json.loads(state.read_text()).get("steps", {}).get("evaluate", {})
+    settings = step.get("parts", {}).get("settings", {})
+    if step.get("status") != "done" or not settings.get("choose_gate"):
+        return None  # (a cv evaluated before the gate was chosen on corrupted images)
+    files = json.loads(metrics.read_text())["settings"]["files"]
+    return settings, [Path(f).stem for f in files["ood"]], [Path(f).stem for f in files["external"]]
+
+
+def evaluate_cv_ensemble(
+    cvs: list[Path], out: Path, n_bootstrap: int = 1000, seed: int = 0, on_step=None
+) -> bool:
+    """With a calibration part: the ensemble's selective classifier, fitted and evaluated as
+    `skinclf cv --calib` fits its own (the first member's settings and feature statistics: the
+    ensemble's feature scores are its first member's). False when a member has none."""
+    evaluated = [member_evaluation(cv) for cv in cvs]
+    if any(e is None for e in evaluated):
+        return False
+    settings, ood, tests = evaluated[0]
+    present = shared_sets(cvs)
+    evaluate_ensemble(
+        out / "eval",
+        [n for n in ood if n in present],
+        [n for n in tests if n in present],
+        cv_runs(cvs[0])[0] / FEATURE_STATS_FILE,  # the first model's, whose scores it has
+        {**settings, "bootstrap": n_bootstrap, "seed": seed},
+        on_step,
+    )
+    return True
