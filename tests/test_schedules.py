@@ -82,3 +82,23 @@ def test_resumed_schedule_continues_with_the_same_rates(total: int, warmup: int,
     old = _rates(lambda opt: LambdaLR(opt, old_cosine(total, warmup)), total)
     resumed = _rates(lambda opt: warmup_cosine(opt, total, warmup), total, cut=cut)
     _same(old, resumed)
+
+
+def test_the_epoch_line_shows_each_groups_rate_after_the_epoch() -> None:
+    from types import SimpleNamespace
+
+    from skinclf.train.callbacks import EpochSummary
+
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in BASE]
+    opt = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, BASE, strict=True)])
+    lines: list[str] = []
+    trainer = SimpleNamespace(
+        optimizers=[opt], callback_metrics={}, current_epoch=0, is_global_zero=True
+    )
+    summary = EpochSummary(epochs=3, log=lines.append)
+    summary.on_train_epoch_start(trainer, None)
+    for group in opt.param_groups:  # the schedule moved during the epoch
+        group["lr"] /= 10
+    summary.on_train_epoch_end(trainer, None)
+    head, backbone = (lr / 10 for lr in BASE)
+    assert lines == [f"epoch 1/3  lr {head:.2e} (backbone {backbone:.2e})"]

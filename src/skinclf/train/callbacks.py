@@ -37,6 +37,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic.write_bytes(path, buffer.getbuffer())
 
 
+def learning_rates(trainer: L.Trainer) -> str:
+    """The learning rates at the end of the epoch's last step: the head's (`train.lr`'s group)
+    and, when it trains, the backbone's (`train.backbone_lr`'s)."""
+    groups = trainer.optimizers[0].param_groups if trainer.optimizers else []
+    if not groups:
+        return "lr n/a"
+    text = f"lr {groups[0]['lr']:.2e}"
+    return text + (f" (backbone {groups[1]['lr']:.2e})" if len(groups) > 1 else "")
+
+
 class EpochSummary(L.Callback):
     """Prints one line per epoch and measures training throughput (images/s)."""
 
@@ -47,12 +57,10 @@ class EpochSummary(L.Callback):
         self._train_seconds: list[float] = []
         self._train_images: list[int] = []
         self._seen = 0
-        self._lr: float | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
         self._seen = 0
-        self._lr = trainer.optimizers[0].param_groups[-1]["lr"] if trainer.optimizers else None
 
     def on_train_batch_end(
         self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int
@@ -75,7 +83,6 @@ class EpochSummary(L.Callback):
         if not trainer.is_global_zero:
             return
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        lr = self._lr if self._lr is not None else float("nan")
         parts = [f"epoch {trainer.current_epoch + 1}/{self.epochs}"]
         for key, label in (
             ("train_loss", "train_loss"),
@@ -86,7 +93,7 @@ class EpochSummary(L.Callback):
         ):
             if key in m:
                 parts.append(f"{label} {m[key]:.4f}")
-        parts.append(f"lr {lr:.2e}")
+        parts.append(learning_rates(trainer))
         if self._train_seconds:
             parts.append(f"{self._train_images[-1] / self._train_seconds[-1]:.1f} img/s")
         self.print_fn("  ".join(parts))
