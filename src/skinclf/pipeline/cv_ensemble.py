@@ -15,6 +15,8 @@ OUT (a cross-validation folder, `skinclf.contracts.cv_folder`)::
     logit_offsets.json    refitted on the average
     eval/<set>.csv        the members' predictions of each set averaged, the offsets added
     cv_summary.json       as `skinclf cv` writes it, with the members named
+    eval/                 when every member has a calibration part: metrics.json,
+                          selective.json, report.html, fitted as `skinclf cv --calib` fits them
 
 `skinclf predict OUT` predicts with every member's fold models (mean probabilities: each cv
 weighs the same, as all have K folds) and adds OUT's offsets; `skinclf export OUT` packs them.
