@@ -1,7 +1,10 @@
 """The parts of `skinclf cv` that need no training: K folds, logit offsets, the out-of-fold
-summary, the refused settings, and Shades of Gray colour constancy."""
+summary, the refused settings, Shades of Gray colour constancy, and the checks of the files a
+cv and a cv ensemble read."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
@@ -11,6 +14,8 @@ from tests.test_split import ham_like_table
 
 from skinclf.classes import CLASSES
 from skinclf.config import load_config
+from skinclf.contracts.predictions import Predictions, softmax
+from skinclf.contracts.scores import SCORES
 from skinclf.data.split import fold_split, fold_split_file, group_leaks, merged_groups
 from skinclf.errors import ConfigError, DataError
 from skinclf.evaluate.crossval import out_of_fold_summary, set_summary
@@ -23,6 +28,8 @@ from skinclf.evaluate.offsets import (
     write_offsets,
 )
 from skinclf.models.classifier import shades_of_gray
+from skinclf.pipeline.cv import scored_out_of_fold
+from skinclf.pipeline.job import set_name
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +192,55 @@ def test_colour_constancy_is_part_of_the_model_and_of_the_cache_key():
     assert torch.allclose(colour(on, x), colour(on, tinted), atol=0.01)  # the cast is gone
     assert backbone_key(on) != backbone_key(off)
     assert "color_constancy" not in backbone_key(off)  # earlier caches keep their keys
+
+
+def _scored(ids: list[str], logits: np.ndarray, conf: dict) -> Predictions:
+    n = len(ids)
+    return Predictions(
+        image_ids=np.array(ids), dataset=np.array(["d"] * n), y=np.zeros(n, dtype=int),
+        semantic_ood=np.zeros(n, dtype=bool), logits=logits, probs=softmax(logits), conf=conf,
+    )  # fmt: skip
+
+
+def test_scored_out_of_fold_takes_each_fold_models_feature_scores_and_rescores_tta():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, len(CLASSES)))
+    oof = _scored(["a", "b", "c", "d"], logits, {"msp": SCORES["msp"](logits)})
+    # fold 0 held out b and d, fold 1 a and c; their tta column is without the offsets
+    scored = [
+        _scored(["d", "b"], logits[[3, 1]], {"tta": np.zeros(2), "knn": np.array([-4.0, -2.0])}),
+        _scored(["a", "c"], logits[[0, 2]], {"tta": np.zeros(2), "knn": np.array([-1.0, -3.0])}),
+    ]
+    offsets = np.linspace(-1.0, 1.0, len(CLASSES))
+    out = scored_out_of_fold(oof, scored, offsets)
+    np.testing.assert_array_equal(out.conf["knn"], [-1.0, -2.0, -3.0, -4.0])  # by image
+    shifted = softmax(apply_offsets(logits, offsets))
+    np.testing.assert_allclose(out.probs, shifted)
+    for name in ("msp", "tta"):  # both on the logits with the ensemble's offsets
+        np.testing.assert_allclose(out.conf[name], shifted.max(axis=1))
+    with pytest.raises(DataError, match="image a is missing .2 missing, 0 in no fold"):
+        scored_out_of_fold(oof, scored[:1], offsets)
+    with pytest.raises(DataError, match="Image d is predicted twice"):
+        scored_out_of_fold(oof, [scored[0], *scored], offsets)
+
+
+def test_a_dataset_folder_is_never_named_as_an_internal_eval_file(tmp_path):
+    used: set[str] = set()
+    names = [set_name(tmp_path / n, used) for n in ("out_of_fold", "calib_corrupted", "val", "pad")]
+    assert names == ["out_of_fold-2", "calib_corrupted-2", "val-2", "pad"]
+    assert set_name(tmp_path / "pad", used) == "pad-2"  # and never twice the same
+
+
+def test_a_members_unreadable_evaluation_is_named(tmp_path):
+    from skinclf.pipeline.cv_ensemble import member_evaluation
+
+    assert member_evaluation(tmp_path) is None  # no evaluation: no calibration part
+    (tmp_path / "eval").mkdir()
+    step = {"status": "done", "parts": {"settings": {"choose_gate": True}}}
+    (tmp_path / "run_state.json").write_text(json.dumps({"steps": {"evaluate": step}}))
+    (tmp_path / "eval" / "metrics.json").write_text('{"settings": {}}')
+    with pytest.raises(DataError, match=r"evaluation of .*/metrics.json \(KeyError\('files'\)\)"):
+        member_evaluation(tmp_path)
+    files = {"ood": ["x/pad.csv"], "external": ["x/isic.csv"]}
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps({"settings": {"files": files}}))
+    assert member_evaluation(tmp_path) == ({"choose_gate": True}, ["pad"], ["isic"])

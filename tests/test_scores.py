@@ -23,6 +23,7 @@ from skinclf.contracts.scores import (
     neg_entropy,
     score_values,
     tta_msp,
+    with_logits,
 )
 from skinclf.evaluate.feature_scores import fit_knn, fit_mahalanobis
 
@@ -153,3 +154,21 @@ def test_score_values_column_first_then_logits() -> None:
     bare = _predictions(logits, {})
     np.testing.assert_allclose(score_values(bare, "msp_ts", 1.5), msp_ts(logits, 1.5))
     assert score_values(bare, "msp_ts") is None
+
+
+def test_with_logits_recomputes_logit_and_average_scores_keeps_feature_scores() -> None:
+    logits = np.array([[2.0, 0.0, -1.0], [0.5, 0.4, 0.3]])
+    stale = np.array([0.11, 0.22])
+    p = _predictions(logits, {"msp": stale, "tta": stale, "knn": -stale, "msp_ts": stale})
+    p.abstain = np.array([True, False])
+    new = logits + np.array([0.0, 3.0, 0.0])  # an offset that changes the arg-max of row 0
+    out = with_logits(p, new)
+    np.testing.assert_allclose(out.probs, softmax(new))
+    np.testing.assert_allclose(out.conf["msp"], msp(softmax(new)))
+    np.testing.assert_allclose(out.conf["tta"], msp(softmax(new)))  # not the stale column
+    np.testing.assert_array_equal(out.conf["knn"], -stale)  # feature scores do not move
+    assert "msp_ts" not in out.conf and out.abstain is None  # another temperature's, stale
+    np.testing.assert_array_equal(p.conf["msp"], stale)  # the input is not changed
+    asked = with_logits(p, new, ["energy", "knn"])
+    assert set(asked.conf) == {"energy", "knn"}
+    np.testing.assert_allclose(asked.conf["energy"], SCORES["energy"](new))

@@ -8,7 +8,7 @@ mean probabilities as logits (their softmax is the mean probabilities).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.special import log_softmax
@@ -135,3 +135,27 @@ def score_values(
 def log_probs(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Row-wise log-softmax of `logits / temperature`."""
     return log_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=-1)
+
+
+AVERAGE_SCORES = ("tta", "ensemble")
+"""Scores a predict of several views or models writes: the MSP of the averaged probabilities."""
+
+
+def with_logits(
+    p: Predictions, logits: np.ndarray, names: Sequence[str] | None = None
+) -> Predictions:
+    """`p` with new `logits` (offsets added or taken off, members averaged): probabilities and
+    every logit score among `names` (default: `p`'s scores) recomputed on them, the others
+    (feature scores) kept; `msp_ts` (another temperature's) and the abstentions dropped."""
+    out = p.subset(np.arange(p.n))
+    out.logits, out.probs, out.abstain = logits, softmax(logits), None
+    conf = {}
+    for name in p.conf if names is None else names:
+        if name in SCORES:
+            conf[name] = SCORES[name](logits)
+        elif name in AVERAGE_SCORES:
+            conf[name] = SCORES["msp"](logits)
+        elif name != "msp_ts":
+            conf[name] = p.conf[name]
+    out.conf = conf
+    return out

@@ -44,10 +44,13 @@ from skinclf import atomic
 from skinclf.classes import CLASSES
 from skinclf.config import RunConfig
 from skinclf.contracts.cv_folder import FOLDS_FILE
-from skinclf.errors import ConfigError
+from skinclf.errors import ConfigError, DataError
 from skinclf.package import FEATURE_STATS_FILE
 from skinclf.pipeline.job import (
+    CALIB_CORRUPTED,
+    CALIB_RAW,
     MC_DROPOUT,
+    OOF_SET,
     Layout,
     RunOptions,
     _labelled_table,
@@ -65,9 +68,6 @@ OOF_FILE = "oof_predictions.csv"
 SUMMARY_FILE = "cv_summary.json"
 HELD_OUT_FILE = "val_predictions.csv"  # in each fold run: its held-out fold, predicted by it
 CALIB_SET = "calib"
-CALIB_RAW = "calib_no_offsets"  # the ensemble's calib predictions before the offsets
-CALIB_CORRUPTED = "calib_corrupted"  # the calibration part after `predict --corrupt mix`
-OOF_SET = "out_of_fold"  # eval/out_of_fold.csv: the evaluation's in-distribution test set
 EVALUATION_SETS = (CALIB_SET, CALIB_CORRUPTED, OOF_SET)  # eval/ files that are no --test set
 SCORED_HELD_OUT = "val_scored.csv"  # in each fold run: its held-out fold with feature scores
 
@@ -139,8 +139,6 @@ def _merge_pairs(path: Path | None):
     if path is None:
         return None
     import pandas as pd
-
-    from skinclf.errors import DataError
 
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -241,7 +239,7 @@ def oof_step(opts: CvOptions, lay: CvLayout) -> Step:
         fold_of = dict(zip(folds["image_id"], folds["fold"], strict=True))
         frame = pd.concat([pd.read_csv(f, dtype={"image_id": str}) for f in files])
         expected = folds.loc[folds["fold"] != CALIB_SET, "image_id"]
-        check_every_image_once(frame["image_id"], expected)
+        check_every_image_once(frame["image_id"], expected, files)
         order = {image: i for i, image in enumerate(expected)}
         frame = frame.sort_values("image_id", key=lambda s: s.map(order))
         atomic.write_text(lay.oof, frame.to_csv(index=False))
@@ -292,22 +290,23 @@ def offsets_step(opts: CvOptions, lay: CvLayout) -> Step:
 
 
 def scored_out_of_fold(oof, scored: list, offsets):
-    """The out-of-fold predictions `oof` with `offsets` added (their logit scores recomputed)
-    and the feature scores of `scored` (each fold's held-out images, predicted by that fold's
-    model with the scores fitted on its training images)."""
+    """The out-of-fold predictions `oof` with `offsets` added (their logit scores recomputed,
+    with the `tta` score of `scored`) and the feature scores of `scored` (each fold's held-out
+    images, predicted by that fold's model with the scores fitted on its training images)."""
     import numpy as np
 
-    from skinclf.contracts.predictions import softmax
-    from skinclf.contracts.scores import SCORES
+    from skinclf.contracts.scores import AVERAGE_SCORES, with_logits
+    from skinclf.evaluate.feature_scores import FEATURE_SCORES
     from skinclf.evaluate.offsets import apply_offsets
 
     where = {image: (k, j) for k, p in enumerate(scored) for j, image in enumerate(p.image_ids)}
-    check_every_image_once([i for p in scored for i in p.image_ids], oof.image_ids)
-    out = oof.subset(np.arange(oof.n))
-    out.logits = apply_offsets(oof.logits, offsets)
-    out.probs = softmax(out.logits)
-    out.conf = {name: SCORES[name](out.logits) for name in oof.conf if name in SCORES}
-    for name in (n for n in scored[0].conf if n not in SCORES):
+    check_every_image_once(
+        [i for p in scored for i in p.image_ids], oof.image_ids, [p.path for p in scored]
+    )
+    averaged = [name for name in scored[0].conf if name in AVERAGE_SCORES]
+    names = list(dict.fromkeys([*oof.conf, *averaged]))
+    out = with_logits(oof, apply_offsets(oof.logits, offsets), names)
+    for name in (n for n in scored[0].conf if n in FEATURE_SCORES):
         out.conf[name] = np.array(
             [scored[k].conf[name][j] for k, j in map(where.get, oof.image_ids)]
         )
@@ -318,12 +317,13 @@ def scored_oof_step(opts: CvOptions, lay: CvLayout) -> Step:
     """With --calib: the out-of-fold predictions as the ensemble's evaluation needs its test
     set: the ensemble's offsets added, and each image's feature scores (the OOD gate's) from the
     fold model that did not train on it, fitted on that fold's training images."""
+    from skinclf.evaluate.feature_scores import FEATURE_SCORES
+
     held_out = [lay.fold(k) / SCORED_HELD_OUT for k in range(opts.folds)]
     out, tta = lay.predictions(OOF_SET), opts.cfg.predict.tta
 
     def function(ctx: StepContext) -> None:
         from skinclf.contracts.predictions import read_predictions, save_predictions
-        from skinclf.evaluate.feature_scores import FEATURE_SCORES
         from skinclf.evaluate.offsets import read_offsets
         from skinclf.predict import predict
 
@@ -343,18 +343,30 @@ def scored_oof_step(opts: CvOptions, lay: CvLayout) -> Step:
         "feature scores of each held-out fold by its fold model; the out-of-fold predictions "
         "with them and the ensemble's offsets (the evaluation's test set)",
         function,
-        {"tta": tta, "scores": "feature"},
+        {"tta": tta, "scores": list(FEATURE_SCORES)},
         inputs=[lay.oof, lay.offsets, *best],
         outputs=[*held_out, out],
         needs=["offsets"],
     )
 
 
-def check_every_image_once(predicted, expected) -> None:
-    """AssertionError unless `predicted` lists every image of `expected` exactly once."""
-    predicted, expected = list(predicted), list(expected)
-    assert len(predicted) == len(set(predicted)), "an image predicted by two folds"
-    assert set(predicted) == set(expected), "out-of-fold predictions miss or add images"
+def check_every_image_once(predicted, expected, files) -> None:
+    """DataError, naming an image and the `files` it was read from, unless `predicted` lists
+    every image of `expected` exactly once."""
+    import pandas as pd
+
+    predicted, expected = pd.Series(list(predicted), dtype=str), set(map(str, expected))
+    where = " ".join(["the held-out predictions", ", ".join(str(f) for f in files if f)])
+    twice = predicted[predicted.duplicated()]
+    if len(twice):
+        raise DataError(f"Image {twice.iloc[0]} is predicted twice in {where}.")
+    missing, extra = sorted(expected - set(predicted)), sorted(set(predicted) - expected)
+    if missing or extra:
+        first = f"image {missing[0]} is missing" if missing else f"image {extra[0]} is in no fold"
+        raise DataError(
+            f"{where[0].upper()}{where[1:]} do not hold every image once: {first} "
+            f"({len(missing)} missing, {len(extra)} in no fold); delete them to predict again."
+        )
 
 
 def ensemble_predict_step(

@@ -30,6 +30,10 @@ from skinclf.pipeline.steps import Step, StepContext
 
 SPLIT_SETS = ("val", "calib", "test")
 CORRUPTED_SET = "val_corrupted"  # the validation images after `predict --corrupt mix`
+# eval/ files of `skinclf cv --calib`: the ensemble's calib predictions before its offsets, the
+# calibration part after `predict --corrupt mix`, the out-of-fold images as its test set
+CALIB_RAW, CALIB_CORRUPTED, OOF_SET = "calib_no_offsets", "calib_corrupted", "out_of_fold"
+RESERVED_SETS = (*SPLIT_SETS, CORRUPTED_SET, CALIB_RAW, CALIB_CORRUPTED, OOF_SET)
 LOCK_FILE = ".run.lock"  # held while a `skinclf run` works in the folder
 MC_DROPOUT = 5  # passes of the head with dropout on: the mc_dropout scores
 
@@ -69,11 +73,11 @@ def scores() -> list[str]:
 
 
 def set_name(path: Path, used: set[str]) -> str:
-    """A file-name-safe name for a dataset folder, unique among `used` (and never val, calib
-    or test, the internal splits)."""
+    """A file-name-safe name for a dataset folder, unique among `used` (and never one of the
+    internal sets' names, `RESERVED_SETS`, whose eval/ files it would overwrite)."""
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).resolve().name).strip("-.") or "set"
     name, i = base, 2
-    while name in used or name in (*SPLIT_SETS, CORRUPTED_SET):
+    while name in used or name in RESERVED_SETS:
         name, i = f"{base}-{i}", i + 1
     used.add(name)
     return name
