@@ -259,7 +259,7 @@ def test_cv_ensemble_averages_cvs_and_predicts_and_exports_as_one_model(
     from skinclf.contracts.predictions import read_predictions, softmax, write_predictions
     from skinclf.errors import ConfigError, DataError
     from skinclf.evaluate.offsets import read_offsets
-    from skinclf.pipeline.cv_ensemble import ensemble_cvs
+    from skinclf.pipeline.cv_ensemble import ensemble_cvs, evaluate_cv_ensemble
     from skinclf.predict import load_runs, predict
 
     out, cache, _ = reference
@@ -337,6 +337,13 @@ def test_cv_ensemble_averages_cvs_and_predicts_and_exports_as_one_model(
     mixed = read_predictions(tmp_path / "mixed" / "oof_predictions.csv")
     expected = (oof.probs + np.eye(oof.probs.shape[1])[0]) / 2
     assert np.allclose(mixed.probs, expected, atol=1e-6)
+    # averaged again into `ens` with a member that has no calibration part: nothing of the
+    # former selective classifier stays behind for export to pack
+    (other / "eval" / "metrics.json").unlink()
+    ensemble_cvs([out, other], ens, n_bootstrap=20)
+    assert not evaluate_cv_ensemble([out, other], ens)
+    assert not (ens / "eval" / "selective.json").exists()
+    assert (ens / "eval" / "isic.csv").is_file()
 
     with pytest.raises(ConfigError, match="at least two"):
         ensemble_cvs([out], tmp_path / "x")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +47,8 @@ from skinclf.contracts.predictions import (
     Predictions,
     read_predictions,
     save_predictions,
-    softmax,
 )
-from skinclf.contracts.scores import SCORES
+from skinclf.contracts.scores import SCORES, with_logits
 from skinclf.errors import ConfigError, DataError
 from skinclf.evaluate.crossval import out_of_fold_summary, set_summary
 from skinclf.evaluate.offsets import (
@@ -66,8 +66,6 @@ from skinclf.pipeline.cv import (
     SUMMARY_FILE,
     evaluate_ensemble,
 )
-
-ENSEMBLE_SCORES = ("tta", "ensemble")  # the MSP of the averaged probabilities, as predict names it
 
 
 def same_folds(a: Path, b: Path) -> pd.DataFrame:
@@ -122,30 +120,20 @@ def _aligned(p: Predictions, image_ids: np.ndarray) -> Predictions:
 def mean_predictions(members: list[Predictions], offsets: np.ndarray | None = None) -> Predictions:
     """The members' probabilities averaged row by row (aligned on the first member's images),
     `offsets` added to the log of the mean; the first member's other columns and feature
-    scores, its logit scores recomputed on the new logits."""
+    scores, its logit scores recomputed on the new logits (`contracts.scores.with_logits`)."""
     first = members[0]
     aligned = [first] + [_aligned(p, first.image_ids) for p in members[1:]]
     logits = np.log(np.clip(np.mean([p.probs for p in aligned], axis=0), 1e-12, None))
     if offsets is not None:
         logits = apply_offsets(logits, offsets)
-    out = first.subset(np.arange(first.n))
-    out.logits, out.probs = logits, softmax(logits)
-    out.conf.pop("msp_ts", None)  # a member's own temperature: not the ensemble's
-    for name in out.conf:
-        if name in SCORES:
-            out.conf[name] = SCORES[name](logits)
-        elif name in ENSEMBLE_SCORES:
-            out.conf[name] = SCORES["msp"](logits)
+    out = with_logits(first, logits)
     out.conf.setdefault("ensemble", SCORES["msp"](logits))
     return out
 
 
 def without_offsets(p: Predictions, offsets: np.ndarray) -> Predictions:
-    """`p` with `offsets` taken off its logits (probabilities recomputed)."""
-    out = p.subset(np.arange(p.n))
-    out.logits = apply_offsets(p.logits, -offsets)
-    out.probs = softmax(out.logits)
-    return out
+    """`p` with `offsets` taken off its logits (probabilities and logit scores recomputed)."""
+    return with_logits(p, apply_offsets(p.logits, -offsets))
 
 
 def shared_sets(cvs: list[Path]) -> list[str]:
@@ -173,6 +161,7 @@ def ensemble_cvs(cvs: list[Path], out: Path, n_bootstrap: int = 1000, seed: int 
     """Write the ensemble folder OUT of the cv folders `cvs`; returns its cv_summary.json."""
     cvs, out = [Path(cv) for cv in cvs], Path(out)
     folds = _check_members(cvs, out)
+    shutil.rmtree(out / "eval", ignore_errors=True)  # a former average's (its selective.json)
     (out / "eval").mkdir(parents=True, exist_ok=True)
     names = [Path(os.path.relpath(cv.resolve(), out.resolve())).as_posix() for cv in cvs]
     atomic.write_text(out / MEMBERS_FILE, json.dumps({"members": names}, indent=2) + "\n")
@@ -210,12 +199,19 @@ def member_evaluation(cv: Path) -> tuple[dict, list[str], list[str]] | None:
     state, metrics = cv / "run_state.json", cv / "eval" / "metrics.json"
     if not state.is_file() or not metrics.is_file():
         return None
-    step = json.loads(state.read_text()).get("steps", {}).get("evaluate", {})
-    settings = step.get("parts", {}).get("settings", {})
-    if step.get("status") != "done" or not settings.get("choose_gate"):
-        return None  # (a cv evaluated before the gate was chosen on corrupted images)
-    files = json.loads(metrics.read_text())["settings"]["files"]
-    return settings, [Path(f).stem for f in files["ood"]], [Path(f).stem for f in files["external"]]
+    try:
+        step = json.loads(state.read_text()).get("steps", {}).get("evaluate", {})
+        settings = step.get("parts", {}).get("settings", {})
+        if step.get("status") != "done" or not settings.get("choose_gate"):
+            return None  # (a cv evaluated before the gate was chosen on corrupted images)
+        files = json.loads(metrics.read_text())["settings"]["files"]
+        ood, tests = [Path(f).stem for f in files["ood"]], [Path(f).stem for f in files["external"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(
+            f"Cannot read the evaluation of {cv} from {state} and {metrics} ({exc!r}); "
+            "run its `skinclf cv` command again."
+        ) from None
+    return settings, ood, tests
 
 
 def evaluate_cv_ensemble(
