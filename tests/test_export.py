@@ -97,13 +97,16 @@ def test_format_version_is_checked(exported_model: Path, tmp_path: Path) -> None
     other.mkdir()
     manifest = {**_manifest(exported_model), "format_version": PACKAGE_FORMAT_VERSION + 1}
     (other / MANIFEST_FILE).write_text(json.dumps(manifest))
-    pattern = rf"{MANIFEST_FILE} is 'skinclf-model' format version 3, .*version 1 or 2"
+    pattern = rf"{MANIFEST_FILE} is 'skinclf-model' format version 3, .*version 1 or 2; upgrade"
     with pytest.raises(DataError, match=pattern):
         read_manifest(other)
     with pytest.raises(DataError, match=pattern):
         skinclf.load(other)
     with pytest.raises(DataError, match=pattern):
         predict([other], tmp_path / "x.csv", data=tmp_path, progress=False)
+    (other / MANIFEST_FILE).write_text(json.dumps({**manifest, "format_version": 0}))
+    with pytest.raises(DataError, match="version 0, .*; export the model again"):
+        read_manifest(other)
 
 
 def test_predict_model_dir_is_predict_run(

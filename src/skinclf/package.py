@@ -65,10 +65,15 @@ def read_manifest(model_dir: Path | str) -> dict:
     readable_version = type(version) is int and version in READABLE_FORMAT_VERSIONS
     if found != PACKAGE_FORMAT or not readable_version:
         readable = " or ".join(map(str, READABLE_FORMAT_VERSIONS))
+        newer = (
+            found == PACKAGE_FORMAT
+            and type(version) is int
+            and version > max(READABLE_FORMAT_VERSIONS)
+        )
+        advice = "upgrade skinclf" if newer else "export the model again with this version"
         raise DataError(
             f"{path} is {found!r} format version {version}, but this skinclf ({__version__}) "
-            f"reads {PACKAGE_FORMAT!r} format version {readable}; export the "
-            "model again with this version."
+            f"reads {PACKAGE_FORMAT!r} format version {readable}; {advice}."
         )
     if tuple(manifest.get("classes", ())) != tuple(CLASSES):
         raise DataError(f"{path}: its classes {manifest.get('classes')} are not {list(CLASSES)}.")
