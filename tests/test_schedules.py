@@ -102,3 +102,14 @@ def test_the_epoch_line_shows_each_groups_rate_after_the_epoch() -> None:
     summary.on_train_epoch_end(trainer, None)
     head, backbone = (lr / 10 for lr in BASE)
     assert lines == [f"epoch 1/3  lr {head:.2e} (backbone {backbone:.2e})"]
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_bars_only_on_a_terminal(monkeypatch, terminal: bool) -> None:
+    from types import SimpleNamespace
+
+    from skinclf.train.stages import bars
+
+    monkeypatch.setattr("sys.stdout", SimpleNamespace(isatty=lambda: terminal))
+    assert bars(True) is terminal  # in a log file the epoch lines stand alone
+    assert bars(False) is False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -107,7 +108,7 @@ def train_head(
         max_epochs=cfg.transfer.epochs,
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=progress,
+        enable_progress_bar=bars(progress),
         enable_model_summary=False,
         callbacks=[best, *callbacks],
         default_root_dir=str(out),
@@ -165,7 +166,7 @@ def finetune_callbacks(run: RunState, summary: L.Callback, extra: Sequence) -> l
         callbacks.append(EMAWeightAveraging(decay=t.ema_decay))
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(t.monitor, patience=t.early_stopping_patience, mode=mode))
-    if run.progress:
+    if bars(run.progress):
         from lightning.pytorch.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar(leave=False))
@@ -187,7 +188,7 @@ def finetune_trainer(run: RunState, callbacks: list, precision: str) -> L.Traine
         logger=run_loggers(cfg, run.out),
         callbacks=callbacks,
         gradient_clip_val=cfg.train.grad_clip,
-        enable_progress_bar=run.progress,
+        enable_progress_bar=bars(run.progress),
         enable_model_summary=False,
         log_every_n_steps=10,
         num_sanity_val_steps=0,
@@ -244,3 +245,9 @@ def finetune(
         model.prefix_blocks = None  # back to images in, for prediction
         load_best(trainer, run.checkpoints)
     return done
+
+
+def bars(progress: bool) -> bool:
+    """Lightning's progress bars only on a terminal: written to a log file (`nohup`, CI), their
+    last frame is a block of wrapped columns, and the epoch lines say the same."""
+    return progress and sys.stdout.isatty()
