@@ -3,8 +3,9 @@ with a stratified-bootstrap 95 % interval, accuracy, macro-F1, per-class recall,
 the maximum softmax probability, and a paired bootstrap over the out-of-fold images
 (A - B with its interval and P(A > B)). `--offsets` compares both after their cross-fitted logit
 offsets (cv_summary.json's `pooled_offsets`: each fold's offsets fitted on the other folds).
-With `--external NAME` the two ensembles' predictions of that --test set (OUT/eval/NAME.csv)
-are compared too.
+With `--external NAME` the two ensembles' predictions of that --test set (OUT/eval/NAME.csv,
+each with its cv's logit offsets, whatever `--offsets` says) are compared too. P(A > B) is
+P(A better): pass the candidate as A. `--resamples 10000` for a decision near a threshold.
 
 While either cv is unfinished (no oof_predictions.csv), the comparison is on the held-out
 images of the folds both have finished (FOLD/val_predictions.csv; a finished cv's, or a kept
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from compare_predictions import summarise, write_comparison  # next to this script
+from compare_predictions import RESAMPLES_HELP, summarise, write_comparison  # next to this script
 from skinclf.contracts.predictions import Predictions, read_predictions, softmax
 from skinclf.errors import DataError
 from skinclf.evaluate.offsets import cross_fitted
@@ -99,13 +100,13 @@ def out_of_fold(cv: Path, folds: pd.DataFrame, only: list[str] | None) -> tuple[
     return cv, stacked([cv / fold / HELD_OUT_FILE for fold in only or []])
 
 
-def compare_files(file_a: Path, file_b: Path, out: Path) -> dict:
+def compare_files(file_a: Path, file_b: Path, out: Path, resamples: int = 1000) -> dict:
     """Two predictions files of the same images, compared (SystemExit naming a missing one)."""
     for f in (file_a, file_b):
         if not f.is_file():
             raise SystemExit(f"{f} is missing; run cv_result.py --external on its cv first.")
     a, b = read_predictions(file_a), read_predictions(file_b)
-    return write_comparison(a, b, summarise(file_a, a), summarise(file_b, b), out)
+    return write_comparison(a, b, summarise(file_a, a), summarise(file_b, b), out, resamples)
 
 
 def external_by_fold(a: Path, b: Path, folds: list[str], name: str, out: Path) -> dict:
@@ -122,13 +123,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--offsets", action="store_true", help="Both with cross-fitted offsets.")
     parser.add_argument("--external", help="Also compare the ensembles on OUT/eval/NAME.csv.")
+    parser.add_argument("--resamples", type=int, default=1000, help=RESAMPLES_HELP)
     args = parser.parse_args()
     folds = check_same_folds(args.a, args.b)
     partial = shared_folds(args.a, args.b, folds)
     (file_a, a), (file_b, b) = (out_of_fold(p, folds, partial) for p in (args.a, args.b))
     if args.offsets:
         a, b = with_offsets(a, folds), with_offsets(b, folds)
-    result = write_comparison(a, b, summarise(file_a, a), summarise(file_b, b), args.out)
+    n = args.resamples
+    result = write_comparison(a, b, summarise(file_a, a), summarise(file_b, b), args.out, n)
     result["offsets"] = args.offsets
     result["folds"] = partial or "all"
     if args.external and partial:
@@ -136,7 +139,9 @@ def main() -> None:
         result = {"out_of_fold": result, f"{args.external}_by_fold": by_fold}
     elif args.external:
         files = (p / "eval" / f"{args.external}.csv" for p in (args.a, args.b))
-        result = {"out_of_fold": result, args.external: compare_files(*files, args.out)}
+        external = compare_files(*files, args.out, n)
+        external["offsets"] = "each ensemble's own, as its eval file holds them"
+        result = {"out_of_fold": result, args.external: external}
     args.out.write_text(json.dumps(result, indent=2))
 
 

@@ -49,11 +49,13 @@ def test_compare_with_ood_sets(tmp_path: Path) -> None:
         _write(files[name], logits, lab)
     out = tmp_path / "cmp.json"
     cmd = [sys.executable, str(BENCH / "compare_predictions.py"), str(files["a"]), str(files["b"]),
-           "--out", str(out), "--ood", str(files["oa"]), str(files["ob"])]  # fmt: skip
+           "--out", str(out), "--ood", str(files["oa"]), str(files["ob"]),
+           "--resamples", "300"]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=BENCH)
     d = json.loads(out.read_text())
     assert d["a"]["balanced_accuracy"] > 0.9 > d["b"]["balanced_accuracy"]
     assert d["paired_bootstrap_balanced_accuracy"]["p_a_greater"] > 0.99
+    assert d["paired_bootstrap_balanced_accuracy"]["n_resamples"] == 300
     a_ood, b_ood = d["a"]["ood_msp"], d["b"]["ood_msp"]
     assert a_ood["n"] == 30 and a_ood["auroc"] == pytest.approx(
         detection_auroc(_msp(confident), _msp(ood_a))

@@ -230,11 +230,15 @@ def test_compare_cv_pairs_two_results_on_the_same_folds_only(reference, tmp_path
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_cv.py"
     result_file = tmp_path / "same.json"
     cmd = [sys.executable, str(script), str(out), str(out), "--out", str(result_file)]
-    proc = subprocess.run([*cmd, "--external", "isic"], capture_output=True, text=True)
+    proc = subprocess.run([*cmd, "--external", "isic", "--resamples", "200"],
+                          capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(result_file.read_text())
     paired = result["out_of_fold"]["paired_bootstrap_balanced_accuracy"]
     assert paired["difference"] == 0.0 and paired["difference_ci95"] == [0.0, 0.0]
+    assert paired["n_resamples"] == result["isic"]["paired_bootstrap_balanced_accuracy"][
+        "n_resamples"] == 200  # fmt: skip
+    assert result["out_of_fold"]["offsets"] is False and "own" in result["isic"]["offsets"]
     summary = json.loads((out / "cv_summary.json").read_text())["out_of_fold"]["pooled"]
     assert result["out_of_fold"]["a"]["balanced_accuracy"] == pytest.approx(
         summary["balanced_accuracy"]
