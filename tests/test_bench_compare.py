@@ -66,6 +66,7 @@ def test_compare_with_ood_sets(tmp_path: Path) -> None:
 def test_average_predictions_means_probabilities_image_by_image(tmp_path: Path) -> None:
     """Rows matched by image id (the second file is in reverse order); differing sizes refused."""
     from skinclf.contracts.predictions import read_predictions
+    from skinclf.evaluate.offsets import write_offsets
 
     rng = np.random.default_rng(1)
     y = np.arange(14) % 7
@@ -81,6 +82,14 @@ def test_average_predictions_means_probabilities_image_by_image(tmp_path: Path) 
     mean = read_predictions(tmp_path / "mean.csv")
     assert list(mean.image_ids) == [f"img_{i}" for i in range(14)] and list(mean.y) == list(y)
     assert np.allclose(mean.probs, (_softmax(a) + _softmax(b)) / 2, atol=1e-6)
+    offsets = np.linspace(-1.0, 1.0, 7)
+    write_offsets(tmp_path / "offsets.json", offsets, "test", 14)
+    subprocess.run([*cmd[:-2], "--out", str(tmp_path / "shifted.csv"), "--offsets",
+                    str(tmp_path / "offsets.json")], check=True, cwd=BENCH)  # fmt: skip
+    shifted = read_predictions(tmp_path / "shifted.csv")
+    expected = _softmax(np.log((_softmax(a) + _softmax(b)) / 2) + offsets)
+    assert np.allclose(shifted.probs, expected, atol=1e-6)
+    assert np.allclose(shifted.conf["ensemble"], expected.max(axis=1), atol=1e-6)
     _write(tmp_path / "short.csv", a[:7], labels[:7])
     cmd[3] = str(tmp_path / "short.csv")
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=BENCH)
