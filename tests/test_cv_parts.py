@@ -218,7 +218,7 @@ def test_scored_out_of_fold_takes_each_fold_models_feature_scores_and_rescores_t
     np.testing.assert_allclose(out.probs, shifted)
     for name in ("msp", "tta"):  # both on the logits with the ensemble's offsets
         np.testing.assert_allclose(out.conf[name], shifted.max(axis=1))
-    with pytest.raises(DataError, match="image a is missing .2 missing, 0 in no fold"):
+    with pytest.raises(DataError, match="image a is missing .2 missing, 0 extra.; delete them"):
         scored_out_of_fold(oof, scored[:1], offsets)
     with pytest.raises(DataError, match="Image d is predicted twice"):
         scored_out_of_fold(oof, [scored[0], *scored], offsets)

@@ -146,7 +146,8 @@ def with_logits(
 ) -> Predictions:
     """`p` with new `logits` (offsets added or taken off, members averaged): probabilities and
     every logit score among `names` (default: `p`'s scores) recomputed on them, the others
-    (feature scores) kept; `msp_ts` (another temperature's) and the abstentions dropped."""
+    (feature scores) kept, KeyError for one `p` lacks; `msp_ts` (another temperature's) and
+    the abstentions dropped."""
     out = p.subset(np.arange(p.n))
     out.logits, out.probs, out.abstain = logits, softmax(logits), None
     conf = {}

@@ -239,7 +239,9 @@ def oof_step(opts: CvOptions, lay: CvLayout) -> Step:
         fold_of = dict(zip(folds["image_id"], folds["fold"], strict=True))
         frame = pd.concat([pd.read_csv(f, dtype={"image_id": str}) for f in files])
         expected = folds.loc[folds["fold"] != CALIB_SET, "image_id"]
-        check_every_image_once(frame["image_id"], expected, files)
+        check_every_image_once(
+            frame["image_id"], expected, files, "delete a fold's folder to train it again"
+        )
         order = {image: i for i, image in enumerate(expected)}
         frame = frame.sort_values("image_id", key=lambda s: s.map(order))
         atomic.write_text(lay.oof, frame.to_csv(index=False))
@@ -301,8 +303,9 @@ def scored_out_of_fold(oof, scored: list, offsets):
 
     where = {image: (k, j) for k, p in enumerate(scored) for j, image in enumerate(p.image_ids)}
     check_every_image_once(
-        [i for p in scored for i in p.image_ids], oof.image_ids, [p.path for p in scored]
-    )
+        [i for p in scored for i in p.image_ids], oof.image_ids, [p.path for p in scored],
+        "delete them to predict the folds again",
+    )  # fmt: skip
     averaged = [name for name in scored[0].conf if name in AVERAGE_SCORES]
     names = list(dict.fromkeys([*oof.conf, *averaged]))
     out = with_logits(oof, apply_offsets(oof.logits, offsets), names)
@@ -350,22 +353,22 @@ def scored_oof_step(opts: CvOptions, lay: CvLayout) -> Step:
     )
 
 
-def check_every_image_once(predicted, expected, files) -> None:
-    """DataError, naming an image and the `files` it was read from, unless `predicted` lists
-    every image of `expected` exactly once."""
+def check_every_image_once(predicted, expected, files, remedy: str) -> None:
+    """DataError, naming an image, the `files` it was read from and the `remedy`, unless
+    `predicted` lists every image of `expected` exactly once."""
     import pandas as pd
 
     predicted, expected = pd.Series(list(predicted), dtype=str), set(map(str, expected))
-    where = " ".join(["the held-out predictions", ", ".join(str(f) for f in files if f)])
+    where = " ".join(["the held-out predictions", ", ".join(str(f) for f in files if f)]).strip()
     twice = predicted[predicted.duplicated()]
     if len(twice):
-        raise DataError(f"Image {twice.iloc[0]} is predicted twice in {where}.")
+        raise DataError(f"Image {twice.iloc[0]} is predicted twice in {where}; {remedy}.")
     missing, extra = sorted(expected - set(predicted)), sorted(set(predicted) - expected)
     if missing or extra:
-        first = f"image {missing[0]} is missing" if missing else f"image {extra[0]} is in no fold"
+        first = f"image {missing[0]} is missing" if missing else f"image {extra[0]} is extra"
         raise DataError(
-            f"{where[0].upper()}{where[1:]} do not hold every image once: {first} "
-            f"({len(missing)} missing, {len(extra)} in no fold); delete them to predict again."
+            f"{where[0].upper()}{where[1:]} do not hold every image of the folds once: {first} "
+            f"({len(missing)} missing, {len(extra)} extra); {remedy}."
         )
 
 

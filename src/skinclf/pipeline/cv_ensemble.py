@@ -209,7 +209,7 @@ def member_evaluation(cv: Path) -> tuple[dict, list[str], list[str]] | None:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DataError(
             f"Cannot read the evaluation of {cv} from {state} and {metrics} ({exc!r}); "
-            "run its `skinclf cv` command again."
+            f"delete {metrics} and run its `skinclf cv` command again."
         ) from None
     return settings, ood, tests
 
