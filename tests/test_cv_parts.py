@@ -244,3 +244,17 @@ def test_a_members_unreadable_evaluation_is_named(tmp_path):
     files = {"ood": ["x/pad.csv"], "external": ["x/isic.csv"]}
     (tmp_path / "eval" / "metrics.json").write_text(json.dumps({"settings": {"files": files}}))
     assert member_evaluation(tmp_path) == ({"choose_gate": True}, ["pad"], ["isic"])
+
+
+def test_members_evaluated_with_other_settings_are_refused(tmp_path):
+    from skinclf.errors import ConfigError
+    from skinclf.pipeline.cv_ensemble import same_evaluation
+
+    a, b = {"target_risk": 0.1, "id_keep": 0.95}, {"target_risk": 0.1, "id_keep": 0.9}
+    same_evaluation([tmp_path / "a", tmp_path / "b"], [a, dict(a)])  # the same: no error
+    with pytest.raises(
+        ConfigError,
+        match=r"a and .*b were evaluated with different --id-keep "
+        r"\(0.95 and 0.9\)",
+    ):
+        same_evaluation([tmp_path / "a", tmp_path / "b"], [a, b])

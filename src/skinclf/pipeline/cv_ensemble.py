@@ -214,15 +214,34 @@ def member_evaluation(cv: Path) -> tuple[dict, list[str], list[str]] | None:
     return settings, ood, tests
 
 
+CHOSEN_BY_USER = ("target_risk", "id_keep")  # a cv's evaluation settings its command names
+
+
+def same_evaluation(cvs: list[Path], settings: list[dict]) -> None:
+    """ConfigError naming the first setting of `CHOSEN_BY_USER` two members were evaluated with
+    differently (the ensemble's selective classifier would silently take the first's)."""
+    for key in CHOSEN_BY_USER:
+        for cv, other in zip(cvs[1:], settings[1:], strict=True):
+            if other.get(key) != settings[0].get(key):
+                option = "--" + key.replace("_", "-")
+                raise ConfigError(
+                    f"{cvs[0]} and {cv} were evaluated with different {option} "
+                    f"({settings[0].get(key)} and {other.get(key)}); run one's `skinclf cv` "
+                    f"again with the other's {option} to fit the ensemble's selective classifier."
+                )
+
+
 def evaluate_cv_ensemble(
     cvs: list[Path], out: Path, n_bootstrap: int = 1000, seed: int = 0, on_step=None
 ) -> bool:
     """With a calibration part: the ensemble's selective classifier, fitted and evaluated as
-    `skinclf cv --calib` fits its own (the first member's settings and feature statistics: the
-    ensemble's feature scores are its first member's). False when a member has none."""
+    `skinclf cv --calib` fits its own (the members' target risk and ID keep, the same in all; the
+    first member's feature statistics: the ensemble's feature scores are its first member's).
+    False when a member has none."""
     evaluated = [member_evaluation(cv) for cv in cvs]
     if any(e is None for e in evaluated):
         return False
+    same_evaluation(cvs, [e[0] for e in evaluated])
     settings, ood, tests = evaluated[0]
     present = shared_sets(cvs)
     evaluate_ensemble(
