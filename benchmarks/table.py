@@ -257,6 +257,8 @@ KNOWN: list[tuple[str, str, Summary]] = [
     ("cv3_sog.json", "quality: default + Shades of Gray, 3-fold cross-validation", _cv),
     ("cv3_lite0.json", "quality: default with Lite0, 3-fold cross-validation", _cv),
     ("cv3_lite1.json", "quality: default with Lite1, 3-fold cross-validation", _cv),
+    ("cv5_default.json", "quality: default, 5-fold cross-validation", _cv),
+    ("cv5_lite0.json", "quality: default with Lite0, 5-fold cross-validation", _cv),
     ("presets_quick.json", "quality, quick: default vs paper (HAM10000 subset)", _comparison),
     ("presets_quick_isic2018.json", "quality, quick: default vs paper (ISIC 2018)", _comparison),
     ("speed.json", "speed: train/predict, matmul peak", _speed),
