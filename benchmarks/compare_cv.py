@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from compare_predictions import RESAMPLES_HELP, summarise, write_comparison  # next to this script
-from skinclf.contracts.predictions import Predictions, read_predictions, softmax
+from skinclf.contracts.predictions import Predictions, read_predictions
+from skinclf.contracts.scores import with_logits
 from skinclf.errors import DataError
 from skinclf.evaluate.offsets import cross_fitted
 from skinclf.pipeline.cv import HELD_OUT_FILE
@@ -48,9 +49,7 @@ def with_offsets(p: Predictions, folds: pd.DataFrame) -> Predictions:
     """`p` with cross-fitted logit offsets (each fold's fitted on the other folds)."""
     fold_of = dict(zip(folds["image_id"], folds["fold"], strict=True))
     logits = cross_fitted(p.logits, p.y, np.array([fold_of[i] for i in p.image_ids]))
-    out = p.subset(np.arange(p.n))
-    out.logits, out.probs, out.conf = logits, softmax(logits), {}
-    return out
+    return with_logits(p, logits, [])  # (no confidence column: summarise takes the MSP)
 
 
 def finished_folds(cv: Path, folds: pd.DataFrame) -> list[str]:
