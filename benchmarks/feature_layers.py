@@ -11,7 +11,7 @@ HAM10000, other clinics). Forward hooks keep the global-average-pooled output of
 stage of the backbone (`backbone.blocks[i]`) and of its final conv head (`bn2`, whose pooled
 output is the penultimate feature `Classifier.features` that the gates use today).
 
-For each layer the feature scores of skinclf.evaluate.feature_scores (Mahalanobis, relative
+For each layer the feature scores of skinclf.scoring.feature_scores (Mahalanobis, relative
 Mahalanobis, kNN with k=10) are fitted on the training split's features and evaluated as:
 
 - AUROC HAM test vs PAD and ISIC vs PAD (in-distribution positive; near 1 wanted) and
@@ -52,13 +52,13 @@ from skinclf.data.cache import build_cache  # noqa: E402
 from skinclf.data.dataset import label_indices  # noqa: E402
 from skinclf.data.formats import read_dataset  # noqa: E402
 from skinclf.data.split import read_split  # noqa: E402
-from skinclf.evaluate.feature_scores import (  # noqa: E402
+from skinclf.evaluate.ood import detection_auroc, fpr_at_tpr  # noqa: E402
+from skinclf.models.classifier import checkpoint_fingerprint, load_classifier  # noqa: E402
+from skinclf.scoring.feature_scores import (  # noqa: E402
     fit_knn,
     fit_mahalanobis,
     fit_relative_mahalanobis,
 )
-from skinclf.evaluate.ood import detection_auroc, fpr_at_tpr  # noqa: E402
-from skinclf.models.classifier import checkpoint_fingerprint, load_classifier  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "feature_layers_default.json"

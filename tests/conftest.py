@@ -116,8 +116,8 @@ def exported_model(
     import shutil
 
     from skinclf.evaluate.evaluation import evaluate_predictions
-    from skinclf.export import export_model
     from skinclf.predict import predict
+    from skinclf.predictor.export import export_model
 
     root = tmp_path_factory.mktemp("export")
     run = Path(shutil.copytree(trained_run, root / "run", ignore=shutil.ignore_patterns("last*")))

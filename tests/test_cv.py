@@ -213,14 +213,14 @@ def test_an_unfinished_cross_validation_is_no_model(reference, data, tmp_path: P
     import shutil
 
     from skinclf.errors import DataError
-    from skinclf.predict import load_runs
+    from skinclf.predictor import Predictor
 
     out, _, _ = reference
     copy = Path(shutil.copytree(out, tmp_path / "copy"))
     (copy / "fold_2" / "checkpoints" / "best.ckpt").unlink()
     with pytest.raises(DataError, match="folds are not all trained .*fold_2"):
-        load_runs(copy)
-    assert len(load_runs(out)) == FOLDS
+        Predictor.from_path(copy)
+    assert len(Predictor.from_path(out).members) == FOLDS
 
 
 def test_compare_cv_pairs_two_results_on_the_same_folds_only(reference, tmp_path: Path):
@@ -264,7 +264,8 @@ def test_cv_ensemble_averages_cvs_and_predicts_and_exports_as_one_model(
     from skinclf.errors import ConfigError, DataError
     from skinclf.evaluate.offsets import read_offsets
     from skinclf.pipeline.cv_ensemble import ensemble_cvs, evaluate_cv_ensemble
-    from skinclf.predict import load_runs, predict
+    from skinclf.predict import predict
+    from skinclf.predictor import Predictor
 
     out, cache, _ = reference
     twin = Path(shutil.copytree(out, tmp_path / "twin"))
@@ -308,7 +309,7 @@ def test_cv_ensemble_averages_cvs_and_predicts_and_exports_as_one_model(
     assert same["ood_gate"]["threshold"] == pytest.approx(mine["ood_gate"]["threshold"], rel=1e-3)
     assert (same["score"], same["solution_exists"]) == (mine["score"], mine["solution_exists"])
 
-    assert len(load_runs(ens)) == 2 * FOLDS  # every member's fold models
+    assert len(Predictor.from_path(ens).members) == 2 * FOLDS  # every member's fold models
     predicted = tmp_path / "predicted.csv"
     result = invoke(["predict", str(ens), "--data", str(data["isic"]), "--out", str(predicted),
                      "--cache-dir", str(cache), "--no-progress"])  # fmt: skip

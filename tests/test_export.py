@@ -18,9 +18,9 @@ from skinclf.classes import CLASSES
 from skinclf.cli import main
 from skinclf.contracts.selective import load_selective
 from skinclf.errors import ConfigError, DataError
-from skinclf.export import export_model
-from skinclf.package import MANIFEST_FILE, PACKAGE_FORMAT_VERSION, read_manifest
 from skinclf.predict import predict
+from skinclf.predictor.export import export_model
+from skinclf.predictor.manifest import MANIFEST_FILE, PACKAGE_FORMAT_VERSION, read_manifest
 
 PROBS = [f"prob_{c}" for c in CLASSES]
 

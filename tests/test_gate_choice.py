@@ -19,8 +19,8 @@ from skinclf.data.corruptions import (
 )
 from skinclf.errors import ConfigError
 from skinclf.evaluate.evaluation import evaluate_predictions
-from skinclf.evaluate.feature_scores import FEATURE_SCORES, fit_feature_stats
 from skinclf.predict import predict
+from skinclf.scoring.feature_scores import FEATURE_SCORES, fit_feature_stats
 
 
 def _file(path: Path, n: int, seed: int, wrong: float, conf: dict, labelled: bool = True) -> Path:
@@ -130,7 +130,7 @@ def test_knn_at_other_ranks_by_hand() -> None:
     q = np.array([[2.0, 0.0]])  # cosines to the bank: 1, 0, 1/sqrt(2), -1
     got = stats.scores(q, ("knn_k1",))["knn_k1"]
     assert got == pytest.approx([1.0])
-    from skinclf.evaluate.feature_scores import KNN
+    from skinclf.scoring.feature_scores import KNN
 
     assert KNN(stats.knn.bank, 2).score(q) == pytest.approx([1 / np.sqrt(2)])
     assert KNN(stats.knn.bank, 3).score(q) == pytest.approx([0.0])

@@ -12,7 +12,8 @@ from scipy.special import logsumexp
 
 from skinclf.contracts.scores import SCORES, energy
 from skinclf.contracts.selective import UNCERTAIN, UNFAMILIAR, RankCombination, decide
-from skinclf.evaluate.feature_scores import (
+from skinclf.evaluate.gates import fit_ood_gate, keep_threshold, policy_outcome
+from skinclf.scoring.feature_scores import (
     FeatureStats,
     RelativeMahalanobis,
     ViM,
@@ -20,7 +21,6 @@ from skinclf.evaluate.feature_scores import (
     fit_relative_mahalanobis,
     fit_vim,
 )
-from skinclf.evaluate.gates import fit_ood_gate, keep_threshold, policy_outcome
 
 
 def test_energy_by_hand() -> None:
@@ -166,7 +166,7 @@ def test_feature_stats_round_trip(tmp_path: Path) -> None:
 
 
 def test_stage_scores_by_hand() -> None:
-    from skinclf.evaluate.feature_scores import Mahalanobis, StageMahalanobis
+    from skinclf.scoring.feature_scores import Mahalanobis, StageMahalanobis
 
     # two stages of widths 1 and 2, identity precisions, one class mean each at 0
     stages = StageMahalanobis(

@@ -25,7 +25,7 @@ from skinclf.contracts.scores import (
     tta_msp,
     with_logits,
 )
-from skinclf.evaluate.feature_scores import fit_knn, fit_mahalanobis
+from skinclf.scoring.feature_scores import fit_knn, fit_mahalanobis
 
 P = np.array([[0.7, 0.2, 0.1], [1 / 3, 1 / 3, 1 / 3]])
 

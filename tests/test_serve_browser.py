@@ -72,7 +72,7 @@ def _selective(path: Path, **fields) -> Path:
 def servers(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """Two servers of the trained run: `accepted` (the confidence gate off: it never
     abstains) and `abstains` (no threshold met the target risk: it abstains on everything)."""
-    from skinclf.export import export_model
+    from skinclf.predictor.export import export_model
 
     root = tmp_path_factory.mktemp("serve-browser")
     selective = {

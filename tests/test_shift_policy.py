@@ -166,7 +166,7 @@ def test_stage_gate_travels_with_the_exported_model(
     images `predict --selective` abstains on; the ONNX runtime, which has no stage outputs,
     refuses it in one sentence."""
     import skinclf
-    from skinclf.export import export_model
+    from skinclf.predictor.export import export_model
 
     out = tmp_path / "eval"
     _evaluate(

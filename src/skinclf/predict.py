@@ -9,7 +9,6 @@ submission CSV.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,87 +17,13 @@ import numpy as np
 import pandas as pd
 
 from skinclf.classes import CLASSES
-from skinclf.config import RunConfig, read_config
-from skinclf.contracts.cv_folder import cv_runs, is_cv_folder
 from skinclf.errors import ConfigError, DataError
-from skinclf.package import (
-    FEATURE_STATS_FILE,
-    LOGIT_SCORES,
-    abstain_decisions,
-    check_member,
-    combine_members,
-    gate_needs_stages,
-    is_package,
-    logit_scores,
-    package_selective,
-    read_manifest,
-    with_offsets,
-)
+from skinclf.predictor import Member, Predictor
+from skinclf.predictor.decisions import LOGIT_SCORES
+from skinclf.predictor.manifest import FEATURE_STATS_FILE, is_package
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ISIC_COLUMNS = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
-
-
-@dataclass
-class LoadedRun:
-    path: Path
-    cfg: RunConfig
-    model: object  # models.Classifier
-    provenance: dict
-    checkpoint: Path | None = None  # default: path/checkpoints/best.ckpt
-    precision: str | None = None  # an exported model's recorded one (default: the config's)
-    stats_path: Path | None = None  # the feature statistics (default: path/feature_stats.npz)
-
-    @property
-    def checkpoint_file(self) -> Path:
-        return self.checkpoint or self.path / "checkpoints" / "best.ckpt"
-
-
-def load_run(run: Path | str) -> LoadedRun:
-    """The best checkpoint of a run folder, rebuilt from the checkpoint alone, on the CPU."""
-    from skinclf.models.classifier import load_classifier
-
-    run = Path(run)
-    ckpt = run / "checkpoints" / "best.ckpt"
-    if not ckpt.is_file():
-        raise DataError(f"{run} has no checkpoints/best.ckpt: is it a finished skinclf run?")
-    cfg = read_config(run / "config.yaml")
-    prov_path = run / "provenance.json"
-    prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
-    return LoadedRun(run, cfg, load_classifier(ckpt), prov)
-
-
-def load_runs(path: Path | str) -> list[LoadedRun]:
-    """The run of a run folder, each fold of a `skinclf cv` folder (every member cv's folds for
-    a `skinclf cv-ensemble` folder), or each member of an
-    exported model folder (MODEL_DIR): its checkpoint, config.yaml, split.csv and provenance,
-    with the recorded inference precision and the package's feature statistics."""
-    from skinclf.models.classifier import load_classifier
-
-    path = Path(path)
-    if is_cv_folder(path):
-        return [load_run(fold) for fold in cv_runs(path)]
-    if not is_package(path):
-        return [load_run(path)]
-    manifest = read_manifest(path)
-    stats = manifest.get("feature_stats")
-    members = []
-    for member in manifest["members"]:
-        ckpt = path / member
-        folder = ckpt.parent
-        prov_path = folder / "provenance.json"
-        prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
-        cfg = read_config(folder / "config.yaml")
-        # the package's inference settings, as skinclf.load uses them, for every member
-        cfg.predict.tta = manifest["inference"]["tta"]
-        cfg.predict.batch_size = int(manifest["inference"]["batch_size"])
-        precision = manifest["inference"]["precision"]
-        model = load_classifier(ckpt, trusted=False)
-        check_member(model.spec, manifest, ckpt)
-        run = LoadedRun(folder, cfg, model, prov, ckpt, precision)
-        run.stats_path = path / stats if stats else None
-        members.append(run)
-    return members
 
 
 def images_table(path: Path) -> pd.DataFrame:
@@ -124,7 +49,7 @@ def images_table(path: Path) -> pd.DataFrame:
 
 
 def _check_same_split(
-    first: LoadedRun, parts: pd.DataFrame, other: LoadedRun, theirs: pd.DataFrame, split: str
+    first: Member, parts: pd.DataFrame, other: Member, theirs: pd.DataFrame, split: str
 ) -> None:
     """DataError naming the first image that `other`'s split puts in or out of `split` where
     `first`'s does not (the folds of a cross-validation share their calib split only)."""
@@ -177,8 +102,8 @@ def _without_missing(
 def input_table(
     data: Path | None,
     split: str | None,
-    first: LoadedRun,
-    others: Sequence[LoadedRun] = (),
+    first: Member,
+    others: Sequence[Member] = (),
 ) -> tuple[pd.DataFrame, list[list[str]], pd.DataFrame | None]:
     """The images to predict: `data`, or the `split` images of `first` (and of `others`,
     whose split.csv must then put the same images in `split`); [image_id, reason] of the
@@ -262,7 +187,7 @@ def _mc_dropout(model, feats: np.ndarray, k: int, seed: int) -> np.ndarray:
     return probs
 
 
-def _train_features(run: LoadedRun, cache_dir: Path | None, progress: bool) -> tuple:
+def _train_features(run: Member, cache_dir: Path | None, progress: bool) -> tuple:
     from skinclf.data.cache import build_cache, default_cache_dir
     from skinclf.data.dataset import label_indices
     from skinclf.inference.feature_cache import cached_features, images_key
@@ -296,12 +221,12 @@ def _train_features(run: LoadedRun, cache_dir: Path | None, progress: bool) -> t
     return feats, np.asarray(label_indices(table["label"]))
 
 
-def feature_stats(run: LoadedRun, cache_dir: Path | None, progress: bool):  # -> FeatureStats
+def feature_stats(run: Member, cache_dir: Path | None, progress: bool):  # -> FeatureStats
     """The run's feature-space score statistics, fitted once on its training split's features
     and kept in RUN/feature_stats.npz (refitted when the checkpoint changed)."""
-    from skinclf.evaluate.feature_scores import FeatureStats, fit_feature_stats
     from skinclf.inference.batch import stage_dims
     from skinclf.models.classifier import checkpoint_fingerprint
+    from skinclf.scoring.feature_scores import FeatureStats, fit_feature_stats
 
     path = run.stats_path or run.path / FEATURE_STATS_FILE
     fingerprint = checkpoint_fingerprint(run.checkpoint_file)
@@ -337,11 +262,10 @@ def _check_request(
     runs: Sequence[Path],
     output_format: str,
     requested: Sequence[str],
-    selective: Path | None,
 ) -> None:
     """ConfigError, in one sentence, for a request that cannot be answered."""
     from skinclf.contracts.scores import SCORES
-    from skinclf.evaluate.feature_scores import FEATURE_SCORES
+    from skinclf.scoring.feature_scores import FEATURE_SCORES
 
     if (data is None) == (split is None):
         raise ConfigError("Give exactly one of --data PATH or --split val|test|calib.")
@@ -355,7 +279,11 @@ def _check_request(
     unknown = [s for s in requested if s not in known]
     if unknown:
         raise ConfigError(f"Unknown score {unknown[0]!r}; choose from {', '.join(sorted(known))}.")
-    if "msp_ts" in requested and selective is None:
+
+
+def _check_temperature(requested: Sequence[str], predictor: Predictor) -> None:
+    """ConfigError when msp_ts is asked for without a policy that carries a temperature."""
+    if "msp_ts" in requested and predictor.policy is None:
         raise ConfigError(
             "msp_ts needs a temperature: give --selective RUN/eval/selective.json (written by "
             "`skinclf evaluate --val ...`)."
@@ -363,7 +291,7 @@ def _check_request(
 
 
 def _decode(
-    loaded: Sequence[LoadedRun],
+    loaded: Sequence[Member],
     table: pd.DataFrame,
     missing: Sequence[Sequence[str]],
     out: Path,
@@ -435,63 +363,31 @@ def _corrupted(
     return out, table
 
 
-def _infer_runs(
-    loaded: Sequence[LoadedRun],
-    decoded: Sequence,
-    table: pd.DataFrame,
-    tta: str | None,
-    batch_size: int | None,
-    progress: bool,
-    stages: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(logits, probabilities, score features of the first run: its pooled features, then
-    with `stages` each backbone stage's pooled output); an ensemble averages probabilities
-    and its logits are the log of the mean probabilities."""
-    from skinclf.inference.batch import infer
-    from skinclf.inference.precision import resolve_precision
-
-    results = []
-    for run, images in zip(loaded, decoded, strict=True):
-        cfg = run.cfg
-        result = infer(
-            run.model,
-            images.images,
-            images.rows(table["image_id"]),
-            tta=tta or cfg.predict.tta,
-            precision=run.precision or resolve_precision(cfg.trainer.precision, training=False),
-            batch_size=batch_size or cfg.predict.batch_size,
-            progress=progress,
-            description=f"predict {run.path.name}",
-            stages=stages,
-        )
-        results.append(result)
-    return combine_members(results)
-
-
 def _confidence(
     requested: Sequence[str],
     logits: np.ndarray,
     feats: np.ndarray,
-    loaded: Sequence[LoadedRun],
+    predictor: Predictor,
     tta: str | None,
     mc_dropout: int,
     cache_dir: Path | None,
     progress: bool,
 ) -> dict[str, np.ndarray]:
     """The requested confidence scores (conf_<name> columns) of the predicted images."""
-    from skinclf.evaluate.feature_scores import FEATURE_SCORES
+    from skinclf.scoring.feature_scores import FEATURE_SCORES
 
-    conf = logit_scores(requested, logits, tta or loaded[0].cfg.predict.tta, len(loaded))
+    first = predictor.first
+    conf = predictor.scores(requested, logits, tta or first.cfg.predict.tta)
     if mc_dropout or "mc_dropout" in requested:
         from skinclf.contracts.scores import mc_dropout_msp, mc_dropout_neg_mutual_information
 
-        pooled = feats[:, : loaded[0].model.spec.num_features]
-        p = _mc_dropout(loaded[0].model, pooled, mc_dropout or 10, loaded[0].cfg.seed)
+        pooled = feats[:, : first.model.spec.num_features]
+        p = _mc_dropout(first.model, pooled, mc_dropout or 10, first.cfg.seed)
         conf["mc_dropout"] = mc_dropout_msp(p)
         conf["mc_dropout_neg_mi"] = mc_dropout_neg_mutual_information(p)
     wanted = tuple(s for s in FEATURE_SCORES if s in requested)
     if wanted:
-        stats = feature_stats(loaded[0], cache_dir, progress)
+        stats = feature_stats(first, cache_dir, progress)
         conf.update(stats.scores(feats, wanted))
     return conf
 
@@ -499,8 +395,8 @@ def _confidence(
 def model_offsets(runs: Sequence[Path]) -> np.ndarray | None:
     """The logit offsets of a single model folder that has them (a cv folder's
     logit_offsets.json, or an exported model's named by its manifest)."""
-    from skinclf.evaluate.offsets import OFFSETS_FILE, read_offsets
-    from skinclf.package import package_offsets
+    from skinclf.predictor.manifest import package_offsets
+    from skinclf.scoring.offsets import OFFSETS_FILE, read_offsets
 
     if len(runs) != 1:
         return None
@@ -544,16 +440,6 @@ def _file_columns(table: pd.DataFrame) -> dict:
     return {"image_path": paths, "meta": meta}
 
 
-def _abstentions(sel, selective, packaged: bool, requested, logits, feats, conf) -> tuple:
-    """(abstain, abstain_reason) by the selective classifier; none abstains for an exported
-    model without one (it always says whether it abstains); (None, None) otherwise."""
-    if sel is not None:
-        return abstain_decisions(sel, selective, requested, logits, feats, conf)
-    if packaged:
-        return np.zeros(len(logits), bool), np.full(len(logits), "", dtype=object)
-    return None, None
-
-
 def predict(
     runs: list[Path],
     out: Path,
@@ -562,7 +448,7 @@ def predict(
     tta: str | None = None,
     scores: list[str] | None = None,
     mc_dropout: int = 0,
-    selective: Path | None = None,
+    selective: Path | str | None = None,
     output_format: str = "predictions",
     cache_dir: Path | None = None,
     batch_size: int | None = None,
@@ -584,32 +470,36 @@ def predict(
     `attrs["skipped"]` ([path, reason] pairs). DataError when no image could be read.
     """
     from skinclf.contracts.predictions import write_predictions
-    from skinclf.contracts.selective import load_selective
     from skinclf.data.dataset import label_indices
-    from skinclf.evaluate.feature_scores import STAGE_SCORES
+    from skinclf.scoring.feature_scores import STAGE_SCORES
 
     requested = list(scores or LOGIT_SCORES)
-    packaged = [r for r in runs if is_package(r)]
-    if selective is None and len(runs) == 1 and packaged:
-        selective = package_selective(packaged[0])  # the exported model's own
-    _check_request(data, split, runs, output_format, requested, selective)
+    if selective is None and len(runs) == 1 and is_package(runs[0]):
+        selective = "auto"  # the exported model's own
+    _check_request(data, split, runs, output_format, requested)
     corruptions = _corruption_names(corrupt)
-    sel = load_selective(selective) if selective is not None else None
-    loaded = [member for r in runs for member in load_runs(r)]
+    predictor = Predictor.from_paths(runs, policy=selective)
+    _check_temperature(requested, predictor)
+    loaded = predictor.members
     table, missing, cover = input_table(data, split, loaded[0], loaded[1:])
     out = Path(out)
     decoded, table, skipped = _decode(loaded, table, missing, out, cache_dir, progress, cover)
     if corruptions:
         decoded, table = _corrupted(decoded, table, corruptions, loaded[0].cfg.seed)
-    stages = any(s in STAGE_SCORES for s in requested) or (
-        sel is not None and gate_needs_stages(sel)
+    logits, probs, feats = predictor.infer(
+        decoded,
+        table["image_id"],
+        tta=tta,
+        batch_size=batch_size,
+        progress=progress,
+        stages=any(s in STAGE_SCORES for s in requested),
+        offsets=apply_offsets,
     )
-    logits, probs, feats = _infer_runs(loaded, decoded, table, tta, batch_size, progress, stages)
-    if apply_offsets:  # before the scores, which then follow the shifted decision
-        logits, probs = with_offsets(logits, probs, model_offsets(runs))
     unused = unused_offsets(runs) if apply_offsets else []
-    conf = _confidence(requested, logits, feats, loaded, tta, mc_dropout, cache_dir, progress)
-    abstain, reason = _abstentions(sel, selective, bool(packaged), requested, logits, feats, conf)
+    conf = _confidence(requested, logits, feats, predictor, tta, mc_dropout, cache_dir, progress)
+    abstain, reason = predictor.decide(requested, logits, feats, conf)
+    if abstain is None and any(is_package(r) for r in runs):  # a package always says
+        abstain, reason = np.zeros(len(logits), bool), np.full(len(logits), "", dtype=object)
     if output_format == "isic2018-submission":
         frame = _write_submission(out, table, probs)
         frame.attrs.update(skipped=skipped, unused_offsets=unused)

@@ -46,7 +46,7 @@ def export(
 
     Example: skinclf export runs/lite0 --out models/lite0 --onnx
     """
-    from skinclf.export import export_model
+    from skinclf.predictor.export import export_model
 
     with console.status("exporting"):
         manifest = export_model(source, out, onnx=onnx, selective=selective)

@@ -39,7 +39,7 @@ def serve(
             "--workers and --max-files must be at least 1, --max-upload-mb above 0 and --port "
             f"0-65535 (got {workers}, {max_files}, {max_upload_mb:g}, {port})."
         )
-    from skinclf.package import load
+    from skinclf.predictor import load
     from skinclf.serve.app import run_server
 
     model = load(model_dir)  # a bad folder is one sentence here, before anything listens

@@ -729,7 +729,7 @@ def _fit_gated(run: _Run, single: Selective | None, gates: _GateOptions, s: _Set
     or chosen without OOD labels, then the confidence gate on the images it keeps."""
     from skinclf.contracts.selective import combination_parts
     from skinclf.evaluate import shift
-    from skinclf.evaluate.feature_scores import FEATURE_SCORES
+    from skinclf.scoring.feature_scores import FEATURE_SCORES
 
     fit_p = run.fit_p
     assert fit_p is not None

@@ -15,11 +15,11 @@ from skinclf.contracts.scores import compute_score, score_values
 from skinclf.contracts.selective import Selective, apply_policy, combination_parts
 from skinclf.errors import ConfigError
 from skinclf.evaluate.bootstrap import bootstrap_ci, paired_bootstrap
-from skinclf.evaluate.feature_scores import FEATURE_SCORES
 from skinclf.evaluate.gates import fit_ood_gate, policy_outcome
 from skinclf.evaluate.metrics import balanced_accuracy
 from skinclf.evaluate.selective import threshold_at_coverage
 from skinclf.evaluate.sgr import sgr
+from skinclf.scoring.feature_scores import FEATURE_SCORES
 
 CHOOSE_GATE_CRITERION = (
     "lowest error rate of the validation/calibration images that pass the gate at --id-keep "

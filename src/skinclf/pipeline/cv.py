@@ -45,7 +45,6 @@ from skinclf.classes import CLASSES
 from skinclf.config import RunConfig
 from skinclf.contracts.cv_folder import FOLDS_FILE
 from skinclf.errors import ConfigError, DataError
-from skinclf.package import FEATURE_STATS_FILE
 from skinclf.pipeline.job import (
     CALIB_CORRUPTED,
     CALIB_RAW,
@@ -63,6 +62,7 @@ from skinclf.pipeline.job import (
     train_settings,
 )
 from skinclf.pipeline.steps import Step, StepContext
+from skinclf.predictor.manifest import FEATURE_STATS_FILE
 
 OOF_FILE = "oof_predictions.csv"
 SUMMARY_FILE = "cv_summary.json"
@@ -298,8 +298,8 @@ def scored_out_of_fold(oof, scored: list, offsets):
     import numpy as np
 
     from skinclf.contracts.scores import AVERAGE_SCORES, with_logits
-    from skinclf.evaluate.feature_scores import FEATURE_SCORES
     from skinclf.evaluate.offsets import apply_offsets
+    from skinclf.scoring.feature_scores import FEATURE_SCORES
 
     where = {image: (k, j) for k, p in enumerate(scored) for j, image in enumerate(p.image_ids)}
     check_every_image_once(
@@ -320,7 +320,7 @@ def scored_oof_step(opts: CvOptions, lay: CvLayout) -> Step:
     """With --calib: the out-of-fold predictions as the ensemble's evaluation needs its test
     set: the ensemble's offsets added, and each image's feature scores (the OOD gate's) from the
     fold model that did not train on it, fitted on that fold's training images."""
-    from skinclf.evaluate.feature_scores import FEATURE_SCORES
+    from skinclf.scoring.feature_scores import FEATURE_SCORES
 
     held_out = [lay.fold(k) / SCORED_HELD_OUT for k in range(opts.folds)]
     out, tta = lay.predictions(OOF_SET), opts.cfg.predict.tta

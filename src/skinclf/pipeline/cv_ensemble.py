@@ -58,7 +58,6 @@ from skinclf.evaluate.offsets import (
     read_offsets,
     write_offsets,
 )
-from skinclf.package import FEATURE_STATS_FILE
 from skinclf.pipeline.cv import (
     CALIB_RAW,
     EVALUATION_SETS,
@@ -66,6 +65,7 @@ from skinclf.pipeline.cv import (
     SUMMARY_FILE,
     evaluate_ensemble,
 )
+from skinclf.predictor.manifest import FEATURE_STATS_FILE
 
 
 def same_folds(a: Path, b: Path) -> pd.DataFrame:

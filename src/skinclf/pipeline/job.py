@@ -67,7 +67,7 @@ class RunOptions:
 def scores() -> list[str]:
     """Every confidence score predict can write: the logit scores and the feature scores."""
     from skinclf.contracts.scores import SCORES
-    from skinclf.evaluate.feature_scores import FEATURE_SCORES
+    from skinclf.scoring.feature_scores import FEATURE_SCORES
 
     return [*SCORES, *FEATURE_SCORES]
 

@@ -72,7 +72,7 @@ UPLOAD_MAX_PIXELS = 40_000_000
 
 
 class Runner:
-    """The loaded model (skinclf.package.Model): decoding in any thread, inference behind one
+    """The loaded model (skinclf.predictor.Predictor): decoding in any thread, inference behind one
     lock (the model's modules are not meant for concurrent forward passes)."""
 
     def __init__(self, model: Any, max_pixels: int | None = None) -> None:
@@ -147,7 +147,7 @@ def create_app(
     model: Any = None,
 ) -> FastAPI:
     """The service of the model package in `model_dir` (loaded at start-up), or of `model`
-    (an already loaded skinclf.package.Model). Uploads over `max_bytes` in all, or with more
+    (an already loaded skinclf.predictor.Predictor). Uploads over `max_bytes` in all, or with more
     than `max_files` files, are refused."""
     if model is None and model_dir is None:
         raise ValueError("create_app needs model_dir or model")
@@ -155,7 +155,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.runner is None:
-            from skinclf.package import load
+            from skinclf.predictor import load
 
             app.state.runner = Runner(await anyio.to_thread.run_sync(load, model_dir))
         yield

@@ -373,13 +373,30 @@ class FeatureStats:
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureStats:
+        """The statistics in `path`; DataError in one sentence for a missing, truncated or
+        damaged file, or one of an unreadable format version."""
+        import zipfile
+        import zlib
+
         from skinclf.errors import DataError
 
         path = Path(path)
         try:
-            z = np.load(path)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: cannot read feature statistics ({exc}).") from None
+            with np.load(path) as z:
+                return cls._from_arrays(z, path)
+        except DataError:
+            raise
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise DataError(
+                f"{path}: cannot read feature statistics ({detail}); it is damaged or "
+                "truncated: fit it again (or export the model again)."
+            ) from None
+
+    @classmethod
+    def _from_arrays(cls, z, path: Path) -> FeatureStats:
+        from skinclf.errors import DataError
+
         version = int(z["format_version"]) if "format_version" in z else -1
         if version not in READABLE_VERSIONS:
             raise DataError(

@@ -1,6 +1,6 @@
 """`skinclf export`: a trained run, or a cross-validation folder of runs (`CV_DIR/fold_*/`, a
 fold ensemble), as one self-contained model folder that `skinclf predict`, `skinclf.load` and
-the server read (the layout is the manifest's, `skinclf.package`).
+the server read (the layout is the manifest's, `skinclf.predictor.manifest`).
 
 MODEL_DIR holds skinclf-model.json; members/<i>/ (classifier.ckpt with its ClassifierSpec, and
 the run's config.yaml, split.csv and provenance.json); selective.json from the run's
@@ -26,7 +26,8 @@ from skinclf import __version__
 from skinclf.config import read_config
 from skinclf.contracts.cv_folder import CHECKPOINT, cv_runs, fold_folders, member_cvs
 from skinclf.errors import ConfigError, DataError
-from skinclf.package import (
+from skinclf.predictor.decisions import selective_thresholds
+from skinclf.predictor.manifest import (
     CARD_FILE,
     CARD_MARKDOWN,
     FEATURE_STATS_FILE,
@@ -35,7 +36,6 @@ from skinclf.package import (
     SELECTIVE_FILE,
     format_version,
     is_package,
-    selective_thresholds,
 )
 
 COLOUR = "RGB, EXIF-rotated, alpha on white"
@@ -130,8 +130,8 @@ def _statistics(runs: Sequence[Path], sel_path: Path | None, staging: Path) -> s
     """feature_stats.npz: the OOD gate's statistics, else the first run's fresh ones, carrying
     the fingerprint of the member checkpoint; None when there are none."""
     from skinclf.contracts.selective import load_selective
-    from skinclf.evaluate.feature_scores import FeatureStats
     from skinclf.models.classifier import checkpoint_fingerprint
+    from skinclf.scoring.feature_scores import FeatureStats
 
     gate = load_selective(sel_path).gate if sel_path else None
     source = runs[0] / FEATURE_STATS_FILE
@@ -205,7 +205,7 @@ def _provenance(runs: Sequence[Path], source: Path) -> dict:
 
 def _copy_offsets(source: Path, staging: Path) -> str | None:
     """SOURCE's logit_offsets.json (a cross-validation folder's), checked, or None."""
-    from skinclf.evaluate.offsets import OFFSETS_FILE, read_offsets
+    from skinclf.scoring.offsets import OFFSETS_FILE, read_offsets
 
     if not (source / OFFSETS_FILE).is_file():
         return None

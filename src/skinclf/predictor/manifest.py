@@ -1,0 +1,193 @@
+"""The model package's manifest (`skinclf-model.json`), read through a schema.
+
+Every file a package names (members, policy, statistics, offsets, ONNX graphs) must lie inside
+the package folder; a manifest that names `../other/...` or an absolute path is refused. Each
+failure is one sentence naming the file and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from skinclf import __version__
+from skinclf.classes import CLASSES
+from skinclf.errors import DataError
+
+PACKAGE_FORMAT = "skinclf-model"
+PACKAGE_FORMAT_VERSION = 2  # 2: may carry logit offsets (manifest key "logit_offsets")
+READABLE_FORMAT_VERSIONS = (1, 2)
+MANIFEST_FILE = "skinclf-model.json"
+CARD_FILE = "model_card.json"
+CARD_MARKDOWN = "MODEL_CARD.md"
+SELECTIVE_FILE = "selective.json"
+FEATURE_STATS_FILE = "feature_stats.npz"  # in a run folder: fitted on its training split
+REQUIRED_KEYS = ("model_id", "skinclf_version", "preprocessing", "inference", "members")
+
+
+class Preprocessing(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    image_size: int = Field(gt=0)
+    resize: Literal["squash", "center-crop"]
+
+
+class InferenceSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    precision: Literal["32", "bf16-mixed", "16-mixed"]
+    tta: Literal["none", "d4"]
+    batch_size: int = Field(gt=0)
+
+
+class OnnxEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    file: str
+    files: list[str] | None = None
+
+
+class Manifest(BaseModel):
+    """The manifest's keys that predict, serve and export read; others are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+    format: str
+    format_version: int
+    model_id: str = Field(min_length=1)
+    skinclf_version: str = Field(min_length=1)
+    classes: list[str]
+    preprocessing: Preprocessing
+    inference: InferenceSpec
+    members: list[str] = Field(min_length=1)
+    selective: str | None = None
+    feature_stats: str | None = None
+    logit_offsets: str | None = None
+    onnx: OnnxEntry | None = None
+
+    def files(self) -> list[str]:
+        """Every file of the package the manifest names."""
+        named = [*self.members, self.selective, self.feature_stats, self.logit_offsets]
+        if self.onnx is not None:
+            named += [self.onnx.file, *(self.onnx.files or [])]
+        return [n for n in named if n]
+
+
+def format_version(offsets: str | None) -> int:
+    """The manifest's format version: the lowest that describes the package. 1 unless it carries
+    logit offsets, so an older skinclf reads the packages it predicts correctly and refuses, in
+    one sentence, those it would predict without their offsets."""
+    return PACKAGE_FORMAT_VERSION if offsets else 1
+
+
+def is_package(path: Path | str) -> bool:
+    """Whether `path` is an exported model folder (it holds the manifest)."""
+    return (Path(path) / MANIFEST_FILE).is_file()
+
+
+def inside(model_dir: Path | str, name: str, what: str = "file") -> Path:
+    """MODEL_DIR/name, refused in one sentence when `name` leads outside MODEL_DIR."""
+    root = Path(model_dir).resolve()
+    target = (root / name).resolve()
+    if Path(name).is_absolute() or not target.is_relative_to(root):
+        raise DataError(
+            f"{Path(model_dir) / MANIFEST_FILE} names the {what} {name!r}, which is outside the "
+            "package folder; a package only reads its own files: export the model again."
+        )
+    return Path(model_dir) / name
+
+
+def _read_json(path: Path, model_dir: Path | str) -> object:
+    if not path.is_file():
+        raise DataError(
+            f"{model_dir} has no {MANIFEST_FILE}: is it a model folder written by `skinclf export`?"
+        )
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: is not valid JSON ({exc.msg}, line {exc.lineno}).") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"{path}: cannot be read as a UTF-8 JSON file ({exc}).") from None
+
+
+def _check_format(manifest: object, path: Path) -> None:
+    found = manifest.get("format") if isinstance(manifest, dict) else None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    readable_version = type(version) is int and version in READABLE_FORMAT_VERSIONS
+    if found != PACKAGE_FORMAT or not readable_version:
+        readable = " or ".join(map(str, READABLE_FORMAT_VERSIONS))
+        newer = (
+            found == PACKAGE_FORMAT
+            and type(version) is int
+            and version > max(READABLE_FORMAT_VERSIONS)
+        )
+        advice = "upgrade skinclf" if newer else "export the model again with this version"
+        raise DataError(
+            f"{path} is {found!r} format version {version}, but this skinclf ({__version__}) "
+            f"reads {PACKAGE_FORMAT!r} format version {readable}; {advice}."
+        )
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}"
+
+
+def read_manifest(model_dir: Path | str) -> dict:
+    """The manifest of MODEL_DIR, checked against its schema; DataError in one sentence for a
+    missing, damaged or foreign one, one of another format version, one with a wrong value,
+    or one that names a file outside MODEL_DIR."""
+    path = Path(model_dir) / MANIFEST_FILE
+    manifest = _read_json(path, model_dir)
+    _check_format(manifest, path)
+    assert isinstance(manifest, dict)
+    if tuple(manifest.get("classes", ())) != tuple(CLASSES):
+        raise DataError(f"{path}: its classes {manifest.get('classes')} are not {list(CLASSES)}.")
+    missing = [k for k in REQUIRED_KEYS if not manifest.get(k)]
+    if missing:
+        raise DataError(f"{path}: missing {', '.join(missing)}; export the model again.")
+    try:
+        parsed = Manifest.model_validate(manifest)
+    except ValidationError as exc:
+        raise DataError(f"{path}: {_first_error(exc)}; export the model again.") from None
+    for name in parsed.files():
+        inside(model_dir, name)
+    return manifest
+
+
+def check_member(spec, manifest: dict, where: Path) -> None:
+    """DataError unless a member's own spec has the manifest's classes and preprocessing (a
+    package never predicts with pixels or a class order other than its checkpoints')."""
+    pre = manifest["preprocessing"]
+    theirs = (tuple(spec.classes), spec.image_size, spec.resize)
+    ours = (tuple(manifest["classes"]), int(pre["image_size"]), pre["resize"])
+    if theirs != ours:
+        raise DataError(
+            f"{where}: its classes/size/resize {theirs} differ from the manifest's {ours}; "
+            "export the model again."
+        )
+
+
+def package_selective(model_dir: Path | str, manifest: dict | None = None) -> Path | None:
+    """MODEL_DIR's selective.json, or None when it was exported without one."""
+    name = (manifest or read_manifest(model_dir)).get("selective")
+    return inside(model_dir, name, "policy file") if name else None
+
+
+def package_offsets(model_dir: Path | str, manifest: dict | None = None):  # -> np.ndarray | None
+    """MODEL_DIR's per-class logit offsets (a cross-validation's), or None without them;
+    `manifest`: its manifest when already read."""
+    from skinclf.scoring.offsets import read_offsets
+
+    name = (manifest or read_manifest(model_dir)).get("logit_offsets")
+    return read_offsets(inside(model_dir, name, "offsets file")) if name else None
+
+
+def read_card(path: Path) -> dict:
+    """model_card.json, or {} when the package has none; DataError when it is damaged."""
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: is not a readable JSON model card ({exc}).") from None
