@@ -88,7 +88,9 @@ def test_full_evaluation(files, tmp_path: Path, monkeypatch, capsys) -> None:
 
     g = m["sgr"]
     assert g["fitted_on"] == "calib" and g["note"] == ""
-    assert g["solution_exists"] and g["calib"]["bound"] < 0.10
+    # the default target risk is auto: the one SGR certified, stated in the settings
+    assert g["target_risk"] == m["settings"]["target_risk"] != "auto"
+    assert g["solution_exists"] and g["calib"]["bound"] < g["target_risk"]
     assert 0 < g["test"]["coverage"] < 1
 
     pad = m["ood"]["pad-ufes-20"]
@@ -189,3 +191,78 @@ def test_unlabelled_ood_set_gets_detection_and_coverage_only(files, tmp_path: Pa
     _, abstain = apply_selective(res.selective, p.logits)  # the stored score and threshold
     assert entry["coverage_at_threshold"] == pytest.approx(1 - abstain.mean())
     assert "images (unlabelled)" in res.report_path.read_text()
+
+
+def test_target_risk_auto_is_the_lowest_grid_risk_sgr_certifies_at_70_percent(files, tmp_path):
+    from skinclf.evaluate.sgr import RISK_GRID, sgr
+
+    out = tmp_path / "auto"
+    result = evaluate_predictions(
+        test=files["test"], out_dir=out, val=files["val"], calib=files["calib"],
+        target_risk="auto", n_bootstrap=20,
+    )  # fmt: skip
+    choice = result.metrics["settings"]["target_risk_choice"]
+    sel = load_selective(out / "selective.json")
+    calib = read_predictions(files["calib"])
+    conf = apply_selective(sel, calib.logits)[0]
+    wrong = (calib.pred != calib.y).astype(float)
+    each = 0.05 / len(RISK_GRID)
+    coverages = {r: sgr(conf, wrong, r, each) for r in RISK_GRID}
+    expected = min(r for r, f in coverages.items() if f.solution_exists and f.coverage >= 0.7)
+    assert choice["chosen"] == expected == sel.target_risk and choice["reached"]
+    assert sel.delta == pytest.approx(each) and sel.threshold is not None
+    assert sel.calib_coverage >= 0.7 and sel.bound < expected
+    # a lower grid risk is not reached at 70 % (else it would have been chosen)
+    lower = [r for r in RISK_GRID if r < expected]
+    assert all(coverages[r].coverage < 0.7 or not coverages[r].solution_exists for r in lower)
+    assert any("--target-risk auto chose" in n for n in result.metrics["notes"])
+
+
+def _temperature_case(folder: Path, val_logits, calib_logits, y) -> dict:
+    n = len(y)
+    ids, labels = [f"i{i}" for i in range(n)], [CLASSES[i] for i in y]
+    files = {}
+    for name, logits in (("val", val_logits), ("test", calib_logits), ("calib", calib_logits)):
+        files[name] = write_predictions(folder / f"{name}.csv", ids, "ham10000", labels,
+                                        [False] * n, logits)  # fmt: skip
+    return evaluate_predictions(
+        test=files["test"], out_dir=folder / "e", val=files["val"], calib=files["calib"],
+        target_risk=0.5, n_bootstrap=20,
+    ).metrics  # fmt: skip
+
+
+def test_a_degenerate_temperature_is_replaced_by_one(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 300)
+    noise = rng.normal(0, 1, (300, 7))
+    # every label the least likely class: the NLL falls as T grows, to the upper bound (100)
+    m = _temperature_case(tmp_path, noise, noise, noise.argmin(axis=1))
+    assert m["calibration"]["temperature"] == 1.0
+    assert any("replaced by 1.0: within 1.5x of its search bound" in n for n in m["notes"])
+    # validation all right, calibration often wrong: a tiny T that calibration pays for
+    right = noise.copy()
+    right[np.arange(300), y] += 6.0
+    wrong = noise.copy()
+    wrong[np.arange(300), (y + 1) % 7] += 3.0 * (np.arange(300) % 3 == 0)
+    wrong[np.arange(300), y] += 2.0
+    (tmp_path / "b").mkdir()
+    m = _temperature_case(tmp_path / "b", right, wrong, y)
+    assert m["calibration"]["temperature"] == 1.0
+    assert any("raises the calibration NLL above that of T = 1" in n for n in m["notes"])
+    # a sound fit is kept
+    (tmp_path / "c").mkdir()
+    m = _temperature_case(tmp_path / "c", wrong, wrong, y)
+    assert m["calibration"]["temperature"] != 1.0
+    assert not any("temperature" in n for n in m["notes"])
+
+
+def test_a_policy_that_abstains_on_everything_is_one_warning_line(
+    files, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    out = tmp_path / "never"
+    args = ["--test", str(files["test"]), "--calib", str(files["calib"]), "--out", str(out)]
+    assert _run(monkeypatch, *args, "--target-risk", "0.001", "--bootstrap", "20") == 0
+    printed = capsys.readouterr().out
+    assert "abstains on every image" in printed and "--target-risk auto" in printed
+    assert _run(monkeypatch, *args, "--target-risk", "nope") == 1
+    assert "neither auto nor a number" in capsys.readouterr().err

@@ -167,7 +167,7 @@ def test_fold_ensemble(
 
 
 def test_export_refusals(trained_run: Path, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="neither a finished run folder"):
+    with pytest.raises(DataError, match="is not a model: give a run folder"):
         export_model(tmp_path, tmp_path / "m")
     (tmp_path / "cv" / "fold_0").mkdir(parents=True)
     with pytest.raises(DataError, match="fold_0 has no checkpoints/best.ckpt"):

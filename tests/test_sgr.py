@@ -139,3 +139,25 @@ def test_load_selective_errors(tmp_path: Path) -> None:
     bad.write_text('{"score": "msp"}')
     with pytest.raises(DataError, match="missing key"):
         load_selective(bad)
+
+
+def test_lowest_certified_risk_by_hand() -> None:
+    from skinclf.evaluate.sgr import lowest_certified_risk
+
+    # 200 images: the 100 most confident are all right, the 100 least confident half wrong
+    conf = np.arange(200) / 200
+    residuals = np.zeros(200)
+    residuals[:100:2] = 1.0
+    grid = (0.1, 0.2, 0.3, 0.4)
+    each = 0.05 / len(grid)  # the union bound over the grid
+    fits = {r: sgr(conf, residuals, r, each) for r in grid}
+    # the error-free half alone certifies 0.1 (0 errors in 100: bound 1 - (each/7)^(1/100))
+    assert fits[0.1].solution_exists and fits[0.1].coverage >= 0.5
+    for min_coverage, expected in ((0.4, 0.1), (0.6, 0.2), (0.8, 0.3), (0.9, 0.4)):
+        choice = lowest_certified_risk(conf, residuals, 0.05, grid, min_coverage)
+        assert choice.target_risk == expected and choice.reached
+        assert fits[expected].coverage >= min_coverage
+        assert all(fits[r].coverage < min_coverage for r in grid if r < expected)
+        assert choice.delta == pytest.approx(each) and choice.overall_delta == 0.05
+    never = lowest_certified_risk(conf, residuals, 0.05, grid, min_coverage=1.0)
+    assert not never.reached and never.target_risk == 0.4  # the highest coverage (0.995)

@@ -4,6 +4,7 @@ row as evaluate did, from the statistics saved beside selective.json."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -160,11 +161,12 @@ def test_feature_gate_needs_its_statistics(scored_run: dict, tmp_path: Path) -> 
 
 
 def test_stage_gate_travels_with_the_exported_model(
-    scored_run: dict, train_cache: Path, pad_sample: Path, tmp_path: Path
+    scored_run: dict, train_cache: Path, pad_sample: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    """A gate on the stages' outputs: the exported model (torch runtime) abstains on exactly the
-    images `predict --selective` abstains on; the ONNX runtime, which has no stage outputs,
-    refuses it in one sentence."""
+    """A gate on the stages' outputs: the exported model abstains on exactly the images
+    `predict --selective` abstains on, in both runtimes (the ONNX graph outputs the stages'
+    pooled outputs); a graph exported without them (an older skinclf's) is refused in one
+    sentence."""
     import skinclf
     from skinclf.predictor.export import export_model
 
@@ -178,7 +180,8 @@ def test_stage_gate_travels_with_the_exported_model(
         target_risk=0.5,
     )
     model_dir = tmp_path / "model"
-    export_model(scored_run["run"], model_dir, selective=out / "selective.json")
+    onnx = importlib.util.find_spec("onnxruntime") is not None
+    export_model(scored_run["run"], model_dir, selective=out / "selective.json", onnx=onnx)
     images = sorted((pad_sample / "images").glob("*.png"))[:6]
     folder = tmp_path / "images"
     folder.mkdir()
@@ -199,5 +202,13 @@ def test_stage_gate_travels_with_the_exported_model(
         "abstain"
     ].tolist()
     assert "unfamiliar" in {r["abstain_reason"] for r in rows}  # PAD-format images: gated
+    if not onnx:
+        pytest.skip("onnxruntime is not installed: the ONNX half is not checked")
+    onnx_rows = skinclf.load(model_dir, runtime="onnx").predict(sorted(folder.iterdir()))
+    assert [r["abstain_reason"] for r in onnx_rows] == [r["abstain_reason"] for r in rows]
+    old_graph = tmp_path / "old-graph"
+    monkeypatch.setattr("skinclf.inference.batch.stage_modules", lambda model: [])
+    export_model(scored_run["run"], old_graph, selective=out / "selective.json", onnx=True)
+    monkeypatch.undo()
     with pytest.raises(ConfigError, match="ONNX graph does not give"):
-        skinclf.load(model_dir, runtime="onnx")
+        skinclf.load(old_graph, runtime="onnx")

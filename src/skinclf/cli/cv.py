@@ -27,6 +27,7 @@ from skinclf.cli.run import (
     ThreadsOpt,
     console,
     run_options,
+    warn_policy,
 )
 
 FoldsOpt = Annotated[int, typer.Option("--folds", "-k", help="Number of folds (K >= 2).")]
@@ -59,7 +60,7 @@ def cv(
     calib: CvCalibOpt = 0.0,
     merge_duplicates: MergeOpt = None,
     cache_dir: CacheDirOpt = None,
-    target_risk: RiskOpt = None,
+    target_risk: RiskOpt = "auto",
     id_keep: IdKeepOpt = 0.95,
     bootstrap: BootstrapOpt = 1000,
     threads: ThreadsOpt = None,
@@ -118,6 +119,9 @@ def _print_summary(result) -> None:
         console.print("[green]everything was up to date[/]: no step ran.")
     _print_numbers(json.loads(result.summary_path.read_text()))
     console.print(f"summary: {result.summary_path}")
+    metrics = result.summary_path.parent / "eval" / "metrics.json"
+    if metrics.is_file():  # (with --calib: the ensemble's policy)
+        warn_policy(json.loads(metrics.read_text()))
 
 
 def _print_numbers(summary: dict) -> None:
@@ -164,6 +168,8 @@ def cv_ensemble(
 
     Example: skinclf cv-ensemble runs/cv-lite2 runs/cv-lite0 --out runs/cv-lite0-lite2
     """
+    import json
+
     from skinclf.pipeline.cv_ensemble import ensemble_cvs, evaluate_cv_ensemble
 
     summary = ensemble_cvs(cvs, out, n_bootstrap=bootstrap)
@@ -171,6 +177,7 @@ def cv_ensemble(
     console.print(f"summary: {out / 'cv_summary.json'}")
     if evaluate_cv_ensemble(cvs, out, n_bootstrap=bootstrap):
         console.print(f"selective classifier and report: {out / 'eval'}")
+        warn_policy(json.loads((out / "eval" / "metrics.json").read_text()))
     else:
         console.print(
             "no selective classifier: it is fitted on a calibration part, and not every member "

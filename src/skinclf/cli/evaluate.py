@@ -77,7 +77,13 @@ _CONFIDENCE_GATE = typer.Option(
 _TARGET_COVERAGE = typer.Option(
     None, "--target-coverage", help="With --confidence-gate coverage: the share to keep."
 )
-_TARGET_RISK = typer.Option(0.10, "--target-risk", help="SGR target risk r* in (0, 1].")
+_TARGET_RISK = typer.Option(
+    "auto",
+    "--target-risk",
+    help="SGR target risk r* in (0, 1], or auto: the lowest of 0.02, 0.05, 0.1, 0.15, 0.2, "
+    "0.25, 0.3, 0.4, 0.5 that SGR certifies on the --calib (else --val) predictions while "
+    "accepting at least 70 % of them (each fitted at delta/9).",
+)
 _DELTA = typer.Option(0.05, "--delta", help="SGR confidence parameter in (0, 1).")
 _COVERAGES = typer.Option(
     "1,0.9,0.8,0.7,0.5", "--coverages", help="Coverages for selective metrics, each in (0, 1]."
@@ -112,7 +118,7 @@ def evaluate(
     target_domain: Path | None = _TARGET_DOMAIN,
     confidence_gate: str = _CONFIDENCE_GATE,
     target_coverage: float | None = _TARGET_COVERAGE,
-    target_risk: float = _TARGET_RISK,
+    target_risk: str = _TARGET_RISK,
     delta: float = _DELTA,
     coverages: str = _COVERAGES,
     selective_score: str = _SELECTIVE_SCORE,
@@ -126,7 +132,13 @@ def evaluate(
     optional conf_*), so predictions of other models can be evaluated too.
     """
     from skinclf.evaluate.evaluation import evaluate_predictions, parse_fractions
+    from skinclf.evaluate.sgr import parse_target_risk
+    from skinclf.pipeline.summary import policy_warning
 
+    try:
+        risk = parse_target_risk(target_risk)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if bootstrap < 1:
         raise ConfigError(f"--bootstrap must be at least 1, got {bootstrap}.")
     score_list = [s.strip() for s in scores.split(",") if s.strip()] if scores else None
@@ -147,7 +159,7 @@ def evaluate(
             confidence_gate=confidence_gate,
             target_coverage=target_coverage,
             scores=score_list,
-            target_risk=target_risk,
+            target_risk=risk,
             delta=delta,
             coverages=parse_fractions(coverages, "coverage"),
             selective_score=selective_score,
@@ -158,6 +170,9 @@ def evaluate(
             on_step=lambda s: status.update(f"evaluating: {s}"),
         )
     _print_summary(result.metrics)
+    note = policy_warning(result.metrics)
+    if note:
+        console.print(f"[yellow]warning[/] {note}", highlight=False)
     written = [result.metrics_path, result.report_path, result.selective_path]
     console.print("wrote " + ", ".join(str(p) for p in written if p))
 

@@ -58,6 +58,27 @@ def export(
         f"[green]wrote[/] {escape(str(out))}: {manifest['model_id']} ({', '.join(parts)})",
         highlight=False,
     )
+    _warn_policy(out)
+
+
+def _warn_policy(out: Path) -> None:
+    """One yellow line when the package cannot abstain, or abstains on every image."""
+    from skinclf.contracts.selective import load_selective
+    from skinclf.predictor.core import ABSTAINS_ALWAYS_MESSAGE, NO_POLICY_MESSAGE
+    from skinclf.predictor.decisions import abstains_on_everything
+    from skinclf.predictor.manifest import package_selective
+
+    path = package_selective(out)
+    note = NO_POLICY_MESSAGE
+    if path is not None:
+        note = ABSTAINS_ALWAYS_MESSAGE if abstains_on_everything(load_selective(path)) else ""
+    if note:
+        hint = (
+            "evaluate the run with --val/--calib (or export a `skinclf run` output folder)"
+            if path is None
+            else "fit it again with a reachable --target-risk (or --target-risk auto)"
+        )
+        console.print(f"[yellow]warning[/] {note}: {hint}.", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -32,11 +32,12 @@ _CORRUPT = typer.Option(
 def predict(
     runs: list[Path] = typer.Argument(
         ...,
-        help="Run folder(s), a `skinclf cv` or `skinclf cv-ensemble` folder (its fold models "
-        "form an ensemble, its logit offsets are added), or an exported model folder (MODEL_DIR "
-        "of `skinclf export`: its selective.json and logit offsets apply, abstain and "
-        "abstain_reason are always written); several form an ensemble (without offsets: make "
-        "one cv-ensemble folder of cvs to have them refitted).",
+        help="A model: a run folder, a `skinclf run` output folder, a `skinclf cv` or `skinclf "
+        "cv-ensemble` folder (its fold models form an ensemble, its logit offsets are added), "
+        "or an exported model folder (MODEL_DIR of `skinclf export`: abstain and "
+        "abstain_reason are always written); each with its own selective.json. Several form "
+        "an ensemble (without offsets: make one cv-ensemble folder of cvs to have them "
+        "refitted).",
     ),
     out: Path = typer.Option(..., "--out", help="Predictions CSV to write."),
     data: Path | None = typer.Option(
@@ -48,9 +49,10 @@ def predict(
     mc_dropout: int = typer.Option(0, help="K stochastic passes of the head (0: off)."),
     selective: Path | None = typer.Option(
         None,
-        help="RUN/eval/selective.json from `skinclf evaluate`: adds `abstain` and "
-        "`abstain_reason` (unfamiliar: the OOD gate; uncertain: the confidence gate). Default "
-        "for one MODEL_DIR: its own.",
+        help="A selective.json (`skinclf evaluate`'s): adds `abstain` and `abstain_reason` "
+        "(unfamiliar: the OOD gate; uncertain: the confidence gate). Default for one model "
+        "folder: its own (a package's; FOLDER/eval/selective.json of a `skinclf run` output, cv "
+        "or evaluated run folder), as `skinclf export` and `skinclf.load` take it.",
     ),
     output_format: str = typer.Option(
         "predictions", "--format", help="predictions or isic2018-submission."
@@ -81,7 +83,7 @@ def predict(
         tta=tta,
         scores=[s.strip() for s in scores.split(",") if s.strip()],
         mc_dropout=mc_dropout,
-        selective=selective,
+        selective=selective if selective else ("auto" if len(runs) == 1 else None),
         output_format=output_format,
         cache_dir=cache_dir,
         batch_size=batch_size,

@@ -54,8 +54,13 @@ CacheDirOpt = Annotated[
     typer.Option(help="Where decoded images and features are cached (default ~/.cache/skinclf)."),
 ]
 RiskOpt = Annotated[
-    float | None,
-    typer.Option(help="SGR target risk of the selective classifier (default 0.10; --sample 0.30)."),
+    str,
+    typer.Option(
+        help="Target risk of the selective classifier's confidence gate (SGR): a number in "
+        "(0, 1], or auto (the default): the lowest of 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, "
+        "0.4, 0.5 that SGR certifies on the calibration split while accepting at least 70 % of "
+        "it (each fitted at delta/9, so the chosen one's guarantee holds at 1 - delta).",
+    ),
 ]
 IdKeepOpt = Annotated[
     float, typer.Option(help="Share of in-distribution calibration images the OOD gate keeps.")
@@ -79,7 +84,7 @@ def run(
     config: ConfigOpt = None,
     calib: CalibOpt = 0.10,
     cache_dir: CacheDirOpt = None,
-    target_risk: RiskOpt = None,
+    target_risk: RiskOpt = "auto",
     id_keep: IdKeepOpt = 0.95,
     bootstrap: BootstrapOpt = 1000,
     threads: ThreadsOpt = None,
@@ -122,7 +127,7 @@ def run_options(
     preset: str | None,
     config: Path | None,
     cache_dir: Path | None,
-    target_risk: float | None,
+    target_risk: str,
     id_keep: float,
     bootstrap: int,
     threads: int | None,
@@ -147,10 +152,20 @@ def run_options(
         tests=list(test or []),
         sample=SampleData() if sample else None,
         cache_dir=cache_dir,
-        target_risk=target_risk if target_risk is not None else (0.30 if sample else 0.10),
+        target_risk=_target_risk(target_risk),
         id_keep=id_keep,
         bootstrap=bootstrap,
     )
+
+
+def _target_risk(value: str) -> float | str:
+    from skinclf.errors import ConfigError
+    from skinclf.evaluate.sgr import parse_target_risk
+
+    try:
+        return parse_target_risk(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _print_result(result, sample: bool) -> None:
@@ -167,6 +182,7 @@ def _print_result(result, sample: bool) -> None:
     for what, value in key_numbers(json.loads(result.metrics_path.read_text())):
         table.add_row(escape(what), value)
     console.print(table)
+    warn_policy(json.loads(result.metrics_path.read_text()))
     if sample:
         console.print(
             "[yellow]These numbers are on generated (synthetic) images[/], not on skin lesions: "
@@ -175,6 +191,16 @@ def _print_result(result, sample: bool) -> None:
             "--data data/ham10000 --ood data/pad-ufes-20 --out runs/default`."
         )
     console.print(f"report: {result.report_path}")
+
+
+def warn_policy(metrics: dict) -> None:
+    """One yellow line when the fitted policy abstains on every image (the terminal says what
+    the page and /health say of such a model)."""
+    from skinclf.pipeline.summary import policy_warning
+
+    note = policy_warning(metrics)
+    if note:
+        console.print(f"[yellow]warning[/] {escape(note)}", highlight=False)
 
 
 class RichReporter:

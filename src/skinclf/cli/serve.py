@@ -43,7 +43,9 @@ def serve(
     from skinclf.serve.app import run_server
 
     model = load(model_dir)  # a bad folder is one sentence here, before anything listens
-    model_id = model.model_id
+    model_id, note = model.model_id, model.policy_note
+    if note:  # the page and /health say it too
+        console.print(f"[yellow]warning[/] {model_dir}: {note}.", highlight=False)
     if workers > 1:
         model = None  # each worker process loads its own copy; this one is not needed
     console.print(

@@ -176,6 +176,7 @@ def load_selective(path: str | Path) -> Selective:
             f"{path}: selective.json format {version} is not one this skinclf reads "
             f"(1 or {SELECTIVE_FORMAT_VERSION}); evaluate again with this version."
         )
+    _check_values(data, path)
     selective = Selective(**{k: v for k, v in data.items() if k in fields})
     if selective.confidence_gate not in CONFIDENCE_GATES:
         raise DataError(
@@ -193,6 +194,48 @@ def load_selective(path: str | Path) -> Selective:
     if selective.score == "msp_ts" and t is None:
         raise DataError(f"{path}: score msp_ts needs a temperature, but it is null.")
     return selective
+
+
+_NUMBERS = ("threshold", "target_risk", "delta", "calib_coverage", "calib_risk", "bound")
+_NUMBERS += ("temperature", "target_coverage")
+_REQUIRED_NUMBERS = ("target_risk", "delta", "calib_coverage")
+_GATE_FIELDS = {
+    "score": str,
+    "threshold": float,
+    "id_keep": float,
+    "id_kept": float,
+    "fitted_on": str,
+    "n": int,
+}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _check_values(data: dict, path: Path) -> None:
+    """DataError naming the first field of selective.json whose value has the wrong type (a
+    package is refused when it loads, not answered with an error per request)."""
+    for key in _NUMBERS:
+        value = data.get(key)
+        if (value is not None or key in _REQUIRED_NUMBERS) and not _is_number(value):
+            raise DataError(f"{path}: {key} must be a number, not {value!r}; fit it again.")
+    for key in ("score", "fitted_on", "confidence_gate"):
+        if key in data and not isinstance(data[key], str):
+            raise DataError(f"{path}: {key} must be a string, not {data[key]!r}; fit it again.")
+    gate = data.get("ood_gate")
+    if gate is None:
+        return
+    if not isinstance(gate, dict) or set(_GATE_FIELDS) - set(gate):
+        raise DataError(f"{path}: ood_gate must be an object with {', '.join(_GATE_FIELDS)}.")
+    unknown = set(gate) - set(OODGate.__dataclass_fields__)
+    if unknown:
+        raise DataError(f"{path}: ood_gate has unknown key(s) {', '.join(sorted(unknown))}.")
+    for key, kind in _GATE_FIELDS.items():
+        value = gate[key]
+        ok = _is_number(value) if kind in (float, int) else isinstance(value, kind)
+        if not ok:
+            raise DataError(f"{path}: ood_gate.{key} must be a {kind.__name__}, not {value!r}.")
 
 
 def apply_selective(

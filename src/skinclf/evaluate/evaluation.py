@@ -22,7 +22,13 @@ from skinclf.contracts.selective import Selective, apply_selective, load_selecti
 from skinclf.errors import ConfigError
 from skinclf.evaluate import metrics as M
 from skinclf.evaluate.bootstrap import metric_ci
-from skinclf.evaluate.calibration import calibration_summary, fit_temperature
+from skinclf.evaluate.calibration import (
+    T_MAX,
+    T_MIN,
+    calibration_summary,
+    fit_temperature,
+    temperature_nll,
+)
 from skinclf.evaluate.classification import baselines, classification_metrics
 from skinclf.evaluate.ood import ood_detection, semantic_ood_at_threshold
 from skinclf.evaluate.report import ScoredSet, write_report
@@ -32,7 +38,16 @@ from skinclf.evaluate.selective import (
     check_fraction,
     selective_summary,
 )
-from skinclf.evaluate.sgr import SGRResult, ThresholdOutcome, apply_threshold, sgr
+from skinclf.evaluate.sgr import (
+    AUTO,
+    RISK_GRID,
+    RiskChoice,
+    SGRResult,
+    ThresholdOutcome,
+    apply_threshold,
+    lowest_certified_risk,
+    sgr,
+)
 from skinclf.evaluate.subgroups import add_subgroups
 
 __all__ = [
@@ -73,6 +88,16 @@ class _Settings:
     coverages: tuple[float, ...]
     n_bootstrap: int
     seed: int
+    auto: bool = False  # --target-risk auto: each confidence gate chooses its own risk
+    overall_delta: float | None = None  # with auto: the delta split over the risk grid
+
+    @property
+    def gated_risk(self) -> tuple[float | str, float]:
+        """(target risk, delta) the gated classifier's confidence gate is fitted with."""
+        if self.auto:
+            assert self.overall_delta is not None
+            return AUTO, self.overall_delta
+        return self.target_risk, self.delta
 
 
 @dataclass(frozen=True)
@@ -240,7 +265,7 @@ def evaluate_predictions(
     target_domain: str | Path | None = None,
     confidence_gate: str = "sgr",
     target_coverage: float | None = None,
-    target_risk: float = 0.10,
+    target_risk: float | str = 0.10,
     delta: float = 0.05,
     coverages: Sequence[float] = DEFAULT_COVERAGES,
     selective_score: str = "auto",
@@ -266,9 +291,14 @@ def evaluate_predictions(
     files are labelled in-distribution sets from other sources (e.g. the ISIC 2018 test
     images), measured like the test set.
     """
-    _check_targets(float(target_risk), float(delta))
+    auto = target_risk == AUTO
+    _check_targets(0.10 if auto else float(target_risk), float(delta))
     s = _Settings(
-        float(target_risk), float(delta), parse_fractions(coverages, "coverage"), n_bootstrap, seed
+        0.10 if auto else float(target_risk),
+        float(delta),
+        parse_fractions(coverages, "coverage"),
+        n_bootstrap,
+        seed,
     )
     step = on_step if (progress and on_step) else (lambda _s: None)
     step("reading predictions")
@@ -284,9 +314,13 @@ def evaluate_predictions(
     )
     if run.val is not None:
         step("fitting the temperature")
-        vm = run.val.labelled
-        run.temperature = fit_temperature(run.val.logits[vm], run.val.y[vm])
+        run.temperature, temperature_note = _temperature(run)
+        if temperature_note:
+            run.notes.append(temperature_note)
     run.score_names = _score_names(scores, run.test, run.temperature)
+    choice = None
+    if auto:
+        s, choice = _auto_target_risk(run, s, selective_score)
     result: dict = {"test": _test_block(run, s, step)}
     if run.val is not None:
         result.update(_val_blocks(run))
@@ -298,11 +332,80 @@ def evaluate_predictions(
         run.scored(run.calib, "calib", "calib")
     result["scores"] = list(run.score_names)
     result["settings"] = _settings_block(s, test, val, calib, ood, external)
+    if choice is not None:
+        result["settings"]["target_risk_choice"] = _choice_block(choice)
     result["notes"] = list(dict.fromkeys(run.notes))
     step("writing the report")
     return _write_outputs(
         Path(out_dir), _jsonable(result), run, selective, gated, decisions, gate_stats, examples
     )
+
+
+def _temperature(run: _Run) -> tuple[float, str]:
+    """The temperature fitted on validation data, and a note when it is not kept: one within
+    1.5x of a search bound, or one that makes the calibration (else validation) predictions'
+    NLL worse than T = 1, is replaced by 1.0 (a degenerate fit, e.g. on a few easy images,
+    would otherwise make every probability 0 or 1)."""
+    assert run.val is not None
+    vm = run.val.labelled
+    t = fit_temperature(run.val.logits[vm], run.val.y[vm])
+    check = run.calib if run.calib is not None else run.val
+    cm = check.labelled
+    worse = temperature_nll(check.logits[cm], check.y[cm], t) > temperature_nll(
+        check.logits[cm], check.y[cm], 1.0
+    )
+    at_bound = t < 1.5 * T_MIN or t > T_MAX / 1.5
+    if not (worse or at_bound):
+        return t, ""
+    why = (
+        f"within 1.5x of its search bound [{T_MIN:g}, {T_MAX:g}]"
+        if at_bound
+        else f"it raises the {'calibration' if run.calib is not None else 'validation'} NLL "
+        "above that of T = 1"
+    )
+    return 1.0, f"The fitted temperature {t:.3g} was replaced by 1.0: {why}."
+
+
+def _auto_target_risk(
+    run: _Run, s: _Settings, selective_score: str
+) -> tuple[_Settings, RiskChoice | None]:
+    """`--target-risk auto` for the single-score classifier (selective.json without an OOD gate,
+    metrics' "sgr"): the lowest risk of the grid SGR certifies at the minimum coverage on the
+    calibration (else validation) predictions, with the chosen score; the settings with that
+    risk and the per-risk delta (unchanged, 0.10, without held-out predictions). A gated
+    classifier chooses its own on the images its OOD gate keeps (`shift.fit_gated_policy`)."""
+    import dataclasses
+
+    if run.fit_p is None:
+        return s, None
+    chosen = _chosen_score(run, selective_score)
+    mask = run.fit_p.labelled
+    residuals = (run.fit_p.pred[mask] != run.fit_p.y[mask]).astype(float)
+    choice = lowest_certified_risk(run.score(run.fit_p, chosen)[mask], residuals, s.delta)
+    run.notes.append(
+        f"--target-risk auto chose {choice.target_risk:g}: the lowest risk of "
+        f"{', '.join(f'{r:g}' for r in RISK_GRID)} that SGR certifies on {run.fitted_on} "
+        f"while accepting at least {choice.min_coverage:.0%} of its images "
+        f"({'reached' if choice.reached else 'none reached it: the highest coverage'}); each "
+        f"risk fitted at delta {choice.delta:.4g}, so the guarantee holds with probability "
+        f"{1 - choice.overall_delta:.2f}."
+    )
+    resolved = dataclasses.replace(
+        s, target_risk=choice.target_risk, delta=choice.delta, auto=True, overall_delta=s.delta
+    )
+    return resolved, choice
+
+
+def _choice_block(choice: RiskChoice) -> dict:
+    return {
+        "requested": AUTO,
+        "chosen": choice.target_risk,
+        "min_coverage": choice.min_coverage,
+        "reached": choice.reached,
+        "delta_per_risk": choice.delta,
+        "delta": choice.overall_delta,
+        "coverage_by_risk": {f"{r:g}": c for r, c in choice.coverages.items()},
+    }
 
 
 def _choice_inputs(
@@ -718,6 +821,8 @@ def _policy_step(
     block.update(gated.choice)
     block["gate"] = gated.selective.ood_gate
     block["threshold"] = gated.selective.threshold
+    block["target_risk"] = gated.selective.target_risk
+    block["delta"] = gated.selective.delta
     block["sets"], decisions = _policy_sets(gated.selective, selective, named_sets, run, s)
     add_subgroups(block["sets"], named_sets, decisions)
     result["policy"] = block
@@ -748,8 +853,7 @@ def _fit_gated(run: _Run, single: Selective | None, gates: _GateOptions, s: _Set
             gate_score,
             gates.id_keep,
             confidence_gate or gates.confidence_gate,
-            s.target_risk,
-            s.delta,
+            *s.gated_risk,
             gates.target_coverage,
             "selective_stats.npz" if needs_stats else None,
             chosen_by,

@@ -118,3 +118,70 @@ def apply_threshold(
         n_accepted=n_acc,
         target_met=risk is None or risk <= target_risk + 1e-12,
     )
+
+
+# `--target-risk auto`: the lowest risk of this grid that SGR certifies at a minimum coverage.
+RISK_GRID = (0.02, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50)
+AUTO_MIN_COVERAGE = 0.70
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class RiskChoice:
+    """The target risk `--target-risk auto` chose, and how."""
+
+    target_risk: float
+    delta: float  # the SGR delta of each grid risk: the overall delta over the grid's size
+    overall_delta: float
+    min_coverage: float
+    reached: bool  # whether a grid risk reached the minimum coverage on the calibration data
+    coverages: dict[float, float]  # grid risk -> SGR coverage on the calibration data (0: none)
+
+    @property
+    def certified(self) -> bool:
+        """Whether SGR certified any risk of the grid (else the data are too few or too wrong)."""
+        return any(self.coverages.values())
+
+
+def lowest_certified_risk(
+    conf: np.ndarray,
+    residuals: np.ndarray,
+    delta: float = 0.05,
+    grid: tuple[float, ...] = RISK_GRID,
+    min_coverage: float = AUTO_MIN_COVERAGE,
+) -> RiskChoice:
+    """The lowest target risk of `grid` whose SGR threshold accepts at least `min_coverage` of
+    the calibration images; none reaching it, the one of the highest coverage (the lowest risk
+    among ties). Each grid risk is fitted at delta / len(grid), so the chosen one's guarantee
+    holds with probability at least 1 - delta although it was chosen on the same data (a union
+    bound over the grid). None certified at all: the grid's highest risk, `certified` False."""
+    each = delta / len(grid)
+    coverages = {}
+    for risk in grid:
+        fit = sgr(conf, residuals, risk, each)
+        coverages[risk] = fit.coverage if fit.solution_exists else 0.0
+    reached = [r for r in grid if coverages[r] >= min_coverage]
+    if reached:
+        chosen = min(reached)
+    elif any(coverages.values()):
+        chosen = max(grid, key=lambda r: (coverages[r], -r))
+    else:  # nothing certified: the least strict risk (`certified` False)
+        chosen = max(grid)
+    return RiskChoice(chosen, each, float(delta), min_coverage, bool(reached), coverages)
+
+
+def parse_target_risk(value: str | float) -> float | str:
+    """`--target-risk`: "auto", or a risk in (0, 1]; ValueError in one sentence otherwise."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    try:
+        risk = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"--target-risk {value!r} is neither auto nor a number; use auto or e.g. 0.2."
+        ) from None
+    if not 0.0 < risk <= 1.0:
+        raise ValueError(
+            f"target risk {risk:g} (--target-risk) is outside (0, 1]; use auto or 0.2."
+        )
+    return risk

@@ -18,7 +18,7 @@ from skinclf.evaluate.bootstrap import bootstrap_ci, paired_bootstrap
 from skinclf.evaluate.gates import fit_ood_gate, policy_outcome
 from skinclf.evaluate.metrics import balanced_accuracy
 from skinclf.evaluate.selective import threshold_at_coverage
-from skinclf.evaluate.sgr import sgr
+from skinclf.evaluate.sgr import AUTO, lowest_certified_risk, sgr
 from skinclf.scoring.feature_scores import FEATURE_SCORES
 
 CHOOSE_GATE_CRITERION = (
@@ -151,7 +151,7 @@ def fit_gated_policy(
     gate_score: str | None,
     id_keep: float,
     confidence_gate: str,
-    target_risk: float,
+    target_risk: float | str,
     delta: float,
     target_coverage: float | None,
     stats_file: str | None,
@@ -159,7 +159,9 @@ def fit_gated_policy(
 ) -> Selective:
     """Gate 1 at `id_keep` on the labelled in-distribution rows of `fit_p`, then the
     confidence gate (SGR at `target_risk`, a `target_coverage` threshold, or off) on the rows
-    that passed it."""
+    that passed it. `target_risk` "auto": the lowest risk of `sgr.RISK_GRID` that SGR certifies
+    on those rows at `sgr.AUTO_MIN_COVERAGE` (`sgr.lowest_certified_risk`, delta split over the
+    grid)."""
     m = fit_p.labelled
     gate = None
     passed = np.ones(int(m.sum()), bool)
@@ -170,25 +172,43 @@ def fit_gated_policy(
     conf = compute_score(confidence_score, fit_p.logits[m], temperature)[passed]
     residuals = (fit_p.pred[m] != fit_p.y[m])[passed].astype(float)
     threshold, exists, risk, bound, coverage = None, False, None, None, 0.0
+    note = ""
     if confidence_gate == "sgr":
         if len(conf) < 2:
             raise ConfigError(f"Only {len(conf)} {fitted_on} image(s) pass the OOD gate.")
+        if target_risk == AUTO:
+            choice = lowest_certified_risk(conf, residuals, delta)
+            target_risk, delta = choice.target_risk, choice.delta
+            note = (
+                f"target risk {target_risk:g} chosen by --target-risk auto on the {fitted_on} "
+                f"images the OOD gate keeps (the lowest certified at {choice.min_coverage:.0%} "
+                f"coverage{'' if choice.reached else ': none reached it'}; delta "
+                f"{choice.overall_delta:g} split over {len(choice.coverages)} risks)"
+            )
+            if not choice.certified:  # too few images for any guarantee: a coverage target
+                confidence_gate, target_coverage = "coverage", choice.min_coverage
+                note = (
+                    f"--target-risk auto: SGR certifies no risk up to {target_risk:g} on the "
+                    f"{len(conf)} {fitted_on} images the OOD gate keeps, so the confidence gate "
+                    f"keeps {choice.min_coverage:.0%} of them instead, with no risk guarantee"
+                )
+    if confidence_gate == "sgr":
         fit = sgr(conf, residuals, target_risk, delta)
         threshold, exists, risk = fit.threshold, fit.solution_exists, fit.risk
         bound, coverage = fit.bound, fit.coverage
-    elif confidence_gate == "coverage":
+    if confidence_gate == "coverage":
         if target_coverage is None:
             raise ConfigError("--confidence-gate coverage needs --target-coverage.")
         threshold, exists = threshold_at_coverage(conf, target_coverage), True
         keep = conf >= threshold
         coverage, risk = float(keep.mean()), float(residuals[keep].mean())
-    else:
+    elif confidence_gate == "off":
         exists, coverage, risk = True, 1.0, float(residuals.mean()) if len(conf) else None
     return Selective(
         score=confidence_score,
         temperature=float(temperature) if temperature is not None else None,
         threshold=threshold,
-        target_risk=float(target_risk),
+        target_risk=float(0.10 if target_risk == AUTO else target_risk),
         delta=float(delta),
         solution_exists=exists,
         fitted_on=fitted_on,
@@ -196,6 +216,7 @@ def fit_gated_policy(
         calib_coverage=coverage,
         calib_risk=risk,
         bound=bound,
+        note=note,
         confidence_gate=confidence_gate,
         target_coverage=target_coverage,
         ood_gate=asdict(gate) if gate is not None else None,

@@ -143,6 +143,8 @@ def _predict_arrays(
                 if pooled:
                     views_stages.append(torch.cat(pooled, dim=1))
                     pooled.clear()
+                elif stages and getattr(model, "last_stages", None) is not None:
+                    views_stages.append(model.last_stages.float())  # an ONNX graph's output
                 if len(views) == 1:
                     out_logits.append(logit.float().cpu())
             if len(views) > 1:

@@ -59,7 +59,7 @@ class RunOptions:
     tests: list[Path] = field(default_factory=list)
     sample: SampleData | None = None
     cache_dir: Path | None = None
-    target_risk: float = 0.10
+    target_risk: float | str = "auto"  # a risk, or auto (evaluate.sgr.lowest_certified_risk)
     id_keep: float = 0.95
     bootstrap: int = 1000
 
@@ -307,6 +307,7 @@ def train_step(opts: RunOptions, lay: Layout) -> Step:
             resume=resume,
             progress=ctx.progress,
             log=ctx.reporter.log,
+            predict_splits=(),  # training ends at its checkpoint: the predict steps infer once
         )
 
     return Step(

@@ -27,6 +27,7 @@ def key_numbers(metrics: dict) -> list[tuple[str, str]]:
         (f"test: selective balanced accuracy at 80 % coverage ({score})", _num(at80.get("0.8")))
     )
     policy = metrics.get("policy", {})
+    rows += _policy_rows(metrics)
     gate = (policy.get("gate") or {}).get("score")
     for name, entry in metrics.get("ood", {}).items():
         detection = entry.get("detection", {})
@@ -40,3 +41,40 @@ def key_numbers(metrics: dict) -> list[tuple[str, str]]:
                 (f"{name}: accepted accuracy ({coverage})", _num(gated.get("accepted_accuracy")))
             )
     return rows
+
+
+def _policy_rows(metrics: dict) -> list[tuple[str, str]]:
+    """The policy's target risk (and whether auto chose it) and what it does on the test set."""
+    settings = metrics.get("settings", {})
+    risk = metrics.get("policy", {}).get("target_risk", settings.get("target_risk"))
+    if risk is None or ("policy" not in metrics and "sgr" not in metrics):
+        return []
+    how = " (auto)" if settings.get("target_risk_choice") else ""
+    rows = [(f"policy: target risk{how}", f"{risk:g}")]
+    gated = metrics.get("policy", {}).get("sets", {}).get("test", {}).get("gated")
+    if gated is not None:
+        rows.append(
+            (
+                f"test: accepted balanced accuracy (gated, coverage {_num(gated.get('coverage'))})",
+                _num(gated.get("accepted_balanced_accuracy")),
+            )
+        )
+    return rows
+
+
+def policy_warning(metrics: dict) -> str:
+    """One sentence when the fitted policy abstains on every image (no threshold met its
+    target risk); "" otherwise."""
+    policy, sgr = metrics.get("policy"), metrics.get("sgr")
+    risk = (policy or {}).get("target_risk", metrics.get("settings", {}).get("target_risk"))
+    if policy is not None:
+        never = policy.get("confidence_gate", "sgr") != "off" and policy.get("threshold") is None
+    else:
+        never = sgr is not None and not sgr.get("solution_exists", True)
+    if not never:
+        return ""
+    return (
+        f"this model's policy abstains on every image: SGR certified no confidence threshold "
+        f"at target risk {risk:g} on the calibration data; run again with --target-risk auto "
+        "(the lowest risk it can certify) or a higher one."
+    )

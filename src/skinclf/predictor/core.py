@@ -105,7 +105,8 @@ def model_kind(path: Path | str) -> Kind:
         raise DataError(f"{path} does not exist; give a model folder.")
     raise DataError(
         f"{path} is not a model: give a run folder (with {CHECKPOINT}), a `skinclf run` output "
-        "folder, a `skinclf cv` folder or a model package (skinclf-model.json) written by `skinclf export`."
+        "folder, a `skinclf cv` folder or a model package (skinclf-model.json) written by "
+        "`skinclf export`."
     )
 
 

@@ -47,16 +47,21 @@ DECODER = (
 
 
 def source_runs(source: Path | str) -> list[Path]:
-    """The run folder `source`, the fold_* run folders of a cross-validation folder, or every
-    member cv's fold runs of a `skinclf cv-ensemble` folder."""
+    """The run folder `source`, the training run of a `skinclf run` output folder, the fold_*
+    run folders of a cross-validation folder, or every member cv's fold runs of a
+    `skinclf cv-ensemble` folder. DataError for anything else, naming what it is not."""
+    from skinclf.predictor.core import RUN_FOLDER, model_kind
+
     source = Path(source)
-    if (source / CHECKPOINT).is_file():
+    if not (source / CHECKPOINT).is_file() and (fold_folders(source) or member_cvs(source)):
+        return cv_runs(source)  # (folds.csv or not: a fold that is not trained is named)
+    kind = model_kind(source)
+    if kind == "package":
+        raise ConfigError(f"{source} is already an exported model; copy the folder instead.")
+    if kind == "job":
+        return [source / RUN_FOLDER]
+    if kind == "run":
         return [source]
-    if not fold_folders(source) and not member_cvs(source):
-        raise DataError(
-            f"{source} is neither a finished run folder (no {CHECKPOINT}) nor a "
-            "cross-validation folder (no fold_*/ run folders)."
-        )
     return cv_runs(source)
 
 

@@ -300,6 +300,7 @@ def _model_fields(model: Any) -> dict:
         "classes": list(model.classes),
         "class_names": {c: CLASS_NAMES.get(c, c) for c in model.classes},
         "thresholds": jsonable(model.thresholds),
+        "policy_note": getattr(model, "policy_note", ""),
     }
 
 
@@ -351,7 +352,13 @@ async def _upload(part: UploadFile | str, number: int) -> Upload:
 async def health(request: Request) -> dict:
     """The service is up and its model loaded."""
     runner: Runner = request.app.state.runner
-    return {"status": "ok", "model_id": runner.model.model_id, "skinclf_version": __version__}
+    model = runner.model
+    return {
+        "status": "ok",
+        "model_id": model.model_id,
+        "skinclf_version": __version__,
+        "policy_note": getattr(model, "policy_note", ""),
+    }
 
 
 async def model_card(request: Request) -> JSONResponse:

@@ -19,13 +19,15 @@ function element(tag, className, text) {
 
 function percent(p) { return (100 * p).toFixed(1) + " %"; }
 
-function renderVerdict(result, names) {
+function renderVerdict(result, names, note) {
   const verdict = $("verdict");
   verdict.replaceChildren();
   verdict.classList.toggle("abstain", result.abstain);
   if (result.abstain) {
     verdict.append(element("p", "headline", HEADLINES[result.abstain_reason] || HEADLINES.uncertain));
-    verdict.append(element("p", "why", result.abstain_reason === "uncertain"
+    verdict.append(element("p", "why", note
+      ? "No diagnosis is given: " + note + "."
+      : result.abstain_reason === "uncertain"
       ? "The model is not confident enough on this image to name a class, so it gives no diagnosis."
       : "No diagnosis is given: " + (result.message || "the model abstained") + "."));
     return;
@@ -34,8 +36,10 @@ function renderVerdict(result, names) {
   const name = names[top] ? names[top] + " (" + top + ")" : top;
   verdict.append(element("p", "headline", "Most likely: " + name + ", " +
     percent(result.probabilities[top])));
-  verdict.append(element("p", "why", "The model is confident enough to answer here; " +
-    "this is still not a diagnosis."));
+  verdict.append(element("p", "why", note
+    ? "Caution: " + note + ", so nothing checked whether it is confident enough here; " +
+      "this is not a diagnosis."
+    : "The model is confident enough to answer here; this is still not a diagnosis."));
 }
 
 function renderBars(result, classes, names) {
@@ -66,7 +70,7 @@ function render(body, result) {
   const section = $("result");
   section.dataset.abstain = String(result.abstain);
   section.dataset.reason = result.abstain_reason || "";
-  renderVerdict(result, names);
+  renderVerdict(result, names, body.policy_note || "");
   renderBars(result, body.classes || Object.keys(result.probabilities), names);
   $("details").textContent = "model " + result.model_id + ", skinclf " + result.skinclf_version;
   $("status").textContent = "Result for " + result.image;
