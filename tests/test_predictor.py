@@ -75,14 +75,43 @@ def test_a_run_output_folder_loads_as_one_model_with_its_policy(job: Path) -> No
 
 
 def test_the_default_policy_answers_and_states_its_target(job: Path) -> None:
+    from skinclf.contracts.selective import load_selective
+    from skinclf.evaluate.sgr import AUTO_MIN_COVERAGE, RISK_GRID
+
     metrics = json.loads((job / "eval" / "metrics.json").read_text())
     choice = metrics["settings"]["target_risk_choice"]
     assert choice["requested"] == "auto" and choice["chosen"] == metrics["settings"]["target_risk"]
-    assert choice["delta_per_risk"] == pytest.approx(choice["delta"] / 9)
-    sets = metrics["policy"]["sets"]
-    assert metrics["policy"]["threshold"] is not None  # never "abstain on everything" here
-    assert sets["test"]["gated"]["coverage"] >= 0.5, sets["test"]["gated"]
-    assert sets["pad-ufes-20"]["gated"]["coverage"] <= 0.2, sets["pad-ufes-20"]["gated"]
+    assert choice["delta_per_risk"] == pytest.approx(choice["delta"] / len(RISK_GRID))
+    sel = load_selective(job / "eval" / "selective.json")
+    assert sel.threshold is not None and "auto" in sel.note  # it answers, and says how
+    assert metrics["policy"]["target_risk"] == sel.target_risk in RISK_GRID
+    if sel.confidence_gate == "sgr":  # a certified risk: at least 70 % of the kept images
+        assert sel.calib_coverage >= AUTO_MIN_COVERAGE and sel.bound < sel.target_risk
+    else:  # too few calibration images to certify any risk: a 70 % coverage gate, said so
+        assert sel.confidence_gate == "coverage" and sel.target_coverage == AUTO_MIN_COVERAGE
+        assert "no risk guarantee" in sel.note
+    # the whole policy answers on most calibration images (the gate keeps 95 % of them)
+    calib = decisions_of(job, "calib")
+    assert (calib["abstain_reason"] == "").mean() >= 0.95 * AUTO_MIN_COVERAGE - 0.1
+
+
+def decisions_of(job: Path, name: str) -> pd.DataFrame:
+    """The policy's decisions on OUT/eval/NAME.csv, through the Predictor's own policy."""
+    from skinclf.contracts.predictions import read_predictions
+    from skinclf.contracts.scores import compute_score
+    from skinclf.contracts.selective import apply_policy
+
+    model = skinclf.load(job)
+    p = read_predictions(job / "eval" / f"{name}.csv")
+    values = {}
+    for component in model.policy.gate.components:
+        values[component] = (
+            p.conf[component]
+            if component in p.conf
+            else compute_score(component, p.logits, model.policy.temperature)
+        )
+    _, abstain, reason = apply_policy(model.policy, p.logits, values)
+    return pd.DataFrame({"image_id": p.image_ids, "abstain": abstain, "abstain_reason": reason})
 
 
 def test_predict_of_the_output_folder_abstains_as_its_evaluation(job: Path, tmp_path) -> None:
