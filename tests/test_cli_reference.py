@@ -36,7 +36,7 @@ def test_every_command_and_sub_command_has_a_section(text: str) -> None:
         "| `--trials` | `int` | `30` |",
         "| `--preset` | `str` | `default` |",
         "| `--scores` | `str` | `msp,max_logit,margin,neg_entropy,doctor` |",
-        "| `--target-risk` | `float` | `0.1` |",
+        "| `--target-risk` | `str` | `auto` |",
         "| `--progress` / `--no-progress` | flag | `--progress` |",
         "| `--resume` / `--no-resume` | flag | `--no-resume` |",
         "| `--onnx` | flag | off |",

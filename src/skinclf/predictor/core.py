@@ -380,21 +380,23 @@ class Predictor:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(logits, probabilities, score features) of the images `image_ids` of `decoded` (one
         decoded image set per member, each with `.images` and `.rows(ids)`): the members
-        combined, then the logit offsets added (`offsets` False: not)."""
+        combined, then the logit offsets added (`offsets` False: not). TTA and batch size: the
+        arguments, else the model's (`self.tta`, `self.batch_size`; each folder's own in an
+        average of several folders)."""
         from skinclf.inference.batch import infer
 
         results = []
         for member, images in zip(self.members, decoded, strict=True):
             cfg = member.cfg
+            own = cfg is not None and self.kind == "ensemble"  # folders averaged: each its own
             results.append(
                 infer(
                     member.model,
                     images.images,
                     images.rows(image_ids),
-                    tta=tta or (cfg.predict.tta if cfg and not self.manifest else self.tta),
+                    tta=tta or (cfg.predict.tta if own else self.tta),
                     precision=self.member_precision(member),
-                    batch_size=batch_size
-                    or (cfg.predict.batch_size if cfg and not self.manifest else self.batch_size),
+                    batch_size=batch_size or (cfg.predict.batch_size if own else self.batch_size),
                     progress=progress,
                     description=f"predict {member.path.name}",
                     stages=stages or self.stages,
