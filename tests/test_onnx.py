@@ -35,14 +35,14 @@ def test_graph_inputs_outputs(exported_model: Path) -> None:
     manifest = json.loads((exported_model / "skinclf-model.json").read_text())
     entry = manifest["onnx"]
     assert entry["file"] == "model.onnx" and isinstance(entry["opset"], int)
-    assert entry["outputs"] == ["logits", "features"]
+    assert entry["outputs"] == ["logits", "features", "stages"]  # what a stage gate reads
     size = manifest["preprocessing"]["image_size"]
     assert entry["inputs"]["pixels"]["shape"] == ["batch", 3, size, size]
     session = ort.InferenceSession(str(exported_model / entry["file"]))
     for n in (1, 5):  # a dynamic batch axis
         x = np.stack([im[:size, :size] for im in _images(n, size)]).transpose(0, 3, 1, 2)
-        logits, features = session.run(None, {"pixels": np.ascontiguousarray(x)})
-        assert logits.shape == (n, len(CLASSES)) and features.shape[0] == n
+        logits, features, stages = session.run(None, {"pixels": np.ascontiguousarray(x)})
+        assert logits.shape == (n, len(CLASSES)) and features.shape[0] == stages.shape[0] == n
 
 
 @pytest.mark.parametrize("tta", ["none", "d4"])

@@ -440,6 +440,28 @@ def _file_columns(table: pd.DataFrame) -> dict:
     return {"image_path": paths, "meta": meta}
 
 
+def _write_file(out: Path, table: pd.DataFrame, logits, probs, conf, abstain, reason):
+    """The predictions file (DESIGN.md's schema), written atomically, read back as a frame."""
+    from skinclf.contracts.predictions import write_predictions
+    from skinclf.data.dataset import label_indices
+
+    labels = [CLASSES[i] if i >= 0 else "" for i in label_indices(table["label"])]
+    write_predictions(
+        out,
+        table["image_id"].tolist(),
+        table["dataset"].astype(str).tolist(),
+        labels,
+        table["semantic_ood"].astype(bool).to_numpy(),
+        logits,
+        probs,
+        conf,
+        abstain,
+        reason,
+        **_file_columns(table),
+    )
+    return pd.read_csv(out)
+
+
 def predict(
     runs: list[Path],
     out: Path,
@@ -469,8 +491,6 @@ def predict(
     with their reason (columns path,reason) in `errors_file(out)` and in the returned frame's
     `attrs["skipped"]` ([path, reason] pairs). DataError when no image could be read.
     """
-    from skinclf.contracts.predictions import write_predictions
-    from skinclf.data.dataset import label_indices
     from skinclf.scoring.feature_scores import STAGE_SCORES
 
     requested = list(scores or LOGIT_SCORES)
@@ -502,23 +522,7 @@ def predict(
         abstain, reason = np.zeros(len(logits), bool), np.full(len(logits), "", dtype=object)
     if output_format == "isic2018-submission":
         frame = _write_submission(out, table, probs)
-        frame.attrs.update(skipped=skipped, unused_offsets=unused)
-        return frame
-    labels = [CLASSES[i] if i >= 0 else "" for i in label_indices(table["label"])]
-    write_predictions(
-        out,
-        table["image_id"].tolist(),
-        table["dataset"].astype(str).tolist(),
-        labels,
-        table["semantic_ood"].astype(bool).to_numpy(),
-        logits,
-        probs,
-        conf,
-        abstain,
-        reason,
-        **_file_columns(table),
-    )
-    frame = pd.read_csv(out)
-    frame.attrs["skipped"] = skipped
-    frame.attrs["unused_offsets"] = unused
+    else:
+        frame = _write_file(out, table, logits, probs, conf, abstain, reason)
+    frame.attrs.update(skipped=skipped, unused_offsets=unused)
     return frame

@@ -292,14 +292,7 @@ def evaluate_predictions(
     images), measured like the test set.
     """
     auto = target_risk == AUTO
-    _check_targets(0.10 if auto else float(target_risk), float(delta))
-    s = _Settings(
-        0.10 if auto else float(target_risk),
-        float(delta),
-        parse_fractions(coverages, "coverage"),
-        n_bootstrap,
-        seed,
-    )
+    s = _settings(0.10 if auto else float(target_risk), delta, coverages, n_bootstrap, seed)
     step = on_step if (progress and on_step) else (lambda _s: None)
     step("reading predictions")
     run = _read_inputs(test, val, calib, ood, external)
@@ -314,9 +307,7 @@ def evaluate_predictions(
     )
     if run.val is not None:
         step("fitting the temperature")
-        run.temperature, temperature_note = _temperature(run)
-        if temperature_note:
-            run.notes.append(temperature_note)
+        run.temperature = _temperature(run)
     run.score_names = _score_names(scores, run.test, run.temperature)
     choice = None
     if auto:
@@ -331,9 +322,7 @@ def evaluate_predictions(
     if run.calib is not None:
         run.scored(run.calib, "calib", "calib")
     result["scores"] = list(run.score_names)
-    result["settings"] = _settings_block(s, test, val, calib, ood, external)
-    if choice is not None:
-        result["settings"]["target_risk_choice"] = _choice_block(choice)
+    result["settings"] = _settings_block(s, test, val, calib, ood, external, choice)
     result["notes"] = list(dict.fromkeys(run.notes))
     step("writing the report")
     return _write_outputs(
@@ -341,11 +330,19 @@ def evaluate_predictions(
     )
 
 
-def _temperature(run: _Run) -> tuple[float, str]:
-    """The temperature fitted on validation data, and a note when it is not kept: one within
-    1.5x of a search bound, or one that makes the calibration (else validation) predictions'
-    NLL worse than T = 1, is replaced by 1.0 (a degenerate fit, e.g. on a few easy images,
-    would otherwise make every probability 0 or 1)."""
+def _settings(
+    target_risk: float, delta: float, coverages: Sequence[float], n_bootstrap: int, seed: int
+) -> _Settings:
+    _check_targets(float(target_risk), float(delta))
+    fractions = parse_fractions(coverages, "coverage")
+    return _Settings(float(target_risk), float(delta), fractions, n_bootstrap, seed)
+
+
+def _temperature(run: _Run) -> float:
+    """The temperature fitted on validation data. One within 1.5x of a search bound, or one that
+    makes the calibration (else validation) predictions' NLL worse than T = 1, is replaced by
+    1.0 with a note in run.notes (a degenerate fit, e.g. on a few easy images, would otherwise
+    make every probability 0 or 1)."""
     assert run.val is not None
     vm = run.val.labelled
     t = fit_temperature(run.val.logits[vm], run.val.y[vm])
@@ -356,14 +353,15 @@ def _temperature(run: _Run) -> tuple[float, str]:
     )
     at_bound = t < 1.5 * T_MIN or t > T_MAX / 1.5
     if not (worse or at_bound):
-        return t, ""
+        return t
     why = (
         f"within 1.5x of its search bound [{T_MIN:g}, {T_MAX:g}]"
         if at_bound
         else f"it raises the {'calibration' if run.calib is not None else 'validation'} NLL "
         "above that of T = 1"
     )
-    return 1.0, f"The fitted temperature {t:.3g} was replaced by 1.0: {why}."
+    run.notes.append(f"The fitted temperature {t:.3g} was replaced by 1.0: {why}.")
+    return 1.0
 
 
 def _auto_target_risk(
@@ -714,8 +712,10 @@ def _settings_block(
     calib: str | Path | None,
     ood: Sequence[str | Path],
     external: Sequence[str | Path],
+    choice: RiskChoice | None = None,
 ) -> dict:
     return {
+        **({"target_risk_choice": _choice_block(choice)} if choice is not None else {}),
         "target_risk": s.target_risk,
         "delta": s.delta,
         "coverages": list(s.coverages),

@@ -380,9 +380,9 @@ class Predictor:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(logits, probabilities, score features) of the images `image_ids` of `decoded` (one
         decoded image set per member, each with `.images` and `.rows(ids)`): the members
-        combined, then the logit offsets added (`offsets` False: not). TTA and batch size: the
-        arguments, else the model's (`self.tta`, `self.batch_size`; each folder's own in an
-        average of several folders)."""
+        combined, then the logit offsets added (`offsets` False: not). TTA, batch size and
+        precision: the arguments, else the model's (`self.tta`, `self.batch_size`,
+        `self.precision`; each folder's own in an average of several folders)."""
         from skinclf.inference.batch import infer
 
         results = []
@@ -395,7 +395,7 @@ class Predictor:
                     images.images,
                     images.rows(image_ids),
                     tta=tta or (cfg.predict.tta if own else self.tta),
-                    precision=self.member_precision(member),
+                    precision=self.member_precision(member) if own else self.precision,
                     batch_size=batch_size or (cfg.predict.batch_size if own else self.batch_size),
                     progress=progress,
                     description=f"predict {member.path.name}",
