@@ -167,6 +167,9 @@ def test_an_accepted_image_shows_its_probabilities(
     assert page.get_attribute("#result", "data-abstain") == "false"
     verdict = page.inner_text("#verdict")
     assert verdict.startswith("Most likely:") and f"({expected['top_class']})" in verdict
+    # its gates are off: the page never calls the answer "confident enough"
+    assert "Caution" in verdict and "never abstains" in verdict
+    assert "confident enough" not in verdict
     assert "not a diagnosis" in page.inner_text("#notice")
     assert page.is_visible("#preview")
     assert all(u.startswith((server.url, "blob:")) for u in requested), requested
@@ -183,7 +186,8 @@ def test_an_abstaining_model_shows_no_diagnosis(
     assert (expected["abstain"], expected["abstain_reason"]) == (True, "uncertain")
     assert page.get_attribute("#result", "data-reason") == "uncertain"
     verdict = page.inner_text("#verdict")
-    assert verdict.startswith(HEADLINE["uncertain"]) and "gives no diagnosis" in verdict
+    # a model whose policy abstains on every image says so, not "not confident on this image"
+    assert verdict.startswith(HEADLINE["uncertain"]) and "abstains on every image" in verdict
     assert "Most likely" not in verdict and "not used" in page.inner_text("#probs-title")
     assert _bars(page) == expected["probabilities"]
     assert all(u.startswith((server.url, "blob:")) for u in requested), requested

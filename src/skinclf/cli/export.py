@@ -64,19 +64,25 @@ def export(
 def _warn_policy(out: Path) -> None:
     """One yellow line when the package cannot abstain, or abstains on every image."""
     from skinclf.contracts.selective import load_selective
-    from skinclf.predictor.core import ABSTAINS_ALWAYS_MESSAGE, NO_POLICY_MESSAGE
-    from skinclf.predictor.decisions import abstains_on_everything
+    from skinclf.predictor.core import (
+        ABSTAINS_ALWAYS_MESSAGE,
+        GATES_OFF_MESSAGE,
+        NO_POLICY_MESSAGE,
+    )
+    from skinclf.predictor.decisions import abstains_on_everything, never_abstains
     from skinclf.predictor.manifest import package_selective
 
     path = package_selective(out)
     note = NO_POLICY_MESSAGE
     if path is not None:
-        note = ABSTAINS_ALWAYS_MESSAGE if abstains_on_everything(load_selective(path)) else ""
+        sel = load_selective(path)
+        note = ABSTAINS_ALWAYS_MESSAGE if abstains_on_everything(sel) else ""
+        note = GATES_OFF_MESSAGE if never_abstains(sel) else note
     if note:
         hint = (
-            "evaluate the run with --val/--calib (or export a `skinclf run` output folder)"
-            if path is None
-            else "fit it again with a reachable --target-risk (or --target-risk auto)"
+            "fit it again with a reachable --target-risk (or --target-risk auto)"
+            if note == ABSTAINS_ALWAYS_MESSAGE
+            else "evaluate the run with --val/--calib (or export a `skinclf run` output folder)"
         )
         console.print(f"[yellow]warning[/] {note}: {hint}.", highlight=False)
 

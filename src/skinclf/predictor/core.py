@@ -29,6 +29,7 @@ from skinclf.predictor.decisions import (
     gate_needs_stages,
     gate_stats,
     logit_scores,
+    never_abstains,
     selective_thresholds,
     with_offsets,
 )
@@ -50,6 +51,7 @@ EVAL_FOLDER = "eval"  # where a folder's evaluation (and its selective.json) is 
 STATE_FILE = "run_state.json"
 Kind = Literal["run", "job", "cv", "package", "ensemble"]
 NO_POLICY_MESSAGE = "this model has no selective classifier: it never abstains"
+GATES_OFF_MESSAGE = "this model's policy never abstains (no OOD gate, confidence gate off)"
 ABSTAINS_ALWAYS_MESSAGE = (
     "this model's policy abstains on every image (no threshold met its target risk)"
 )
@@ -353,6 +355,8 @@ class Predictor:
         on every image; "" otherwise."""
         if self.policy is None:
             return NO_POLICY_MESSAGE
+        if never_abstains(self.policy):
+            return GATES_OFF_MESSAGE
         if abstains_on_everything(self.policy):
             return ABSTAINS_ALWAYS_MESSAGE
         return ""

@@ -165,6 +165,11 @@ def selective_thresholds(sel) -> dict:
     return out
 
 
+def never_abstains(sel) -> bool:
+    """Whether a selective classifier accepts every image: no OOD gate, confidence gate off."""
+    return sel is not None and sel.confidence_gate == "off" and sel.gate is None
+
+
 def abstains_on_everything(sel) -> bool:
     """Whether a selective classifier abstains on every image whatever it sees: its confidence
     gate is on and found no threshold (SGR had no solution)."""

@@ -25,7 +25,7 @@ function renderVerdict(result, names, note) {
   verdict.classList.toggle("abstain", result.abstain);
   if (result.abstain) {
     verdict.append(element("p", "headline", HEADLINES[result.abstain_reason] || HEADLINES.uncertain));
-    verdict.append(element("p", "why", note
+    verdict.append(element("p", "why", note && result.abstain_reason !== "unfamiliar"
       ? "No diagnosis is given: " + note + "."
       : result.abstain_reason === "uncertain"
       ? "The model is not confident enough on this image to name a class, so it gives no diagnosis."
@@ -37,8 +37,8 @@ function renderVerdict(result, names, note) {
   verdict.append(element("p", "headline", "Most likely: " + name + ", " +
     percent(result.probabilities[top])));
   verdict.append(element("p", "why", note
-    ? "Caution: " + note + ", so nothing checked whether it is confident enough here; " +
-      "this is not a diagnosis."
+    ? "Caution: " + note + "; nothing checked this answer's confidence, and it is not a " +
+      "diagnosis."
     : "The model is confident enough to answer here; this is still not a diagnosis."));
 }
 
