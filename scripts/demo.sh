@@ -18,14 +18,16 @@ $S run --sample --out "$OUT/sample"
 echo "== 2. the data report of the generated training set"
 $S data check "$OUT/sample/data/ham10000" --report "$OUT/ham_eda.html"
 
-echo "== 3. predict with abstention (OOD gate, then confidence gate) from selective.json"
-$S predict "$OUT/sample/run" --data "$OUT/sample/data/pad-ufes-20" \
-  --selective "$OUT/sample/eval/selective.json" --out "$OUT/pad_with_abstain.csv" --no-progress
+echo "== 3. the output folder is the model: predict with its policy (OOD gate, then confidence"
+echo "   gate), then export it as one package for skinclf.load and skinclf serve"
+$S predict "$OUT/sample" --data "$OUT/sample/data/pad-ufes-20" \
+  --out "$OUT/pad_with_abstain.csv" --no-progress
+$S export "$OUT/sample" --out "$OUT/model"
 
 echo
 echo "Done. The numbers above are on generated (synthetic) images, not skin lesions: they show"
 echo "that the job works, not how well a model does. Open $OUT/sample/eval/report.html and"
-echo "$OUT/ham_eda.html in a browser; the training run is $OUT/sample/run."
+echo "$OUT/ham_eda.html in a browser; the model package is $OUT/model (skinclf serve $OUT/model)."
 echo "On HAM10000 (29 min measured on 2 cores): skinclf data download ham10000 --out data/ham10000,"
 echo "skinclf data download pad-ufes-20 --out data/pad-ufes-20, then"
 echo "  skinclf run --data data/ham10000 --ood data/pad-ufes-20 --out runs/default"
