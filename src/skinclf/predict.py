@@ -500,6 +500,9 @@ def predict(
     corruptions = _corruption_names(corrupt)
     predictor = Predictor.from_paths(runs, policy=selective)
     _check_temperature(requested, predictor)
+    for member in predictor.members:  # (the split, seed and data format come from it)
+        if member.cfg is None:
+            raise DataError(f"{member.path} has no config.yaml; export the model again.")
     loaded = predictor.members
     table, missing, cover = input_table(data, split, loaded[0], loaded[1:])
     out = Path(out)
