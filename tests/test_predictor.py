@@ -220,3 +220,31 @@ def test_a_run_output_folder_whose_training_is_unfinished_names_the_command(job,
     (out / "run" / "checkpoints" / "best.ckpt").unlink()
     with pytest.raises(DataError, match="run the same `skinclf run` command again"):
         Predictor.from_path(out)
+
+
+def test_calibrate_gives_a_run_of_skinclf_train_the_policy_predict_applies(
+    trained_run: Path, train_cache: Path, tmp_path: Path
+) -> None:
+    run = Path(
+        shutil.copytree(trained_run, tmp_path / "run", ignore=shutil.ignore_patterns("last*"))
+    )
+    assert Predictor.from_path(run).policy is None  # trained, never calibrated
+    result = cli("calibrate", run, "--cache-dir", train_cache, "--bootstrap", "20", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "policy: target risk (auto)" in result.output
+    for name in ("selective.json", "metrics.json", "report.html", "val.csv", "test.csv"):
+        assert (run / "eval" / name).is_file(), name
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["policy"]["choice_mode"] == "shifted"  # chosen on the corrupted val images
+    model = skinclf.load(run)
+    assert model.policy is not None and model.policy_path == run / "eval" / "selective.json"
+    # predict RUN now abstains on the test images exactly as the evaluation measured
+    out = tmp_path / "test.csv"
+    args = ["predict", run, "--split", "test", "--out", out, "--cache-dir", train_cache]
+    assert cli(*args, "--no-progress").exit_code == 0
+    mine = pd.read_csv(out, keep_default_na=False)
+    theirs = pd.read_csv(run / "eval" / "decisions" / "test.csv", keep_default_na=False)
+    assert mine["abstain_reason"].tolist() == theirs["abstain_reason"].tolist()
+    # a folder that is not a `skinclf train` run is refused in one sentence
+    with pytest.raises(DataError, match="is not a model"):
+        cli("calibrate", tmp_path)

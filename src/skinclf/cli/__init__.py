@@ -58,6 +58,7 @@ def _register() -> None:
     import skinclf.cli.data_download  # noqa: F401 (adds `data download` to the data group)
     import skinclf.cli.export  # noqa: F401 (adds `export`)
     from skinclf.cli import (  # noqa: F401
+        calibrate,
         cv,
         data,
         data_prep,
@@ -70,7 +71,7 @@ def _register() -> None:
     )
 
     app.add_typer(data.app, name="data", help="Download, check, split, cache and generate data.")
-    for module in (models, run, cv, train, tune, predict, evaluate):
+    for module in (models, run, cv, train, calibrate, tune, predict, evaluate):
         module.register(app)
     import skinclf.cli.serve  # noqa: F401 (adds `serve`, after the commands above)
     from skinclf.cli.help_text import unwrap_commands

@@ -12,9 +12,10 @@ console = Console(soft_wrap=True)
 
 _SOURCE = typer.Argument(
     ...,
-    help="A run folder (RUN/), or a cross-validation folder whose fold_*/ run folders form a "
-    "fold ensemble (mean probabilities, its logit_offsets.json added), or a `skinclf "
-    "cv-ensemble` folder (every member cv's fold runs, its refitted offsets).",
+    help="A `skinclf run` output folder (its run/ and eval/selective.json), a run folder "
+    "(RUN/), a cross-validation folder whose fold_*/ run folders form a fold ensemble (mean "
+    "probabilities, its logit_offsets.json added), or a `skinclf cv-ensemble` folder (every "
+    "member cv's fold runs, its refitted offsets).",
 )
 _OUT = typer.Option(
     ..., "--out", help="The model folder to write (MODEL_DIR; replaced if it is one)."
@@ -22,14 +23,15 @@ _OUT = typer.Option(
 _ONNX = typer.Option(
     False,
     "--onnx",
-    help="Also write model.onnx (uint8 RGB pixels NCHW -> logits, features); needs the "
+    help="Also write model.onnx (uint8 RGB pixels NCHW -> logits, features, the stages' "
+    "pooled outputs); needs the "
     'onnx extra (pip install "skinclf\\[onnx]").',
 )
 _SELECTIVE = typer.Option(
     None,
     "--selective",
-    help="The selective.json to include (default: RUN/eval/selective.json when there; without "
-    "one the model never abstains).",
+    help="The selective.json to include (default: SOURCE/eval/selective.json when there; "
+    "without one the model never abstains, and export says so).",
 )
 
 

@@ -1,0 +1,55 @@
+"""`skinclf calibrate`: the selective classifier (policy) of a run trained by `skinclf train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from skinclf.cli.run import BootstrapOpt, CacheDirOpt, IdKeepOpt, ProgressOpt, RiskOpt
+
+console = Console(soft_wrap=True, highlight=False)
+
+
+def calibrate(
+    run: Annotated[
+        Path, typer.Argument(help="A run folder written by `skinclf train`.", show_default=False)
+    ],
+    target_risk: RiskOpt = "auto",
+    id_keep: IdKeepOpt = 0.95,
+    bootstrap: BootstrapOpt = 1000,
+    cache_dir: CacheDirOpt = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """Fit a run's policy as `skinclf run` fits its own: predict its val, calib (when its split
+    has one) and test images, and val after synthetic corruption, with every confidence score
+    (RUN/eval/<set>.csv); fit the temperature on val, choose the OOD gate without OOD labels by
+    the silent failures on the corrupted val images, and fit the confidence gate on calib (else
+    val) at --target-risk. Writes RUN/eval/selective.json, metrics.json and report.html; then
+    `skinclf predict RUN`, `skinclf export RUN`, `skinclf serve` and `skinclf.load(RUN)` abstain
+    by that policy.
+
+    Example: skinclf train --data data/ham10000 --out runs/lite0 && skinclf calibrate runs/lite0
+    """
+    import json
+
+    from skinclf.cli.run import _target_risk, warn_policy
+    from skinclf.pipeline.calibrate import CalibrateOptions
+    from skinclf.pipeline.calibrate import calibrate as fit_policy
+    from skinclf.pipeline.summary import key_numbers
+
+    opts = CalibrateOptions(run, _target_risk(target_risk), id_keep, bootstrap, cache_dir, progress)
+    result = fit_policy(opts, log=lambda m: console.print(f"  [dim]·[/] {escape(m)}"))
+    metrics = json.loads(result.metrics_path.read_text())
+    for what, value in key_numbers(metrics):
+        console.print(f"{escape(what)}: {value}")
+    warn_policy(metrics)
+    wrote, report = escape(str(result.selective_path)), escape(str(result.report_path))
+    console.print(f"[green]wrote[/] {wrote}; report: {report}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate)

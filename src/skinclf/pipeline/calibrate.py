@@ -1,0 +1,86 @@
+"""`skinclf calibrate RUN`: the policy of a run trained by `skinclf train`, as `skinclf run`
+fits its own. The run's own held-out images are predicted through its `Predictor` with every
+confidence score (val, calib when the split has one, test, and val after synthetic
+corruption), then the temperature (val), the OOD gate (chosen without OOD labels by the silent
+failures on the corrupted val images) and the confidence gate (calib, else val) are fitted into
+RUN/eval/selective.json, beside metrics.json and report.html. Afterwards `skinclf predict RUN`,
+`skinclf export RUN`, `skinclf serve` and `skinclf.load(RUN)` all abstain by that policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from skinclf.errors import DataError
+from skinclf.pipeline.job import CORRUPTED_SET, MC_DROPOUT, SPLIT_SETS, scores
+from skinclf.predictor.core import EVAL_FOLDER, model_kind
+from skinclf.predictor.manifest import FEATURE_STATS_FILE
+
+
+@dataclass(frozen=True)
+class CalibrateOptions:
+    run: Path
+    target_risk: float | str = "auto"
+    id_keep: float = 0.95
+    bootstrap: int = 1000
+    cache_dir: Path | None = None
+    progress: bool = True
+
+
+def _splits(run: Path) -> list[str]:
+    """The run's held-out splits, in SPLIT_SETS order; DataError without val and test."""
+    path = run / "split.csv"
+    if not path.is_file():
+        raise DataError(f"{path} is missing: is {run} a run folder written by `skinclf train`?")
+    present = set(pd.read_csv(path, dtype=str)["split"])
+    missing = [s for s in ("val", "test") if s not in present]
+    if missing:
+        raise DataError(
+            f"{path} has no {missing[0]} images: calibrate needs val (for the temperature and "
+            "the gate choice) and test (to measure the policy)."
+        )
+    return [s for s in SPLIT_SETS if s in present]
+
+
+def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = print):  # -> EvaluationResult
+    """Predict the run's held-out splits and fit its policy into RUN/eval/ (see the module)."""
+    from skinclf.evaluate.evaluation import evaluate_predictions
+    from skinclf.predict import predict
+
+    run = Path(opts.run)
+    if model_kind(run) != "run":
+        raise DataError(
+            f"{run} is not a run folder of `skinclf train` (a `skinclf run` or `skinclf cv` "
+            "folder fits its policy itself: run its command again with the settings you want)."
+        )
+    splits, folder = _splits(run), run / EVAL_FOLDER
+    files = {name: folder / f"{name}.csv" for name in [*splits, CORRUPTED_SET]}
+    for name, out in files.items():
+        log(f"predicting {name} -> {out}")
+        predict(
+            [run],
+            out,
+            split="val" if name == CORRUPTED_SET else name,
+            scores=scores(),
+            mc_dropout=MC_DROPOUT,
+            cache_dir=opts.cache_dir,
+            progress=opts.progress,
+            corrupt="mix" if name == CORRUPTED_SET else None,
+        )
+    log("fitting the temperature, the OOD gate and the confidence gate")
+    return evaluate_predictions(
+        test=files["test"],
+        out_dir=folder,
+        val=files["val"],
+        calib=files.get("calib"),
+        choose_gate=True,
+        shifted=files[CORRUPTED_SET],
+        id_keep=opts.id_keep,
+        gate_stats=run / FEATURE_STATS_FILE,
+        target_risk=opts.target_risk,
+        n_bootstrap=opts.bootstrap,
+    )
