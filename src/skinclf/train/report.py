@@ -15,7 +15,7 @@ from skinclf.config import RunConfig
 from skinclf.contracts.predictions import softmax, write_predictions
 from skinclf.contracts.scores import SCORES
 from skinclf.evaluate.classification import classification_summary
-from skinclf.inference.batch import infer
+from skinclf.predictor import Member, Predictor
 
 
 def epoch_metrics(logs: Path) -> pd.DataFrame:
@@ -77,7 +77,7 @@ def finish_run(
     """Predict the run's `splits` (those not empty) with its best weights; write the files.
 
     `model`: the trained classifier (a `models.Classifier`, or the training module holding one
-    as `.classifier`), predicted by the same inference path as `skinclf predict`."""
+    as `.classifier`), predicted through a `Predictor`, as `skinclf predict` predicts."""
     classifier = getattr(model, "classifier", model)
     tta = cfg.predict.tta
     result: dict = {
@@ -87,19 +87,11 @@ def finish_run(
         "backbone": cfg.model.backbone,
     }
     by_id = table.set_index("image_id")
+    predictor = Predictor([Member(out, classifier, cfg, {}, precision=precision)], out, "run")
     for split in splits:
         if len(rows[split]) == 0:
             continue
-        logits = infer(
-            classifier,
-            images.images,
-            rows[split],
-            tta=tta,
-            precision=precision,
-            batch_size=cfg.predict.batch_size,
-            progress=progress,
-            description=f"predict {split}",
-        ).logits
+        logits = predictor.infer([images], ids[split], progress=progress)[0]
         part = by_id.loc[ids[split]]
         write_predictions(
             out / f"{split}_predictions.csv",
