@@ -105,3 +105,51 @@ def test_resume_settings_start_from_the_run_not_the_preset(tmp_path) -> None:
     assert "start a new run" in message
     with pytest.raises(ConfigError, match="with preset=default"):
         load_resume_config(run, preset="default")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.epochs=-1"], "'train.epochs' .*greater than or equal to 0"),
+        (["train.lr=-0.1"], "'train.lr' .*greater than 0"),
+        (["transfer.epochs=-5", "train.epochs=0"], "'transfer.epochs' .*greater than or equal"),
+        (["train.batch_size=0"], "'train.batch_size' .*greater than 0"),
+        (["transfer.batch_size=0"], "'transfer.batch_size' .*greater than 0"),
+        (["predict.batch_size=0"], "'predict.batch_size' .*greater than 0"),
+        (["data.val=1.5"], "'data.val' .*less than 1"),
+        (["model.dropout=1"], "'model.dropout' .*less than 1"),
+        (["train.ema_decay=1.5"], "'train.ema_decay' .*less than 1"),
+        (["trainer.num_workers=-1"], "'trainer.num_workers'"),
+        (["transfer.epochs=0", "train.epochs=0"], "would train nothing"),
+    ],
+)
+def test_settings_outside_their_domain_are_refused_in_one_sentence(
+    overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config("default", overrides=overrides)
+    assert str(info.value).count("\n") == 0
+
+
+def test_a_head_only_run_is_a_valid_run() -> None:
+    cfg = load_config("default", overrides=["train.epochs=0"])  # a trained head, no fine-tuning
+    assert cfg.transfer.epochs > 0 and cfg.train.epochs == 0
+
+
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_a_bad_setting_is_refused_before_any_file_is_written(
+    command: str, tmp_path, monkeypatch, capsys
+) -> None:
+    import sys
+
+    from skinclf.cli import main
+
+    out = tmp_path / "out"
+    data = ["--sample"] if command == "run" else ["--data", str(tmp_path)]
+    monkeypatch.setattr(
+        sys, "argv", ["skinclf", command, *data, "--out", str(out), "train.batch_size=0"]
+    )
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 1 and "train.batch_size" in capsys.readouterr().err
+    assert not out.exists()

@@ -441,7 +441,7 @@ def test_full_disk_while_fit_writes_its_run_files(
             _no_space()
         return real(self, data, *args, **kwargs)
 
-    settings = ["data.image_size=32", "transfer.epochs=0", "train.epochs=0"]
+    settings = ["data.image_size=32", "transfer.epochs=1", "train.epochs=0"]  # head only
     out, cache = tmp_path / "run", tmp_path / "cache"
     monkeypatch.setattr(Path, "write_text", full_at_provenance)
     with pytest.raises(DataError) as info:

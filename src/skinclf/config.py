@@ -32,10 +32,15 @@ class DataConfig(_Strict):
     resize: Literal["squash", "center-crop"] = Field(
         "squash", description="How the decode cache makes images square: resize or centre crop."
     )
-    val: float = Field(0.15, description="Share of images in validation (a new split only).")
-    test: float = Field(0.15, description="Share of images in test (a new split only).")
+    val: float = Field(
+        0.15, ge=0, lt=1, description="Share of images in validation (a new split only)."
+    )
+    test: float = Field(0.15, ge=0, lt=1, description="Share of images in test (a new split only).")
     calib: float = Field(
-        0.0, description="Share of images in a calibration split for SGR (a new split only)."
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of images in a calibration split for SGR (a new split only).",
     )
     normalize: Literal["backbone", "dataset"] = Field(
         "backbone",
@@ -66,9 +71,13 @@ class ModelConfig(_Strict):
     head: Literal["linear", "mlp"] = Field(
         "linear", description="linear, or the paper's Dense(hidden)-ReLU-Dropout-Dense."
     )
-    head_hidden: int = Field(1024, description="Hidden width of the mlp head.")
-    dropout: float = Field(0.2, description="Dropout before the head's last linear layer.")
-    drop_path_rate: float = Field(0.0, description="Stochastic depth of the backbone (timm).")
+    head_hidden: int = Field(1024, gt=0, description="Hidden width of the mlp head.")
+    dropout: float = Field(
+        0.2, ge=0, lt=1, description="Dropout before the head's last linear layer."
+    )
+    drop_path_rate: float = Field(
+        0.0, ge=0, lt=1, description="Stochastic depth of the backbone (timm)."
+    )
 
 
 class LossConfig(_Strict):
@@ -78,9 +87,11 @@ class LossConfig(_Strict):
     class_weights: Literal["inverse", "sqrt_inverse"] = Field(
         "inverse", description="weighted_ce's class weights: inverse class frequency or its root."
     )
-    focal_gamma: float = Field(2.0, description="Focusing parameter of the focal loss.")
-    tau: float = Field(1.0, description="Logit-adjustment strength (Menon et al. 2021).")
-    label_smoothing: float = Field(0.0, description="Label smoothing of the cross-entropy.")
+    focal_gamma: float = Field(2.0, ge=0, description="Focusing parameter of the focal loss.")
+    tau: float = Field(1.0, ge=0, description="Logit-adjustment strength (Menon et al. 2021).")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy."
+    )
     distill: str | None = Field(
         None,
         description="Knowledge distillation: a predictions file of a teacher (e.g. a cv folder's "
@@ -89,7 +100,10 @@ class LossConfig(_Strict):
         "(1 - distill_weight) * one-hot label + distill_weight * teacher probabilities.",
     )
     distill_weight: float = Field(
-        0.5, ge=0.0, le=1.0, description="Share of the teacher's probabilities in the target."
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of the teacher's probabilities in the target.",
     )
 
     @model_validator(mode="after")
@@ -106,20 +120,29 @@ class AugmentConfig(_Strict):
     d4: bool = Field(True, description="Random 90-degree rotations and flips (the dihedral group).")
     hflip: bool = Field(False, description="Random horizontal flips.")
     vflip: bool = Field(False, description="Random vertical flips.")
-    rotate: float = Field(0.0, description="Random rotation in degrees, uniform in [-r, r].")
-    translate: float = Field(0.0, description="Random shift as a fraction of the image size.")
+    rotate: float = Field(
+        0.0, ge=0, le=180, description="Random rotation in degrees, uniform in [-r, r]."
+    )
+    translate: float = Field(
+        0.0, ge=0, lt=1, description="Random shift as a fraction of the image size."
+    )
     scale: tuple[float, float] | None = Field(
         (0.7, 1.0), description="Random-resized-crop area range; null disables."
     )
-    color_jitter: float = Field(0.1, description="Brightness/contrast/saturation strength.")
+    color_jitter: float = Field(0.1, ge=0, description="Brightness/contrast/saturation strength.")
     mixup: float = Field(
         0.0, ge=0.0, description="Mixup Beta(a, a) parameter for fine-tuning batches; 0: off."
     )
     cutmix: float = Field(
-        0.0, ge=0.0, description="CutMix Beta(a, a) parameter for fine-tuning batches; 0: off."
+        0.0,
+        ge=0.0,
+        description="CutMix Beta(a, a) parameter for fine-tuning batches; 0: off.",
     )
     mix_prob: float = Field(
-        1.0, ge=0.0, le=1.0, description="Share of batches mixed when mixup or cutmix is on."
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of batches mixed when mixup or cutmix is on.",
     )
 
     @property
@@ -138,40 +161,46 @@ class AugmentConfig(_Strict):
 class TransferConfig(_Strict):
     """Stage 1: the head alone on the frozen backbone, from cached pooled features."""
 
-    epochs: int = Field(30, description="Epochs of the head on frozen features; 0: no stage 1.")
-    lr: float = Field(1e-3, description="Stage-1 learning rate (AdamW).")
-    weight_decay: float = Field(1e-4, description="Stage-1 weight decay.")
-    batch_size: int = Field(128, description="Stage-1 batch size.")
+    epochs: int = Field(
+        30, ge=0, description="Epochs of the head on frozen features; 0: no stage 1."
+    )
+    lr: float = Field(1e-3, gt=0, description="Stage-1 learning rate (AdamW).")
+    weight_decay: float = Field(1e-4, ge=0, description="Stage-1 weight decay.")
+    batch_size: int = Field(128, gt=0, description="Stage-1 batch size.")
 
 
 class PlateauConfig(_Strict):
     monitor: str = Field("val_accuracy", description="Metric ReduceLROnPlateau follows.")
-    factor: float = Field(0.1, description="Factor applied to the learning rates on a plateau.")
-    patience: int = Field(10, description="Epochs without improvement before the factor.")
+    factor: float = Field(
+        0.1, gt=0, lt=1, description="Factor applied to the learning rates on a plateau."
+    )
+    patience: int = Field(10, ge=0, description="Epochs without improvement before the factor.")
 
 
 class TrainConfig(_Strict):
     """Stage 2: fine-tuning (or, with transfer.epochs=0, the only stage)."""
 
-    epochs: int = Field(8, description="Fine-tuning epochs (stage 2); 0: no fine-tuning.")
+    epochs: int = Field(8, ge=0, description="Fine-tuning epochs (stage 2); 0: no fine-tuning.")
     unfreeze: int | Literal["all"] = Field(
         "all", description="How many of the backbone's last stages to train ('all' or N)."
     )
-    batch_size: int = Field(32, description="Fine-tuning batch size.")
+    batch_size: int = Field(32, gt=0, description="Fine-tuning batch size.")
     optimizer: Literal["adamw", "adam", "sgd"] = Field(
         "adamw", description="Fine-tuning optimiser (sgd: Nesterov momentum 0.9)."
     )
-    lr: float = Field(1e-3, description="Learning rate of the head in fine-tuning.")
-    backbone_lr: float = Field(1e-4, description="Learning rate of the backbone in fine-tuning.")
-    weight_decay: float = Field(1e-4, description="Fine-tuning weight decay.")
+    lr: float = Field(1e-3, gt=0, description="Learning rate of the head in fine-tuning.")
+    backbone_lr: float = Field(
+        1e-4, gt=0, description="Learning rate of the backbone in fine-tuning."
+    )
+    weight_decay: float = Field(1e-4, ge=0, description="Fine-tuning weight decay.")
     schedule: Literal["cosine", "onecycle", "plateau", "constant"] = Field(
         "cosine", description="Learning-rate schedule (per step; plateau: per epoch)."
     )
     warmup_epochs: float = Field(
-        0.5, description="Linear warm-up of cosine (onecycle: its rising share), in epochs."
+        0.5, ge=0, description="Linear warm-up of cosine (onecycle: its rising share), in epochs."
     )
     plateau: PlateauConfig = PlateauConfig()
-    grad_clip: float | None = Field(1.0, description="Gradient-norm clipping; null: off.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Gradient-norm clipping; null: off.")
     sampler: Literal["uniform", "class_balanced", "sqrt_balanced"] = Field(
         "uniform", description="uniform: a shuffle per epoch; else draws weighted 1/n or 1/sqrt(n)."
     )
@@ -181,7 +210,11 @@ class TrainConfig(_Strict):
         "them, and fine-tune only the trainable stages (much faster on a CPU).",
     )
     frozen_views: int = Field(
-        8, ge=1, le=64, description="Cached augmented views per training image (frozen_cache)."
+        8,
+        gt=0,
+        ge=1,
+        le=64,
+        description="Cached augmented views per training image (frozen_cache).",
     )
     ema_decay: float | None = Field(
         None,
@@ -191,10 +224,12 @@ class TrainConfig(_Strict):
         "validation, checkpoints and predictions use the average. null: off.",
     )
     early_stopping_patience: int | None = Field(
-        None, description="Stop after this many epochs without improvement of monitor; null: off."
+        None,
+        gt=0,
+        description="Stop after this many epochs without improvement of monitor; null: off.",
     )
     budget_minutes: float | None = Field(
-        None, description="Wall-clock budget for all training; stops fine-tuning when spent."
+        None, gt=0, description="Wall-clock budget for all training; stops fine-tuning when spent."
     )
     monitor: Literal["val_balanced_accuracy", "val_accuracy", "val_loss"] = Field(
         "val_balanced_accuracy", description="Validation metric that picks best.ckpt."
@@ -226,9 +261,9 @@ class TrainerConfig(_Strict):
     accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu...")
     devices: int | str = Field("auto", description="Devices per node (Lightning).")
     strategy: str = Field("auto", description="Lightning strategy: auto, ddp, ddp_spawn...")
-    num_nodes: int = Field(1, description="Nodes for multi-node DDP.")
-    threads: int | None = Field(None, description="torch CPU threads; null: torch's default.")
-    num_workers: int = Field(0, description="DataLoader worker processes.")
+    num_nodes: int = Field(1, gt=0, description="Nodes for multi-node DDP.")
+    threads: int | None = Field(None, gt=0, description="torch CPU threads; null: torch's default.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     logger: Literal["csv", "tensorboard", "wandb"] = Field(
         "csv", description="CSV always, plus tensorboard or wandb (extras of the same names)."
     )
@@ -243,7 +278,7 @@ class PredictConfig(_Strict):
     tta: Literal["none", "d4"] = Field(
         "none", description="Test-time augmentation: none, or the mean of the 8 D4 views."
     )
-    batch_size: int = Field(64, description="Inference batch size (also validation).")
+    batch_size: int = Field(64, gt=0, description="Inference batch size (also validation).")
 
 
 class RunConfig(_Strict):
@@ -258,6 +293,16 @@ class RunConfig(_Strict):
     trainer: TrainerConfig = TrainerConfig()
     predict: PredictConfig = PredictConfig()
     notes: str = Field("", description="Free text kept in the run's config.yaml.")
+
+    @model_validator(mode="after")
+    def _trains_something(self) -> RunConfig:
+        if self.transfer.epochs == 0 and self.train.epochs == 0:
+            raise ValueError(
+                "transfer.epochs and train.epochs are both 0, so the run would train nothing "
+                "and report an untrained head; give the head (transfer.epochs) or fine-tuning "
+                "(train.epochs) at least one epoch"
+            )
+        return self
 
 
 class SearchParam(_Strict):
@@ -361,7 +406,8 @@ def _validate(data: dict[str, Any], origin: str) -> RunConfig:
             hint = _unknown_key_hint(tuple(str(p) for p in err["loc"]))
             raise ConfigError(f"Unknown config key '{loc}' (from {origin}){hint}") from None
         msg = str(err["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"Config key '{loc}' (from {origin}): {msg}.") from None
+        where = f"Config key '{loc}'" if loc else "The settings"
+        raise ConfigError(f"{where} (from {origin}): {msg}.") from None
 
 
 def load_config(
