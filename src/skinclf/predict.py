@@ -18,6 +18,7 @@ import pandas as pd
 
 from skinclf.classes import CLASSES
 from skinclf.errors import ConfigError, DataError
+from skinclf.outputs import check_output
 from skinclf.predictor import Member, Predictor
 from skinclf.predictor.decisions import LOGIT_SCORES
 from skinclf.predictor.manifest import FEATURE_STATS_FILE, is_package
@@ -493,6 +494,7 @@ def predict(
     """
     from skinclf.scoring.feature_scores import STAGE_SCORES
 
+    check_output(out, kind="file")  # before any image is predicted
     requested = list(scores or LOGIT_SCORES)
     if selective is None and len(runs) == 1 and is_package(runs[0]):
         selective = "auto"  # the exported model's own

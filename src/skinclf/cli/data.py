@@ -148,6 +148,7 @@ def sample(
     """Write a generated sample dataset in a real format (synthetic lesions, no real data)."""
     from skinclf.data.synthetic import SAMPLE_FORMATS, write_sample
     from skinclf.errors import ConfigError
+    from skinclf.outputs import check_output
 
     if format not in SAMPLE_FORMATS:
         raise ConfigError(f"unknown format {format!r}; use one of {', '.join(SAMPLE_FORMATS)}.")
@@ -155,5 +156,6 @@ def sample(
         raise ConfigError("--n must be at least 1 and --size at least 8.")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(f"{out_dir} exists and is not empty; give a new folder.")
+    check_output(out_dir)
     root = write_sample(out_dir, format=format, n=n, seed=seed, size=size)
     out.print(f"Wrote a generated {format} sample to {root}; try `skinclf data check {root}`")

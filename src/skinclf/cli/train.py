@@ -134,8 +134,10 @@ def train(
             f"Missing option {name}: give the {what} (only --print-config works without it)."
         )
 
+    from skinclf.outputs import check_output
     from skinclf.train.run import fit
 
+    check_output(out)  # one sentence now, not a traceback after stage 1
     result = fit(
         data,
         out,

@@ -121,7 +121,11 @@ class Layout:
 
 
 def check_out(out: Path) -> None:
-    """OUT is new, empty or an earlier `skinclf run` output; anything else is refused."""
+    """OUT is new, empty or an earlier `skinclf run` output, and can be written; anything else
+    is refused."""
+    from skinclf.outputs import check_output
+
+    check_output(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder.")
     others = [p for p in out.iterdir() if p.name != LOCK_FILE] if out.is_dir() else []
