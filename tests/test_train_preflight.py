@@ -200,3 +200,17 @@ def test_cli_hub_backbone_without_network_fails_fast_and_writes_nothing(
     assert line.endswith("pass --weights FILE with a local checkpoint of 'resnet50'.")
     assert "efficientnet_lite0" in line
     assert not out.exists()
+
+
+def test_a_finished_head_only_run_is_refused_like_a_fine_tuned_one(
+    ham_sample: Path, tmp_path: Path, cli
+) -> None:
+    out, cache = tmp_path / "head", tmp_path / "cache"
+    settings = ["data.image_size=32", "transfer.epochs=1", "train.epochs=0"]  # head only
+    fit(ham_sample, out, load_config("sample", overrides=settings), cache_dir=cache, **QUIET)
+    before = _files(out)
+    assert (out / "checkpoints" / "best.ckpt").is_file()
+    args = ["train", "--data", ham_sample, "--out", out, "--preset", "sample", "--cache-dir"]
+    code, _, err = cli(*args, cache, "--no-progress", *settings, "seed=5")
+    assert code == 1 and "already holds a run; pass --resume" in err
+    assert _files(out) == before  # its results were not replaced

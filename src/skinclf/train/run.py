@@ -64,9 +64,10 @@ def check_run_folder(out: Path, cfg: RunConfig, resume: bool, split_file) -> boo
     from skinclf.train.datamodule import check_resume_split
 
     last_ckpt = out / "checkpoints" / "last.ckpt"
+    best_ckpt = out / "checkpoints" / "best.ckpt"  # a finished run's, head-only runs' included
     if resume and not last_ckpt.is_file() and not (out / "config.yaml").is_file():
         raise ConfigError(f"Nothing to resume in {out}: it has no checkpoints/last.ckpt.")
-    if not resume and last_ckpt.is_file():
+    if not resume and (last_ckpt.is_file() or best_ckpt.is_file()):
         raise ConfigError(
             f"{out} already holds a run; pass --resume to continue it or choose another --out."
         )
