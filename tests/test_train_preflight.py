@@ -214,3 +214,24 @@ def test_a_finished_head_only_run_is_refused_like_a_fine_tuned_one(
     code, _, err = cli(*args, cache, "--no-progress", *settings, "seed=5")
     assert code == 1 and "already holds a run; pass --resume" in err
     assert _files(out) == before  # its results were not replaced
+
+
+def test_ctrl_c_in_train_says_how_to_continue(ham_sample: Path, tmp_path: Path, cli, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("skinclf.train.run.fit", interrupted)
+    args = ["train", "--data", ham_sample, "--out", tmp_path / "run", "--preset", "sample"]
+    code, out, _ = cli(*args, "--no-progress")
+    assert code == 130 and "interrupted" in out and "--resume" in out
+
+
+def test_the_progress_bar_numbers_epochs_as_the_epoch_lines_do() -> None:
+    from types import SimpleNamespace
+
+    from skinclf.train.callbacks import epoch_bar
+
+    bar = epoch_bar()
+    bar._trainer = SimpleNamespace(max_epochs=6)
+    assert bar._get_train_description(1).strip() == "Epoch 2/6"  # the line says "epoch 2/6"
+    assert bar._get_train_description(5).strip() == "Epoch 6/6"

@@ -138,16 +138,23 @@ def train(
     from skinclf.train.run import fit
 
     check_output(out)  # one sentence now, not a traceback after stage 1
-    result = fit(
-        data,
-        out,
-        cfg,
-        split_file=split,
-        cache_dir=cache_dir,
-        resume=resume,
-        progress=progress,
-        log=console.print,
-    )
+    try:
+        result = fit(
+            data,
+            out,
+            cfg,
+            split_file=split,
+            cache_dir=cache_dir,
+            resume=resume,
+            progress=progress,
+            log=console.print,
+        )
+    except (KeyboardInterrupt, SystemExit):  # (Lightning turns Ctrl-C into sys.exit(1))
+        console.print(
+            f"[yellow]interrupted[/]: run the same command with --resume to continue {out} "
+            "from its last checkpoint."
+        )
+        raise typer.Exit(130) from None
     test = result.metrics.get("test")
     if test:
         console.print(

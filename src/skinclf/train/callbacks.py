@@ -140,3 +140,18 @@ class TrainModeCheck(L.Callback):
                 f"Fine-tuning would start with {len(wrong)} module(s) in the wrong mode, e.g. "
                 f"{', '.join(wrong[:3])}: only the frozen stages may be in eval mode."
             )
+
+
+def epoch_bar() -> L.Callback:
+    """Lightning's rich progress bar, numbering epochs as the epoch lines do (1/N ... N/N)
+    rather than from 0 to N - 1."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    class EpochBar(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            text = f"Epoch {current_epoch + 1}"
+            if self.trainer.max_epochs is not None:
+                text += f"/{self.trainer.max_epochs}"
+            return f"{text:{len(self.validation_description)}}"
+
+    return EpochBar(leave=False)

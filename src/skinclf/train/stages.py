@@ -99,7 +99,7 @@ def train_head(
     accuracy (and that accuracy), or with `train.checkpoint` "last" the last epoch's.
     `callbacks` join the Trainer's (e.g. tuning's pruning); `targets`: soft training targets
     (loss.distill) in place of the labels."""
-    from skinclf.train.callbacks import BestWeights
+    from skinclf.train.callbacks import BestWeights, epoch_bar
     from skinclf.train.module import HeadClassifier
 
     module = HeadClassifier(cfg, loss, in_features)
@@ -110,7 +110,7 @@ def train_head(
         enable_checkpointing=False,
         enable_progress_bar=bars(progress),
         enable_model_summary=False,
-        callbacks=[best, *callbacks],
+        callbacks=[best, *callbacks, *([epoch_bar()] if bars(progress) else [])],
         default_root_dir=str(out),
         num_sanity_val_steps=0,
         **trainer_kwargs(cfg, "32"),  # same devices/strategy as stage 2; fp32 for the head
@@ -167,9 +167,9 @@ def finetune_callbacks(run: RunState, summary: L.Callback, extra: Sequence) -> l
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(t.monitor, patience=t.early_stopping_patience, mode=mode))
     if bars(run.progress):
-        from lightning.pytorch.callbacks import RichProgressBar
+        from skinclf.train.callbacks import epoch_bar
 
-        callbacks.append(RichProgressBar(leave=False))
+        callbacks.append(epoch_bar())
     return callbacks
 
 
