@@ -179,7 +179,14 @@ def test_health_and_model_card(server: Server, exported_model: Path) -> None:
     assert health["status"] == "ok" and health["model_id"] == manifest["model_id"]
     card = httpx.get(f"{server.url}/model", timeout=10)
     assert card.status_code == 200
-    assert card.json() == json.loads((exported_model / "model_card.json").read_text())
+    on_disk = json.loads((exported_model / "model_card.json").read_text())
+    shown = card.json()
+    # the card, with the exporting machine's file paths shown by their names only
+    assert shown["training_data"]["path"] == Path(on_disk["training_data"]["path"]).name
+    assert shown["metrics"]["source"] == Path(on_disk["metrics"]["source"]).name
+    assert str(exported_model.parent) not in card.text and "/tmp/" not in card.text
+    unchanged = ("model_id", "intended_use", "model", "limitations")
+    assert {k: shown[k] for k in unchanged} == {k: on_disk[k] for k in unchanged}
 
 
 def test_concurrent_requests_match_skinclf_predict(
@@ -282,14 +289,43 @@ def test_malformed_requests_are_4xx(server: Server) -> None:
         httpx.post(url, data={"files": "hello"}, files={"other": ("o", b"x")}), 422, "not_a_file"
     )
     bare = {"content-type": "multipart/form-data"}  # no boundary
+    boundary_b = {"content-type": "multipart/form-data; boundary=b"}
     assert_error(
         httpx.post(url, content=b"--x\r\n", headers=bare, timeout=30), 400, "malformed_upload"
     )
+    # a part that is never closed: the body is malformed, not "no field files"
+    unclosed = b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n'
+    body = assert_error(
+        httpx.post(url, content=unclosed + png(), headers=boundary_b, timeout=30),
+        400,
+        "malformed_upload",
+    )
+    assert "no complete part" in body["message"]
     many = [(f"{i}.png", png(i, 16)) for i in range(MAX_FILES + 1)]
     assert_error(post_files(server, many), 413, "too_many_files")
     assert_error(httpx.get(f"{server.url}/nothing-here", timeout=30), 404, "not_found")
     assert_error(httpx.get(url, timeout=30), 405, "method_not_allowed")
     server.assert_serving()
+
+
+def test_the_field_file_is_accepted_as_curl_users_type_it(server: Server) -> None:
+    response = httpx.post(f"{server.url}/predict", files={"file": ("a.png", png())}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["image"] == "a.png"
+
+
+def test_a_busy_port_is_one_sentence_before_anything_loads(exported_model: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cmd = [sys.executable, "-m", "skinclf", "serve", str(exported_model), "--port", str(port)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and f"--port {port}" in done.stderr
+    assert "another --port" in done.stderr and "Traceback" not in done.stderr
+    assert "serving" not in done.stdout
 
 
 def test_an_upload_over_the_limit_is_refused_while_it_streams(server: Server) -> None:

@@ -42,6 +42,7 @@ def serve(
     from skinclf.predictor import load
     from skinclf.serve.app import run_server
 
+    _check_port(host, port)  # one sentence, before anything listens
     model = load(model_dir)  # a bad folder is one sentence here, before anything listens
     model_id, note = model.model_id, model.policy_note
     if note:  # the page and /health say it too
@@ -62,3 +63,21 @@ def serve(
         max_bytes=max(1, int(max_upload_mb * 2**20)),
         max_files=max_files,
     )
+
+
+def _check_port(host: str, port: int) -> None:
+    """ConfigError when `host:port` cannot be bound (another server listens there)."""
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"--port {port}: {host}:{port} cannot be used ({exc.strerror}); another server "
+                "may listen there: give another --port."
+            ) from None

@@ -37,6 +37,7 @@ from skinclf.serve.limits import BodySizeLimit
 
 STATIC = Path(__file__).parent / "static"
 FIELD = "files"  # the multipart field of the uploads
+ALSO_FIELD = "file"  # accepted too: curl users type -F file=@x.jpg
 DEFAULT_MAX_BYTES = 20 * 2**20
 DEFAULT_MAX_FILES = 16
 # where `skinclf serve --workers N` hands its settings to the worker processes
@@ -329,9 +330,16 @@ async def read_uploads(request: Request, max_files: int) -> list[Upload]:
             400, "malformed_upload", f"The multipart body cannot be read ({exc.detail})."
         ) from None
     try:
-        parts = form.getlist(FIELD)
+        parts = [*form.getlist(FIELD), *form.getlist(ALSO_FIELD)]
+        if not form.keys():
+            raise ServeError(
+                400,
+                "malformed_upload",
+                "The multipart body has no complete part (a part or the closing boundary is "
+                f"missing); send each image as a file in the field `{FIELD}`.",
+            )
         if not parts:
-            found = ", ".join(sorted(set(form.keys()))) or "no fields"
+            found = ", ".join(sorted(set(form.keys())))
             raise ServeError(
                 422,
                 "missing_field",
@@ -363,8 +371,23 @@ async def health(request: Request) -> dict:
 
 async def model_card(request: Request) -> JSONResponse:
     """The model card (model_card.json of the package): data, metrics, intended use,
-    licence, and the selective classifier's thresholds."""
-    return JSONResponse(jsonable(request.app.state.runner.model.card))
+    licence, and the selective classifier's thresholds; file paths shown by their names."""
+    return JSONResponse(jsonable(public_card(request.app.state.runner.model.card)))
+
+
+PATH_KEYS = ("path", "source")  # the card's file paths (of the machine that exported it)
+
+
+def public_card(card: Any, key: str = "", in_files: bool = False) -> Any:
+    """The card with each file path (`path`, `source`, everything under `files`) reduced to
+    its name: a server does not publish the folders of the machine that exported its model."""
+    if isinstance(card, Mapping):
+        return {k: public_card(v, str(k), in_files or k == "files") for k, v in card.items()}
+    if isinstance(card, list):
+        return [public_card(v, key, in_files) for v in card]
+    if isinstance(card, str) and (key in PATH_KEYS or in_files) and "://" not in card:
+        return Path(card).name
+    return card
 
 
 async def docs(request: Request) -> HTMLResponse:
