@@ -127,3 +127,33 @@ def test_command_help_wraps_at_the_terminal_width_not_the_docstrings() -> None:
     assert "pruned when it trails earlier trials" in line
     narrow = CliRunner().invoke(app, ["tune", "--help"], env={"COLUMNS": "80"}, color=False)
     assert max(len(x) for x in narrow.output.splitlines()) <= 80
+
+
+def _commands():
+    """(name, click command) of every leaf command of the app."""
+    import typer.main
+
+    from skinclf.cli import app
+
+    root = typer.main.get_command(app)
+
+    def walk(group, prefix):
+        for name, cmd in group.commands.items():
+            if hasattr(cmd, "commands"):
+                yield from walk(cmd, [*prefix, name])
+            else:
+                yield " ".join([*prefix, name]), cmd
+
+    return list(walk(root, []))
+
+
+@pytest.mark.parametrize("name", [name for name, _ in _commands()])
+def test_every_command_help_has_an_example_and_flags_take_no_value(name: str) -> None:
+    from typer.testing import CliRunner
+
+    from skinclf.cli import app
+
+    result = CliRunner().invoke(app, [*name.split(), "--help"], terminal_width=100)
+    assert result.exit_code == 0, result.output
+    assert "Example:" in result.output, f"skinclf {name} --help has no example"
+    assert "<bool>" not in result.output, f"skinclf {name} --help shows a flag as taking a value"

@@ -74,9 +74,10 @@ def _register() -> None:
     for module in (models, run, cv, train, calibrate, tune, predict, evaluate):
         module.register(app)
     import skinclf.cli.serve  # noqa: F401 (adds `serve`, after the commands above)
-    from skinclf.cli.help_text import unwrap_commands
+    from skinclf.cli.help_text import flags_without_a_type, unwrap_commands
 
     unwrap_commands(app)
+    flags_without_a_type()
 
 
 _register()

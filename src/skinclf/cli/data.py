@@ -108,7 +108,10 @@ def check(
         "Default: $SKINCLF_MAX_IMAGE_PIXELS or 180000000.",
     ),
 ) -> None:
-    """Validate a dataset (metadata, labels, every image) and summarise it; exit 1 if unusable."""
+    """Validate a dataset (metadata, labels, every image) and summarise it; exit 1 if unusable.
+
+    Example: skinclf data check data/ham10000 --report ham_eda.html
+    """
     from skinclf.data.check import check_dataset
 
     result = check_dataset(
@@ -145,7 +148,10 @@ def sample(
     seed: int = typer.Option(0, help="Random seed; the same seed writes the same files."),
     size: int = typer.Option(64, help="Image side in pixels."),
 ) -> None:
-    """Write a generated sample dataset in a real format (synthetic lesions, no real data)."""
+    """Write a generated sample dataset in a real format (synthetic lesions, no real data).
+
+    Example: skinclf data sample --format pad-ufes-20 --out sample/pad
+    """
     from skinclf.data.synthetic import SAMPLE_FORMATS, write_sample
     from skinclf.errors import ConfigError
     from skinclf.outputs import check_output

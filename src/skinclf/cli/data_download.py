@@ -41,6 +41,8 @@ def download(
     """Download a public dataset (resumable, verified), unpack it and run `data check` on it.
 
     Prints licence and citation first. Offline: names the URL and the manual steps, exit 1.
+
+    Example: skinclf data download ham10000 --out data/ham10000
     """
     from skinclf.data.download import download_dataset, iter_rows, load_sources
     from skinclf.errors import ConfigError

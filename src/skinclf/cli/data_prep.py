@@ -31,7 +31,10 @@ def split(
         help="CSV of group pairs (e.g. lesion_id_a,lesion_id_b) known to be the same lesion.",
     ),
 ) -> None:
-    """Split into train/val/test (and calib) by class, no lesion/patient in two splits."""
+    """Split into train/val/test (and calib) by class, no lesion/patient in two splits.
+
+    Example: skinclf data split data/ham10000 --out split.csv --calib 0.1
+    """
     import pandas as pd
 
     from skinclf.data.formats import load_dataset
@@ -84,7 +87,10 @@ def cache(
     format: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
     workers: int | None = typer.Option(None, help="Decoding threads (default: CPU count, <= 8)."),
 ) -> None:
-    """Decode and resize every image once into a memory-mapped cache that training reads."""
+    """Decode and resize every image once into a memory-mapped cache that training reads.
+
+    Example: skinclf data cache data/ham10000 --size 224
+    """
     from skinclf.data.cache import build_cache
     from skinclf.data.formats import load_dataset
 

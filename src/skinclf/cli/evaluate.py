@@ -130,6 +130,9 @@ def evaluate(
 
     Works on any predictions files (image_id, dataset, label, semantic_ood, logit_*, prob_*,
     optional conf_*), so predictions of other models can be evaluated too.
+
+    Example: skinclf evaluate --val runs/a/eval/val.csv --calib runs/a/eval/calib.csv --test
+    runs/a/eval/test.csv --ood runs/a/eval/pad.csv --out runs/a/eval
     """
     from skinclf.evaluate.evaluation import evaluate_predictions, parse_fractions
     from skinclf.evaluate.sgr import parse_target_risk

@@ -53,3 +53,22 @@ def unwrap_commands(app: typer.Typer) -> None:
             group.help = unwrap(group.help)
         if group.typer_instance is not None:
             unwrap_commands(group.typer_instance)
+
+
+def flags_without_a_type() -> None:
+    """Typer's rich help shows `<bool>` beside a flag (`--onnx`, `--help`) as if it took a
+    value; show no type for flags, as click's plain help does."""
+    import typer.core
+
+    option = typer.core.TyperOption
+    if getattr(option.display_type_rich, "_skinclf", False):
+        return
+    shown = option.display_type_rich
+
+    def display_type_rich(self, ctx):
+        if self.is_flag and not self.count:
+            return None
+        return shown(self, ctx)
+
+    display_type_rich._skinclf = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich

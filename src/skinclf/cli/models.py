@@ -25,7 +25,10 @@ def list_command(
         None, "--size", min=32, help="Count GFLOPs at this input size instead of each native one."
     ),
 ) -> None:
-    """Show each backbone: timm architecture, offline weights, input size, parameters, GFLOPs."""
+    """Show each backbone: timm architecture, offline weights, input size, parameters, GFLOPs.
+
+    Example: skinclf models list --size 224
+    """
     from skinclf.models import backbone_costs
 
     costs = backbone_costs(image_size=size, progress=True)
