@@ -157,3 +157,19 @@ def test_every_command_help_has_an_example_and_flags_take_no_value(name: str) ->
     assert result.exit_code == 0, result.output
     assert "Example:" in result.output, f"skinclf {name} --help has no example"
     assert "<bool>" not in result.output, f"skinclf {name} --help shows a flag as taking a value"
+
+
+def test_key_numbers_are_never_cut_in_a_narrow_terminal() -> None:
+    from rich.console import Console
+
+    from skinclf.cli.run import numbers_table
+
+    rows = [
+        ("isic2018-test-dev: balanced accuracy [95 % CI]", "0.723 [0.681, 0.760]"),
+        ("test: selective balanced accuracy at 80 % coverage (margin)", "0.929"),
+    ]
+    console = Console(width=60, record=True)
+    console.print(numbers_table(rows))
+    text = console.export_text()
+    assert "0.723 [0.681, 0.760]" in text and "…" not in text
+    assert "(margin)" in text  # the label wraps instead

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from skinclf.cli.run import (
     BootstrapOpt,
@@ -26,6 +24,7 @@ from skinclf.cli.run import (
     TestOpt,
     ThreadsOpt,
     console,
+    numbers_table,
     run_options,
     warn_policy,
 )
@@ -126,17 +125,14 @@ def _print_summary(result) -> None:
 
 def _print_numbers(summary: dict) -> None:
     oof = summary["out_of_fold"]
-    table = Table(title="key numbers", show_header=False, box=None, title_justify="left")
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column(justify="right", no_wrap=True)
-    table.add_row("out-of-fold balanced accuracy [95 % CI]", _ba(oof["pooled"]))
-    table.add_row("  with cross-fitted logit offsets", _ba(oof["pooled_offsets"]))
+    rows = [("out-of-fold balanced accuracy [95 % CI]", _ba(oof["pooled"]))]
+    rows.append(("  with cross-fitted logit offsets", _ba(oof["pooled_offsets"])))
     for fold, entry in oof["folds"].items():
-        table.add_row(f"  fold {fold} (n {entry['n']:,})", f"{entry['balanced_accuracy']:.3f}")
+        rows.append((f"  fold {fold} (n {entry['n']:,})", f"{entry['balanced_accuracy']:.3f}"))
     for name, entry in summary["ensemble"].items():
-        table.add_row(escape(f"{name}: ensemble balanced accuracy"), _ba(entry["offsets"]))
-        table.add_row("  without logit offsets", _ba(entry["no_offsets"]))
-    console.print(table)
+        rows.append((f"{name}: ensemble balanced accuracy", _ba(entry["offsets"])))
+        rows.append(("  without logit offsets", _ba(entry["no_offsets"])))
+    console.print(numbers_table(rows))
 
 
 def cv_ensemble(

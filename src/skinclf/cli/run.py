@@ -176,12 +176,7 @@ def _print_result(result, sample: bool) -> None:
     redone = [o for o in result.outcomes if o.status != "skipped"]
     if not redone:
         console.print("[green]everything was up to date[/]: no step ran.")
-    table = Table(title="key numbers", show_header=False, box=None, title_justify="left")
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column(justify="right", no_wrap=True)
-    for what, value in key_numbers(json.loads(result.metrics_path.read_text())):
-        table.add_row(escape(what), value)
-    console.print(table)
+    console.print(numbers_table(key_numbers(json.loads(result.metrics_path.read_text()))))
     warn_policy(json.loads(result.metrics_path.read_text()))
     if sample:
         console.print(
@@ -191,6 +186,18 @@ def _print_result(result, sample: bool) -> None:
             "--data data/ham10000 --ood data/pad-ufes-20 --out runs/default`."
         )
     console.print(f"report: {result.report_path}")
+
+
+def numbers_table(rows: list[tuple[str, str]]) -> Table:
+    """The key numbers: a value is never cut (`0.723 [0.681, 0.76…`); in a narrow terminal
+    the label wraps instead."""
+    table = Table(title="key numbers", show_header=False, box=None, title_justify="left")
+    table.add_column(style="bold", overflow="fold")
+    width = max((len(value) for _, value in rows), default=0)
+    table.add_column(justify="right", no_wrap=True, min_width=width)
+    for what, value in rows:
+        table.add_row(escape(what), value)
+    return table
 
 
 def warn_policy(metrics: dict) -> None:
