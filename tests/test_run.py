@@ -173,6 +173,27 @@ def test_an_added_test_set_is_checked_and_predicted_without_training_again(
     assert eval_files(out)["test.csv"] == eval_files(ref)["test.csv"]
 
 
+def test_two_sets_of_one_format_keep_their_folder_names_everywhere(
+    reference, cache: Path, tmp_path: Path
+):
+    from skinclf.data.synthetic import write_sample
+
+    ref, _ = reference
+    out = Path(shutil.copytree(ref, tmp_path / "copy"))
+    extra = write_sample(tmp_path / "a" / "isic2018-extra", "isic2018", n=2, seed=5, size=32)
+    dev = write_sample(tmp_path / "b" / "isic2018-test-dev", "isic2018", n=2, seed=6, size=32)
+    result = invoke(*sample_args(out, cache, "--test", str(extra), "--test", str(dev)))
+    assert result.exit_code == 0, result.output
+    names = ["isic2018-extra", "isic2018-test-dev"]
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert sorted(metrics["external"]) == names  # not isic2018 and isic2018-2
+    assert {f"{n}.csv" for n in names} <= set(eval_files(out))
+    assert {f"{n}.csv" for n in names} <= {p.name for p in (out / "eval" / "decisions").iterdir()}
+    assert set(names) <= set(metrics["policy"]["sets"])
+    for name in names:
+        assert f"{name}: balanced accuracy [95 % CI]" in result.output
+
+
 def run_command(out: Path, ref: Path, cache: Path) -> list[str]:
     """`skinclf run` on the reference's generated data (the same images, given by path)."""
     data = ref / "data"

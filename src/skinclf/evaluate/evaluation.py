@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,6 +138,7 @@ class _Run:
     notes: list[str] = field(default_factory=list)
     test_conf: dict[str, np.ndarray] = field(default_factory=dict)  # labelled test rows
     set_names: set[str] = field(default_factory=set)  # of the OOD and external sets
+    given_names: dict[str, str] = field(default_factory=dict)  # file -> name (`set_names`)
 
     @property
     def fit_p(self) -> Predictions | None:
@@ -239,9 +240,12 @@ def _fit_sgr(data: Predictions, conf: np.ndarray, target_risk: float, delta: flo
     return sgr(conf[mask], residuals, target_risk, delta)
 
 
-def _ood_name(p: Predictions, used: set[str]) -> str:
+def _ood_name(p: Predictions, used: set[str], given: dict[str, str] | None = None) -> str:
+    """The set's name: the one given for its file, else its dataset (else its file's stem),
+    made unique among `used`."""
     values = set(p.dataset.tolist())
     base = values.pop() if len(values) == 1 and p.dataset[0] else Path(str(p.path)).stem
+    base = (given or {}).get(str(Path(str(p.path)).resolve()), base)
     name, i = base, 2
     while name in used:
         name, i = f"{base}-{i}", i + 1
@@ -274,6 +278,7 @@ def evaluate_predictions(
     progress: bool = False,
     on_step: Callable[[str], None] | None = None,
     examples: bool = True,  # example images in report.html (False: --no-examples)
+    set_names: Mapping[str | Path, str] | None = None,
 ) -> EvaluationResult:
     """Evaluate predictions files and write metrics.json, report.html and selective.json.
 
@@ -289,13 +294,16 @@ def evaluate_predictions(
     chooses by the silent failures there, and the opt-in `target_domain` (unlabelled images of
     the deployment domain) by the share of them accepted. `external`
     files are labelled in-distribution sets from other sources (e.g. the ISIC 2018 test
-    images), measured like the test set.
+    images), measured like the test set. `set_names`: the name of each --ood/--external file
+    (`skinclf run` and `cv` give their folders' names, so that eval/<name>.csv, metrics.json,
+    decisions/ and the terminal name a set alike); default: the file's dataset.
     """
     auto = target_risk == AUTO
     s = _settings(0.10 if auto else float(target_risk), delta, coverages, n_bootstrap, seed)
     step = on_step if (progress and on_step) else (lambda _s: None)
     step("reading predictions")
     run = _read_inputs(test, val, calib, ood, external)
+    run.given_names = {str(Path(k).resolve()): v for k, v in (set_names or {}).items()}
     gates = _GateOptions(
         ood_gate,
         choose_gate,
@@ -634,7 +642,7 @@ def _ood_blocks(
     if run.ood:
         result["ood"] = {}
     for p in run.ood:
-        name = _ood_name(p, run.set_names)
+        name = _ood_name(p, run.set_names, run.given_names)
         step(f"out-of-distribution set {name}")
         oset = run.scored(p, "ood", name)
         om, scc = p.labelled, p.semantic_ood
@@ -691,7 +699,7 @@ def _external_blocks(run: _Run, result: dict, s: _Settings, step: Callable[[str]
     """Each external set (result["external"]), then how well each score tells every OOD set
     from it (result["ood"][...]["detection_vs_external"])."""
     for p in run.external:
-        name = _ood_name(p, run.set_names)
+        name = _ood_name(p, run.set_names, run.given_names)
         step(f"external set {name}")
         eset = run.scored(p, "external", name)
         result.setdefault("external", {})[name] = _external_block(

@@ -459,6 +459,7 @@ def evaluate_ensemble(
         seed=settings["seed"],
         progress=True,
         on_step=on_step,
+        set_names={eval_dir / f"{n}.csv": n for n in [*ood_names, *test_names]},
     )
 
 

@@ -405,6 +405,7 @@ def evaluate_step(opts: RunOptions, lay: Layout, splits: list[str]) -> Step:
             seed=opts.cfg.seed,
             progress=True,
             on_step=ctx.reporter.sub,
+            set_names={lay.predictions(n): n for n in [*lay.ood_names, *lay.test_names]},
         )
 
     fitted_on = "calibration" if calib is not None else "validation"
