@@ -134,12 +134,24 @@ def train(
             f"Missing option {name}: give the {what} (only --print-config works without it)."
         )
 
+    result = _fit(data, out, cfg, split, cache_dir, resume, progress)
+    test = result.metrics.get("test")
+    if test:
+        console.print(
+            f"[bold green]done[/] in {result.seconds / 60:.1f} min: test balanced accuracy "
+            f"{test['balanced_accuracy']:.3f}, accuracy {test['accuracy']:.3f} "
+            f"(tta: {result.metrics.get('tta')}); run folder {out}"
+        )
+
+
+def _fit(data, out, cfg, split, cache_dir, resume, progress):  # -> TrainResult
+    """`fit`, after checking --out; Ctrl-C says how to continue."""
     from skinclf.outputs import check_output
     from skinclf.train.run import fit
 
     check_output(out)  # one sentence now, not a traceback after stage 1
     try:
-        result = fit(
+        return fit(
             data,
             out,
             cfg,
@@ -155,13 +167,6 @@ def train(
             "from its last checkpoint."
         )
         raise typer.Exit(130) from None
-    test = result.metrics.get("test")
-    if test:
-        console.print(
-            f"[bold green]done[/] in {result.seconds / 60:.1f} min: test balanced accuracy "
-            f"{test['balanced_accuracy']:.3f}, accuracy {test['accuracy']:.3f} "
-            f"(tta: {result.metrics.get('tta')}); run folder {out}"
-        )
 
 
 def register(app: typer.Typer) -> None:

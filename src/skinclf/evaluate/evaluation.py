@@ -292,18 +292,16 @@ def evaluate_predictions(
     statistics (`gate_stats`, written by predict) are copied beside selective.json. With
     `choose_gate`, `shifted` (predictions of in-distribution images under synthetic corruption)
     chooses by the silent failures there, and the opt-in `target_domain` (unlabelled images of
-    the deployment domain) by the share of them accepted. `external`
-    files are labelled in-distribution sets from other sources (e.g. the ISIC 2018 test
-    images), measured like the test set. `set_names`: the name of each --ood/--external file
-    (`skinclf run` and `cv` give their folders' names, so that eval/<name>.csv, metrics.json,
-    decisions/ and the terminal name a set alike); default: the file's dataset.
+    the deployment domain) by the share of them accepted. `external` files are labelled
+    in-distribution sets from other sources (e.g. the ISIC 2018 test images), measured like the
+    test set. `set_names`: each --ood/--external file's name (`skinclf run` and `cv` give their
+    folders'); default: the file's dataset.
     """
     auto = target_risk == AUTO
     s = _settings(0.10 if auto else float(target_risk), delta, coverages, n_bootstrap, seed)
     step = on_step if (progress and on_step) else (lambda _s: None)
     step("reading predictions")
-    run = _read_inputs(test, val, calib, ood, external)
-    run.given_names = {str(Path(k).resolve()): v for k, v in (set_names or {}).items()}
+    run = _read_inputs(test, val, calib, ood, external, set_names)
     gates = _GateOptions(
         ood_gate,
         choose_gate,
@@ -317,9 +315,7 @@ def evaluate_predictions(
         step("fitting the temperature")
         run.temperature = _temperature(run)
     run.score_names = _score_names(scores, run.test, run.temperature)
-    choice = None
-    if auto:
-        s, choice = _auto_target_risk(run, s, selective_score)
+    s, choice = _auto_target_risk(run, s, selective_score) if auto else (s, None)
     result: dict = {"test": _test_block(run, s, step)}
     if run.val is not None:
         result.update(_val_blocks(run))
@@ -444,6 +440,7 @@ def _read_inputs(
     calib: str | Path | None,
     ood: Sequence[str | Path],
     external: Sequence[str | Path],
+    set_names: Mapping[str | Path, str] | None = None,
 ) -> _Run:
     """Read every predictions file; the test file needs labelled rows, val/calib two."""
     run = _Run(
@@ -452,6 +449,7 @@ def _read_inputs(
         calib=read_predictions(calib) if calib else None,
         ood=[read_predictions(o, require_labels=False) for o in ood],
         external=[read_predictions(e) for e in external],
+        given_names={str(Path(k).resolve()): v for k, v in (set_names or {}).items()},
     )
     if not run.test.labelled.any():
         raise ConfigError(f"{test}: no labelled in-distribution rows to evaluate.")
