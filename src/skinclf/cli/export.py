@@ -66,20 +66,11 @@ def export(
 def _warn_policy(out: Path) -> None:
     """One yellow line when the package cannot abstain, or abstains on every image."""
     from skinclf.contracts.selective import load_selective
-    from skinclf.predictor.core import (
-        ABSTAINS_ALWAYS_MESSAGE,
-        GATES_OFF_MESSAGE,
-        NO_POLICY_MESSAGE,
-    )
-    from skinclf.predictor.decisions import abstains_on_everything, never_abstains
+    from skinclf.predictor.decisions import ABSTAINS_ALWAYS_MESSAGE, policy_note
     from skinclf.predictor.manifest import package_selective
 
     path = package_selective(out)
-    note = NO_POLICY_MESSAGE
-    if path is not None:
-        sel = load_selective(path)
-        note = ABSTAINS_ALWAYS_MESSAGE if abstains_on_everything(sel) else ""
-        note = GATES_OFF_MESSAGE if never_abstains(sel) else note
+    note = policy_note(load_selective(path) if path is not None else None)
     if note:
         hint = (
             "fit it again with a reachable --target-risk (or --target-risk auto)"

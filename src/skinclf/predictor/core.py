@@ -23,13 +23,12 @@ from skinclf.errors import ConfigError, DataError
 from skinclf.predictor.decisions import (
     LOGIT_SCORES,
     abstain_decisions,
-    abstains_on_everything,
     combine_members,
     gate_feature_scores,
     gate_needs_stages,
     gate_stats,
     logit_scores,
-    never_abstains,
+    policy_note,
     selective_thresholds,
     with_offsets,
 )
@@ -50,11 +49,6 @@ RUN_FOLDER = "run"  # a `skinclf run` output folder's training run
 EVAL_FOLDER = "eval"  # where a folder's evaluation (and its selective.json) is written
 STATE_FILE = "run_state.json"
 Kind = Literal["run", "job", "cv", "package", "ensemble"]
-NO_POLICY_MESSAGE = "this model has no selective classifier: it never abstains"
-GATES_OFF_MESSAGE = "this model's policy never abstains (no OOD gate, confidence gate off)"
-ABSTAINS_ALWAYS_MESSAGE = (
-    "this model's policy abstains on every image (no threshold met its target risk)"
-)
 
 
 @dataclass
@@ -162,13 +156,15 @@ def _package_members(path: Path, manifest: dict, runtime: str) -> list[Member]:
     return members
 
 
-def own_policy(path: Path | str, kind: Kind | None = None) -> Path | None:
-    """A model folder's own selective.json: a package's (its manifest's), else FOLDER/eval/
-    selective.json when its evaluation wrote one; None otherwise."""
+def own_policy(
+    path: Path | str, kind: Kind | None = None, manifest: dict | None = None
+) -> Path | None:
+    """A model folder's own selective.json: a package's (its manifest's, when already read),
+    else FOLDER/eval/selective.json when its evaluation wrote one; None otherwise."""
     path = Path(path)
     kind = kind or model_kind(path)
     if kind == "package":
-        return package_selective(path)
+        return package_selective(path, manifest)
     candidate = path / EVAL_FOLDER / SELECTIVE_FILE
     return candidate if candidate.is_file() else None
 
@@ -257,7 +253,7 @@ class Predictor:
             )
         manifest = read_manifest(path) if kind == "package" else None
         members = cls._members(path, kind, manifest, runtime)
-        policy_path = own_policy(path, kind) if policy == "auto" else policy
+        policy_path = own_policy(path, kind, manifest) if policy == "auto" else policy
         offsets = cls._offsets(path, kind, manifest)
         return cls(
             members,
@@ -353,13 +349,7 @@ class Predictor:
     def policy_note(self) -> str:
         """One sentence when the policy cannot help a user: none at all, or one that abstains
         on every image; "" otherwise."""
-        if self.policy is None:
-            return NO_POLICY_MESSAGE
-        if never_abstains(self.policy):
-            return GATES_OFF_MESSAGE
-        if abstains_on_everything(self.policy):
-            return ABSTAINS_ALWAYS_MESSAGE
-        return ""
+        return policy_note(self.policy)
 
     def member_precision(self, member: Member) -> str:
         if member.precision:

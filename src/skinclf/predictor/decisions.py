@@ -165,6 +165,23 @@ def selective_thresholds(sel) -> dict:
     return out
 
 
+NO_POLICY_MESSAGE = "this model has no selective classifier: it never abstains"
+GATES_OFF_MESSAGE = "this model's policy never abstains (no OOD gate, confidence gate off)"
+ABSTAINS_ALWAYS_MESSAGE = (
+    "this model's policy abstains on every image (no threshold met its target risk)"
+)
+
+
+def policy_note(sel) -> str:
+    """One sentence when a policy (a `Selective`, or None) cannot help a user: there is none,
+    it never abstains, or it abstains on every image; "" otherwise."""
+    if sel is None:
+        return NO_POLICY_MESSAGE
+    if never_abstains(sel):
+        return GATES_OFF_MESSAGE
+    return ABSTAINS_ALWAYS_MESSAGE if abstains_on_everything(sel) else ""
+
+
 def never_abstains(sel) -> bool:
     """Whether a selective classifier accepts every image: no OOD gate, confidence gate off."""
     return sel is not None and sel.confidence_gate == "off" and sel.gate is None
