@@ -4,7 +4,7 @@ rows in the first file's order (the logit scores recomputed, the feature scores 
 file's, as `skinclf predict` does for an ensemble). `--offsets CV/logit_offsets.json` adds a
 cv's logit offsets to the log of the mean, so the fold models' own predictions of a set average
 to what `skinclf predict CV` writes (probabilities and logit scores). Then
-compare_predictions.py compares it with any member. (For whole cross-validations, `skinclf
+`skinclf compare` compares it with any member. (For whole cross-validations, `skinclf
 cv-ensemble` does this to every set.)
 
     .venv/bin/python benchmarks/average_predictions.py \
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from skinclf.contracts.predictions import read_predictions, save_predictions
 from skinclf.errors import DataError
-from skinclf.evaluate.offsets import read_offsets
-from skinclf.pipeline.cv_ensemble import mean_predictions
+from skinclf.scoring.ensemble import mean_predictions
+from skinclf.scoring.offsets import read_offsets
 
 
 def main() -> None:

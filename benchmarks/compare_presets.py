@@ -7,7 +7,8 @@ P(A > B) on the same test images.
     .venv/bin/python benchmarks/compare_presets.py runs/default runs/paper \
         --out benchmarks/results/presets.json
 
-A run is a training run folder (`skinclf train --out`) or a `skinclf run` output (its run/).
+A run is a `skinclf run` output folder (its eval/test.csv and eval/val.csv, its run/metrics.json)
+or a training run folder (`skinclf train --out`: its test_ and val_predictions.csv).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from compare_predictions import summarise as summarise_predictions  # next to this script
-from compare_predictions import write_comparison
+from skinclf.compare import paired, run_predictions
+from skinclf.compare import summarise as summarise_predictions
 from skinclf.contracts.predictions import Predictions, read_predictions
 
 TARGET_VAL_BA = 0.70
@@ -47,6 +48,12 @@ def seconds_to_target(folder: Path, metrics: dict, target: float = TARGET_VAL_BA
     return round(before + (int(reached[0]) + 1) * finetune / epochs, 1)
 
 
+def val_balanced_accuracy(run: Path) -> float:
+    """The run's balanced accuracy on its validation images (its val predictions)."""
+    val = run_predictions(run, "val")
+    return summarise_predictions(val, read_predictions(val))["balanced_accuracy"]
+
+
 def summarise(run: Path, test: Predictions) -> dict:
     folder = training_folder(run)
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -56,7 +63,7 @@ def summarise(run: Path, test: Predictions) -> dict:
         "backbone": metrics["backbone"],
         "tta": metrics["tta"],
         **{f"test_{k}": v for k, v in summarise_predictions(folder, test).items() if k != "file"},
-        "val_balanced_accuracy": metrics["val"]["balanced_accuracy"],
+        "val_balanced_accuracy": val_balanced_accuracy(run),
         "epochs_done": metrics.get("epochs_done"),
         "train_seconds": metrics.get("seconds"),
         "train_images_per_second": metrics.get("train_images_per_second"),
@@ -70,9 +77,11 @@ def main() -> None:
     parser.add_argument("run_b", type=Path)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/presets.json"))
     args = parser.parse_args()
-    a = read_predictions(training_folder(args.run_a) / "test_predictions.csv")
-    b = read_predictions(training_folder(args.run_b) / "test_predictions.csv")
-    write_comparison(a, b, summarise(args.run_a, a), summarise(args.run_b, b), args.out)
+    a, b = (read_predictions(run_predictions(run, "test")) for run in (args.run_a, args.run_b))
+    result = paired(a, b, summarise(args.run_a, a), summarise(args.run_b, b))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ with its interval, per fold, with cross-fitted logit offsets), the K-fold ensemb
 external set (with and without offsets), each fold model alone on the same set (predicted here
 into FOLD/eval/NAME.csv when missing), and the wall time of every fold's training. While the cv
 is unfinished (no cv_summary.json), its finished folds: each one's held-out balanced accuracy and
-its model alone on the external sets. `--keep DIR` copies what compare_cv.py and `skinclf
+its model alone on the external sets. `--keep DIR` copies what `skinclf compare` and `skinclf
 cv-ensemble` read (folds, out-of-fold and ensemble predictions, offsets, summary, each fold
 model's external predictions: a few MB, no images) to DIR, so a paired comparison outlives the
 run folder.
@@ -28,11 +28,17 @@ import pandas as pd
 
 from bench_backbone import cpu_description  # next to this script
 from bench_speed import versions
-from compare_predictions import summarise
+from skinclf.compare import summarise
+from skinclf.contracts.cv_folder import (
+    CALIB_SET,
+    FOLDS_FILE,
+    HELD_OUT_FILE,
+    OOF_FILE,
+    SUMMARY_FILE,
+)
 from skinclf.contracts.predictions import read_predictions
-from skinclf.evaluate.offsets import OFFSETS_FILE
-from skinclf.pipeline.cv import CALIB_SET, FOLDS_FILE, HELD_OUT_FILE, OOF_FILE, SUMMARY_FILE
-from skinclf.pipeline.job import set_name
+from skinclf.contracts.run_folder import set_name
+from skinclf.scoring.offsets import OFFSETS_FILE
 
 
 def fold_prediction(fold: Path, data: Path, name: str) -> Path:
@@ -129,7 +135,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--no-single", action="store_true",
                         help="On --external only the ensemble (no fold model alone).")  # fmt: skip
-    parser.add_argument("--keep", type=Path, help="Copy the predictions compare_cv.py reads here.")
+    parser.add_argument(
+        "--keep", type=Path, help="Copy the predictions `skinclf compare` reads here."
+    )
     args = parser.parse_args()
     result = cv_result(args.cv, args.external, singles=not args.no_single)
     if args.keep is not None:

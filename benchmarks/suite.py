@@ -11,7 +11,7 @@ is skipped with one line saying why; one that fails is reported and the others s
   and RUNS/paper: the same lesion-grouped split (seed 0, with its calibration part), the same
   backbone, the same wall-clock budget; a run already done is not redone (the command does
   nothing), one interrupted is continued. Then `compare_presets.py` on their common test
-  split -> presets.json and `compare_predictions.py` on the ISIC 2018 images ->
+  split -> presets.json and `skinclf compare` on the ISIC 2018 images ->
   presets_isic2018.json.
 - **cv**: with `--train`, `skinclf cv` of `default` with 3 folds on DATA/ham10000-224 (the
   ISIC images as --test, PAD-UFES-20 as --ood) into RUNS/cv3-default, then cv_result.py ->
@@ -22,7 +22,8 @@ is skipped with one line saying why; one that fails is reported and the others s
   SKINCLF_BENCH_STORAGE).
 - **shift**: bench_shift.py on the predictions files of the default run (RUNS/default/eval:
   val, val_corrupted, test, isic2018-test-dev and pad-ufes-20-300, every gate score), then
-  the README's figure (plot_shift.py) and tables (shift_tables.py) from its JSON.
+  the figure (plot_shift.py, docs/img/) and the tables of docs/experiments.md (shift_tables.py)
+  from its JSON.
 - **table**: table.py rewrites the results table of benchmarks/README.md.
 
 `--quick` (`make bench-quick`): speed at 128 px with fewer rounds, shift (if the default run
@@ -148,7 +149,7 @@ def quality(args: argparse.Namespace) -> Plan:
     isic = [run / "eval" / f"{ISIC}.csv" for run in (a, b)]
     if not args.quick:
         cmds.append(
-            script("compare_predictions.py", *isic, "--out", RESULTS / f"{name}_isic2018.json")
+            [*SKINCLF, "compare", *map(str, isic), "--out", str(RESULTS / f"{name}_isic2018.json")]
         )
     return cmds
 

@@ -7,7 +7,7 @@ Rewrites the text between `<!-- results-table:start -->` and `<!-- results-table
 nothing else) with one Markdown table: benchmark, headline number(s), machine, date, JSON file.
 The files the suite writes come first, in a fixed order, then every other file in the folder
 that holds a two-run comparison (`a`, `b`, `paired_bootstrap_balanced_accuracy`: the output of
-compare_presets.py and compare_predictions.py) or two cross-validations' (compare_cv.py). A
+compare_presets.py and `skinclf compare`) or two cross-validations' (`skinclf compare`). A
 missing number is written "–"; a file that is not JSON is listed with the reason. Reads no data
 and runs no benchmark.
 """
@@ -302,7 +302,7 @@ def is_comparison(d: object) -> bool:
 
 
 def is_cv_comparison(d: object) -> bool:
-    """compare_cv.py's output: out-of-fold and external comparisons under their names."""
+    """`skinclf compare` of two cvs: out-of-fold and external comparisons under their names."""
     return isinstance(d, dict) and is_comparison(d.get("out_of_fold"))
 
 

@@ -1,19 +1,15 @@
-"""benchmarks/compare_predictions.py: two models on the same images, and with --ood the OOD
-detection of each model's maximum softmax probability."""
+"""benchmarks/average_predictions.py: predictions files of the same images averaged."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from skinclf.classes import CLASSES
 from skinclf.contracts.predictions import write_predictions
-from skinclf.evaluate.ood import detection_auroc
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -27,40 +23,6 @@ def _write(path: Path, logits: np.ndarray, labels: list[str]) -> None:
 def _softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
-
-
-def _msp(logits: np.ndarray) -> np.ndarray:
-    return _softmax(logits).max(axis=1)
-
-
-def test_compare_with_ood_sets(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    y = np.arange(70) % 7
-    labels = [CLASSES[i] for i in y]
-    confident = rng.normal(size=(70, 7)) + 4.0 * np.eye(7)[y]  # a: right and sure
-    unsure = rng.normal(size=(70, 7))  # b: guessing
-    ood_a, ood_b = rng.normal(size=(30, 7)), rng.normal(size=(30, 7)) + 4.0 * np.eye(7)[0]
-    files = {}
-    for name, logits, lab in [
-        ("a", confident, labels), ("b", unsure, labels),
-        ("oa", ood_a, [CLASSES[0]] * 30), ("ob", ood_b, [CLASSES[0]] * 30),
-    ]:  # fmt: skip
-        files[name] = tmp_path / f"{name}.csv"
-        _write(files[name], logits, lab)
-    out = tmp_path / "cmp.json"
-    cmd = [sys.executable, str(BENCH / "compare_predictions.py"), str(files["a"]), str(files["b"]),
-           "--out", str(out), "--ood", str(files["oa"]), str(files["ob"]),
-           "--resamples", "300"]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=BENCH)
-    d = json.loads(out.read_text())
-    assert d["a"]["balanced_accuracy"] > 0.9 > d["b"]["balanced_accuracy"]
-    assert d["paired_bootstrap_balanced_accuracy"]["p_a_greater"] > 0.99
-    assert d["paired_bootstrap_balanced_accuracy"]["n_resamples"] == 300
-    a_ood, b_ood = d["a"]["ood_msp"], d["b"]["ood_msp"]
-    assert a_ood["n"] == 30 and a_ood["auroc"] == pytest.approx(
-        detection_auroc(_msp(confident), _msp(ood_a))
-    )
-    assert a_ood["auroc"] > 0.9 and b_ood["auroc"] < 0.2  # b is surer on the OOD images
 
 
 def test_average_predictions_means_probabilities_image_by_image(tmp_path: Path) -> None:

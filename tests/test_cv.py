@@ -223,16 +223,16 @@ def test_an_unfinished_cross_validation_is_no_model(reference, data, tmp_path: P
     assert len(Predictor.from_path(out).members) == FOLDS
 
 
-def test_compare_cv_pairs_two_results_on_the_same_folds_only(reference, tmp_path: Path):
+def test_compare_pairs_two_cvs_on_the_same_folds_only(reference, tmp_path: Path):
     import shutil
 
+    from skinclf.errors import DataError
+
     out, _, _ = reference
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_cv.py"
     result_file = tmp_path / "same.json"
-    cmd = [sys.executable, str(script), str(out), str(out), "--out", str(result_file)]
-    proc = subprocess.run([*cmd, "--external", "isic", "--resamples", "200"],
-                          capture_output=True, text=True)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    cmd = ["compare", str(out), str(out), "--out", str(result_file)]
+    result = invoke([*cmd, "--external", "isic", "--resamples", "200"])
+    assert result.exit_code == 0, result.output
     result = json.loads(result_file.read_text())
     paired = result["out_of_fold"]["paired_bootstrap_balanced_accuracy"]
     assert paired["difference"] == 0.0 and paired["difference_ci95"] == [0.0, 0.0]
@@ -244,14 +244,20 @@ def test_compare_cv_pairs_two_results_on_the_same_folds_only(reference, tmp_path
         summary["balanced_accuracy"]
     )
     assert result["isic"]["a"]["n"] == len(pd.read_csv(out / "eval" / "isic.csv")) == 14
+    assert invoke([*cmd, "--offsets"]).exit_code == 0  # cross-fitted offsets on both sides
+    shifted = json.loads(result_file.read_text())
+    assert shifted["offsets"] is True
+    assert shifted["a"]["balanced_accuracy"] == pytest.approx(
+        json.loads((out / "cv_summary.json").read_text())["out_of_fold"]["pooled_offsets"][
+            "balanced_accuracy"]  # fmt: skip
+    )
     other = Path(shutil.copytree(out, tmp_path / "other", ignore=shutil.ignore_patterns("fold_*")))
     folds = pd.read_csv(other / "folds.csv", dtype=str)
     first = folds.index[folds["fold"] == "0"][0]
     folds.loc[first, "fold"] = "1"
     folds.to_csv(other / "folds.csv", index=False)
-    proc = subprocess.run([*cmd[:3], str(other), "--out", str(tmp_path / "x.json")],
-                          capture_output=True, text=True)  # fmt: skip
-    assert proc.returncode != 0 and "use different folds" in proc.stderr
+    with pytest.raises(DataError, match="use different folds"):
+        invoke(["compare", str(out), str(other)])
 
 
 def test_cv_ensemble_averages_cvs_and_predicts_and_exports_as_one_model(
@@ -374,10 +380,9 @@ def test_cv_result_keeps_what_a_paired_comparison_needs(reference, tmp_path: Pat
     in_folds = {str(p.relative_to(kept)) for p in kept.glob("fold_*/**/*") if p.is_file()}
     assert in_folds <= {f"fold_{k}/eval/isic.csv" for k in range(FOLDS)}  # no model, no held-out
     assert len(json.loads((tmp_path / "cv.json").read_text())["kept"]) >= 4
-    cmd = [sys.executable, str(bench / "compare_cv.py"), str(kept), str(out), "--out",
-           str(tmp_path / "same.json"), "--external", "isic"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    cmd = ["compare", str(kept), str(out), "--out", str(tmp_path / "same.json"),
+           "--external", "isic"]  # fmt: skip
+    assert invoke(cmd).exit_code == 0
     result = json.loads((tmp_path / "same.json").read_text())
     assert result["out_of_fold"]["paired_bootstrap_balanced_accuracy"]["difference"] == 0.0
     same = ({k: v for k, v in result["isic"][side].items() if k != "file"} for side in "ab")
@@ -407,23 +412,23 @@ def test_cv_result_of_an_unfinished_cv_summarises_its_finished_folds(reference, 
     assert not (tmp_path / "kept" / "fold_2").exists()
 
 
-def test_compare_cv_of_an_unfinished_cv_pairs_the_folds_both_finished(reference, tmp_path: Path):
+def test_compare_of_an_unfinished_cv_pairs_the_folds_both_finished(reference, tmp_path: Path):
     """No oof_predictions.csv on one side: the held-out images of the shared finished folds,
     and with --external each fold model against the same fold's model of the other."""
     import shutil
 
+    from skinclf.errors import DataError
+
     out, _, _ = reference
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_cv.py"
     cv = Path(shutil.copytree(out, tmp_path / "cv", ignore=shutil.ignore_patterns("*.ckpt")))
     (cv / "oof_predictions.csv").unlink()
     (cv / "fold_2" / "val_predictions.csv").unlink()
-    cmd = [sys.executable, str(script), str(cv), str(out), "--out", str(tmp_path / "r.json")]
-    proc = subprocess.run([*cmd, "--external", "isic"], capture_output=True, text=True)
-    assert proc.returncode != 0 and "fold_0/eval/isic.csv is missing" in proc.stderr
+    cmd = ["compare", str(cv), str(out), "--out", str(tmp_path / "r.json")]
+    with pytest.raises(DataError, match="fold_0/eval/isic.csv is missing"):
+        invoke([*cmd, "--external", "isic"])
     kept = shutil.copytree(out, tmp_path / "kept", ignore=shutil.ignore_patterns("fold_*"))
-    cmd[3] = str(kept)  # finished, without fold folders: its held-out images from its oof file
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    cmd[2] = str(kept)  # finished, without fold folders: its held-out images from its oof file
+    assert invoke(cmd).exit_code == 0
     result = json.loads((tmp_path / "r.json").read_text())
     n = pd.read_csv(out / "folds.csv", dtype=str)["fold"].isin(["0", "1"]).sum()
     assert result["folds"] == ["fold_0", "fold_1"] and result["a"]["n"] == result["b"]["n"] == n
@@ -433,9 +438,8 @@ def test_compare_cv_of_an_unfinished_cv_pairs_the_folds_both_finished(reference,
         shutil.copy(out / "eval" / "isic.csv", cv / f"fold_{k}" / "eval" / "isic.csv")
     other = Path(shutil.copytree(cv, tmp_path / "other"))
     (other / "fold_1" / "val_predictions.csv").unlink()
-    cmd[2:4] = [str(other), str(cv)]
-    proc = subprocess.run([*cmd, "--external", "isic"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    cmd[1:3] = [str(other), str(cv)]
+    assert invoke([*cmd, "--external", "isic"]).exit_code == 0
     result = json.loads((tmp_path / "r.json").read_text())
     held = result["out_of_fold"]
     folds = pd.read_csv(out / "folds.csv", dtype=str)

@@ -334,3 +334,37 @@ def test_a_dataset_folder_copied_afresh_is_the_same_input_and_new_bytes_are_not(
     img.write_bytes(bytes([9]) * 10)
     os.utime(img, ns=times)
     assert run() == [f"read: redone: input {data} changed"]
+
+
+def test_compare_pairs_two_runs_on_a_split_and_an_external_set(reference, tmp_path: Path):
+    """`skinclf compare OUT OTHER`: their eval/SPLIT.csv and, with --external, eval/NAME.csv;
+    a run whose test predictions are all one class is worse, and paired on the same images."""
+    import pandas as pd
+
+    from skinclf.classes import CLASSES
+    from skinclf.contracts.predictions import read_predictions
+    from skinclf.evaluate.metrics import balanced_accuracy
+
+    out, _ = reference
+    other = tmp_path / "other"
+    (other / "eval").mkdir(parents=True)
+    frame = pd.read_csv(out / "eval" / "test.csv")
+    frame["logit_nv"] += 100.0  # every image nv: balanced accuracy 1/7
+    for c in CLASSES:
+        frame[f"prob_{c}"] = float(c == "nv")
+    frame.to_csv(other / "eval" / "test.csv", index=False)
+    pad = "pad-ufes-20.csv"
+    (other / "eval" / pad).write_bytes((out / "eval" / pad).read_bytes())
+    result_file = tmp_path / "cmp.json"
+    args = ["compare", str(out), str(other), "--external", "pad-ufes-20", "--out", str(result_file)]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    found = json.loads(result_file.read_text())
+    assert set(found) == {"test", "pad-ufes-20"}
+    test = read_predictions(out / "eval" / "test.csv")
+    assert found["test"]["a"]["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy(test.y, test.pred)
+    )
+    assert found["test"]["b"]["balanced_accuracy"] == pytest.approx(1 / 7)
+    assert found["test"]["a"]["n"] == test.n
+    assert found["pad-ufes-20"]["paired_bootstrap_balanced_accuracy"]["difference"] == 0.0

@@ -60,6 +60,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine() -> dict[str, object]:
+    """The computer, without importing torch: CPU model, logical CPUs, platform."""
+    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "platform": platform.platform()}
+
+
+def versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Python's and each package's installed version (None where it is not installed)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def hardware() -> dict[str, object]:
     import torch
 
@@ -88,17 +104,13 @@ def data_fingerprint(table: pd.DataFrame) -> str:
 
 
 def provenance(seed: int, table: pd.DataFrame, extra: dict[str, object] | None = None) -> dict:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    installed = versions()
+    del installed["python"]
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": sys.argv,
         "python": sys.version.split()[0],
-        "versions": versions,
+        "versions": installed,
         "git_commit": git_commit(),
         "hardware": hardware(),
         "seed": seed,

@@ -59,6 +59,7 @@ def _register() -> None:
     import skinclf.cli.export  # noqa: F401 (adds `export`)
     from skinclf.cli import (  # noqa: F401
         calibrate,
+        compare,
         cv,
         data,
         data_prep,
@@ -71,7 +72,7 @@ def _register() -> None:
     )
 
     app.add_typer(data.app, name="data", help="Download, check, split, cache and generate data.")
-    for module in (models, run, cv, train, calibrate, tune, predict, evaluate):
+    for module in (models, run, cv, train, calibrate, tune, predict, evaluate, compare):
         module.register(app)
     import skinclf.cli.serve  # noqa: F401 (adds `serve`, after the commands above)
     from skinclf.cli.help_text import flags_without_a_type, unwrap_commands

@@ -152,7 +152,7 @@ def cv_ensemble(
     models that did not train on it), the logit offsets refitted on that average (on the
     calibration part when the cvs have one), and each set every cv predicted (its eval/NAME.csv)
     averaged likewise. OUT/cv_summary.json has the out-of-fold balanced accuracy [95 % CI] and
-    each labelled set's; compare it with a member by benchmarks/compare_cv.py.
+    each labelled set's; compare it with a member by `skinclf compare`.
 
     With a calibration part (cvs run with the same --calib), the ensemble's temperature, OOD
     gate and selective classifier are fitted on its averaged calibration predictions as `skinclf

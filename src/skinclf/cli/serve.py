@@ -15,7 +15,9 @@ console = Console(stderr=True, soft_wrap=True)
 
 @app.command("serve")
 def serve(
-    model_dir: Path = typer.Argument(..., help="Model folder written by `skinclf export`."),
+    model_dir: Path = typer.Argument(
+        ..., help="A model: a package written by `skinclf export`, a run or a cv folder."
+    ),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every one)."),
     port: int = typer.Option(8000, help="TCP port."),
     workers: int = typer.Option(1, help="Worker processes, each with its own copy of the model."),

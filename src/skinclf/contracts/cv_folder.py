@@ -13,10 +13,16 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
+
 from skinclf.errors import DataError
 
 FOLDS_FILE = "folds.csv"  # marks a cross-validation folder
 MEMBERS_FILE = "cv_members.json"  # marks an ensemble of cross-validations
+OOF_FILE = "oof_predictions.csv"  # every image by the fold model that did not train on it
+SUMMARY_FILE = "cv_summary.json"
+HELD_OUT_FILE = "val_predictions.csv"  # in each fold run: its held-out fold, predicted by it
+CALIB_SET = "calib"  # folds.csv's name for the calibration part (`skinclf cv --calib`)
 CHECKPOINT = Path("checkpoints") / "best.ckpt"
 
 
@@ -68,3 +74,19 @@ def cv_runs(path: Path | str) -> list[Path]:
             f"{CHECKPOINT.as_posix()}); finish them with `skinclf cv` first."
         )
     return runs
+
+
+def same_folds(a: Path, b: Path) -> pd.DataFrame:
+    """The folds (image_id, fold) two cross-validations share; DataError naming the first
+    image they put in different folds."""
+    fa, fb = (pd.read_csv(p / FOLDS_FILE, dtype=str).set_index("image_id")["fold"] for p in (a, b))
+    if set(fa.index) != set(fb.index):
+        raise DataError(f"{a} and {b} cross-validate different images; use one dataset.")
+    differs = fa != fb.loc[fa.index]
+    if differs.any():
+        image = differs[differs].index[0]
+        raise DataError(
+            f"{a} and {b} use different folds (image {image!r} is in fold {fa[image]} and "
+            f"{fb[image]}); run both with the same --folds and seed."
+        )
+    return fa.reset_index()

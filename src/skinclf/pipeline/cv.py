@@ -43,7 +43,13 @@ from pathlib import Path
 from skinclf import atomic
 from skinclf.classes import CLASSES
 from skinclf.config import RunConfig
-from skinclf.contracts.cv_folder import FOLDS_FILE
+from skinclf.contracts.cv_folder import (
+    CALIB_SET,
+    FOLDS_FILE,
+    HELD_OUT_FILE,
+    OOF_FILE,
+    SUMMARY_FILE,
+)
 from skinclf.errors import ConfigError, DataError
 from skinclf.pipeline.job import (
     CALIB_CORRUPTED,
@@ -64,10 +70,6 @@ from skinclf.pipeline.job import (
 from skinclf.pipeline.steps import Step, StepContext
 from skinclf.predictor.manifest import FEATURE_STATS_FILE
 
-OOF_FILE = "oof_predictions.csv"
-SUMMARY_FILE = "cv_summary.json"
-HELD_OUT_FILE = "val_predictions.csv"  # in each fold run: its held-out fold, predicted by it
-CALIB_SET = "calib"
 EVALUATION_SETS = (CALIB_SET, CALIB_CORRUPTED, OOF_SET)  # eval/ files that are no --test set
 SCORED_HELD_OUT = "val_scored.csv"  # in each fold run: its held-out fold with feature scores
 

@@ -39,16 +39,19 @@ from skinclf.classes import CLASSES
 from skinclf.contracts.cv_folder import (
     FOLDS_FILE,
     MEMBERS_FILE,
+    OOF_FILE,
+    SUMMARY_FILE,
     cv_runs,
     is_cv_folder,
     member_cvs,
+    same_folds,
 )
 from skinclf.contracts.predictions import (
     Predictions,
     read_predictions,
     save_predictions,
 )
-from skinclf.contracts.scores import SCORES, with_logits
+from skinclf.contracts.scores import with_logits
 from skinclf.errors import ConfigError, DataError
 from skinclf.evaluate.crossval import out_of_fold_summary, set_summary
 from skinclf.evaluate.offsets import (
@@ -61,27 +64,10 @@ from skinclf.evaluate.offsets import (
 from skinclf.pipeline.cv import (
     CALIB_RAW,
     EVALUATION_SETS,
-    OOF_FILE,
-    SUMMARY_FILE,
     evaluate_ensemble,
 )
 from skinclf.predictor.manifest import FEATURE_STATS_FILE
-
-
-def same_folds(a: Path, b: Path) -> pd.DataFrame:
-    """The folds (image_id, fold) two cross-validations share; DataError naming the first
-    image they put in different folds."""
-    fa, fb = (pd.read_csv(p / FOLDS_FILE, dtype=str).set_index("image_id")["fold"] for p in (a, b))
-    if set(fa.index) != set(fb.index):
-        raise DataError(f"{a} and {b} cross-validate different images; use one dataset.")
-    differs = fa != fb.loc[fa.index]
-    if differs.any():
-        image = differs[differs].index[0]
-        raise DataError(
-            f"{a} and {b} use different folds (image {image!r} is in fold {fa[image]} and "
-            f"{fb[image]}); run both with the same --folds and seed."
-        )
-    return fa.reset_index()
+from skinclf.scoring.ensemble import mean_predictions
 
 
 def _check_members(cvs: list[Path], out: Path) -> pd.DataFrame:
@@ -106,29 +92,6 @@ def own_offsets(cv: Path) -> np.ndarray:
     """The offsets a cv added to its ensemble's predictions (zeros when it has none)."""
     path = cv / OFFSETS_FILE
     return read_offsets(path) if path.is_file() else np.zeros(len(CLASSES))
-
-
-def _aligned(p: Predictions, image_ids: np.ndarray) -> Predictions:
-    """`p`'s rows in the order of `image_ids`; DataError naming an image `p` lacks."""
-    row = {image: i for i, image in enumerate(p.image_ids)}
-    missing = [image for image in image_ids if image not in row]
-    if missing:
-        raise DataError(f"{p.path} has no prediction of image {missing[0]!r}.")
-    return p.subset(np.array([row[image] for image in image_ids], dtype=int))
-
-
-def mean_predictions(members: list[Predictions], offsets: np.ndarray | None = None) -> Predictions:
-    """The members' probabilities averaged row by row (aligned on the first member's images),
-    `offsets` added to the log of the mean; the first member's other columns and feature
-    scores, its logit scores recomputed on the new logits (`contracts.scores.with_logits`)."""
-    first = members[0]
-    aligned = [first] + [_aligned(p, first.image_ids) for p in members[1:]]
-    logits = np.log(np.clip(np.mean([p.probs for p in aligned], axis=0), 1e-12, None))
-    if offsets is not None:
-        logits = apply_offsets(logits, offsets)
-    out = with_logits(first, logits)
-    out.conf.setdefault("ensemble", SCORES["msp"](logits))
-    return out
 
 
 def without_offsets(p: Predictions, offsets: np.ndarray) -> Predictions:

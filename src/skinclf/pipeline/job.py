@@ -17,23 +17,25 @@ Output folder (OUT)::
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from skinclf import atomic
 from skinclf.config import RESUMABLE_KEYS, RunConfig, flat_settings
+from skinclf.contracts.run_folder import (  # noqa: F401 (the names other steps import from here)
+    CALIB_CORRUPTED,
+    CALIB_RAW,
+    CORRUPTED_SET,
+    OOF_SET,
+    RESERVED_SETS,
+    SPLIT_SETS,
+    set_name,
+)
 from skinclf.errors import ConfigError, DataError
 from skinclf.pipeline.state import STATE_FILE
 from skinclf.pipeline.steps import Step, StepContext
 
-SPLIT_SETS = ("val", "calib", "test")
-CORRUPTED_SET = "val_corrupted"  # the validation images after `predict --corrupt mix`
-# eval/ files of `skinclf cv --calib`: the ensemble's calib predictions before its offsets, the
-# calibration part after `predict --corrupt mix`, the out-of-fold images as its test set
-CALIB_RAW, CALIB_CORRUPTED, OOF_SET = "calib_no_offsets", "calib_corrupted", "out_of_fold"
-RESERVED_SETS = (*SPLIT_SETS, CORRUPTED_SET, CALIB_RAW, CALIB_CORRUPTED, OOF_SET)
 LOCK_FILE = ".run.lock"  # held while a `skinclf run` works in the folder
 MC_DROPOUT = 5  # passes of the head with dropout on: the mc_dropout scores
 
@@ -70,17 +72,6 @@ def scores() -> list[str]:
     from skinclf.scoring.feature_scores import FEATURE_SCORES
 
     return [*SCORES, *FEATURE_SCORES]
-
-
-def set_name(path: Path, used: set[str]) -> str:
-    """A file-name-safe name for a dataset folder, unique among `used` (and never one of the
-    internal sets' names, `RESERVED_SETS`, whose eval/ files it would overwrite)."""
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).resolve().name).strip("-.") or "set"
-    name, i = base, 2
-    while name in used or name in RESERVED_SETS:
-        name, i = f"{base}-{i}", i + 1
-    used.add(name)
-    return name
 
 
 class Layout:

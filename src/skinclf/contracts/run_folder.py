@@ -1,0 +1,26 @@
+"""The names of the predictions files in a `skinclf run` (or `skinclf cv`) output folder's
+eval/: the split sets, the internal sets, and the name each dataset folder given with
+--ood/--test gets (OUT/eval/NAME.csv)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+SPLIT_SETS = ("val", "calib", "test")
+CORRUPTED_SET = "val_corrupted"  # the validation images after `predict --corrupt mix`
+# eval/ files of `skinclf cv --calib`: the ensemble's calib predictions before its offsets, the
+# calibration part after `predict --corrupt mix`, the out-of-fold images as its test set
+CALIB_RAW, CALIB_CORRUPTED, OOF_SET = "calib_no_offsets", "calib_corrupted", "out_of_fold"
+RESERVED_SETS = (*SPLIT_SETS, CORRUPTED_SET, CALIB_RAW, CALIB_CORRUPTED, OOF_SET)
+
+
+def set_name(path: Path, used: set[str]) -> str:
+    """A file-name-safe name for a dataset folder, unique among `used` (and never one of the
+    internal sets' names, `RESERVED_SETS`, whose eval/ files it would overwrite)."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).resolve().name).strip("-.") or "set"
+    name, i = base, 2
+    while name in used or name in RESERVED_SETS:
+        name, i = f"{base}-{i}", i + 1
+    used.add(name)
+    return name
