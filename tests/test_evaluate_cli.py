@@ -218,6 +218,35 @@ def test_target_risk_auto_is_the_lowest_grid_risk_sgr_certifies_at_70_percent(fi
     assert any("--target-risk auto chose" in n for n in result.metrics["notes"])
 
 
+def test_target_risk_auto_without_any_certified_risk_keeps_70_percent(tmp_path: Path) -> None:
+    """A few dozen calibration images, half of them wrong: SGR certifies no risk of the grid,
+    so auto stores a confidence gate at 70 % coverage (said to carry no guarantee), not a
+    policy that abstains on every image."""
+    from skinclf.pipeline.summary import policy_warning
+
+    rng = np.random.default_rng(3)
+    n = 28
+    y = np.arange(n) % 7
+    logits = rng.normal(0, 1, (n, 7))
+    logits[np.arange(n), y] += 1.5 * (np.arange(n) % 2)  # every other image right
+    ids, labels = [f"i{i}" for i in range(n)], [CLASSES[i] for i in y]
+    files = {name: write_predictions(tmp_path / f"{name}.csv", ids, "ham10000", labels,
+                                     [False] * n, logits) for name in ("val", "calib", "test")}
+    result = evaluate_predictions(
+        test=files["test"], out_dir=tmp_path / "e", val=files["val"], calib=files["calib"],
+        target_risk="auto", n_bootstrap=20,
+    )  # fmt: skip
+    sel = load_selective(tmp_path / "e" / "selective.json")
+    assert not result.metrics["settings"]["target_risk_choice"]["certified"]
+    assert sel.confidence_gate == "coverage" and sel.target_coverage == 0.7
+    assert sel.threshold is not None and sel.bound is None and sel.calib_coverage >= 0.7
+    abstain = apply_selective(sel, read_predictions(files["calib"]).logits)[1]
+    assert 0.2 < abstain.mean() <= 0.3
+    assert any("keeps 70% of them instead, with no risk guarantee" in n
+               for n in result.metrics["notes"])  # fmt: skip
+    assert policy_warning(result.metrics) == ""
+
+
 def _temperature_case(folder: Path, val_logits, calib_logits, y) -> dict:
     n = len(y)
     ids, labels = [f"i{i}" for i in range(n)], [CLASSES[i] for i in y]

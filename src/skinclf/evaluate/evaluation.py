@@ -37,9 +37,11 @@ from skinclf.evaluate.selective import (
     aurc,
     check_fraction,
     selective_summary,
+    threshold_at_coverage,
 )
 from skinclf.evaluate.sgr import (
     AUTO,
+    AUTO_MIN_COVERAGE,
     RISK_GRID,
     RiskChoice,
     SGRResult,
@@ -404,6 +406,7 @@ def _choice_block(choice: RiskChoice) -> dict:
         "chosen": choice.target_risk,
         "min_coverage": choice.min_coverage,
         "reached": choice.reached,
+        "certified": choice.certified,
         "delta_per_risk": choice.delta,
         "delta": choice.overall_delta,
         "coverage_by_risk": {f"{r:g}": c for r, c in choice.coverages.items()},
@@ -544,7 +547,10 @@ def _selective_step(
     chosen = _chosen_score(run, selective_score)
     auto = selective_score == "auto" and run.val is not None
     fit = _fit_sgr(run.fit_p, run.score(run.fit_p, chosen), s.target_risk, s.delta)
-    selective = _stored_selective(run, chosen, auto, fit, s)
+    coverage_gate = s.auto and not fit.solution_exists
+    if coverage_gate:  # --target-risk auto, nothing certified: a coverage target, said so
+        fit = _coverage_fallback(run, chosen, fit)
+    selective = _stored_selective(run, chosen, auto, fit, s, coverage_gate)
     result["sgr"] = _sgr_block(run, selective, fit, s)
     return selective
 
@@ -562,10 +568,38 @@ def _chosen_score(run: _Run, selective_score: str) -> str:
     return min(val_aurc, key=lambda name: val_aurc[name])
 
 
+def _coverage_fallback(run: _Run, chosen: str, fit: SGRResult) -> SGRResult:
+    """`--target-risk auto` where SGR certifies no risk of the grid (a few dozen images): the
+    threshold keeping `AUTO_MIN_COVERAGE` of the fitting images, with no risk guarantee (as the
+    gated policy does, `shift.fit_gated_policy`)."""
+    import dataclasses
+
+    mask = run.fit_p.labelled
+    conf = run.score(run.fit_p, chosen)[mask]
+    wrong = (run.fit_p.pred[mask] != run.fit_p.y[mask]).astype(float)
+    threshold = threshold_at_coverage(conf, AUTO_MIN_COVERAGE)
+    keep = conf >= threshold
+    run.notes.append(
+        f"--target-risk auto: SGR certifies no risk up to {fit.target_risk:g} on the {fit.n} "
+        f"{run.fitted_on} images, so the confidence gate keeps {AUTO_MIN_COVERAGE:.0%} of them "
+        "instead, with no risk guarantee; a larger calibration set gives one."
+    )
+    return dataclasses.replace(
+        fit, solution_exists=True, threshold=threshold, risk=float(wrong[keep].mean()),
+        coverage=float(keep.mean()), bound=None, n_accepted=int(keep.sum()),
+    )  # fmt: skip
+
+
 def _stored_selective(
-    run: _Run, chosen: str, auto: bool, fit: SGRResult, s: _Settings
+    run: _Run,
+    chosen: str,
+    auto: bool,
+    fit: SGRResult,
+    s: _Settings,
+    coverage_gate: bool = False,
 ) -> Selective:
-    """The selective classifier of selective.json, noting a weaker guarantee or no solution."""
+    """The selective classifier of selective.json, noting a weaker guarantee or no solution
+    (`coverage_gate`: the threshold keeps `AUTO_MIN_COVERAGE` of the fitting images)."""
     also = [w for w, used in (("temperature", chosen == "msp_ts"), ("score", auto)) if used]
     sgr_note = (
         VAL_SELECTION_NOTE.format(f" (and the {' and the '.join(also)})" if also else "")
@@ -593,6 +627,8 @@ def _stored_selective(
         calib_risk=fit.risk,
         bound=fit.bound,
         note=sgr_note,
+        confidence_gate="coverage" if coverage_gate else "sgr",
+        target_coverage=AUTO_MIN_COVERAGE if coverage_gate else None,
     )
 
 
