@@ -1,4 +1,4 @@
-"""The README's figure of abstention under shift (from results/shift_default_gates.json).
+"""The figure of abstention under shift (README, docs) (from results/shift_default_gates.json).
 
 For each policy (MSP alone, and each gated policy fitted on HAM10000 validation only): the share of
 PAD-UFES-20 images that are silent failures (accepted and wrong), and the coverage kept on the

@@ -1,11 +1,12 @@
-"""The README's tables of abstention under shift, from results/shift_default_gates.json.
+"""The tables of abstention under shift in docs/experiments.md, from
+results/shift_default_gates.json.
 
 Two Markdown tables: each score's OOD detection AUROC (FPR at 95 % TPR), and each policy's
 coverage, accepted balanced accuracy, ISIC difference against MSP alone at the same coverage,
-PAD-UFES-20 silent failures and SCC abstention. They replace the part of README.md between the
-`shift-tables` markers (the rest is left alone), or are printed with --print.
+PAD-UFES-20 silent failures and SCC abstention. They replace the part of docs/experiments.md
+between the `shift-tables` markers (the rest is left alone), or are printed with --print.
 
-    python benchmarks/shift_tables.py [--results JSON] [--readme README.md] [--print]
+    python benchmarks/shift_tables.py [--results JSON] [--page docs/experiments.md] [--print]
 """
 
 from __future__ import annotations
@@ -83,14 +84,14 @@ def render(d: dict) -> str:
     return "\n".join([*detection_table(d), "", *policy_table(d)])
 
 
-def update_readme(readme: Path, text: str) -> bool:
+def update_page(page: Path, text: str) -> bool:
     """Replace the text between the markers; False if they are missing."""
-    old = readme.read_text()
+    old = page.read_text()
     if START not in old or END not in old:
         return False
     head, rest = old.split(START, 1)
     _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+    page.write_text(f"{head}{START}\n{text}\n{END}{tail}")
     return True
 
 
@@ -98,16 +99,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = ROOT / "benchmarks/results/shift_default_gates.json"
     ap.add_argument("--results", type=Path, default=default)
-    ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    ap.add_argument("--page", type=Path, default=ROOT / "docs" / "experiments.md")
     ap.add_argument("--print", action="store_true", help="print the tables, change nothing")
     a = ap.parse_args()
     text = render(json.loads(a.results.read_text()))
     if a.print:
         print(text)
-    elif update_readme(a.readme, text):
-        print(f"rewrote the shift tables of {a.readme}")
+    elif update_page(a.page, text):
+        print(f"rewrote the shift tables of {a.page}")
     else:
-        raise SystemExit(f"{a.readme} has no {START} ... {END} markers")
+        raise SystemExit(f"{a.page} has no {START} ... {END} markers")
 
 
 if __name__ == "__main__":

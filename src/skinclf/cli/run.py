@@ -35,7 +35,7 @@ SampleOpt = Annotated[
     typer.Option(
         "--sample",
         help="Generate the data (a HAM10000-format set, a PAD-UFES-20-format OOD set) into "
-        "OUT/data and use the sample preset: offline, about 2 minutes on 2 cores.",
+        "OUT/data and use the sample preset: offline, about a minute on 2 cores.",
     ),
 ]
 PresetOpt = Annotated[
