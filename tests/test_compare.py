@@ -105,3 +105,42 @@ def test_compare_refuses_what_it_cannot_pair(files, tmp_path: Path) -> None:
         invoke(files["a"], files["oa"])
     with pytest.raises(ConfigError, match="is a folder; give a file name"):
         invoke(files["a"], files["b"], "--out", tmp_path)
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+SKIP = {"date", "machine", "versions", "file"}  # where and when, not what was measured
+
+
+def _numbers(d: object, key: str = "") -> dict:
+    if isinstance(d, dict):
+        return {k: v for kk, vv in d.items() if kk not in SKIP
+                for k, v in _numbers(vv, f"{key}.{kk}").items()}  # fmt: skip
+    if isinstance(d, list):
+        return {k: v for i, vv in enumerate(d) for k, v in _numbers(vv, f"{key}[{i}]").items()}
+    return {key: d}
+
+
+@pytest.mark.parametrize(
+    ("published", "a", "b", "options"),
+    [
+        ("distill_vs_default_isic.json", "tune/finetune-default/distill-oof/isic2018-test-dev.csv",
+         "tune/finetune-default/baseline/isic2018-test-dev.csv", []),
+        ("cv3_sog_vs_default.json", "cv/cv3-sog", "cv/cv3-default",
+         ["--external", "isic2018-test-dev"]),
+    ],
+)  # fmt: skip
+def test_compare_reproduces_a_published_comparison(published, a, b, options, tmp_path) -> None:
+    """The kept predictions in benchmarks/results (a file pair, and an unfinished cv against a
+    finished one) give every number of the JSON the old comparison scripts wrote."""
+    if not (RESULTS / a).exists():
+        pytest.skip(f"benchmarks/results/{a} is not in this checkout")
+    out = tmp_path / "again.json"
+    assert invoke(RESULTS / a, RESULTS / b, *options, "--out", out).exit_code == 0
+    old = _numbers(json.loads((RESULTS / published).read_text()))
+    new = _numbers(json.loads(out.read_text()))
+    assert new.keys() == old.keys()
+    for key, value in old.items():
+        if isinstance(value, float):
+            assert new[key] == pytest.approx(value, rel=0, abs=1e-12), key
+        else:
+            assert new[key] == value, key

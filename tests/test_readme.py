@@ -123,3 +123,12 @@ def test_every_quickstart_command_runs_as_written(tmp_path: Path, monkeypatch) -
     printed = proc.stdout.splitlines()
     assert len(printed) == 5 and printed[0].startswith("PAT_")  # four images, then probabilities
     assert printed[-1].startswith("{'akiec':")
+
+
+def test_every_relative_link_of_the_readme_exists() -> None:
+    text = README.read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    local = [link for link in links if "://" not in link]
+    assert len(local) > 10
+    missing = [link for link in local if not (README.parent / link).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
