@@ -12,7 +12,9 @@ import pytest
 from skinclf.classes import CLASSES
 from skinclf.contracts.predictions import read_predictions, write_predictions
 from skinclf.data.corruptions import (
+    CLINICAL,
     CORRUPTIONS,
+    FAMILIES,
     assign_corruptions,
     corrupt_images,
     parse_corruptions,
@@ -143,7 +145,9 @@ def test_corruptions_are_seeded_and_change_the_image() -> None:
     images = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     names = parse_corruptions("mix")
     assert names == tuple(CORRUPTIONS)
-    for name, fn in CORRUPTIONS.items():
+    assert parse_corruptions("clinical") == tuple(CLINICAL)
+    assert parse_corruptions("all") == (*CORRUPTIONS, *CLINICAL)
+    for name, fn in FAMILIES.items():
         out = fn(images[0], np.random.default_rng(1))
         assert out.shape == images[0].shape and out.dtype == np.uint8, name
         assert np.abs(out.astype(int) - images[0]).mean() > 1.0, name  # visibly changed
@@ -209,3 +213,21 @@ def test_shifted_file_without_the_feature_scores_is_refused(files, tmp_path) -> 
     bare = _file(tmp_path / "bare.csv", 50, 5, 0.5, {})
     with pytest.raises(ConfigError, match="no conf_mahalanobis column"):
         _evaluate(files, tmp_path / "eval", shifted=bare)
+
+
+def test_the_clinical_shifts_do_what_their_names_say() -> None:
+    from skinclf.data.corruptions import exposure, field_of_view, vignetting, white_balance
+
+    grey = np.full((40, 40, 3), 128, dtype=np.uint8)
+    lesion = grey.copy()
+    lesion[10:30, 10:30] = (90, 40, 30)  # a dark lesion on grey skin
+    corners = vignetting(grey, np.random.default_rng(0))
+    assert corners[0, 0].mean() < 0.6 * 128 and corners[20, 20].mean() > 0.95 * 128
+    wider = field_of_view(lesion, np.random.default_rng(0))
+    assert abs(wider[:5].mean() - 128) < 6  # skin of the border's colour around it
+    dark = (wider.astype(int).sum(axis=2) < 250).sum()
+    assert 0.2 * 400 < dark < 0.5 * 400  # the lesion at about 0.55 of its side (0.3 of its area)
+    tints = {tuple(white_balance(grey, np.random.default_rng(s))[0, 0]) for s in range(20)}
+    assert tints == {(151, 128, 105), (105, 128, 151)}  # warm or cool, seeded
+    levels = {int(exposure(grey, np.random.default_rng(s))[0, 0, 0]) for s in range(20)}
+    assert len(levels) == 2 and min(levels) < 100 < 170 < max(levels)  # under or over

@@ -484,7 +484,8 @@ def predict(
     A model folder with a `logit_offsets.json` (a `skinclf cv` folder) has its per-class logit
     offsets added to the logits before anything else (`apply_offsets` False: not).
 
-    `corrupt` (`mix` or comma-separated names of `skinclf.data.corruptions.CORRUPTIONS`)
+    `corrupt` (`mix`, `clinical`, `all` or comma-separated names of
+    `skinclf.data.corruptions.FAMILIES`)
     predicts the images after a synthetic corruption, one family per image (seeded by the first
     run's seed); the file's `dataset` column then ends in `:corrupted`.
 

@@ -22,10 +22,11 @@ _SCORES = typer.Option(
 _CORRUPT = typer.Option(
     None,
     "--corrupt",
-    help="Predict after a synthetic corruption (ImageNet-C families at severity 3, one per "
-    "image, seeded): mix, or comma-separated gaussian_noise, gaussian_blur, contrast, "
-    "brightness, saturate, jpeg_compression, pixelate. For `skinclf evaluate --shifted`: "
-    "e.g. --split val --corrupt mix.",
+    help="Predict after a synthetic corruption, one family per image, seeded: mix (ImageNet-C "
+    "at severity 3: gaussian_noise, gaussian_blur, contrast, brightness, saturate, "
+    "jpeg_compression, pixelate), clinical (white_balance, exposure, defocus, "
+    "phone_processing, vignetting, field_of_view), all (both), or comma-separated family "
+    "names. For `skinclf evaluate --shifted`: e.g. --split val --corrupt all.",
 )
 
 

@@ -1,11 +1,17 @@
-"""Synthetic covariate shift: ImageNet-C corruption families applied to decoded images.
+"""Synthetic covariate shift applied to decoded images: ImageNet-C corruptions and the
+photometric and optical shifts of clinical photography.
 
 `skinclf predict --corrupt` predicts in-distribution images (e.g. the validation split) after
 one of these corruptions, so that an out-of-distribution gate can be chosen on data derived
-from in-distribution images alone (`skinclf evaluate --choose-gate --shifted`). The families
-and severities are those of Hendrycks & Dietterich (ICLR 2019, "Benchmarking neural network
-robustness to common corruptions and perturbations") at severity 3, fixed in advance and not
-tuned to any target dataset.
+from in-distribution images alone (`skinclf evaluate --choose-gate --shifted`). Two sets of
+families, each with severities fixed in advance and not tuned to any target dataset:
+
+- `mix`: ImageNet-C (Hendrycks & Dietterich, ICLR 2019, "Benchmarking neural network
+  robustness to common corruptions and perturbations") at severity 3;
+- `clinical`: what a phone or a clinic camera does to a dermoscopic-looking image: colour
+  temperature (white balance), exposure, defocus, phone processing (downscaling and JPEG),
+  vignetting, and a wider, non-dermoscopic field of view (the lesion smaller, surrounded by skin);
+- `all`: both sets.
 
 Each function maps one uint8 (H, W, 3) image and a numpy Generator to a uint8 image of the
 same shape. `corrupt_images` applies one family per image; with `mix` the family of each
@@ -84,6 +90,70 @@ def pixelate(img: np.ndarray, rng: np.random.Generator, factor: float = 0.5) -> 
     return np.asarray(small.resize((w, h), Image.Resampling.NEAREST))
 
 
+def white_balance(img: np.ndarray, rng: np.random.Generator, gain: float = 0.18) -> np.ndarray:
+    """Colour temperature: red up and blue down by `gain` (warm light) or the reverse (cool),
+    drawn with equal probability."""
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    x = img.astype(np.float64) * np.array([1.0 + sign * gain, 1.0, 1.0 - sign * gain])
+    return _to_uint8(x)
+
+
+def exposure(img: np.ndarray, rng: np.random.Generator, gamma: float = 1.8) -> np.ndarray:
+    """Under- or over-exposure (drawn with equal probability): a gamma of `gamma` or its
+    inverse on the [0, 1] scale."""
+    g = gamma if rng.random() < 0.5 else 1.0 / gamma
+    return _to_uint8((img.astype(np.float64) / 255.0) ** g * 255.0)
+
+
+def defocus(img: np.ndarray, rng: np.random.Generator, radius: float = 0.02) -> np.ndarray:
+    """Out-of-focus: two box blurs of `radius` x the image side (close to a disc blur)."""
+    del rng
+    r = max(1, round(radius * max(img.shape[:2])))
+    blurred = Image.fromarray(img).filter(ImageFilter.BoxBlur(r)).filter(ImageFilter.BoxBlur(r))
+    return np.asarray(blurred)
+
+
+def phone_processing(
+    img: np.ndarray, rng: np.random.Generator, scale: float = 0.4, quality: int = 60
+) -> np.ndarray:
+    """A phone's pipeline: downscaled by `scale`, JPEG at `quality`, enlarged back (bilinear)."""
+    del rng
+    h, w = img.shape[:2]
+    small = Image.fromarray(img).resize(
+        (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR
+    )
+    buf = io.BytesIO()
+    small.save(buf, format="JPEG", quality=quality)
+    decoded = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    return np.asarray(decoded.resize((w, h), Image.Resampling.BILINEAR))
+
+
+def vignetting(img: np.ndarray, rng: np.random.Generator, strength: float = 0.6) -> np.ndarray:
+    """Light falling off towards the corners: x (1 - `strength` r^2), r = 1 at a corner."""
+    del rng
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    r2 = ((yy - (h - 1) / 2) / (h / 2)) ** 2 + ((xx - (w - 1) / 2) / (w / 2)) ** 2
+    return _to_uint8(img.astype(np.float64) * (1.0 - strength * r2 / 2.0)[..., None])
+
+
+def field_of_view(img: np.ndarray, rng: np.random.Generator, zoom: float = 0.55) -> np.ndarray:
+    """A wider, non-dermoscopic view: the image shrunk to `zoom` of its side and centred on
+    skin of its own border's colour (with a little texture noise)."""
+    h, w = img.shape[:2]
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]]).astype(np.float64)
+    skin = border.mean(axis=0) + rng.normal(0.0, 6.0, size=(h, w, 3))
+    small = np.asarray(
+        Image.fromarray(img).resize(
+            (max(1, round(w * zoom)), max(1, round(h * zoom))), Image.Resampling.BILINEAR
+        )
+    )
+    top, left = (h - small.shape[0]) // 2, (w - small.shape[1]) // 2
+    out = skin.copy()
+    out[top : top + small.shape[0], left : left + small.shape[1]] = small
+    return _to_uint8(out)
+
+
 CORRUPTIONS: dict[str, Corruption] = {
     "gaussian_noise": gaussian_noise,
     "gaussian_blur": gaussian_blur,
@@ -95,19 +165,36 @@ CORRUPTIONS: dict[str, Corruption] = {
 }
 """ImageNet-C families at severity 3: name -> function(image, rng) -> image."""
 
-MIX = "mix"
+CLINICAL: dict[str, Corruption] = {
+    "white_balance": white_balance,
+    "exposure": exposure,
+    "defocus": defocus,
+    "phone_processing": phone_processing,
+    "vignetting": vignetting,
+    "field_of_view": field_of_view,
+}
+"""The shifts of clinical photography, at fixed severities: name -> function(image, rng)."""
+
+FAMILIES: dict[str, Corruption] = {**CORRUPTIONS, **CLINICAL}
+MIX, CLINICAL_MIX, ALL = "mix", "clinical", "all"
+SETS: dict[str, tuple[str, ...]] = {
+    MIX: tuple(CORRUPTIONS),
+    CLINICAL_MIX: tuple(CLINICAL),
+    ALL: tuple(FAMILIES),
+}
 
 
 def parse_corruptions(text: str) -> tuple[str, ...]:
-    """`mix` (every family) or comma-separated family names; ValueError naming an unknown one."""
+    """`mix` (ImageNet-C), `clinical`, `all` (both), or comma-separated family names;
+    ValueError naming an unknown one."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    if names == [MIX]:
-        return tuple(CORRUPTIONS)
-    unknown = [n for n in names if n not in CORRUPTIONS]
+    if len(names) == 1 and names[0] in SETS:
+        return SETS[names[0]]
+    unknown = [n for n in names if n not in FAMILIES]
     if unknown or not names:
         raise ValueError(
-            f"unknown corruption {unknown[0] if unknown else text!r}; use {MIX} or any of "
-            f"{', '.join(CORRUPTIONS)}"
+            f"unknown corruption {unknown[0] if unknown else text!r}; use {', '.join(SETS)} or "
+            f"any of {', '.join(FAMILIES)}"
         )
     return tuple(names)
 
@@ -133,5 +220,5 @@ def corrupt_images(
     out = np.empty((len(rows), *images.shape[1:]), dtype=np.uint8)
     rngs = _streams(seed, len(rows))[1]
     for i, (row, family) in enumerate(zip(rows, families, strict=True)):
-        out[i] = CORRUPTIONS[str(family)](np.ascontiguousarray(images[row]), rngs[i])
+        out[i] = FAMILIES[str(family)](np.ascontiguousarray(images[row]), rngs[i])
     return out, families
