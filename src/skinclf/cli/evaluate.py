@@ -62,7 +62,7 @@ _SHIFTED = typer.Option(
     None,
     "--shifted",
     help="Predictions of in-distribution images under synthetic corruption (`skinclf "
-    "predict RUN --split val --corrupt mix`): what --choose-gate judges candidates on.",
+    "predict RUN --split val --corrupt all`): what --choose-gate judges candidates on.",
 )
 _TARGET_DOMAIN = typer.Option(
     None,

@@ -8,9 +8,13 @@ import re
 from pathlib import Path
 
 SPLIT_SETS = ("val", "calib", "test")
-CORRUPTED_SET = "val_corrupted"  # the validation images after `predict --corrupt mix`
+CORRUPTED_SET = "val_corrupted"  # the validation images after `predict --corrupt all`
+# the synthetic shifts the OOD gate is chosen on (`skinclf.data.corruptions`: ImageNet-C and
+# clinical photography; docs/experiments.md, "Choosing the OOD gate against clinical-photography
+# shifts")
+SHIFT_CORRUPTION = "all"
 # eval/ files of `skinclf cv --calib`: the ensemble's calib predictions before its offsets, the
-# calibration part after `predict --corrupt mix`, the out-of-fold images as its test set
+# calibration part after `predict --corrupt all`, the out-of-fold images as its test set
 CALIB_RAW, CALIB_CORRUPTED, OOF_SET = "calib_no_offsets", "calib_corrupted", "out_of_fold"
 RESERVED_SETS = (*SPLIT_SETS, CORRUPTED_SET, CALIB_RAW, CALIB_CORRUPTED, OOF_SET)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from skinclf.errors import DataError
-from skinclf.pipeline.job import CORRUPTED_SET, MC_DROPOUT, SPLIT_SETS, scores
+from skinclf.pipeline.job import CORRUPTED_SET, MC_DROPOUT, SHIFT_CORRUPTION, SPLIT_SETS, scores
 from skinclf.predictor.core import EVAL_FOLDER, model_kind
 from skinclf.predictor.manifest import FEATURE_STATS_FILE
 
@@ -69,7 +69,7 @@ def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = print):  # ->
             mc_dropout=MC_DROPOUT,
             cache_dir=opts.cache_dir,
             progress=opts.progress,
-            corrupt="mix" if name == CORRUPTED_SET else None,
+            corrupt=SHIFT_CORRUPTION if name == CORRUPTED_SET else None,
         )
     log("fitting the temperature, the OOD gate and the confidence gate")
     return evaluate_predictions(

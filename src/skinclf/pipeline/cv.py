@@ -56,6 +56,7 @@ from skinclf.pipeline.job import (
     CALIB_RAW,
     MC_DROPOUT,
     OOF_SET,
+    SHIFT_CORRUPTION,
     Layout,
     RunOptions,
     _labelled_table,
@@ -558,7 +559,8 @@ def build_cv_steps(opts: CvOptions, lay: CvLayout) -> list[Step]:
         steps.append(ensemble_predict_step(opts, lay, CALIB_RAW, None, offsets=False))
         steps.append(offsets_step(opts, lay))
         steps.append(ensemble_predict_step(opts, lay, CALIB_SET, None))
-        steps.append(ensemble_predict_step(opts, lay, CALIB_CORRUPTED, None, corrupt="mix"))
+        shifted = ensemble_predict_step(opts, lay, CALIB_CORRUPTED, None, corrupt=SHIFT_CORRUPTION)
+        steps.append(shifted)
         steps.append(scored_oof_step(opts, lay))
     for names, paths in ((base.ood_names, base.ood), (base.test_names, base.tests)):
         steps += [ensemble_predict_step(opts, lay, n, p) for n, p in zip(names, paths, strict=True)]

@@ -29,6 +29,7 @@ from skinclf.contracts.run_folder import (  # noqa: F401 (the names other steps 
     CORRUPTED_SET,
     OOF_SET,
     RESERVED_SETS,
+    SHIFT_CORRUPTION,
     SPLIT_SETS,
     set_name,
 )
@@ -419,7 +420,7 @@ def build_steps(opts: RunOptions, lay: Layout) -> list[Step]:
     steps.append(train_step(opts, lay))
     splits = [s for s in SPLIT_SETS if s != "calib" or opts.cfg.data.calib > 0]
     steps += [predict_step(opts, lay, s, None) for s in splits]
-    steps.append(predict_step(opts, lay, CORRUPTED_SET, None, corrupt="mix"))
+    steps.append(predict_step(opts, lay, CORRUPTED_SET, None, corrupt=SHIFT_CORRUPTION))
     for names, paths in ((lay.ood_names, lay.ood), (lay.test_names, lay.tests)):
         steps += [predict_step(opts, lay, n, p) for n, p in zip(names, paths, strict=True)]
     steps.append(evaluate_step(opts, lay, splits))
