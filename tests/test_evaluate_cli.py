@@ -222,7 +222,7 @@ def test_target_risk_auto_without_any_certified_risk_keeps_70_percent(tmp_path: 
     """A few dozen calibration images, half of them wrong: SGR certifies no risk of the grid,
     so auto stores a confidence gate at 70 % coverage (said to carry no guarantee), not a
     policy that abstains on every image."""
-    from skinclf.pipeline.summary import policy_warning
+    from skinclf.pipeline.summary import key_numbers, policy_warning
 
     rng = np.random.default_rng(3)
     n = 28
@@ -239,12 +239,16 @@ def test_target_risk_auto_without_any_certified_risk_keeps_70_percent(tmp_path: 
     sel = load_selective(tmp_path / "e" / "selective.json")
     assert not result.metrics["settings"]["target_risk_choice"]["certified"]
     assert sel.confidence_gate == "coverage" and sel.target_coverage == 0.7
-    assert sel.threshold is not None and sel.bound is None and sel.calib_coverage >= 0.7
+    assert sel.threshold is not None and sel.calib_coverage >= 0.7
+    assert sel.calib_risk <= sel.bound < 1  # the stated risk: its binomial upper bound
     abstain = apply_selective(sel, read_predictions(files["calib"]).logits)[1]
     assert 0.2 < abstain.mean() <= 0.3
     assert any("keeps 70% of them instead, with no risk guarantee" in n
                for n in result.metrics["notes"])  # fmt: skip
     assert policy_warning(result.metrics) == ""
+    rows = dict(key_numbers(result.metrics))
+    assert rows["policy: coverage target, no risk guarantee (auto)"] == f"{sel.calib_coverage:.3f}"
+    assert rows["policy: stated risk (upper bound, calib coverage 0.714)"] == f"{sel.bound:.3f}"
 
 
 def _temperature_case(folder: Path, val_logits, calib_logits, y) -> dict:
@@ -295,3 +299,29 @@ def test_a_policy_that_abstains_on_everything_is_one_warning_line(
     assert "abstains on every image" in printed and "--target-risk auto" in printed
     assert _run(monkeypatch, *args, "--target-risk", "nope") == 1
     assert "neither auto nor a number" in capsys.readouterr().err
+
+
+def test_a_coverage_gate_states_the_risk_bound_of_what_it_accepts(tmp_path: Path) -> None:
+    """--confidence-gate coverage: the threshold keeps the target share of the calibration
+    images, and the policy states the binomial upper bound of their error (1 - delta)."""
+    from skinclf.evaluate.sgr import binomial_upper_bound
+    from skinclf.evaluate.shift import fit_gated_policy
+
+    rng = np.random.default_rng(5)
+    n = 400
+    y = np.arange(n) % 7
+    logits = rng.normal(0, 1, (n, 7))
+    logits[np.arange(n), y] += 2.0
+    ids, labels = [f"i{i}" for i in range(n)], [CLASSES[i] for i in y]
+    p = read_predictions(write_predictions(tmp_path / "calib.csv", ids, "ham10000", labels,
+                                           [False] * n, logits))  # fmt: skip
+    policy = fit_gated_policy(p, "calib", "msp", None, None, 0.95, "coverage", 0.2, 0.05, 0.8,
+                              None)  # fmt: skip
+    conf = p.probs.max(axis=1)
+    keep = conf >= policy.threshold
+    wrong = p.pred != p.y
+    assert policy.calib_coverage == pytest.approx(keep.mean()) and keep.mean() >= 0.8
+    assert policy.bound == pytest.approx(
+        binomial_upper_bound(int(wrong[keep].sum()), int(keep.sum()), 0.05)
+    )
+    assert policy.calib_risk < policy.bound < 1

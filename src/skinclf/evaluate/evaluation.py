@@ -47,6 +47,7 @@ from skinclf.evaluate.sgr import (
     SGRResult,
     ThresholdOutcome,
     apply_threshold,
+    binomial_upper_bound,
     lowest_certified_risk,
     sgr,
 )
@@ -579,6 +580,7 @@ def _coverage_fallback(run: _Run, chosen: str, fit: SGRResult) -> SGRResult:
     wrong = (run.fit_p.pred[mask] != run.fit_p.y[mask]).astype(float)
     threshold = threshold_at_coverage(conf, AUTO_MIN_COVERAGE)
     keep = conf >= threshold
+    errors = int(wrong[keep].sum())
     run.notes.append(
         f"--target-risk auto: SGR certifies no risk up to {fit.target_risk:g} on the {fit.n} "
         f"{run.fitted_on} images, so the confidence gate keeps {AUTO_MIN_COVERAGE:.0%} of them "
@@ -586,7 +588,8 @@ def _coverage_fallback(run: _Run, chosen: str, fit: SGRResult) -> SGRResult:
     )
     return dataclasses.replace(
         fit, solution_exists=True, threshold=threshold, risk=float(wrong[keep].mean()),
-        coverage=float(keep.mean()), bound=None, n_accepted=int(keep.sum()),
+        coverage=float(keep.mean()), n_accepted=int(keep.sum()),
+        bound=binomial_upper_bound(errors, int(keep.sum()), fit.delta),
     )  # fmt: skip
 
 
@@ -644,6 +647,7 @@ def _sgr_block(run: _Run, selective: Selective, fit: SGRResult, s: _Settings) ->
         "target_risk": s.target_risk,
         "delta": s.delta,
         "fitted_on": run.fitted_on,
+        "confidence_gate": selective.confidence_gate,
         "solution_exists": fit.solution_exists,
         "threshold": fit.threshold,
         "steps": fit.steps,
@@ -855,16 +859,26 @@ def _policy_step(
                 raise ConfigError(f"A set is already named {name!r}; rename its dataset column.")
             named_sets[name] = extra
     gated = _fit_gated(run, selective, gates, s)
+    chosen = gated.selective
     block: dict = {
         "fitted_on": run.fitted_on,
         "id_keep": gates.id_keep,
-        "confidence_gate": gates.confidence_gate,
+        "confidence_gate": chosen.confidence_gate,  # coverage where auto certified no risk
     }
     block.update(gated.choice)
-    block["gate"] = gated.selective.ood_gate
-    block["threshold"] = gated.selective.threshold
-    block["target_risk"] = gated.selective.target_risk
-    block["delta"] = gated.selective.delta
+    block["gate"] = chosen.ood_gate
+    block["threshold"] = chosen.threshold
+    block["target_risk"] = chosen.target_risk
+    block["delta"] = chosen.delta
+    block["target_coverage"] = chosen.target_coverage
+    # on the calibration images the OOD gate keeps: what the confidence gate accepts, their
+    # error rate, and its upper bound with probability 1 - delta
+    block[run.fitted_on] = {
+        "n": chosen.n_calib,
+        "coverage": chosen.calib_coverage,
+        "risk": chosen.calib_risk,
+        "bound": chosen.bound,
+    }
     block["sets"], decisions = _policy_sets(gated.selective, selective, named_sets, run, s)
     add_subgroups(block["sets"], named_sets, decisions)
     result["policy"] = block

@@ -51,6 +51,13 @@ def _policy_rows(metrics: dict) -> list[tuple[str, str]]:
         return []
     how = " (auto)" if settings.get("target_risk_choice") else ""
     rows = [(f"policy: target risk{how}", f"{risk:g}")]
+    policy = metrics.get("policy") or metrics.get("sgr", {})
+    fitted = policy.get(policy.get("fitted_on", ""), {})
+    if policy.get("confidence_gate") == "coverage":
+        rows = [(f"policy: coverage target, no risk guarantee{how}", _num(fitted.get("coverage")))]
+    if fitted.get("bound") is not None:
+        on = f"{policy['fitted_on']} coverage {_num(fitted.get('coverage'))}"
+        rows.append((f"policy: stated risk (upper bound, {on})", _num(fitted["bound"])))
     gated = metrics.get("policy", {}).get("sets", {}).get("test", {}).get("gated")
     if gated is not None:
         rows.append(
