@@ -41,3 +41,16 @@ def test_base_page_inlines_the_one_stylesheet() -> None:
     assert page.startswith("<!DOCTYPE html>") and "<title>t &lt;1&gt;</title>" in page
     assert "<style>" in page and ".kpi b{" in page and ".ci{" in page
     assert "<link" not in page and "<script" not in page and "http" not in page
+
+
+def test_the_risk_coverage_figure_draws_the_policy_score_and_four_best_others() -> None:
+    from skinclf.evaluate.report import shown_scores
+
+    names = [f"s{i}" for i in range(12)]
+    metrics = {
+        "scores": names,
+        "test": {"selective": {n: {"aurc": 0.5 - 0.01 * i} for i, n in enumerate(names)}},
+    }
+    assert shown_scores(metrics, "s0") == ["s0", "s11", "s10", "s9", "s8"]
+    assert shown_scores(metrics, "not_there") == ["s11", "s10", "s9", "s8"]
+    assert shown_scores({**metrics, "scores": names[:2]}, "s1") == ["s1", "s0"]

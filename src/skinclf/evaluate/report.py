@@ -203,6 +203,20 @@ def _histogram_groups(test: ScoredSet, oods: Sequence[ScoredSet], score: str) ->
     return groups
 
 
+CURVES_SHOWN = 5  # scores drawn in the risk-coverage figure; every score is in the table
+
+
+def shown_scores(metrics: dict, first: str, limit: int = CURVES_SHOWN) -> list[str]:
+    """The scores the risk-coverage figure draws: the policy's confidence score `first`, then
+    the lowest test AURC ones, `limit` in all (more curves than that cannot be read)."""
+    selective = metrics["test"].get("selective", {})
+    ranked = sorted(
+        (name for name in metrics["scores"] if name != first),
+        key=lambda name: selective.get(name, {}).get("aurc", float("inf")),
+    )
+    return ([first] if first in metrics["scores"] else []) + ranked[: limit - 1]
+
+
 def _figures(
     metrics: dict,
     test: ScoredSet,
@@ -227,7 +241,9 @@ def _figures(
         ),
         "recall": figures.fig_recall(recall_groups),
         "reliability": figures.fig_reliability(tp.probs[tm], tp.y[tm], probs_ts),
-        "risk_coverage": figures.fig_risk_coverage([test, *oods], metrics["scores"], target),
+        "risk_coverage": figures.fig_risk_coverage(
+            [test, *oods], shown_scores(metrics, score), target
+        ),
         "histograms": figures.fig_histograms(groups, score, threshold) if groups else "",
         "histogram_score": score,
     }
