@@ -21,7 +21,9 @@ CI_RESAMPLES = 1000  # the bootstrap of each model's own interval (seed 0)
 def summarise(source: Path | str, p: Predictions) -> dict:
     """Balanced accuracy with its stratified-bootstrap 95 % interval, accuracy, macro-F1, the
     AURC and AUGRC of the maximum softmax probability, and recall per class; `source` names
-    the file (or folder) the predictions came from."""
+    the file (or folder) the predictions came from. Measured on the labelled rows (an OOD set's
+    semantic-OOD images, e.g. PAD-UFES-20's SCC, have no class to be right on)."""
+    p = p.subset(p.labelled)
     lo, hi = metric_ci("balanced_accuracy", p.y, p.pred, n_resamples=CI_RESAMPLES, seed=0)
     recall = recall_per_class(p.y, p.pred)
     msp, errors = p.probs.max(axis=1), (p.pred != p.y).astype(float)
