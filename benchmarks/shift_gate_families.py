@@ -32,8 +32,11 @@ FAMILIES = ("mix", "clinical", "all")
 MULTI_DEPTH = "mahalanobis_stages"
 
 
-def shifted_file(out: Path, family: str) -> Path:
-    """The validation images under `family`, predicted once with every score."""
+def shifted_file(out: Path, family: str, own: str | None = None) -> Path:
+    """The validation images under `family`, predicted once with every score (the run's own
+    eval/val_corrupted.csv when its family, `own`, is that one)."""
+    if family == own:
+        return out / "eval" / "val_corrupted.csv"
     file = out / "shift-families" / f"val_{family}.csv"
     if not file.is_file():
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -101,10 +104,13 @@ def main() -> None:
     ap.add_argument("--isic", default="isic2018-test-dev", help="Its eval/ name of ISIC 2018.")
     ap.add_argument("--pad", default="pad-ufes-20-300", help="Its eval/ name of PAD-UFES-20.")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--own-family", choices=FAMILIES,
+                    help="The family of the run's own eval/val_corrupted.csv (reused for it): "
+                    "mix for runs before 2026-12-07, all since.")  # fmt: skip
     ap.add_argument("--out-json", type=Path, required=True)
     args = ap.parse_args()
     names = {"isic": args.isic, "pad": args.pad}
-    files = {f: shifted_file(args.out, f) for f in FAMILIES}
+    files = {f: shifted_file(args.out, f, args.own_family) for f in FAMILIES}
     policies = {}
     for off in (False, True):
         confidence = "gate only" if off else "SGR auto"
