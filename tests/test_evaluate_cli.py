@@ -247,7 +247,7 @@ def test_target_risk_auto_without_any_certified_risk_keeps_70_percent(tmp_path: 
                for n in result.metrics["notes"])  # fmt: skip
     assert policy_warning(result.metrics) == ""
     rows = dict(key_numbers(result.metrics))
-    assert rows["policy: coverage target, no risk guarantee (auto)"] == f"{sel.calib_coverage:.3f}"
+    assert rows["policy: coverage target, no SGR guarantee (auto)"] == f"{sel.calib_coverage:.3f}"
     assert rows["policy: stated risk (upper bound, calib coverage 0.714)"] == f"{sel.bound:.3f}"
 
 

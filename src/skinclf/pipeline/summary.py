@@ -54,7 +54,7 @@ def _policy_rows(metrics: dict) -> list[tuple[str, str]]:
     policy = metrics.get("policy") or metrics.get("sgr", {})
     fitted = policy.get(policy.get("fitted_on", ""), {})
     if policy.get("confidence_gate") == "coverage":
-        rows = [(f"policy: coverage target, no risk guarantee{how}", _num(fitted.get("coverage")))]
+        rows = [(f"policy: coverage target, no SGR guarantee{how}", _num(fitted.get("coverage")))]
     if fitted.get("bound") is not None:
         on = f"{policy['fitted_on']} coverage {_num(fitted.get('coverage'))}"
         rows.append((f"policy: stated risk (upper bound, {on})", _num(fitted["bound"])))
