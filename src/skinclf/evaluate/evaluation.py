@@ -37,7 +37,6 @@ from skinclf.evaluate.selective import (
     aurc,
     check_fraction,
     selective_summary,
-    threshold_at_coverage,
 )
 from skinclf.evaluate.sgr import (
     AUTO,
@@ -47,7 +46,7 @@ from skinclf.evaluate.sgr import (
     SGRResult,
     ThresholdOutcome,
     apply_threshold,
-    binomial_upper_bound,
+    fit_coverage,
     lowest_certified_risk,
     sgr,
 )
@@ -578,19 +577,13 @@ def _coverage_fallback(run: _Run, chosen: str, fit: SGRResult) -> SGRResult:
     mask = run.fit_p.labelled
     conf = run.score(run.fit_p, chosen)[mask]
     wrong = (run.fit_p.pred[mask] != run.fit_p.y[mask]).astype(float)
-    threshold = threshold_at_coverage(conf, AUTO_MIN_COVERAGE)
-    keep = conf >= threshold
-    errors = int(wrong[keep].sum())
     run.notes.append(
         f"--target-risk auto: SGR certifies no risk up to {fit.target_risk:g} on the {fit.n} "
         f"{run.fitted_on} images, so the confidence gate keeps {AUTO_MIN_COVERAGE:.0%} of them "
         "instead, with no risk guarantee; a larger calibration set gives one."
     )
-    return dataclasses.replace(
-        fit, solution_exists=True, threshold=threshold, risk=float(wrong[keep].mean()),
-        coverage=float(keep.mean()), n_accepted=int(keep.sum()),
-        bound=binomial_upper_bound(errors, int(keep.sum()), fit.delta),
-    )  # fmt: skip
+    covered = fit_coverage(conf, wrong, AUTO_MIN_COVERAGE, fit.delta, fit.target_risk)
+    return dataclasses.replace(covered, steps=fit.steps)
 
 
 def _stored_selective(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import beta
 
-from skinclf.evaluate.selective import check_fraction
+from skinclf.evaluate.selective import check_fraction, threshold_at_coverage
 
 
 def binomial_upper_bound(errors: int, n: int, delta: float) -> float:
@@ -89,6 +89,23 @@ def sgr(
         return SGRResult(target_risk, delta, False, None, None, 0.0, None, m, 0, k)
     coverage, theta, risk, n_acc, bound = best
     return SGRResult(target_risk, delta, True, theta, risk, coverage, bound, m, n_acc, k)
+
+
+def fit_coverage(
+    conf: np.ndarray, residuals: np.ndarray, coverage: float, delta: float, target_risk: float
+) -> SGRResult:
+    """The confidence gate at a target `coverage` instead of a target risk: the threshold
+    keeping that share of the calibration images, and what it states: their error rate and its
+    binomial upper bound (probability 1 - delta). `target_risk` is only recorded."""
+    conf = np.asarray(conf, dtype=np.float64)
+    residuals = np.asarray(residuals, dtype=np.float64)
+    threshold = threshold_at_coverage(conf, coverage)
+    keep = conf >= threshold
+    n_acc, errors = int(keep.sum()), int(residuals[keep].sum())
+    return SGRResult(
+        target_risk, delta, True, threshold, float(residuals[keep].mean()),
+        float(keep.mean()), binomial_upper_bound(errors, n_acc, delta), len(conf), n_acc, 0,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,7 @@ from skinclf.errors import ConfigError
 from skinclf.evaluate.bootstrap import bootstrap_ci, paired_bootstrap
 from skinclf.evaluate.gates import fit_ood_gate, policy_outcome
 from skinclf.evaluate.metrics import balanced_accuracy
-from skinclf.evaluate.selective import threshold_at_coverage
-from skinclf.evaluate.sgr import AUTO, binomial_upper_bound, lowest_certified_risk, sgr
+from skinclf.evaluate.sgr import AUTO, fit_coverage, lowest_certified_risk, sgr
 from skinclf.scoring.feature_scores import FEATURE_SCORES
 
 CHOOSE_GATE_CRITERION = (
@@ -199,11 +198,9 @@ def fit_gated_policy(
     if confidence_gate == "coverage":
         if target_coverage is None:
             raise ConfigError("--confidence-gate coverage needs --target-coverage.")
-        threshold, exists = threshold_at_coverage(conf, target_coverage), True
-        keep = conf >= threshold
-        coverage, risk = float(keep.mean()), float(residuals[keep].mean())
-        # the stated risk: the binomial upper bound of the accepted images' error (1 - delta)
-        bound = binomial_upper_bound(int(residuals[keep].sum()), int(keep.sum()), delta)
+        fit = fit_coverage(conf, residuals, target_coverage, delta, 0.0)
+        threshold, exists, risk = fit.threshold, True, fit.risk
+        bound, coverage = fit.bound, fit.coverage
     elif confidence_gate == "off":
         exists, coverage, risk = True, 1.0, float(residuals.mean()) if len(conf) else None
     return Selective(
