@@ -23,10 +23,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from skinclf.contracts.run_folder import MC_DROPOUT
+from skinclf.contracts.scores import SCORES
 from skinclf.evaluate.evaluation import evaluate_predictions
-from skinclf.pipeline.job import MC_DROPOUT, scores
 from skinclf.predict import predict
 from skinclf.provenance import machine, versions
+from skinclf.scoring.feature_scores import FEATURE_SCORES
 
 FAMILIES = ("mix", "clinical", "all")
 MULTI_DEPTH = "mahalanobis_stages"
@@ -41,7 +43,7 @@ def shifted_file(out: Path, family: str, own: str | None = None) -> Path:
     if not file.is_file():
         file.parent.mkdir(parents=True, exist_ok=True)
         tta = json.loads((out / "run" / "metrics.json").read_text())["tta"]
-        predict([out / "run"], file, split="val", tta=tta, scores=scores(),
+        predict([out / "run"], file, split="val", tta=tta, scores=[*SCORES, *FEATURE_SCORES],
                 mc_dropout=MC_DROPOUT, corrupt=family, progress=True)  # fmt: skip
     return file
 

@@ -27,6 +27,7 @@ from skinclf.contracts.run_folder import (  # noqa: F401 (the names other steps 
     CALIB_CORRUPTED,
     CALIB_RAW,
     CORRUPTED_SET,
+    MC_DROPOUT,
     OOF_SET,
     RESERVED_SETS,
     SHIFT_CORRUPTION,
@@ -38,7 +39,6 @@ from skinclf.pipeline.state import STATE_FILE
 from skinclf.pipeline.steps import Step, StepContext
 
 LOCK_FILE = ".run.lock"  # held while a `skinclf run` works in the folder
-MC_DROPOUT = 5  # passes of the head with dropout on: the mc_dropout scores
 
 
 @dataclass(frozen=True)
