@@ -22,15 +22,21 @@ def invoke(*args: str | Path):
     return CliRunner().invoke(app, ["compare", *map(str, args)], catch_exceptions=False)
 
 
-def _write(path: Path, logits: np.ndarray, labels: list[str]) -> None:
+def write_logits(path: Path, logits: np.ndarray, labels: list[str]) -> None:
+    """A predictions file of `logits` (images img_0, img_1, ...), labelled `labels`."""
     n = len(logits)
     ids = [f"img_{i}" for i in range(n)]
     write_predictions(path, ids, ["folder"] * n, labels, np.zeros(n, bool), logits)
 
 
-def _msp(logits: np.ndarray) -> np.ndarray:
+def reference_softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax written out here, independent of the package's."""
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).max(axis=1)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _msp(logits: np.ndarray) -> np.ndarray:
+    return reference_softmax(logits).max(axis=1)
 
 
 @pytest.fixture
@@ -49,7 +55,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
     out = {}
     for name, value in logits.items():
         out[name] = tmp_path / f"{name}.csv"
-        _write(out[name], value, labels if len(value) == 70 else [CLASSES[0]] * 30)
+        write_logits(out[name], value, labels if len(value) == 70 else [CLASSES[0]] * 30)
     out["logits"] = logits  # type: ignore[assignment]
     return out
 
