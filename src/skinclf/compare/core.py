@@ -56,9 +56,9 @@ def compare(
     two runs: their `split` predictions, and with `external` their eval/NAME.csv; two cvs:
     out of fold (`offsets`: cross-fitted logit offsets), and with `external` their
     ensembles' eval/NAME.csv."""
-    kind = kind_of(a)
-    if kind_of(b) != kind:
-        raise ConfigError(f"{a} is a {kind} and {b} a {kind_of(b)}: compare like with like.")
+    kind, other = kind_of(a), kind_of(b)
+    if other != kind:
+        raise ConfigError(f"{a} is a {kind} and {b} a {other}: compare like with like.")
     if offsets and kind != KINDS[1]:
         raise ConfigError("--offsets (cross-fitted logit offsets) needs two cv folders.")
     if ood is not None and kind != KINDS[0]:
