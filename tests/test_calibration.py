@@ -6,13 +6,9 @@ import numpy as np
 import pytest
 
 from skinclf.contracts.predictions import softmax
-from skinclf.evaluate.calibration import (
-    calibration_summary,
-    fit_temperature,
-    reliability_diagram,
-    temperature_nll,
-)
+from skinclf.evaluate.calibration import calibration_summary, reliability_diagram
 from skinclf.evaluate.metrics import ece, nll
+from skinclf.policy.temperature import fit_temperature, temperature_nll
 
 
 def _sample(rng: np.random.Generator, n: int, true_t: float) -> tuple[np.ndarray, np.ndarray]:

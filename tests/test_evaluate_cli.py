@@ -194,7 +194,7 @@ def test_unlabelled_ood_set_gets_detection_and_coverage_only(files, tmp_path: Pa
 
 
 def test_target_risk_auto_is_the_lowest_grid_risk_sgr_certifies_at_70_percent(files, tmp_path):
-    from skinclf.evaluate.sgr import RISK_GRID, sgr
+    from skinclf.policy.sgr import RISK_GRID, sgr
 
     out = tmp_path / "auto"
     result = evaluate_predictions(
@@ -304,8 +304,8 @@ def test_a_policy_that_abstains_on_everything_is_one_warning_line(
 def test_a_coverage_gate_states_the_risk_bound_of_what_it_accepts(tmp_path: Path) -> None:
     """--confidence-gate coverage: the threshold keeps the target share of the calibration
     images, and the policy states the binomial upper bound of their error (1 - delta)."""
-    from skinclf.evaluate.sgr import binomial_upper_bound
-    from skinclf.evaluate.shift import fit_gated_policy
+    from skinclf.policy.gates import fit_gated_policy
+    from skinclf.policy.sgr import binomial_upper_bound
 
     rng = np.random.default_rng(5)
     n = 400

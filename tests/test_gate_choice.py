@@ -180,7 +180,7 @@ def test_predict_corrupt_marks_the_file_and_changes_the_predictions(
 def test_a_policy_without_confidence_threshold_is_never_chosen() -> None:
     from types import SimpleNamespace
 
-    from skinclf.evaluate.shift import choose_gate_by_policy
+    from skinclf.policy.choice import choose_gate_by_policy
 
     policies = {"a": SimpleNamespace(solution_exists=False, rating=0.0)}
     policies["b"] = SimpleNamespace(solution_exists=True, rating=0.3)

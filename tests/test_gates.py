@@ -12,7 +12,8 @@ from scipy.special import logsumexp
 
 from skinclf.contracts.scores import SCORES, energy
 from skinclf.contracts.selective import UNCERTAIN, UNFAMILIAR, RankCombination, decide
-from skinclf.evaluate.gates import fit_ood_gate, keep_threshold, policy_outcome
+from skinclf.evaluate.gates import policy_outcome
+from skinclf.policy.gates import fit_ood_gate, keep_threshold
 from skinclf.scoring.feature_scores import (
     FeatureStats,
     RelativeMahalanobis,

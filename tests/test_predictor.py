@@ -93,7 +93,7 @@ def test_a_run_output_folder_loads_as_one_model_with_its_policy(job: Path) -> No
 
 def test_the_default_policy_answers_and_states_its_target(job: Path) -> None:
     from skinclf.contracts.selective import load_selective
-    from skinclf.evaluate.sgr import AUTO_MIN_COVERAGE, RISK_GRID
+    from skinclf.policy.sgr import AUTO_MIN_COVERAGE, RISK_GRID
 
     metrics = json.loads((job / "eval" / "metrics.json").read_text())
     choice = metrics["settings"]["target_risk_choice"]

@@ -47,6 +47,7 @@ STEPS = [
     "predict-test",
     "predict-val_corrupted",
     "predict-pad-ufes-20",
+    "calibrate",
     "evaluate",
 ]
 

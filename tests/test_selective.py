@@ -19,10 +19,9 @@ from skinclf.evaluate.selective import (
     e_aurc,
     failure_auroc,
     metrics_at_coverage,
-    risk_coverage_curve,
     selective_summary,
-    threshold_at_coverage,
 )
+from skinclf.policy.risk_coverage import risk_coverage_curve, threshold_at_coverage
 
 CONF = np.array([0.9, 0.8, 0.7, 0.6])
 ERR = np.array([0.0, 1.0, 0.0, 1.0])

@@ -14,7 +14,7 @@ from skinclf.contracts.predictions import softmax
 from skinclf.contracts.selective import Selective, apply_selective, load_selective, save_selective
 from skinclf.errors import DataError
 from skinclf.evaluate.selective import coverage_at_risk
-from skinclf.evaluate.sgr import apply_threshold, binomial_upper_bound, sgr
+from skinclf.policy.sgr import apply_threshold, binomial_upper_bound, sgr
 
 
 def test_binomial_upper_bound() -> None:
@@ -142,7 +142,7 @@ def test_load_selective_errors(tmp_path: Path) -> None:
 
 
 def test_lowest_certified_risk_by_hand() -> None:
-    from skinclf.evaluate.sgr import lowest_certified_risk
+    from skinclf.policy.sgr import lowest_certified_risk
 
     # 200 images: the 100 most confident are all right, the 100 least confident half wrong
     conf = np.arange(200) / 200

@@ -93,6 +93,13 @@ _SELECTIVE_SCORE = typer.Option(
     "--selective-score",
     help="Score stored in selective.json (auto: lowest validation AURC among logit scores).",
 )
+_POLICY = typer.Option(
+    None,
+    "--policy",
+    help="A fitted policy (selective.json, e.g. RUN/eval/selective.json from `skinclf run` or "
+    "`skinclf calibrate`) to measure: nothing is fitted and no selective.json written; the "
+    "fitting options (--ood-gate ... --selective-score) are then not used.",
+)
 _BOOTSTRAP = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CIs.")
 _SEED = typer.Option(0, "--seed", help="Seed of the bootstrap.")
 _NO_EXAMPLES = typer.Option(
@@ -122,29 +129,28 @@ def evaluate(
     delta: float = _DELTA,
     coverages: str = _COVERAGES,
     selective_score: str = _SELECTIVE_SCORE,
+    policy: Path | None = _POLICY,
     bootstrap: int = _BOOTSTRAP,
     seed: int = _SEED,
     no_examples: bool = _NO_EXAMPLES,
 ) -> None:
-    """Evaluate predictions files: metrics.json, report.html and selective.json in OUT.
+    """Evaluate predictions files: metrics.json and report.html in OUT, under a policy.
 
-    Works on any predictions files (image_id, dataset, label, semantic_ood, logit_*, prob_*,
-    optional conf_*), so predictions of other models can be evaluated too.
+    The policy is the one given with --policy (measured as it is), else fitted here from --val
+    and --calib and written to OUT/selective.json. Works on any predictions files (image_id,
+    dataset, label, semantic_ood, logit_*, prob_*, optional conf_*), so predictions of other
+    models can be evaluated too.
 
     Example: skinclf evaluate --val runs/a/eval/val.csv --calib runs/a/eval/calib.csv --test
     runs/a/eval/test.csv --ood runs/a/eval/pad.csv --out runs/a/eval
     """
     from skinclf.evaluate.evaluation import evaluate_predictions, parse_fractions
-    from skinclf.evaluate.sgr import parse_target_risk
     from skinclf.pipeline.summary import policy_warning
+    from skinclf.policy.fit import SelectivePolicy
 
-    try:
-        risk = parse_target_risk(target_risk)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    if bootstrap < 1:
-        raise ConfigError(f"--bootstrap must be at least 1, got {bootstrap}.")
+    risk = _target_risk(target_risk, bootstrap)
     score_list = [s.strip() for s in scores.split(",") if s.strip()] if scores else None
+    fitted = SelectivePolicy.load(policy) if policy is not None else None
     with console.status("evaluating") as status:
         result = evaluate_predictions(
             test=test,
@@ -171,6 +177,7 @@ def evaluate(
             examples=not no_examples,
             progress=True,
             on_step=lambda s: status.update(f"evaluating: {s}"),
+            policy=fitted,
         )
     _print_summary(result.metrics)
     note = policy_warning(result.metrics)
@@ -178,6 +185,18 @@ def evaluate(
         console.print(f"[yellow]warning[/] {note}", highlight=False)
     written = [result.metrics_path, result.report_path, result.selective_path]
     console.print("wrote " + ", ".join(str(p) for p in written if p))
+
+
+def _target_risk(target_risk: str, bootstrap: int) -> float | str:
+    """--target-risk parsed (auto or a risk); ConfigError for it or a --bootstrap below 1."""
+    from skinclf.policy.sgr import parse_target_risk
+
+    if bootstrap < 1:
+        raise ConfigError(f"--bootstrap must be at least 1, got {bootstrap}.")
+    try:
+        return parse_target_risk(target_risk)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _print_summary(m: dict) -> None:

@@ -160,7 +160,7 @@ def run_options(
 
 def _target_risk(value: str) -> float | str:
     from skinclf.errors import ConfigError
-    from skinclf.evaluate.sgr import parse_target_risk
+    from skinclf.policy.sgr import parse_target_risk
 
     try:
         return parse_target_risk(value)

@@ -12,7 +12,8 @@ from skinclf.contracts.predictions import Predictions, read_predictions
 from skinclf.evaluate.bootstrap import compare_predictions, metric_ci
 from skinclf.evaluate.metrics import accuracy, balanced_accuracy, macro_f1, recall_per_class
 from skinclf.evaluate.ood import ood_detection
-from skinclf.evaluate.selective import augrc, aurc
+from skinclf.evaluate.selective import augrc
+from skinclf.policy.risk_coverage import aurc
 from skinclf.provenance import machine, versions
 
 CI_RESAMPLES = 1000  # the bootstrap of each model's own interval (seed 0)

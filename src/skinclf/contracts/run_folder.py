@@ -17,6 +17,8 @@ SHIFT_CORRUPTION = "all"
 # calibration part after `predict --corrupt all`, the out-of-fold images as its test set
 CALIB_RAW, CALIB_CORRUPTED, OOF_SET = "calib_no_offsets", "calib_corrupted", "out_of_fold"
 RESERVED_SETS = (*SPLIT_SETS, CORRUPTED_SET, CALIB_RAW, CALIB_CORRUPTED, OOF_SET)
+# the policy file the calibrate step writes in eval/ (predict, export and serve apply it)
+POLICY_FILE = "selective.json"
 MC_DROPOUT = 5  # passes of the head with dropout on behind the eval/ files' mc_dropout scores
 
 

@@ -16,7 +16,8 @@ from skinclf.contracts.predictions import Predictions
 from skinclf.contracts.scores import score_values
 from skinclf.errors import DataError
 from skinclf.evaluate.metrics import accuracy, balanced_accuracy, macro_f1
-from skinclf.evaluate.selective import augrc, augrc_balanced, aurc, aurc_balanced
+from skinclf.evaluate.selective import augrc, augrc_balanced, aurc_balanced
+from skinclf.policy.risk_coverage import aurc
 
 N_RESAMPLES = 1000
 

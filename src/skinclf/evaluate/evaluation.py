@@ -1,15 +1,16 @@
-"""The `skinclf evaluate` step: predictions files in; metrics.json, report.html, selective.json out.
+"""The `skinclf evaluate` step: predictions files and a policy in; metrics.json, report.html
+(and the gated classifier's decisions) out.
 
 Model-agnostic: it reads only predictions files (DESIGN.md), so predictions from any model can
-be evaluated. With only a test file it reports what needs no fitting; a validation file enables
-temperature scaling (`msp_ts`) and the choice of the selective score; the SGR threshold is
-fitted on the calibration file when given, else on the validation file.
+be evaluated. It measures; the policy it measures is fitted by `skinclf.policy`
+(`SelectivePolicy`): given (the calibrate step's), or fitted from the validation and
+calibration files for a standalone `skinclf evaluate` (then written to OUT/selective.json).
+With only a test file it reports what needs no fitting.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,18 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from skinclf.contracts.predictions import Predictions, read_predictions
-from skinclf.contracts.scores import SCORES, score_values
-from skinclf.contracts.selective import Selective, apply_selective, load_selective, save_selective
+from skinclf.contracts.scores import score_values
+from skinclf.contracts.selective import Selective, apply_selective, load_selective
 from skinclf.errors import ConfigError
 from skinclf.evaluate import metrics as M
 from skinclf.evaluate.bootstrap import metric_ci
-from skinclf.evaluate.calibration import (
-    T_MAX,
-    T_MIN,
-    calibration_summary,
-    fit_temperature,
-    temperature_nll,
-)
+from skinclf.evaluate.calibration import calibration_summary
 from skinclf.evaluate.classification import baselines, classification_metrics
 from skinclf.evaluate.ood import ood_detection, semantic_ood_at_threshold
 from skinclf.evaluate.report import ScoredSet, write_report
@@ -38,19 +33,13 @@ from skinclf.evaluate.selective import (
     check_fraction,
     selective_summary,
 )
-from skinclf.evaluate.sgr import (
-    AUTO,
-    AUTO_MIN_COVERAGE,
-    RISK_GRID,
-    RiskChoice,
-    SGRResult,
+from skinclf.evaluate.subgroups import add_subgroups
+from skinclf.jsonable import jsonable
+from skinclf.policy.fit import LOGIT_SCORES, PolicySettings, SelectivePolicy
+from skinclf.policy.sgr import (
     ThresholdOutcome,
     apply_threshold,
-    fit_coverage,
-    lowest_certified_risk,
-    sgr,
 )
-from skinclf.evaluate.subgroups import add_subgroups
 
 __all__ = [
     "EvaluationResult",
@@ -62,13 +51,6 @@ __all__ = [
     "load_selective",
     "parse_fractions",
 ]
-
-LOGIT_SCORES: tuple[str, ...] = ("msp", "msp_ts", *[s for s in SCORES if s != "msp"])
-VAL_SELECTION_NOTE = (
-    "The SGR threshold was fitted on the validation split, which also chose the checkpoint{}: "
-    "the risk guarantee is weaker than with a separate calibration split (--calib)."
-)
-
 
 @dataclass
 class EvaluationResult:
@@ -83,45 +65,13 @@ class EvaluationResult:
 
 @dataclass(frozen=True)
 class _Settings:
-    """The numbers every step uses: SGR targets, coverages and the bootstrap."""
+    """The numbers every measurement uses: the policy's target risk, coverages, the bootstrap."""
 
     target_risk: float
     delta: float
     coverages: tuple[float, ...]
     n_bootstrap: int
     seed: int
-    auto: bool = False  # --target-risk auto: each confidence gate chooses its own risk
-    overall_delta: float | None = None  # with auto: the delta split over the risk grid
-
-    @property
-    def gated_risk(self) -> tuple[float | str, float]:
-        """(target risk, delta) the gated classifier's confidence gate is fitted with."""
-        if self.auto:
-            assert self.overall_delta is not None
-            return AUTO, self.overall_delta
-        return self.target_risk, self.delta
-
-
-@dataclass(frozen=True)
-class _GateOptions:
-    """The gated selective classifier asked for (`--ood-gate` and friends)."""
-
-    ood_gate: str | None
-    choose: bool
-    id_keep: float
-    gate_stats: str | Path | None
-    confidence_gate: str
-    target_coverage: float | None
-    shifted: Predictions | None = None  # ID images under synthetic corruption (--shifted)
-    target_domain: Predictions | None = None  # unlabelled target-domain images (opt-in)
-
-
-@dataclass(frozen=True)
-class _Gated:
-    """The gated classifier fitted, with the gate candidates when it was chosen."""
-
-    selective: Selective
-    choice: dict  # "choice" and "choice_criterion" with --choose-gate
 
 
 @dataclass
@@ -185,32 +135,9 @@ def parse_fractions(text: str | Sequence[float], what: str) -> tuple[float, ...]
     return tuple(out)
 
 
-def _check_targets(target_risk: float, delta: float) -> None:
-    if not (0.0 < target_risk <= 1.0) or math.isnan(target_risk):
-        raise ConfigError(f"target risk {target_risk:g} is outside (0, 1]; use e.g. 0.10.")
-    if not (0.0 < delta < 1.0) or math.isnan(delta):
-        raise ConfigError(f"delta {delta:g} is outside (0, 1); use e.g. 0.05.")
-
-
 def _available_scores(test: Predictions, temperature: float | None) -> list[str]:
     names = [s for s in LOGIT_SCORES if s != "msp_ts" or temperature is not None]
     return names + [c for c in test.conf if c not in names]
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.bool_ | bool):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return None if not math.isfinite(float(value)) else float(value)
-    return value
 
 
 def _outcome(o: ThresholdOutcome) -> dict:
@@ -234,12 +161,6 @@ def _selective_block(
         name: selective_summary(values, y, pred, coverages, target_risk)
         for name, values in conf.items()
     }
-
-
-def _fit_sgr(data: Predictions, conf: np.ndarray, target_risk: float, delta: float) -> SGRResult:
-    mask = data.labelled
-    residuals = (data.pred[mask] != data.y[mask]).astype(float)
-    return sgr(conf[mask], residuals, target_risk, delta)
 
 
 def _ood_name(p: Predictions, used: set[str], given: dict[str, str] | None = None) -> str:
@@ -281,6 +202,7 @@ def evaluate_predictions(
     on_step: Callable[[str], None] | None = None,
     examples: bool = True,  # example images in report.html (False: --no-examples)
     set_names: Mapping[str | Path, str] | None = None,
+    policy: SelectivePolicy | None = None,
 ) -> EvaluationResult:
     """Evaluate predictions files and write metrics.json, report.html and selective.json.
 
@@ -298,143 +220,77 @@ def evaluate_predictions(
     in-distribution sets from other sources (e.g. the ISIC 2018 test images), measured like the
     test set. `set_names`: each --ood/--external file's name (`skinclf run` and `cv` give their
     folders'); default: the file's dataset.
+
+    `policy`: a fitted `SelectivePolicy` (the calibrate step's, `SelectivePolicy.load`) to
+    measure; then nothing is fitted and no selective.json is written, and the fitting options
+    above (`ood_gate` ... `selective_score`) are not used. Without one, the policy is fitted here
+    from them (`SelectivePolicy.fit`) and written to OUT/selective.json.
     """
-    auto = target_risk == AUTO
-    s = _settings(0.10 if auto else float(target_risk), delta, coverages, n_bootstrap, seed)
     step = on_step if (progress and on_step) else (lambda _s: None)
     step("reading predictions")
     run = _read_inputs(test, val, calib, ood, external, set_names)
-    gates = _GateOptions(
-        ood_gate,
-        choose_gate,
-        id_keep,
-        gate_stats,
-        confidence_gate,
-        target_coverage,
-        *_choice_inputs(choose_gate, ood_gate, shifted, target_domain),
-    )
-    if run.val is not None:
-        step("fitting the temperature")
-        run.temperature = _temperature(run)
+    shifted_p, target_p = _choice_files(shifted, target_domain)
+    fitted_here = policy is None
+    if policy is None:
+        step("fitting the policy")
+        settings = PolicySettings(
+            target_risk, delta, selective_score, ood_gate, choose_gate, id_keep,
+            confidence_gate, target_coverage,
+        )  # fmt: skip
+        policy = SelectivePolicy(settings)
+        policy.fit(run.val, run.calib, shifted_p, target_p, gate_stats)
+    run.temperature = policy.temperature if run.val is not None else None
+    run.notes.extend(policy.notes)
+    s = _settings(policy.target_risk, policy.delta, coverages, n_bootstrap, seed)
     run.score_names = _score_names(scores, run.test, run.temperature)
-    s, choice = _auto_target_risk(run, s, selective_score) if auto else (s, None)
-    result: dict = {"test": _test_block(run, s, step)}
-    if run.val is not None:
-        result.update(_val_blocks(run))
-    selective = _selective_step(run, result, selective_score, s, step)
-    _ood_blocks(run, result, selective, s, step)
-    _external_blocks(run, result, s, step)
-    gated, decisions = _policy_step(run, result, selective, gates, s, step)
-    if run.calib is not None:
-        run.scored(run.calib, "calib", "calib")
+    result, decisions = _measure(run, policy, s, step, shifted_p, target_p)
     result["scores"] = list(run.score_names)
+    choice = policy.record.get("risk_choice")
     result["settings"] = _settings_block(s, test, val, calib, ood, external, choice)
     result["notes"] = list(dict.fromkeys(run.notes))
     step("writing the report")
     return _write_outputs(
-        Path(out_dir), _jsonable(result), run, selective, gated, decisions, gate_stats, examples
+        Path(out_dir), jsonable(result), run, policy, fitted_here, decisions, examples
     )
+
+
+def _measure(
+    run: _Run,
+    policy: SelectivePolicy,
+    s: _Settings,
+    step: Callable[[str], None],
+    shifted: Predictions | None,
+    target_domain: Predictions | None,
+) -> tuple[dict, dict]:
+    """Every set measured under `policy`: metrics.json's blocks, and the gated decisions."""
+    result: dict = {"test": _test_block(run, s, step)}
+    if run.val is not None:
+        result.update(_val_blocks(run))
+    selective = policy.single
+    if selective is not None:
+        result["sgr"] = _sgr_block(run, selective, policy.record.get("single_fit"), s)
+    _ood_blocks(run, result, selective, s, step)
+    _external_blocks(run, result, s, step)
+    decisions = _policy_step(run, result, policy, shifted, target_domain, s, step)
+    if run.calib is not None:
+        run.scored(run.calib, "calib", "calib")
+    return result, decisions
 
 
 def _settings(
     target_risk: float, delta: float, coverages: Sequence[float], n_bootstrap: int, seed: int
 ) -> _Settings:
-    _check_targets(float(target_risk), float(delta))
     fractions = parse_fractions(coverages, "coverage")
     return _Settings(float(target_risk), float(delta), fractions, n_bootstrap, seed)
 
 
-def _temperature(run: _Run) -> float:
-    """The temperature fitted on validation data. One within 1.5x of a search bound, or one that
-    makes the calibration (else validation) predictions' NLL worse than T = 1, is replaced by
-    1.0 with a note in run.notes (a degenerate fit, e.g. on a few easy images, would otherwise
-    make every probability 0 or 1)."""
-    assert run.val is not None
-    vm = run.val.labelled
-    t = fit_temperature(run.val.logits[vm], run.val.y[vm])
-    check = run.calib if run.calib is not None else run.val
-    cm = check.labelled
-    worse = temperature_nll(check.logits[cm], check.y[cm], t) > temperature_nll(
-        check.logits[cm], check.y[cm], 1.0
-    )
-    at_bound = t < 1.5 * T_MIN or t > T_MAX / 1.5
-    if not (worse or at_bound):
-        return t
-    why = (
-        f"within 1.5x of its search bound [{T_MIN:g}, {T_MAX:g}]"
-        if at_bound
-        else f"it raises the {'calibration' if run.calib is not None else 'validation'} NLL "
-        "above that of T = 1"
-    )
-    run.notes.append(f"The fitted temperature {t:.3g} was replaced by 1.0: {why}.")
-    return 1.0
-
-
-def _auto_target_risk(
-    run: _Run, s: _Settings, selective_score: str
-) -> tuple[_Settings, RiskChoice | None]:
-    """`--target-risk auto` for the single-score classifier (selective.json without an OOD gate,
-    metrics' "sgr"): the lowest risk of the grid SGR certifies at the minimum coverage on the
-    calibration (else validation) predictions, with the chosen score; the settings with that
-    risk and the per-risk delta (unchanged, 0.10, without held-out predictions). A gated
-    classifier chooses its own on the images its OOD gate keeps (`shift.fit_gated_policy`)."""
-    import dataclasses
-
-    if run.fit_p is None:
-        return s, None
-    chosen = _chosen_score(run, selective_score)
-    mask = run.fit_p.labelled
-    residuals = (run.fit_p.pred[mask] != run.fit_p.y[mask]).astype(float)
-    choice = lowest_certified_risk(run.score(run.fit_p, chosen)[mask], residuals, s.delta)
-    run.notes.append(
-        f"--target-risk auto chose {choice.target_risk:g}: the lowest risk of "
-        f"{', '.join(f'{r:g}' for r in RISK_GRID)} that SGR certifies on {run.fitted_on} "
-        f"while accepting at least {choice.min_coverage:.0%} of its images "
-        f"({'reached' if choice.reached else 'none reached it: the highest coverage'}); each "
-        f"risk fitted at delta {choice.delta:.4g}, so the guarantee holds with probability "
-        f"{1 - choice.overall_delta:.2f}."
-    )
-    resolved = dataclasses.replace(
-        s, target_risk=choice.target_risk, delta=choice.delta, auto=True, overall_delta=s.delta
-    )
-    return resolved, choice
-
-
-def _choice_block(choice: RiskChoice) -> dict:
-    return {
-        "requested": AUTO,
-        "chosen": choice.target_risk,
-        "min_coverage": choice.min_coverage,
-        "reached": choice.reached,
-        "certified": choice.certified,
-        "delta_per_risk": choice.delta,
-        "delta": choice.overall_delta,
-        "coverage_by_risk": {f"{r:g}": c for r, c in choice.coverages.items()},
-    }
-
-
-def _choice_inputs(
-    choose_gate: bool,
-    ood_gate: str | None,
-    shifted: str | Path | None,
-    target_domain: str | Path | None,
+def _choice_files(
+    shifted: str | Path | None, target_domain: str | Path | None
 ) -> tuple[Predictions | None, Predictions | None]:
-    """The files --choose-gate judges candidates on: --shifted (labelled) or --target-domain."""
-    if (shifted or target_domain) and not choose_gate:
-        raise ConfigError("--shifted and --target-domain choose the gate: add --choose-gate.")
-    if choose_gate and ood_gate:
-        raise ConfigError("Give --ood-gate SCORE or --choose-gate, not both.")
-    if shifted and target_domain:
-        raise ConfigError(
-            "Give --shifted (in-distribution only) or --target-domain (opt-in), not both: "
-            "their choices are reported apart."
-        )
-    if shifted:
-        p = read_predictions(shifted, require_labels=False)
-        if not p.labelled.any():
-            raise ConfigError(f"{shifted}: --shifted needs labelled in-distribution rows.")
-        return p, None
-    return None, read_predictions(target_domain, require_labels=False) if target_domain else None
+    """The files --choose-gate judges candidates on, read: --shifted or --target-domain."""
+    files = (shifted, target_domain)
+    read = [read_predictions(f, require_labels=False) if f else None for f in files]
+    return read[0], read[1]
 
 
 def _read_inputs(
@@ -525,115 +381,24 @@ def _val_blocks(run: _Run) -> dict:
     }
 
 
-def _selective_step(
-    run: _Run, result: dict, selective_score: str, s: _Settings, step: Callable[[str], None]
-) -> Selective | None:
-    """Choose the selective score and fit its SGR threshold (result["sgr"]), if a validation
-    or calibration file allows; None (and a note) otherwise."""
-    if selective_score != "auto" and selective_score not in LOGIT_SCORES:
-        raise ConfigError(
-            f"selective score {selective_score!r} cannot be computed from logits by predict;"
-            f" use one of {', '.join(LOGIT_SCORES)} or auto."
-        )
-    if selective_score == "msp_ts" and run.temperature is None:
-        raise ConfigError("selective score msp_ts needs --val to fit the temperature.")
-    if run.fit_p is None:
-        run.notes.append(
-            "No --val or --calib file: no temperature scaling, no SGR threshold and no "
-            "selective.json (they need fitting on held-out predictions)."
-        )
-        return None
-    step("selection with guaranteed risk")
-    chosen = _chosen_score(run, selective_score)
-    auto = selective_score == "auto" and run.val is not None
-    fit = _fit_sgr(run.fit_p, run.score(run.fit_p, chosen), s.target_risk, s.delta)
-    coverage_gate = s.auto and not fit.solution_exists
-    if coverage_gate:  # --target-risk auto, nothing certified: a coverage target, said so
-        fit = _coverage_fallback(run, chosen, fit)
-    selective = _stored_selective(run, chosen, auto, fit, s, coverage_gate)
-    result["sgr"] = _sgr_block(run, selective, fit, s)
-    return selective
-
-
-def _chosen_score(run: _Run, selective_score: str) -> str:
-    """The given score, or ("auto") the logit score with the lowest validation AURC."""
-    if selective_score != "auto":
-        return selective_score
-    if run.val is None:
-        return "msp"
-    vm = run.val.labelled
-    wrong = run.val.y[vm] != run.val.pred[vm]
-    candidates = [name for name in LOGIT_SCORES if name != "msp_ts" or run.temperature]
-    val_aurc = {name: aurc(run.score(run.val, name)[vm], wrong) for name in candidates}
-    return min(val_aurc, key=lambda name: val_aurc[name])
-
-
-def _coverage_fallback(run: _Run, chosen: str, fit: SGRResult) -> SGRResult:
-    """`--target-risk auto` where SGR certifies no risk of the grid (a few dozen images): the
-    threshold keeping `AUTO_MIN_COVERAGE` of the fitting images, with no risk guarantee (as the
-    gated policy does, `shift.fit_gated_policy`)."""
-    import dataclasses
-
-    mask = run.fit_p.labelled
-    conf = run.score(run.fit_p, chosen)[mask]
-    wrong = (run.fit_p.pred[mask] != run.fit_p.y[mask]).astype(float)
-    run.notes.append(
-        f"--target-risk auto: SGR certifies no risk up to {fit.target_risk:g} on the {fit.n} "
-        f"{run.fitted_on} images, so the confidence gate keeps {AUTO_MIN_COVERAGE:.0%} of them "
-        "instead, with no risk guarantee; a larger calibration set gives one."
-    )
-    covered = fit_coverage(conf, wrong, AUTO_MIN_COVERAGE, fit.delta, fit.target_risk)
-    return dataclasses.replace(covered, steps=fit.steps)
-
-
-def _stored_selective(
-    run: _Run,
-    chosen: str,
-    auto: bool,
-    fit: SGRResult,
-    s: _Settings,
-    coverage_gate: bool = False,
-) -> Selective:
-    """The selective classifier of selective.json, noting a weaker guarantee or no solution
-    (`coverage_gate`: the threshold keeps `AUTO_MIN_COVERAGE` of the fitting images)."""
-    also = [w for w, used in (("temperature", chosen == "msp_ts"), ("score", auto)) if used]
-    sgr_note = (
-        VAL_SELECTION_NOTE.format(f" (and the {' and the '.join(also)})" if also else "")
-        if run.fitted_on == "val"
-        else ""
-    )
-    if sgr_note:
-        run.notes.append(sgr_note)
-    if not fit.solution_exists:
-        run.notes.append(
-            f"SGR found no threshold whose risk bound is below {s.target_risk:g} on "
-            f"{run.fitted_on} ({fit.n} images): the stored classifier abstains on everything; "
-            "raise --target-risk or use a larger calibration set."
-        )
-    return Selective(
-        score=chosen,
-        temperature=float(run.temperature) if run.temperature is not None else None,
-        threshold=fit.threshold,
-        target_risk=s.target_risk,
-        delta=s.delta,
-        solution_exists=fit.solution_exists,
-        fitted_on=run.fitted_on,
-        n_calib=fit.n,
-        calib_coverage=fit.coverage,
-        calib_risk=fit.risk,
-        bound=fit.bound,
-        note=sgr_note,
-        confidence_gate="coverage" if coverage_gate else "sgr",
-        target_coverage=AUTO_MIN_COVERAGE if coverage_gate else None,
-    )
-
-
-def _sgr_block(run: _Run, selective: Selective, fit: SGRResult, s: _Settings) -> dict:
-    """The SGR fit and the same threshold on the test set (and its semantic OOD rows)."""
+def _sgr_block(run: _Run, selective: Selective, fit: dict | None, s: _Settings) -> dict:
+    """The SGR fit (the policy's record of it; from the stored classifier for a policy file
+    written before the record) and the same threshold on the test set (and its semantic OOD
+    rows)."""
+    fit = fit or {
+        "threshold": selective.threshold,
+        "solution_exists": selective.solution_exists,
+        "steps": None,
+        "n": selective.n_calib,
+        "n_accepted": round(selective.calib_coverage * selective.n_calib),
+        "coverage": selective.calib_coverage,
+        "risk": selective.calib_risk,
+        "bound": selective.bound,
+    }
     tm = run.test.labelled
     test_residuals = (run.test.pred[tm] != run.test.y[tm]).astype(float)
     conf_all = run.score(run.test, selective.score)
-    on_test = apply_threshold(conf_all[tm], test_residuals, fit.threshold, s.target_risk)
+    on_test = apply_threshold(conf_all[tm], test_residuals, fit["threshold"], s.target_risk)
     block = {
         "score": selective.score,
         "temperature": selective.temperature,
@@ -641,22 +406,22 @@ def _sgr_block(run: _Run, selective: Selective, fit: SGRResult, s: _Settings) ->
         "delta": s.delta,
         "fitted_on": run.fitted_on,
         "confidence_gate": selective.confidence_gate,
-        "solution_exists": fit.solution_exists,
-        "threshold": fit.threshold,
-        "steps": fit.steps,
+        "solution_exists": fit["solution_exists"],
+        "threshold": fit["threshold"],
+        "steps": fit["steps"],
         run.fitted_on: {
-            "n": fit.n,
-            "n_accepted": fit.n_accepted,
-            "coverage": fit.coverage,
-            "risk": fit.risk,
-            "bound": fit.bound,
+            "n": fit["n"],
+            "n_accepted": fit["n_accepted"],
+            "coverage": fit["coverage"],
+            "risk": fit["risk"],
+            "bound": fit["bound"],
         },
         "test": _outcome(on_test),
         "note": selective.note,
     }
     if run.test.semantic_ood.any():
         block["test_semantic_ood"] = semantic_ood_at_threshold(
-            conf_all[tm], test_residuals, conf_all[run.test.semantic_ood], fit.threshold
+            conf_all[tm], test_residuals, conf_all[run.test.semantic_ood], fit["threshold"]
         )
     return block
 
@@ -751,10 +516,10 @@ def _settings_block(
     calib: str | Path | None,
     ood: Sequence[str | Path],
     external: Sequence[str | Path],
-    choice: RiskChoice | None = None,
+    choice: dict | None = None,
 ) -> dict:
     return {
-        **({"target_risk_choice": _choice_block(choice)} if choice is not None else {}),
+        **({"target_risk_choice": choice} if choice is not None else {}),
         "target_risk": s.target_risk,
         "delta": s.delta,
         "coverages": list(s.coverages),
@@ -774,31 +539,31 @@ def _write_outputs(
     out_dir: Path,
     metrics: dict,
     run: _Run,
-    selective: Selective | None,
-    gated: Selective | None,
+    policy: SelectivePolicy,
+    fitted_here: bool,
     decisions: dict,
-    gate_stats: str | Path | None,
     examples: bool = True,
 ) -> EvaluationResult:
-    """metrics.json, selective.json (the gated classifier if any), the gate's files and
-    report.html."""
+    """metrics.json, the decisions, report.html and, for a policy fitted here (not given),
+    its selective.json (the gated classifier if any) with the gate's statistics."""
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.json"
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    stored = gated if gated is not None else selective
-    selective_path = save_selective(stored, out_dir / "selective.json") if stored else None
-    if gated is not None:
-        _write_gate_files(gated, gate_stats, out_dir, decisions)
+    selective_path = None
+    if fitted_here and policy.selective is not None:
+        selective_path = policy.save(out_dir)
+    if policy.gated is not None:
+        _write_decisions(out_dir, decisions)
     report_path = write_report(
         out_dir / "report.html",
         metrics,
         run.sets,
         temperature=run.temperature,
-        selective=selective,
-        gated=gated,
+        selective=policy.single,
+        gated=policy.gated,
         examples=examples,
     )
-    return EvaluationResult(metrics, selective, metrics_path, report_path, selective_path)
+    return EvaluationResult(metrics, policy.single, metrics_path, report_path, selective_path)
 
 
 def _named(ps: Sequence[Predictions], names: dict) -> dict[str, Predictions]:
@@ -830,35 +595,35 @@ def _external_block(
 def _policy_step(
     run: _Run,
     result: dict,
-    selective: Selective | None,
-    gates: _GateOptions,
+    policy: SelectivePolicy,
+    shifted: Predictions | None,
+    target_domain: Predictions | None,
     s: _Settings,
     step: Callable[[str], None],
-) -> tuple[Selective | None, dict]:
-    """The gated selective classifier when asked for (result["policy"]), and its decisions."""
-    if not (gates.ood_gate or gates.choose):
-        return None, {}
-    if run.fit_p is None:
-        raise ConfigError("--ood-gate and --choose-gate need --val or --calib to fit the gate on.")
+) -> dict:
+    """The gated selective classifier measured on every set (result["policy"]), when the
+    policy has one; its decisions per set."""
+    chosen = policy.gated
+    if chosen is None:
+        return {}
     step("gated selective classifier")
     named_sets = {
         "test": run.test,
         **_named(run.external, result.get("external", {})),
         **_named(run.ood, result.get("ood", {})),
     }
-    for name, extra in (("corrupted", gates.shifted), ("target_domain", gates.target_domain)):
+    for name, extra in (("corrupted", shifted), ("target_domain", target_domain)):
         if extra is not None:
             if name in named_sets:
                 raise ConfigError(f"A set is already named {name!r}; rename its dataset column.")
             named_sets[name] = extra
-    gated = _fit_gated(run, selective, gates, s)
-    chosen = gated.selective
+    gate = chosen.gate
     block: dict = {
-        "fitted_on": run.fitted_on,
-        "id_keep": gates.id_keep,
+        "fitted_on": chosen.fitted_on,
+        "id_keep": gate.id_keep if gate is not None else None,
         "confidence_gate": chosen.confidence_gate,  # coverage where auto certified no risk
     }
-    block.update(gated.choice)
+    block.update(policy.record.get("gate_choice", {}))
     block["gate"] = chosen.ood_gate
     block["threshold"] = chosen.threshold
     block["target_risk"] = chosen.target_risk
@@ -866,112 +631,16 @@ def _policy_step(
     block["target_coverage"] = chosen.target_coverage
     # on the calibration images the OOD gate keeps: what the confidence gate accepts, their
     # error rate, and its upper bound with probability 1 - delta
-    block[run.fitted_on] = {
+    block[chosen.fitted_on] = {
         "n": chosen.n_calib,
         "coverage": chosen.calib_coverage,
         "risk": chosen.calib_risk,
         "bound": chosen.bound,
     }
-    block["sets"], decisions = _policy_sets(gated.selective, selective, named_sets, run, s)
+    block["sets"], decisions = _policy_sets(chosen, policy.single, named_sets, run, s)
     add_subgroups(block["sets"], named_sets, decisions)
     result["policy"] = block
-    return gated.selective, decisions
-
-
-def _fit_gated(run: _Run, single: Selective | None, gates: _GateOptions, s: _Settings) -> _Gated:
-    """Fit the gated classifier on the calibration (or validation) file: the OOD gate given
-    or chosen without OOD labels, then the confidence gate on the images it keeps."""
-    from skinclf.contracts.selective import combination_parts
-    from skinclf.evaluate import shift
-    from skinclf.scoring.feature_scores import FEATURE_SCORES
-
-    fit_p = run.fit_p
-    assert fit_p is not None
-    parse_fractions([gates.id_keep], "--id-keep")
-    if gates.confidence_gate not in ("sgr", "coverage", "off"):
-        raise ConfigError(f"--confidence-gate {gates.confidence_gate!r}: use sgr, coverage or off.")
-    score = single.score if single is not None else "msp"
-
-    def fit(gate_score: str, chosen_by: str = "", confidence_gate: str = "") -> Selective:
-        needs_stats = any(c in FEATURE_SCORES for c in combination_parts(gate_score))
-        return shift.fit_gated_policy(
-            fit_p,
-            run.fitted_on,
-            score,
-            run.temperature,
-            gate_score,
-            gates.id_keep,
-            confidence_gate or gates.confidence_gate,
-            *s.gated_risk,
-            gates.target_coverage,
-            "selective_stats.npz" if needs_stats else None,
-            chosen_by,
-        )
-
-    ood_gate, chosen_by, choice = gates.ood_gate, "given (--ood-gate)", {}
-    if gates.choose:
-        ood_gate, choice = _choose(run, gates, score, fit)
-        chosen_by = f"--choose-gate: {choice['choice_criterion']}"
-    assert ood_gate is not None
-    needs_stats = any(c in FEATURE_SCORES for c in combination_parts(ood_gate))
-    if needs_stats and gates.gate_stats is None:
-        raise ConfigError(
-            f"The OOD gate {ood_gate!r} uses feature scores: give --gate-stats RUN/"
-            "feature_stats.npz (written by `skinclf predict --scores ...`), so that predict "
-            "can apply it without the training images."
-        )
-    return _Gated(fit(ood_gate, chosen_by), choice)
-
-
-def _choose(
-    run: _Run, gates: _GateOptions, score: str, fit: Callable[[str], Selective]
-) -> tuple[str, dict]:
-    """--choose-gate: the gate candidate and the table of every candidate's rating."""
-    from skinclf.evaluate import shift
-
-    fit_p = run.fit_p
-    assert fit_p is not None
-    candidates = shift.gate_candidates(fit_p, score)
-    excluded: dict[str, str] = {}
-    if gates.shifted is not None:
-        shift.require_components(gates.shifted, candidates, "--shifted")
-        judge = shift.silent_failures(gates.shifted)
-        best, table, excluded = _by_policy(run, candidates, fit, judge)
-        criterion, rating, mode = shift.SHIFTED_CRITERION, "silent failure rate", "shifted"
-    elif gates.target_domain is not None:
-        shift.require_components(gates.target_domain, candidates, "--target-domain")
-        best, table, excluded = _by_policy(
-            run, candidates, fit, shift.accepted_share(gates.target_domain)
-        )
-        criterion, rating = shift.TARGET_DOMAIN_CRITERION, "target-domain share accepted"
-        mode = "target_domain"
-    else:
-        best, table = shift.choose_gate(fit_p, candidates, gates.id_keep, run.temperature)
-        criterion, rating, mode = shift.CHOOSE_GATE_CRITERION, "error rate kept", "errors_kept"
-    return best, {
-        "choice": table,
-        "choice_excluded": excluded,
-        "choice_criterion": criterion,
-        "choice_rating": rating,
-        "choice_mode": mode,
-    }
-
-
-def _by_policy(run: _Run, candidates: Sequence[str], fit: Callable, judge: Callable) -> tuple:
-    """shift.choose_gate_by_policy; when no candidate's confidence gate has a solution, the
-    gate is chosen on its own (confidence gate off for the choice), with a note."""
-    from skinclf.evaluate import shift
-
-    best, table, excluded = shift.choose_gate_by_policy(candidates, fit, judge, allow_empty=True)
-    if table:
-        return best, table, excluded
-    run.notes.append(
-        "No gate candidate leaves a confidence threshold that meets --target-risk, so the gate "
-        "was chosen with the confidence gate off; the stored classifier abstains on every image "
-        "(raise --target-risk, or use --confidence-gate coverage)."
-    )
-    best, table, _ = shift.choose_gate_by_policy(candidates, lambda c: fit(c, "", "off"), judge)
-    return best, table, excluded
+    return decisions
 
 
 def _policy_sets(
@@ -1001,18 +670,12 @@ def _policy_sets(
     return sets, decisions
 
 
-def _write_gate_files(
-    gated: Selective, gate_stats: str | Path | None, out_dir: Path, decisions: dict
-) -> None:
-    """Copy the gate's feature statistics beside selective.json; write each set's decisions."""
+def _write_decisions(out_dir: Path, decisions: dict) -> None:
+    """Each set's decisions by the gated classifier: OUT/decisions/SET.csv."""
     import pandas as pd
 
     from skinclf.atomic import atomic_path
 
-    gate = gated.gate
-    if gate is not None and gate.stats_file and gate_stats is not None:
-        with atomic_path(out_dir / gate.stats_file) as tmp:
-            tmp.write_bytes(Path(gate_stats).read_bytes())
     folder = out_dir / "decisions"
     folder.mkdir(parents=True, exist_ok=True)
     for name, (ids, abstain, reason) in decisions.items():

@@ -125,7 +125,7 @@ def example_grid(
 
 def example_sets(sets: Sequence[ScoredSet], gated: Selective, n: int = PER_GROUP) -> list[dict]:
     """The grid of each set ({"set", "groups", "note"}), under the gated policy's decisions."""
-    from skinclf.evaluate.shift import apply_to
+    from skinclf.policy.gates import apply_to
 
     out = []
     for s in sets:

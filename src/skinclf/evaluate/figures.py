@@ -16,7 +16,7 @@ from skinclf.classes import CLASSES
 from skinclf.contracts.predictions import Predictions
 from skinclf.contracts.selective import Selective
 from skinclf.evaluate.calibration import reliability_diagram
-from skinclf.evaluate.selective import risk_coverage_curve
+from skinclf.policy.risk_coverage import risk_coverage_curve
 
 _COLOURS = [
     "#1f77b4",
@@ -259,7 +259,7 @@ def _curve(passed: np.ndarray, conf: np.ndarray, wrong: np.ndarray) -> tuple:
 def fig_policy_curves(sets: Sequence[ScoredSet], gated: Selective, single: Selective) -> str:
     """Risk-coverage of the gated and the single-score classifier on each set, with the
     operating points as dots."""
-    from skinclf.evaluate.shift import apply_to
+    from skinclf.policy.gates import apply_to
 
     shown = [s for s in sets if (s.preds.labelled | s.preds.semantic_ood).sum() >= 2]
     fig = _figure(4.2 * max(1, len(shown)), 3.8)

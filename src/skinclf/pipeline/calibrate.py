@@ -1,10 +1,12 @@
 """`skinclf calibrate RUN`: the policy of a run trained by `skinclf train`, as `skinclf run`
 fits its own. The run's own held-out images are predicted through its `Predictor` with every
 confidence score (val, calib when the split has one, test, and val after synthetic
-corruption), then the temperature (val), the OOD gate (chosen without OOD labels by the silent
-failures on the corrupted val images) and the confidence gate (calib, else val) are fitted into
-RUN/eval/selective.json, beside metrics.json and report.html. Afterwards `skinclf predict RUN`,
-`skinclf export RUN`, `skinclf serve` and `skinclf.load(RUN)` all abstain by that policy.
+corruption), then the policy is fitted, as `skinclf run`'s calibrate step fits it: the
+temperature (val), the OOD gate (chosen without OOD labels by the silent failures on the
+corrupted val images) and the confidence gate (calib, else val), into RUN/eval/selective.json;
+the evaluate step then measures it into metrics.json and report.html. Afterwards
+`skinclf predict RUN`, `skinclf export RUN`, `skinclf serve` and `skinclf.load(RUN)` all abstain
+by that policy.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def _splits(run: Path) -> list[str]:
 
 def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = print):  # -> EvaluationResult
     """Predict the run's held-out splits and fit its policy into RUN/eval/ (see the module)."""
-    from skinclf.evaluate.evaluation import evaluate_predictions
+    from skinclf.pipeline.posthoc import evaluate_policy, fit_policy
     from skinclf.predict import predict
 
     run = Path(opts.run)
@@ -71,16 +73,25 @@ def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = print):  # ->
             progress=opts.progress,
             corrupt=SHIFT_CORRUPTION if name == CORRUPTED_SET else None,
         )
-    log("fitting the temperature, the OOD gate and the confidence gate")
-    return evaluate_predictions(
+    log("fitting the policy: the temperature, the OOD gate and the confidence gate")
+    fit_policy(
+        folder,
+        files["val"],
+        files.get("calib"),
+        files[CORRUPTED_SET],
+        run / FEATURE_STATS_FILE,
+        opts.target_risk,
+        opts.id_keep,
+    )
+    log(f"evaluating under it -> {folder}")
+    return evaluate_policy(
+        folder,
         test=files["test"],
-        out_dir=folder,
         val=files["val"],
         calib=files.get("calib"),
-        choose_gate=True,
+        ood=[],
+        external=[],
         shifted=files[CORRUPTED_SET],
-        id_keep=opts.id_keep,
-        gate_stats=run / FEATURE_STATS_FILE,
-        target_risk=opts.target_risk,
         n_bootstrap=opts.bootstrap,
+        seed=0,
     )

@@ -56,6 +56,7 @@ from skinclf.pipeline.job import (
     CALIB_RAW,
     MC_DROPOUT,
     OOF_SET,
+    POLICY_FILE,
     SHIFT_CORRUPTION,
     Layout,
     RunOptions,
@@ -430,76 +431,86 @@ def ensemble_predict_step(
     )
 
 
-def evaluate_ensemble(
-    eval_dir: Path,
-    ood_names: list[str],
-    test_names: list[str],
-    gate_stats: Path,
-    settings: dict,
-    on_step=None,
-) -> None:
-    """A fold ensemble's temperature, OOD gate and selective classifier fitted on its calib
-    predictions (eval_dir/calib.csv), the gate chosen without OOD labels by the silent failures
-    on the corrupted calibration images (as `skinclf run` chooses it on its corrupted validation
-    images); every set evaluated, the out-of-fold predictions (eval_dir/out_of_fold.csv)
-    standing in for the test set. `settings`: target_risk, id_keep, bootstrap, seed."""
-    from skinclf.evaluate.evaluation import evaluate_predictions
+def calibrate_ensemble(eval_dir: Path, gate_stats: Path, settings: dict) -> None:
+    """A fold ensemble's policy fitted on its calib predictions (eval_dir/calib.csv): the
+    temperature, the OOD gate chosen without OOD labels by the silent failures on the corrupted
+    calibration images (as `skinclf run` chooses it on its corrupted validation images) and the
+    confidence gate, into eval_dir/selective.json. `settings`: target_risk, id_keep."""
+    from skinclf.pipeline.posthoc import fit_policy
 
     calib = eval_dir / f"{CALIB_SET}.csv"
-    evaluate_predictions(
+    shifted = eval_dir / f"{CALIB_CORRUPTED}.csv"
+    fit_policy(
+        eval_dir, calib, calib, shifted, gate_stats, settings["target_risk"], settings["id_keep"]
+    )
+
+
+def evaluate_ensemble(
+    eval_dir: Path, ood_names: list[str], test_names: list[str], settings: dict, on_step=None
+) -> None:
+    """Every set measured under the ensemble's policy (eval_dir/selective.json), the
+    out-of-fold predictions (eval_dir/out_of_fold.csv) standing in for the test set.
+    `settings`: bootstrap, seed."""
+    from skinclf.pipeline.posthoc import evaluate_policy
+
+    calib = eval_dir / f"{CALIB_SET}.csv"
+    evaluate_policy(
+        eval_dir,
         test=eval_dir / f"{OOF_SET}.csv",
-        out_dir=eval_dir,
         val=calib,
         calib=calib,
         ood=[eval_dir / f"{n}.csv" for n in ood_names],
         external=[eval_dir / f"{n}.csv" for n in test_names],
-        choose_gate=True,
         shifted=eval_dir / f"{CALIB_CORRUPTED}.csv",
-        id_keep=settings["id_keep"],
-        gate_stats=gate_stats,
-        target_risk=settings["target_risk"],
         n_bootstrap=settings["bootstrap"],
         seed=settings["seed"],
-        progress=True,
         on_step=on_step,
         set_names={eval_dir / f"{n}.csv": n for n in [*ood_names, *test_names]},
     )
 
 
-def evaluate_step(opts: CvOptions, lay: CvLayout) -> Step:
-    """With --calib: the ensemble's temperature, scores and gates fitted on its calib
-    predictions; the out-of-fold predictions stand in for the in-distribution test set."""
-    base = lay.base
-    sets = [*EVALUATION_SETS, *base.ood_names, *base.test_names]
+def calibrate_step(opts: CvOptions, lay: CvLayout) -> Step:
+    """With --calib: the ensemble's policy fitted on its calib predictions."""
     settings = {
         "target_risk": opts.run.target_risk,
         "id_keep": opts.run.id_keep,
         "choose_gate": True,
         "shifted": CALIB_CORRUPTED,
-        "bootstrap": opts.run.bootstrap,
-        "seed": opts.cfg.seed,
     }
 
     def function(ctx: StepContext) -> None:
-        evaluate_ensemble(
-            lay.eval,
-            base.ood_names,
-            base.test_names,
-            lay.fold(0) / FEATURE_STATS_FILE,
-            settings,
-            ctx.reporter.sub,
-        )
+        calibrate_ensemble(lay.eval, lay.fold(0) / FEATURE_STATS_FILE, settings)
+
+    return Step(
+        "calibrate",
+        "fit the ensemble's policy on its calibration predictions: the temperature, the OOD "
+        "gate (chosen on the corrupted calibration images) and the confidence gate",
+        function,
+        settings,
+        inputs=[lay.predictions(CALIB_SET), lay.predictions(CALIB_CORRUPTED)],
+        outputs=[lay.eval / POLICY_FILE],
+        needs=[f"predict-{CALIB_SET}", f"predict-{CALIB_CORRUPTED}"],
+    )
+
+
+def evaluate_step(opts: CvOptions, lay: CvLayout) -> Step:
+    """With --calib: every set measured under the ensemble's policy; the out-of-fold
+    predictions stand in for the in-distribution test set."""
+    base = lay.base
+    sets = [*EVALUATION_SETS, *base.ood_names, *base.test_names]
+    settings = {"bootstrap": opts.run.bootstrap, "seed": opts.cfg.seed}
+
+    def function(ctx: StepContext) -> None:
+        evaluate_ensemble(lay.eval, base.ood_names, base.test_names, settings, ctx.reporter.sub)
 
     return Step(
         "evaluate",
-        "fit the ensemble's temperature, OOD gate (chosen on the corrupted calibration images) "
-        "and selective classifier on its calibration predictions; evaluate every set; write "
-        "report.html",
+        "evaluate every set under the ensemble's policy (it fits nothing); write report.html",
         function,
         settings,
-        inputs=[lay.predictions(n) for n in sets],
-        outputs=[lay.eval / n for n in ("metrics.json", "selective.json", "report.html")],
-        needs=[f"predict-{n}" for n in sets],
+        inputs=[*(lay.predictions(n) for n in sets), lay.eval / POLICY_FILE],
+        outputs=[lay.eval / n for n in ("metrics.json", "report.html")],
+        needs=["calibrate", *(f"predict-{n}" for n in sets)],
     )
 
 
@@ -565,6 +576,7 @@ def build_cv_steps(opts: CvOptions, lay: CvLayout) -> list[Step]:
     for names, paths in ((base.ood_names, base.ood), (base.test_names, base.tests)):
         steps += [ensemble_predict_step(opts, lay, n, p) for n, p in zip(names, paths, strict=True)]
     if opts.calib > 0:
+        steps.append(calibrate_step(opts, lay))
         steps.append(evaluate_step(opts, lay))
     steps.append(summary_step(opts, lay))
     return steps

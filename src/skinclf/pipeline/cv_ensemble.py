@@ -64,6 +64,7 @@ from skinclf.evaluate.offsets import (
 from skinclf.pipeline.cv import (
     CALIB_RAW,
     EVALUATION_SETS,
+    calibrate_ensemble,
     evaluate_ensemble,
 )
 from skinclf.predictor.manifest import FEATURE_STATS_FILE
@@ -157,13 +158,15 @@ def ensemble_cvs(cvs: list[Path], out: Path, n_bootstrap: int = 1000, seed: int 
 
 
 def member_evaluation(cv: Path) -> tuple[dict, list[str], list[str]] | None:
-    """The settings of a cv's evaluate step and the names of the OOD and --test sets it
-    evaluated; None when it has none (no calibration part)."""
+    """The settings of a cv's policy (its calibrate step) and the names of the OOD and --test
+    sets it evaluated; None when it has none (no calibration part)."""
     state, metrics = cv / "run_state.json", cv / "eval" / "metrics.json"
     if not state.is_file() or not metrics.is_file():
         return None
     try:
-        step = json.loads(state.read_text()).get("steps", {}).get("evaluate", {})
+        steps = json.loads(state.read_text()).get("steps", {})
+        # the policy's settings: its calibrate step's (a cv written before that step: evaluate's)
+        step = steps.get("calibrate") or steps.get("evaluate", {})
         settings = step.get("parts", {}).get("settings", {})
         if step.get("status") != "done" or not settings.get("choose_gate"):
             return None  # (a cv evaluated before the gate was chosen on corrupted images)
@@ -207,12 +210,13 @@ def evaluate_cv_ensemble(
     same_evaluation(cvs, [e[0] for e in evaluated])
     settings, ood, tests = evaluated[0]
     present = shared_sets(cvs)
+    stats = cv_runs(cvs[0])[0] / FEATURE_STATS_FILE  # the first model's, whose scores it has
+    calibrate_ensemble(out / "eval", stats, settings)
     evaluate_ensemble(
         out / "eval",
         [n for n in ood if n in present],
         [n for n in tests if n in present],
-        cv_runs(cvs[0])[0] / FEATURE_STATS_FILE,  # the first model's, whose scores it has
-        {**settings, "bootstrap": n_bootstrap, "seed": seed},
+        {"bootstrap": n_bootstrap, "seed": seed},
         on_step,
     )
     return True

@@ -29,6 +29,7 @@ from skinclf.contracts.run_folder import (  # noqa: F401 (the names other steps 
     CORRUPTED_SET,
     MC_DROPOUT,
     OOF_SET,
+    POLICY_FILE,
     RESERVED_SETS,
     SHIFT_CORRUPTION,
     SPLIT_SETS,
@@ -364,52 +365,76 @@ def predict_step(
     )
 
 
-def evaluate_step(opts: RunOptions, lay: Layout, splits: list[str]) -> Step:
-    ood = [lay.predictions(n) for n in lay.ood_names]
-    external = [lay.predictions(n) for n in lay.test_names]
-    files = [lay.predictions(n) for n in splits] + ood + external
+def calibrate_step(opts: RunOptions, lay: Layout, splits: list[str]) -> Step:
+    """The policy: temperature (val), OOD gate (chosen on the corrupted val images) and
+    confidence gate (calib, else val), fitted once into OUT/eval/selective.json."""
     calib = lay.predictions("calib") if "calib" in splits else None
     settings = {
         "target_risk": opts.target_risk,
         "id_keep": opts.id_keep,
         "choose_gate": True,
         "shifted": CORRUPTED_SET,
-        "bootstrap": opts.bootstrap,
-        "seed": opts.cfg.seed,
     }
 
     def function(ctx: StepContext) -> None:
-        from skinclf.evaluate.evaluation import evaluate_predictions
+        from skinclf.pipeline.posthoc import fit_policy
 
-        evaluate_predictions(
-            test=lay.predictions("test"),
-            out_dir=lay.eval,
-            val=lay.predictions("val"),
-            calib=calib,
-            ood=ood,
-            external=external,
-            choose_gate=True,
-            shifted=lay.predictions(CORRUPTED_SET),
-            id_keep=opts.id_keep,
-            gate_stats=lay.stats,
-            target_risk=opts.target_risk,
-            n_bootstrap=opts.bootstrap,
-            seed=opts.cfg.seed,
-            progress=True,
-            on_step=ctx.reporter.sub,
-            set_names={lay.predictions(n): n for n in [*lay.ood_names, *lay.test_names]},
+        fit_policy(
+            lay.eval,
+            lay.predictions("val"),
+            calib,
+            lay.predictions(CORRUPTED_SET),
+            lay.stats,
+            opts.target_risk,
+            opts.id_keep,
         )
 
     fitted_on = "calibration" if calib is not None else "validation"
     return Step(
-        "evaluate",
-        f"fit the temperature (validation data), the OOD gate and the selective classifier "
-        f"({fitted_on} data); evaluate every set; write report.html",
+        "calibrate",
+        f"fit the policy: the temperature (validation data), the OOD gate (chosen on the "
+        f"corrupted validation images) and the confidence gate ({fitted_on} data)",
         function,
         settings,
-        inputs=[*files, lay.predictions(CORRUPTED_SET), lay.stats],
-        outputs=[lay.eval / n for n in ("metrics.json", "selective.json", "report.html")],
-        needs=[f"predict-{n}" for n in [*splits, CORRUPTED_SET, *lay.ood_names, *lay.test_names]],
+        inputs=[lay.predictions("val"), *([calib] if calib else []), lay.stats],
+        outputs=[lay.eval / POLICY_FILE],
+        needs=[f"predict-{n}" for n in ["val", *(["calib"] if calib else []), CORRUPTED_SET]],
+    )
+
+
+def evaluate_step(opts: RunOptions, lay: Layout, splits: list[str]) -> Step:
+    """Every set measured under the calibrate step's policy; report.html."""
+    ood = [lay.predictions(n) for n in lay.ood_names]
+    external = [lay.predictions(n) for n in lay.test_names]
+    files = [lay.predictions(n) for n in splits] + ood + external
+    calib = lay.predictions("calib") if "calib" in splits else None
+    settings = {"bootstrap": opts.bootstrap, "seed": opts.cfg.seed}
+
+    def function(ctx: StepContext) -> None:
+        from skinclf.pipeline.posthoc import evaluate_policy
+
+        evaluate_policy(
+            lay.eval,
+            test=lay.predictions("test"),
+            val=lay.predictions("val"),
+            calib=calib,
+            ood=ood,
+            external=external,
+            shifted=lay.predictions(CORRUPTED_SET),
+            n_bootstrap=opts.bootstrap,
+            seed=opts.cfg.seed,
+            on_step=ctx.reporter.sub,
+            set_names={lay.predictions(n): n for n in [*lay.ood_names, *lay.test_names]},
+        )
+
+    return Step(
+        "evaluate",
+        "evaluate every set under the policy (it fits nothing); write report.html",
+        function,
+        settings,
+        inputs=[*files, lay.predictions(CORRUPTED_SET), lay.eval / POLICY_FILE],
+        outputs=[lay.eval / n for n in ("metrics.json", "report.html")],
+        needs=["calibrate", *(f"predict-{n}" for n in [*splits, *lay.ood_names, *lay.test_names])],
     )
 
 
@@ -423,5 +448,6 @@ def build_steps(opts: RunOptions, lay: Layout) -> list[Step]:
     steps.append(predict_step(opts, lay, CORRUPTED_SET, None, corrupt=SHIFT_CORRUPTION))
     for names, paths in ((lay.ood_names, lay.ood), (lay.test_names, lay.tests)):
         steps += [predict_step(opts, lay, n, p) for n, p in zip(names, paths, strict=True)]
+    steps.append(calibrate_step(opts, lay, splits))
     steps.append(evaluate_step(opts, lay, splits))
     return steps

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from skinclf import __version__
 from skinclf.classes import CLASSES
+from skinclf.contracts.run_folder import POLICY_FILE
 from skinclf.errors import DataError
 
 PACKAGE_FORMAT = "skinclf-model"
@@ -23,7 +24,7 @@ READABLE_FORMAT_VERSIONS = (1, 2)
 MANIFEST_FILE = "skinclf-model.json"
 CARD_FILE = "model_card.json"
 CARD_MARKDOWN = "MODEL_CARD.md"
-SELECTIVE_FILE = "selective.json"
+SELECTIVE_FILE = POLICY_FILE
 FEATURE_STATS_FILE = "feature_stats.npz"  # in a run folder: fitted on its training split
 REQUIRED_KEYS = ("model_id", "skinclf_version", "preprocessing", "inference", "members")
 

@@ -11,7 +11,6 @@ sentence}`; bad files in a request with good ones get an error object of their o
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -33,6 +32,7 @@ from starlette.exceptions import HTTPException
 from skinclf import __version__
 from skinclf.classes import CLASS_NAMES
 from skinclf.errors import SkinclfError
+from skinclf.jsonable import jsonable
 from skinclf.serve.limits import BodySizeLimit
 
 STATIC = Path(__file__).parent / "static"
@@ -123,19 +123,6 @@ def image_error(name: str, exc: SkinclfError) -> dict:
 
 def file_error(name: str, code: str, message: str, status: int = 422) -> dict:
     return {"image": name, "error": code, "message": message, "status": status}
-
-
-def jsonable(value: Any) -> Any:
-    """`value` with numpy scalars and arrays as Python values and NaN/inf as null."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ---------------------------------------------------------------------------- the app

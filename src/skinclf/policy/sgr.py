@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import beta
 
-from skinclf.evaluate.selective import check_fraction, threshold_at_coverage
+from skinclf.policy.risk_coverage import check_fraction, threshold_at_coverage
 
 
 def binomial_upper_bound(errors: int, n: int, delta: float) -> float:

@@ -1,0 +1,72 @@
+"""The two post-hoc steps `skinclf run`, `skinclf cv`, `skinclf cv-ensemble` and
+`skinclf calibrate` share: **calibrate** fits the policy on held-out predictions files and writes
+it (FOLDER/eval/selective.json, the gate's statistics beside it), **evaluate** measures every set
+under that policy file and fits nothing (metrics.json, report.html, decisions/).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from skinclf.contracts.run_folder import POLICY_FILE
+
+
+def fit_policy(
+    out_dir: Path,
+    val: Path,
+    calib: Path | None,
+    shifted: Path,
+    gate_stats: Path,
+    target_risk: float | str,
+    id_keep: float,
+):  # -> SelectivePolicy
+    """The temperature (val), the OOD gate (chosen without OOD labels by the silent failures on
+    `shifted`, in-distribution images under synthetic corruption) and the confidence gate
+    (calib, else val), written to OUT_DIR/selective.json."""
+    from skinclf.contracts.predictions import read_predictions
+    from skinclf.policy.fit import PolicySettings, SelectivePolicy
+
+    settings = PolicySettings(target_risk=target_risk, choose_gate=True, id_keep=id_keep)
+    policy = SelectivePolicy(settings).fit(
+        read_predictions(val),
+        read_predictions(calib) if calib is not None else None,
+        shifted=read_predictions(shifted, require_labels=False),
+        gate_stats=gate_stats,
+    )
+    policy.save(out_dir)
+    return policy
+
+
+def evaluate_policy(
+    out_dir: Path,
+    test: Path,
+    val: Path,
+    calib: Path | None,
+    ood: Sequence[Path],
+    external: Sequence[Path],
+    shifted: Path,
+    n_bootstrap: int,
+    seed: int,
+    on_step: Callable[[str], None] | None = None,
+    set_names: Mapping[Path, str] | None = None,
+):  # -> EvaluationResult
+    """Every set measured under OUT_DIR/selective.json (the calibrate step's); nothing fitted."""
+    from skinclf.evaluate.evaluation import evaluate_predictions
+    from skinclf.policy.fit import SelectivePolicy
+
+    return evaluate_predictions(
+        test=test,
+        out_dir=out_dir,
+        val=val,
+        calib=calib,
+        ood=list(ood),
+        external=list(external),
+        shifted=shifted,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        progress=on_step is not None,
+        on_step=on_step,
+        set_names=set_names,
+        policy=SelectivePolicy.load(out_dir / POLICY_FILE),
+    )
