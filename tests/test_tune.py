@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from sklearn.metrics import balanced_accuracy_score
 
 from skinclf.config import load_config
+from skinclf.contracts.predictions import read_predictions
 from skinclf.errors import ConfigError
 from skinclf.tune import tune
 
@@ -81,7 +83,9 @@ def test_finetune_study_runs_trials_and_writes_a_usable_config(
         assert trial_cfg.train.backbone_lr == pytest.approx(t.params["train.backbone_lr"])
         assert trial_cfg.train.unfreeze == 4 and trial_cfg.train.frozen_cache  # fixed ones kept
         metrics = json.loads((run / "metrics.json").read_text())
-        assert t.value == pytest.approx(metrics["val"]["balanced_accuracy"])
+        val = read_predictions(run / "val_predictions.csv")  # the objective's, via the Predictor
+        assert t.value == pytest.approx(balanced_accuracy_score(val.y, val.pred))
+        assert "val" not in metrics  # training ended at its checkpoint
         assert (run / "split.csv").read_text() == (out / "split.csv").read_text()
         assert "test" not in metrics and not (run / "test_predictions.csv").exists()  # unseen
         assert (run / "val_predictions.csv").is_file()

@@ -532,3 +532,21 @@ def predict(
         frame = _write_file(out, table, logits, probs, conf, abstain, reason)
     frame.attrs.update(skipped=skipped, unused_offsets=unused)
     return frame
+
+
+def predict_held_out(
+    run: Path, split: str = "val", cache_dir: Path | None = None, progress: bool = False
+) -> float:
+    """A trained run's own `split` through its `Predictor`, as `skinclf predict RUN --split`
+    predicts it (the run's TTA, every logit score), into RUN/{split}_predictions.csv; its
+    balanced accuracy. Training ends at its checkpoint; cross-validation's folds (their held-out
+    fold) and the tuner's trials (the objective) get their predictions here, once."""
+    from skinclf.contracts.predictions import read_predictions
+    from skinclf.contracts.scores import SCORES
+    from skinclf.evaluate.metrics import balanced_accuracy
+
+    out = Path(run) / f"{split}_predictions.csv"
+    predict([Path(run)], out, split=split, scores=list(SCORES), cache_dir=cache_dir,
+            progress=progress)  # fmt: skip
+    p = read_predictions(out)
+    return balanced_accuracy(p.y[p.labelled], p.pred[p.labelled])

@@ -197,13 +197,14 @@ def train_fold_step(opts: CvOptions, lay: CvLayout, k: int) -> Step:
     run, split = lay.fold(k), lay.split(k)
 
     def function(ctx: StepContext) -> None:
+        from skinclf.predict import predict_held_out
         from skinclf.train.run import fit
 
         resume = ctx.resume and _same_run(run, cfg, split)
         if not resume and run.exists():
             ctx.reporter.log(f"starting {run} afresh")
             shutil.rmtree(run)
-        result = fit(
+        fit(
             lay.base.data,
             run,
             cfg,
@@ -212,12 +213,12 @@ def train_fold_step(opts: CvOptions, lay: CvLayout, k: int) -> Step:
             resume=resume,
             progress=ctx.progress,
             log=ctx.reporter.log,
-            predict_splits=("val",),  # the held-out fold: its out-of-fold predictions
+            predict_splits=(),  # training ends at its checkpoint
             cache_splits=("train", "val"),  # the same images in every fold: shared caches
         )
-        ba = result.metrics.get("val", {}).get("balanced_accuracy")
-        if ba is not None:
-            ctx.reporter.log(f"fold {k}: held-out balanced accuracy {ba:.3f}")
+        # the held-out fold (its out-of-fold predictions), through the fold model's Predictor
+        ba = predict_held_out(run, "val", opts.run.cache_dir, ctx.progress)
+        ctx.reporter.log(f"fold {k}: held-out balanced accuracy {ba:.3f}")
 
     return Step(
         f"train-fold_{k}",

@@ -242,6 +242,7 @@ def logged_pruning(trial, overrides: list[str], log: Callable[[str], None]) -> I
 
 def _finetune_objective(job: TuneJob, log):
     """Each trial is a whole run in OUT/trials/NNNN, pruned on per-epoch validation."""
+    from skinclf.predict import predict_held_out
     from skinclf.train.run import fit
     from skinclf.tune.prune import PruneOnValidation
 
@@ -263,9 +264,10 @@ def _finetune_objective(job: TuneJob, log):
                 progress=False,
                 callbacks=[PruneOnValidation(trial)],  # the objective, whatever train.monitor is
                 log=lambda *_: None,
-                predict_splits=("val",),
+                predict_splits=(),  # training ends at its checkpoint
             )
-        score = float(result.metrics["val"]["balanced_accuracy"])
+            # the objective: the trial's val split through its Predictor, once
+            score = float(predict_held_out(result.out, "val", Path(job.cache_dir), False))
         log(
             f"trial {trial.number}: val balanced accuracy {score:.4f} "
             f"({result.seconds / 60:.1f} min)  {' '.join(overrides)}"
