@@ -116,11 +116,12 @@ def exported_model(
     import shutil
 
     from skinclf.evaluate.evaluation import evaluate_predictions
-    from skinclf.predict import predict
+    from skinclf.predict import fit_feature_statistics, predict
     from skinclf.predictor.export import export_model
 
     root = tmp_path_factory.mktemp("export")
     run = Path(shutil.copytree(trained_run, root / "run", ignore=shutil.ignore_patterns("last*")))
+    fit_feature_statistics(run, train_cache, progress=False)  # the calibrate step's first part
     files = {}
     for split in ("val", "test"):
         files[split] = run / "eval" / f"{split}.csv"

@@ -201,7 +201,7 @@ def test_killed_in_a_fold_then_the_same_command_skips_finished_folds_and_ends_th
     assert steps["train-fold_1"]["status"] == "started"
     result = invoke(["cv", *args])
     assert result.exit_code == 0, result.output
-    assert "4/17 train-fold_0 up to date, skipped" in result.output
+    assert "4/18 train-fold_0 up to date, skipped" in result.output
     assert "interrupted before: continues where it stopped" in result.output
     oof = "oof_predictions.csv"
     assert (out / oof).read_bytes() == (ref / oof).read_bytes()

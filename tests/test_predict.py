@@ -13,7 +13,7 @@ import pytest
 from skinclf.classes import CLASSES
 from skinclf.contracts.predictions import read_predictions
 from skinclf.errors import ConfigError, DataError
-from skinclf.predict import predict
+from skinclf.predict import fit_feature_statistics, predict
 
 
 def test_predict_own_split_matches_training_output(
@@ -33,13 +33,17 @@ def test_predict_own_split_matches_training_output(
 def test_predict_other_dataset_with_all_scores(
     trained_run: Path, train_cache: Path, pad_sample: Path, tmp_path: Path
 ) -> None:
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    kw = {"data": pad_sample, "cache_dir": train_cache, "progress": False}
+    with pytest.raises(DataError, match=r"has none \(feature_stats.npz\).*skinclf calibrate"):
+        predict([run], tmp_path / "no.csv", scores=["knn"], **kw)  # predicting never fits
+    stats = fit_feature_statistics(run, train_cache, progress=False)
+    assert stats == run / "feature_stats.npz" and stats.is_file()
     out = tmp_path / "pad.csv"
     frame = predict(
-        [trained_run],
+        [run],
         out,
-        data=pad_sample,
-        cache_dir=train_cache,
-        progress=False,
+        **kw,
         scores=["msp", "max_logit", "margin", "neg_entropy", "doctor", "knn", "mahalanobis"],
         mc_dropout=4,
     )

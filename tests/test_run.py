@@ -42,6 +42,7 @@ STEPS = [
     "split",
     "cache",
     "train",
+    "features",
     "predict-val",
     "predict-calib",
     "predict-test",

@@ -16,7 +16,7 @@ import pytest
 from skinclf.contracts.predictions import read_predictions
 from skinclf.errors import ConfigError
 from skinclf.evaluate.evaluation import evaluate_predictions
-from skinclf.predict import predict
+from skinclf.predict import fit_feature_statistics, predict
 
 SCORES = [
     "msp",
@@ -36,6 +36,7 @@ def scored_run(trained_run: Path, train_cache: Path, pad_sample: Path, tmp_path_
     root = tmp_path_factory.mktemp("shift")
     run = root / "run"
     shutil.copytree(trained_run, run)
+    fit_feature_statistics(run, train_cache, progress=False)
     kw = {"cache_dir": train_cache, "progress": False, "scores": SCORES}
     files = {}
     for split in ("val", "test"):

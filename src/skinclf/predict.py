@@ -20,6 +20,7 @@ from skinclf.classes import CLASSES
 from skinclf.errors import ConfigError, DataError
 from skinclf.outputs import check_output
 from skinclf.predictor import Member, Predictor
+from skinclf.predictor.core import load_run
 from skinclf.predictor.decisions import LOGIT_SCORES
 from skinclf.predictor.manifest import FEATURE_STATS_FILE, is_package
 
@@ -222,9 +223,13 @@ def _train_features(run: Member, cache_dir: Path | None, progress: bool) -> tupl
     return feats, np.asarray(label_indices(table["label"]))
 
 
-def feature_stats(run: Member, cache_dir: Path | None, progress: bool):  # -> FeatureStats
-    """The run's feature-space score statistics, fitted once on its training split's features
-    and kept in RUN/feature_stats.npz (refitted when the checkpoint changed)."""
+def feature_stats(
+    run: Member, cache_dir: Path | None, progress: bool, fit: bool = False
+):  # -> FeatureStats
+    """The run's feature-space score statistics, RUN/feature_stats.npz. `fit` (the calibrate
+    step of run, cv and `skinclf calibrate`): fitted on the training split's features unless the
+    file already matches the checkpoint; otherwise they must exist (DataError naming the command
+    that fits them): predicting never writes fitted state."""
     from skinclf.inference.batch import stage_dims
     from skinclf.models.classifier import checkpoint_fingerprint
     from skinclf.scoring.feature_scores import FeatureStats, fit_feature_stats
@@ -232,11 +237,23 @@ def feature_stats(run: Member, cache_dir: Path | None, progress: bool):  # -> Fe
     path = run.stats_path or run.path / FEATURE_STATS_FILE
     fingerprint = checkpoint_fingerprint(run.checkpoint_file)
     dims = stage_dims(run.model)
+    stale = "has none"
     if path.is_file():
         stats = FeatureStats.load(path)
         has_stages = stats.stages is not None and stats.stages.dims == dims
         if stats.fingerprint == fingerprint and (has_stages or not dims or run.stats_path):
             return stats  # (a package's statistics are what they are: never refitted)
+        stale = (
+            "has them for another checkpoint"
+            if stats.fingerprint != fingerprint
+            else ("has them without the backbone stages")
+        )
+    if not fit:
+        raise DataError(
+            f"{run.path} {stale} ({path.name}), which the feature scores need; fit them on its "
+            f"training split with `skinclf calibrate {run.path}` (`skinclf run` and `skinclf cv` "
+            "fit their own)."
+        )
     feats, labels = _train_features(run, cache_dir, progress)
     linear = [m for m in run.model.head.modules() if hasattr(m, "weight") and m.weight.ndim == 2]
     weight = bias = None
@@ -550,3 +567,11 @@ def predict_held_out(
             progress=progress)  # fmt: skip
     p = read_predictions(out)
     return balanced_accuracy(p.y[p.labelled], p.pred[p.labelled])
+
+
+def fit_feature_statistics(run: Path, cache_dir: Path | None = None, progress: bool = True) -> Path:
+    """Fit a trained run's feature statistics on its training split (the first step of
+    calibrating it), unless RUN/feature_stats.npz already matches its checkpoint; the file."""
+    member = load_run(run)
+    feature_stats(member, cache_dir, progress, fit=True)
+    return member.stats_path or member.path / FEATURE_STATS_FILE

@@ -24,7 +24,8 @@ def calibrate(
     cache_dir: CacheDirOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
-    """Fit a run's policy as `skinclf run` fits its own: predict its val, calib (when its split
+    """Fit a run's policy as `skinclf run` fits its own: fit its feature statistics on the
+    training split (RUN/feature_stats.npz), predict its val, calib (when its split
     has one) and test images, and val after synthetic corruption, with every confidence score
     (RUN/eval/<set>.csv); fit the temperature on val, choose the OOD gate without OOD labels by
     the silent failures on the corrupted val images, and fit the confidence gate on calib (else

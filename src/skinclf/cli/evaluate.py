@@ -48,8 +48,8 @@ _ID_KEEP = typer.Option(
 _GATE_STATS = typer.Option(
     None,
     "--gate-stats",
-    help="Feature statistics of the run (RUN/feature_stats.npz, written by predict with a "
-    "feature score); copied beside selective.json so predict needs no training images.",
+    help="Feature statistics of the run (RUN/feature_stats.npz, fitted by `skinclf calibrate` "
+    "or a `skinclf run`); copied beside selective.json so predict needs no training images.",
 )
 _CHOOSE_GATE = typer.Option(
     False,

@@ -213,13 +213,13 @@ def evaluate_predictions(
     `ood_gate` (a score or a combination `a+b`; `choose_gate` picks one without OOD labels)
     adds an out-of-distribution gate that keeps `id_keep` of the calibration (or validation)
     images, before the confidence gate (`confidence_gate`: sgr, coverage, off); its feature
-    statistics (`gate_stats`, written by predict) are copied beside selective.json. With
-    `choose_gate`, `shifted` (predictions of in-distribution images under synthetic corruption)
-    chooses by the silent failures there, and the opt-in `target_domain` (unlabelled images of
-    the deployment domain) by the share of them accepted. `external` files are labelled
-    in-distribution sets from other sources (e.g. the ISIC 2018 test images), measured like the
-    test set. `set_names`: each --ood/--external file's name (`skinclf run` and `cv` give their
-    folders'); default: the file's dataset.
+    statistics (`gate_stats`: RUN/feature_stats.npz, fitted by the calibrate step) are copied
+    beside selective.json. With `choose_gate`, `shifted` (predictions of in-distribution images
+    under synthetic corruption) chooses by the silent failures there, and the opt-in
+    `target_domain` (unlabelled images of the deployment domain) by the share of them accepted.
+    `external` files are labelled in-distribution sets from other sources (e.g. the ISIC 2018
+    test images), measured like the test set. `set_names`: each --ood/--external file's name
+    (`skinclf run` and `cv` give their folders'); default: the file's dataset.
 
     `policy`: a fitted `SelectivePolicy` (the calibrate step's, `SelectivePolicy.load`) to
     measure; then nothing is fitted and no selective.json is written, and the fitting options

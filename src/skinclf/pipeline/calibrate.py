@@ -1,6 +1,7 @@
 """`skinclf calibrate RUN`: the policy of a run trained by `skinclf train`, as `skinclf run`
-fits its own. The run's own held-out images are predicted through its `Predictor` with every
-confidence score (val, calib when the split has one, test, and val after synthetic
+fits its own. The feature statistics are fitted on its training split
+(RUN/feature_stats.npz), then its own held-out images are predicted through its `Predictor` with
+every confidence score (val, calib when the split has one, test, and val after synthetic
 corruption), then the policy is fitted, as `skinclf run`'s calibrate step fits it: the
 temperature (val), the OOD gate (chosen without OOD labels by the silent failures on the
 corrupted val images) and the confidence gate (calib, else val), into RUN/eval/selective.json;
@@ -51,7 +52,7 @@ def _splits(run: Path) -> list[str]:
 def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = print):  # -> EvaluationResult
     """Predict the run's held-out splits and fit its policy into RUN/eval/ (see the module)."""
     from skinclf.pipeline.posthoc import evaluate_policy, fit_policy
-    from skinclf.predict import predict
+    from skinclf.predict import fit_feature_statistics, predict
 
     run = Path(opts.run)
     if model_kind(run) != "run":
@@ -60,6 +61,8 @@ def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = print):  # ->
             "folder fits its policy itself: run its command again with the settings you want)."
         )
     splits, folder = _splits(run), run / EVAL_FOLDER
+    log(f"fitting the feature statistics on the training split -> {run / FEATURE_STATS_FILE}")
+    fit_feature_statistics(run, opts.cache_dir, opts.progress)
     files = {name: folder / f"{name}.csv" for name in [*splits, CORRUPTED_SET]}
     for name, out in files.items():
         log(f"predicting {name} -> {out}")

@@ -560,6 +560,29 @@ def summary_step(opts: CvOptions, lay: CvLayout) -> Step:
     )
 
 
+def features_step(opts: CvOptions, lay: CvLayout) -> Step:
+    """Each fold model's feature statistics, fitted on its training folds (fold_<k>/
+    feature_stats.npz), before the ensemble (whose feature scores are the first fold model's)
+    or the scored out-of-fold predictions (each image by its own fold model) read them."""
+    runs = [lay.fold(k) for k in range(opts.folds)]
+
+    def function(ctx: StepContext) -> None:
+        from skinclf.predict import fit_feature_statistics
+
+        for run in runs:
+            fit_feature_statistics(run, opts.run.cache_dir, ctx.progress)
+
+    return Step(
+        "features",
+        "fit each fold model's feature statistics on its training folds",
+        function,
+        {},
+        inputs=[r / "checkpoints" / "best.ckpt" for r in runs],
+        outputs=[r / FEATURE_STATS_FILE for r in runs],
+        needs=["oof"],
+    )
+
+
 def build_cv_steps(opts: CvOptions, lay: CvLayout) -> list[Step]:
     """The steps of the cross-validation, in order."""
     base, run = lay.base, opts.run
@@ -567,6 +590,8 @@ def build_cv_steps(opts: CvOptions, lay: CvLayout) -> list[Step]:
     steps += [check_step(run, base), folds_step(opts, lay), cache_step(run, base)]
     steps += [train_fold_step(opts, lay, k) for k in range(opts.folds)]
     steps.append(oof_step(opts, lay))
+    if opts.calib > 0 or base.ood or base.tests:
+        steps.append(features_step(opts, lay))
     if opts.calib > 0:
         steps.append(ensemble_predict_step(opts, lay, CALIB_RAW, None, offsets=False))
         steps.append(offsets_step(opts, lay))

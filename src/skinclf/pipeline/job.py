@@ -319,6 +319,27 @@ def train_step(opts: RunOptions, lay: Layout) -> Step:
     )
 
 
+def features_step(opts: RunOptions, lay: Layout) -> Step:
+    """The feature statistics of the feature scores (Mahalanobis, kNN, ViM, stage scores),
+    fitted on the training split's features into run/feature_stats.npz, before any set is
+    predicted with them: predicting reads them and never fits."""
+
+    def function(ctx: StepContext) -> None:
+        from skinclf.predict import fit_feature_statistics
+
+        fit_feature_statistics(lay.run, opts.cache_dir, ctx.progress)
+
+    return Step(
+        "features",
+        "fit the feature statistics of the feature scores on the training split",
+        function,
+        {},
+        inputs=[lay.best],
+        outputs=[lay.stats],
+        needs=["train"],
+    )
+
+
 def teacher_file(cfg) -> list[Path]:
     """The teacher's predictions file of `loss.distill` (an input of training), if any."""
     return [Path(cfg.loss.distill)] if cfg.loss.distill else []
@@ -443,6 +464,7 @@ def build_steps(opts: RunOptions, lay: Layout) -> list[Step]:
     steps = [sample_step(opts, lay)] if opts.sample is not None else []
     steps += [check_step(opts, lay), split_step(opts, lay), cache_step(opts, lay)]
     steps.append(train_step(opts, lay))
+    steps.append(features_step(opts, lay))
     splits = [s for s in SPLIT_SETS if s != "calib" or opts.cfg.data.calib > 0]
     steps += [predict_step(opts, lay, s, None) for s in splits]
     steps.append(predict_step(opts, lay, CORRUPTED_SET, None, corrupt=SHIFT_CORRUPTION))

@@ -295,8 +295,8 @@ class SelectivePolicy:
         if needs_stats and self.gate_stats is None:
             raise ConfigError(
                 f"The OOD gate {ood_gate!r} uses feature scores: give --gate-stats RUN/"
-                "feature_stats.npz (written by `skinclf predict --scores ...`), so that predict "
-                "can apply it without the training images."
+                "feature_stats.npz (fitted by `skinclf calibrate RUN`; `skinclf run` fits its "
+                "own), so that predict can apply it without the training images."
             )
         return fit(ood_gate, chosen_by)
 
