@@ -243,11 +243,8 @@ def feature_stats(
         has_stages = stats.stages is not None and stats.stages.dims == dims
         if stats.fingerprint == fingerprint and (has_stages or not dims or run.stats_path):
             return stats  # (a package's statistics are what they are: never refitted)
-        stale = (
-            "has them for another checkpoint"
-            if stats.fingerprint != fingerprint
-            else ("has them without the backbone stages")
-        )
+        other = stats.fingerprint != fingerprint
+        stale = f"has them {'for another checkpoint' if other else 'without the backbone stages'}"
     if not fit:
         raise DataError(
             f"{run.path} {stale} ({path.name}), which the feature scores need; fit them on its "
