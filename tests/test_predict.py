@@ -35,7 +35,8 @@ def test_predict_other_dataset_with_all_scores(
 ) -> None:
     run = Path(shutil.copytree(trained_run, tmp_path / "run"))
     kw = {"data": pad_sample, "cache_dir": train_cache, "progress": False}
-    with pytest.raises(DataError, match=r"has none \(feature_stats.npz\).*skinclf calibrate"):
+    refused = r"has none \(feature_stats.npz\).*skinclf calibrate .* --features-only"
+    with pytest.raises(DataError, match=refused):
         predict([run], tmp_path / "no.csv", scores=["knn"], **kw)  # predicting never fits
     stats = fit_feature_statistics(run, train_cache, progress=False)
     assert stats == run / "feature_stats.npz" and stats.is_file()
@@ -287,3 +288,20 @@ def test_predict_skips_listed_images_whose_file_is_missing(
         f.unlink()
     with pytest.raises(DataError, match=r"None of the \d+ images has its image file"):
         predict([trained_run], tmp_path / "y.csv", data=data, **quiet)
+
+
+def test_calibrate_features_only_fits_the_statistics_and_nothing_else(
+    trained_run: Path, train_cache: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from skinclf.cli import app
+
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    args = ["calibrate", str(run), "--features-only", "--cache-dir", str(train_cache)]
+    result = CliRunner().invoke(app, [*args, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (run / "feature_stats.npz").is_file() and not (run / "eval").exists()
+    frame = predict([run], tmp_path / "p.csv", split="val", scores=["mahalanobis"],
+                    cache_dir=train_cache, progress=False)  # fmt: skip
+    assert np.isfinite(frame["conf_mahalanobis"]).all()

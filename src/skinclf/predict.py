@@ -248,8 +248,8 @@ def feature_stats(
     if not fit:
         raise DataError(
             f"{run.path} {stale} ({path.name}), which the feature scores need; fit them on its "
-            f"training split with `skinclf calibrate {run.path}` (`skinclf run` and `skinclf cv` "
-            "fit their own)."
+            f"training split with `skinclf calibrate {run.path} --features-only` (or its whole "
+            "policy without the flag; `skinclf run` and `skinclf cv` fit their own)."
         )
     feats, labels = _train_features(run, cache_dir, progress)
     linear = [m for m in run.model.head.modules() if hasattr(m, "weight") and m.weight.ndim == 2]

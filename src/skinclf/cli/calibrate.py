@@ -23,6 +23,14 @@ def calibrate(
     bootstrap: BootstrapOpt = 1000,
     cache_dir: CacheDirOpt = None,
     progress: ProgressOpt = True,
+    features_only: Annotated[
+        bool,
+        typer.Option(
+            "--features-only",
+            help="Only fit the feature statistics (RUN/feature_stats.npz) that the feature "
+            "scores need, to predict and evaluate by hand.",
+        ),
+    ] = False,
 ) -> None:
     """Fit a run's policy as `skinclf run` fits its own: fit its feature statistics on the
     training split (RUN/feature_stats.npz), predict its val, calib (when its split
@@ -31,7 +39,7 @@ def calibrate(
     the silent failures on the corrupted val images, and fit the confidence gate on calib (else
     val) at --target-risk. Writes RUN/eval/selective.json, metrics.json and report.html; then
     `skinclf predict RUN`, `skinclf export RUN`, `skinclf serve` and `skinclf.load(RUN)` abstain
-    by that policy.
+    by that policy. With --features-only, only the feature statistics.
 
     Example: skinclf train --data data/ham10000 --out runs/lite0 && skinclf calibrate runs/lite0
     """
@@ -42,6 +50,12 @@ def calibrate(
     from skinclf.pipeline.calibrate import calibrate as fit_policy
     from skinclf.pipeline.summary import key_numbers
 
+    if features_only:
+        from skinclf.predict import fit_feature_statistics
+
+        stats = fit_feature_statistics(run, cache_dir, progress)
+        console.print(f"[green]wrote[/] {escape(str(stats))}")
+        return
     opts = CalibrateOptions(run, _target_risk(target_risk), id_keep, bootstrap, cache_dir, progress)
     result = fit_policy(opts, log=lambda m: console.print(f"  [dim]·[/] {escape(m)}"))
     metrics = json.loads(result.metrics_path.read_text())
