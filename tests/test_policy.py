@@ -155,7 +155,7 @@ def test_the_policy_says_what_is_wrong_in_one_sentence(tmp_path: Path) -> None:
     bad = tmp_path / "selective.json"
     data = json.loads((OLD / "eval" / "selective.json").read_text())
     bad.write_text(json.dumps({**data, "fit": {"settings": {"no_such": 1}}}))
-    with pytest.raises(DataError, match="the `fit` record is malformed"):
+    with pytest.raises(DataError, match="its `fit` record is malformed"):
         SelectivePolicy.load(bad)
 
 

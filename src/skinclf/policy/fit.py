@@ -30,7 +30,6 @@ from skinclf.contracts.selective import (
     Selective,
     combination_parts,
     load_selective,
-    save_selective,
 )
 from skinclf.errors import ConfigError, DataError
 from skinclf.jsonable import jsonable
@@ -363,9 +362,9 @@ class SelectivePolicy:
         if selective is None:
             raise DataError(_NOTHING_FITTED.format("save"))
         folder = Path(folder)
-        path = save_selective(selective, folder / "selective.json")
-        data = json.loads(path.read_text())
-        data["fit"] = jsonable(self._fit_record())
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "selective.json"
+        data = {**asdict(selective), "fit": jsonable(self._fit_record())}
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(data, indent=2) + "\n")
         gate = selective.gate
@@ -406,13 +405,14 @@ class SelectivePolicy:
         try:
             settings = PolicySettings(**fit["settings"])
             single = Selective(**fit["single"]) if fit.get("single") else None
-        except TypeError as exc:
-            raise DataError(f"{path}: the `fit` record is malformed ({exc}); fit again.") from None
+        except (TypeError, KeyError) as exc:
+            why = f"{path}: its `fit` record is malformed ({exc!r}); fit the policy again."
+            raise DataError(why) from None
         return cls(
             settings=settings,
             temperature=fit.get("temperature"),
             single=single,
-            gated=stored if gate is not None or settings.gated else None,
+            gated=stored if gate is not None else None,
             record=dict(fit.get("record", {})),
             notes=list(fit.get("notes", [])),
             gate_stats=stats,
