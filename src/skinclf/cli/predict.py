@@ -16,8 +16,9 @@ _SCORES = typer.Option(
     "feature-space scores mahalanobis, rel_mahalanobis, knn (k = 10; knn_k1, knn_k5, knn_k20, "
     "knn_k50, knn_k100, knn_k200 at other ranks), vim, and the backbone-stage scores "
     "mahalanobis_block0 ... mahalanobis_block6 (one stage's pooled output) and "
-    "mahalanobis_stages (every stage's, standardised and averaged); all fitted once on the "
-    "run's training split, kept in RUN/feature_stats.npz.",
+    "mahalanobis_stages (every stage's, standardised and averaged); these read the "
+    "statistics of the run's training split in RUN/feature_stats.npz, fitted by `skinclf "
+    "calibrate RUN [--features-only]` (a `skinclf run` or `cv` fits its own).",
 )
 _CORRUPT = typer.Option(
     None,
