@@ -92,15 +92,6 @@ class _Run:
     set_names: set[str] = field(default_factory=set)  # of the OOD and external sets
     given_names: dict[str, str] = field(default_factory=dict)  # file -> name (`set_names`)
 
-    @property
-    def fit_p(self) -> Predictions | None:
-        """The file the SGR threshold and the gates are fitted on."""
-        return self.calib if self.calib is not None else self.val
-
-    @property
-    def fitted_on(self) -> str:
-        return "calib" if self.calib is not None else "val"
-
     def score(self, p: Predictions, name: str) -> np.ndarray | None:
         """A score on every row of `p`; msp_ts at this run's temperature."""
         return score_values(p, name, self.temperature, stored_msp_ts=False)
@@ -404,12 +395,12 @@ def _sgr_block(run: _Run, selective: Selective, fit: dict | None, s: _Settings) 
         "temperature": selective.temperature,
         "target_risk": s.target_risk,
         "delta": s.delta,
-        "fitted_on": run.fitted_on,
+        "fitted_on": selective.fitted_on,
         "confidence_gate": selective.confidence_gate,
         "solution_exists": fit["solution_exists"],
         "threshold": fit["threshold"],
         "steps": fit["steps"],
-        run.fitted_on: {
+        selective.fitted_on: {
             "n": fit["n"],
             "n_accepted": fit["n_accepted"],
             "coverage": fit["coverage"],
