@@ -24,11 +24,11 @@ from rich.console import Console
 from rich.table import Table
 
 from skinclf.contracts.run_folder import MC_DROPOUT
+from skinclf.contracts.score_registry import FEATURE_SCORES
 from skinclf.contracts.scores import SCORES
 from skinclf.evaluate.evaluation import evaluate_predictions
 from skinclf.predict import predict
 from skinclf.provenance import machine, versions
-from skinclf.scoring.feature_scores import FEATURE_SCORES
 
 FAMILIES = ("mix", "clinical", "all")
 MULTI_DEPTH = "mahalanobis_stages"

@@ -11,6 +11,7 @@ import pytest
 
 from skinclf.classes import CLASSES
 from skinclf.contracts.predictions import read_predictions, write_predictions
+from skinclf.contracts.score_registry import FEATURE_SCORES
 from skinclf.data.corruptions import (
     CLINICAL,
     CORRUPTIONS,
@@ -22,7 +23,7 @@ from skinclf.data.corruptions import (
 from skinclf.errors import ConfigError
 from skinclf.evaluate.evaluation import evaluate_predictions
 from skinclf.predict import predict
-from skinclf.scoring.feature_scores import FEATURE_SCORES, fit_feature_stats
+from skinclf.scoring.feature_scores import fit_feature_stats
 
 
 def _file(path: Path, n: int, seed: int, wrong: float, conf: dict, labelled: bool = True) -> Path:

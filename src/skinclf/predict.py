@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from skinclf.classes import CLASSES
+from skinclf.contracts.score_registry import DEFAULT_SCORES, SCORE_REGISTRY
 from skinclf.errors import ConfigError, DataError
 from skinclf.outputs import check_output
 from skinclf.predictor import Member, Predictor
 from skinclf.predictor.core import load_run
-from skinclf.predictor.decisions import LOGIT_SCORES
 from skinclf.predictor.manifest import FEATURE_STATS_FILE, is_package
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -279,9 +279,6 @@ def _check_request(
     requested: Sequence[str],
 ) -> None:
     """ConfigError, in one sentence, for a request that cannot be answered."""
-    from skinclf.contracts.scores import SCORES
-    from skinclf.scoring.feature_scores import FEATURE_SCORES
-
     if (data is None) == (split is None):
         raise ConfigError("Give exactly one of --data PATH or --split val|test|calib.")
     if not runs:
@@ -290,10 +287,11 @@ def _check_request(
         raise ConfigError(
             f"Unknown --format '{output_format}': predictions or isic2018-submission."
         )
-    known = {*SCORES, "msp_ts", *FEATURE_SCORES, "tta", "mc_dropout", "ensemble"}
-    unknown = [s for s in requested if s not in known]
+    unknown = [s for s in requested if s not in SCORE_REGISTRY]
     if unknown:
-        raise ConfigError(f"Unknown score {unknown[0]!r}; choose from {', '.join(sorted(known))}.")
+        raise ConfigError(
+            f"Unknown score {unknown[0]!r}; choose from {', '.join(sorted(SCORE_REGISTRY))}."
+        )
 
 
 def _check_temperature(requested: Sequence[str], predictor: Predictor) -> None:
@@ -389,11 +387,11 @@ def _confidence(
     progress: bool,
 ) -> dict[str, np.ndarray]:
     """The requested confidence scores (conf_<name> columns) of the predicted images."""
-    from skinclf.scoring.feature_scores import FEATURE_SCORES
+    from skinclf.contracts.score_registry import FEATURE_SCORES
 
     first = predictor.first
     conf = predictor.scores(requested, logits, tta or first.cfg.predict.tta)
-    if mc_dropout or "mc_dropout" in requested:
+    if mc_dropout or any(SCORE_REGISTRY[s].needs == "passes" for s in requested):
         from skinclf.contracts.scores import mc_dropout_msp, mc_dropout_neg_mutual_information
 
         pooled = feats[:, : first.model.spec.num_features]
@@ -507,10 +505,10 @@ def predict(
     with their reason (columns path,reason) in `errors_file(out)` and in the returned frame's
     `attrs["skipped"]` ([path, reason] pairs). DataError when no image could be read.
     """
-    from skinclf.scoring.feature_scores import STAGE_SCORES
+    from skinclf.contracts.score_registry import STAGE_SCORES
 
     check_output(out, kind="file")  # before any image is predicted
-    requested = list(scores or LOGIT_SCORES)
+    requested = list(scores or DEFAULT_SCORES)
     if selective is None and len(runs) == 1 and is_package(runs[0]):
         selective = "auto"  # the exported model's own
     _check_request(data, split, runs, output_format, requested)

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from skinclf.contracts.score_registry import GATE_SCORES
 from skinclf.errors import ConfigError
 
 console = Console()
@@ -39,8 +40,8 @@ _SCORES = typer.Option(
 _OOD_GATE = typer.Option(
     None,
     "--ood-gate",
-    help="Out-of-distribution gate before the confidence gate: a score (mahalanobis, "
-    "rel_mahalanobis, knn, vim, energy) or a rank combination such as mahalanobis+msp.",
+    help="Out-of-distribution gate before the confidence gate: a score that can gate ("
+    f"{', '.join(GATE_SCORES)}) or a rank combination such as mahalanobis+msp.",
 )
 _ID_KEEP = typer.Option(
     0.95, "--id-keep", help="Share of in-distribution calibration images the gate keeps."

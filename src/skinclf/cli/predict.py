@@ -7,18 +7,17 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from skinclf.contracts.score_registry import DEFAULT_SCORES, describe_scores
+
 console = Console(soft_wrap=True)
 
 _SCORES = typer.Option(
-    "msp,max_logit,margin,neg_entropy,doctor",
-    help="Confidence scores (conf_<name> columns): msp, max_logit, margin, neg_entropy, "
-    "doctor, energy, tta, mc_dropout, msp_ts (the temperature of --selective), and the "
-    "feature-space scores mahalanobis, rel_mahalanobis, knn (k = 10; knn_k1, knn_k5, knn_k20, "
-    "knn_k50, knn_k100, knn_k200 at other ranks), vim, and the backbone-stage scores "
-    "mahalanobis_block0 ... mahalanobis_block6 (one stage's pooled output) and "
-    "mahalanobis_stages (every stage's, standardised and averaged); these read the "
-    "statistics of the run's training split in RUN/feature_stats.npz, fitted by `skinclf "
-    "calibrate RUN [--features-only]` (a `skinclf run` or `cv` fits its own).",
+    ",".join(DEFAULT_SCORES),
+    help=f"Confidence scores (conf_<name> columns), {describe_scores()}. knn is at "
+    "k = 10, knn_k<k> at other ranks; mahalanobis_block<i> reads "
+    "one stage's pooled output, mahalanobis_stages every stage's, standardised and averaged. "
+    "The feature and stage scores read RUN/feature_stats.npz, fitted by `skinclf calibrate RUN "
+    "[--features-only]` (a `skinclf run` or `cv` fits its own).",
 )
 _CORRUPT = typer.Option(
     None,

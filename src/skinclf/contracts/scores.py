@@ -1,9 +1,9 @@
 """Confidence scores: one small function each; higher always means more confident.
 
-Logit/probability scores take arrays of shape (N, C) and return shape (N,). `SCORES` maps the
-names that need nothing but one model's logits to a function of the logits, so `predict` and
-`apply_selective` can compute `conf_<name>` columns. For an ensemble, pass the log of the
-mean probabilities as logits (their softmax is the mean probabilities).
+Logit/probability scores take arrays of shape (N, C) and return shape (N,). For an ensemble,
+pass the log of the mean probabilities as logits (their softmax is the mean probabilities).
+
+The names, and what each score needs, are registered in `skinclf.contracts.score_registry`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 from scipy.special import log_softmax
 
 from skinclf.contracts.predictions import Predictions, softmax
+from skinclf.contracts.score_registry import AVERAGE_SCORES, logit_functions
 
 _EPS = 1e-12
-
 
 def msp(probs: np.ndarray) -> np.ndarray:
     """Maximum softmax probability."""
@@ -93,15 +93,18 @@ def _from_probs(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray]
     return score
 
 
-SCORES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "msp": _from_probs(msp),
-    "max_logit": max_logit,
-    "margin": _from_probs(margin),
-    "neg_entropy": _from_probs(neg_entropy),
-    "doctor": _from_probs(doctor),
-    "energy": energy,
-}
-"""Scores computable from one model's logits alone: name -> function(logits) -> (N,)."""
+SCORES: dict[str, Callable[[np.ndarray], np.ndarray]] = logit_functions(
+    {
+        "msp": _from_probs(msp),
+        "max_logit": max_logit,
+        "margin": _from_probs(margin),
+        "neg_entropy": _from_probs(neg_entropy),
+        "doctor": _from_probs(doctor),
+        "energy": energy,
+    }
+)
+"""Scores computable from one model's logits alone: name -> function(logits) -> (N,); the
+registry's `logits` scores, checked at import."""
 
 
 def compute_score(name: str, logits: np.ndarray, temperature: float | None = None) -> np.ndarray:
@@ -137,8 +140,6 @@ def log_probs(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return log_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=-1)
 
 
-AVERAGE_SCORES = ("tta", "ensemble")
-"""Scores a predict of several views or models writes: the MSP of the averaged probabilities."""
 
 
 def with_logits(

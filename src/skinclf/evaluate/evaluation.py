@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from skinclf.contracts.predictions import Predictions, read_predictions
+from skinclf.contracts.score_registry import CONFIDENCE_SCORES
 from skinclf.contracts.scores import score_values
 from skinclf.contracts.selective import Selective, apply_selective, load_selective
 from skinclf.errors import ConfigError
@@ -35,7 +36,7 @@ from skinclf.evaluate.selective import (
 )
 from skinclf.evaluate.subgroups import add_subgroups
 from skinclf.jsonable import jsonable
-from skinclf.policy.fit import LOGIT_SCORES, PolicySettings, SelectivePolicy
+from skinclf.policy.fit import PolicySettings, SelectivePolicy
 from skinclf.policy.sgr import (
     ThresholdOutcome,
     apply_threshold,
@@ -127,7 +128,7 @@ def parse_fractions(text: str | Sequence[float], what: str) -> tuple[float, ...]
 
 
 def _available_scores(test: Predictions, temperature: float | None) -> list[str]:
-    names = [s for s in LOGIT_SCORES if s != "msp_ts" or temperature is not None]
+    names = [s for s in CONFIDENCE_SCORES if s != "msp_ts" or temperature is not None]
     return names + [c for c in test.conf if c not in names]
 
 

@@ -302,9 +302,9 @@ def scored_out_of_fold(oof, scored: list, offsets):
     images, predicted by that fold's model with the scores fitted on its training images)."""
     import numpy as np
 
-    from skinclf.contracts.scores import AVERAGE_SCORES, with_logits
+    from skinclf.contracts.score_registry import AVERAGE_SCORES, FEATURE_SCORES
+    from skinclf.contracts.scores import with_logits
     from skinclf.evaluate.offsets import apply_offsets
-    from skinclf.scoring.feature_scores import FEATURE_SCORES
 
     where = {image: (k, j) for k, p in enumerate(scored) for j, image in enumerate(p.image_ids)}
     check_every_image_once(
@@ -325,7 +325,7 @@ def scored_oof_step(opts: CvOptions, lay: CvLayout) -> Step:
     """With --calib: the out-of-fold predictions as the ensemble's evaluation needs its test
     set: the ensemble's offsets added, and each image's feature scores (the OOD gate's) from the
     fold model that did not train on it, fitted on that fold's training images."""
-    from skinclf.scoring.feature_scores import FEATURE_SCORES
+    from skinclf.contracts.score_registry import FEATURE_SCORES
 
     held_out = [lay.fold(k) / SCORED_HELD_OUT for k in range(opts.folds)]
     out, tta = lay.predictions(OOF_SET), opts.cfg.predict.tta

@@ -69,11 +69,10 @@ class RunOptions:
 
 
 def scores() -> list[str]:
-    """Every confidence score predict can write: the logit scores and the feature scores."""
-    from skinclf.contracts.scores import SCORES
-    from skinclf.scoring.feature_scores import FEATURE_SCORES
+    """Every confidence score of one model's forward pass: the logit and feature scores."""
+    from skinclf.contracts.score_registry import score_names
 
-    return [*SCORES, *FEATURE_SCORES]
+    return list(score_names("logits", "features", "stages"))
 
 
 class Layout:

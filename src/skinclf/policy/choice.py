@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from skinclf.contracts.predictions import Predictions
+from skinclf.contracts.score_registry import FEATURE_SCORES
 from skinclf.contracts.selective import Selective, combination_parts
 from skinclf.errors import ConfigError
 from skinclf.policy.gates import apply_to, component_values, fit_ood_gate, silent_failure_rate
-from skinclf.scoring.feature_scores import FEATURE_SCORES
 
 CHOOSE_GATE_CRITERION = (
     "lowest error rate of the validation/calibration images that pass the gate at --id-keep "

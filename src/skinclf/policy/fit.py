@@ -25,7 +25,8 @@ import numpy as np
 
 from skinclf.atomic import atomic_path
 from skinclf.contracts.predictions import Predictions
-from skinclf.contracts.scores import SCORES, score_values
+from skinclf.contracts.score_registry import CONFIDENCE_SCORES, FEATURE_SCORES
+from skinclf.contracts.scores import score_values
 from skinclf.contracts.selective import (
     Selective,
     combination_parts,
@@ -47,9 +48,7 @@ from skinclf.policy.sgr import (
     sgr,
 )
 from skinclf.policy.temperature import T_MAX, T_MIN, fit_temperature, temperature_nll
-from skinclf.scoring.feature_scores import FEATURE_SCORES
 
-LOGIT_SCORES: tuple[str, ...] = ("msp", "msp_ts", *[s for s in SCORES if s != "msp"])
 GATE_STATS_FILE = "selective_stats.npz"  # the gate's feature statistics, beside the policy
 _NOTHING_FITTED = "This policy was fitted without held-out predictions: nothing to {}."
 VAL_SELECTION_NOTE = (
@@ -79,10 +78,10 @@ class PolicySettings:
                 raise ConfigError(f"target risk {risk:g} is outside (0, 1]; use e.g. 0.10.")
         if not (0.0 < self.delta < 1.0) or math.isnan(self.delta):
             raise ConfigError(f"delta {self.delta:g} is outside (0, 1); use e.g. 0.05.")
-        if self.selective_score != "auto" and self.selective_score not in LOGIT_SCORES:
+        if self.selective_score != "auto" and self.selective_score not in CONFIDENCE_SCORES:
             raise ConfigError(
                 f"selective score {self.selective_score!r} cannot be computed from logits by "
-                f"predict; use one of {', '.join(LOGIT_SCORES)} or auto."
+                f"predict; use one of {', '.join(CONFIDENCE_SCORES)} or auto."
             )
         if self.choose_gate and self.ood_gate:
             raise ConfigError("Give --ood-gate SCORE or --choose-gate, not both.")
@@ -467,7 +466,7 @@ def _chosen_score(data: _Data, selective_score: str) -> str:
         return "msp"
     vm = data.val.labelled
     wrong = data.val.y[vm] != data.val.pred[vm]
-    candidates = [name for name in LOGIT_SCORES if name != "msp_ts" or data.temperature]
+    candidates = [name for name in CONFIDENCE_SCORES if name != "msp_ts" or data.temperature]
     val_aurc = {name: aurc(data.score(data.val, name)[vm], wrong) for name in candidates}
     return min(val_aurc, key=lambda name: val_aurc[name])
 

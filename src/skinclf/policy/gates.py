@@ -24,6 +24,7 @@ from dataclasses import asdict
 import numpy as np
 
 from skinclf.contracts.predictions import Predictions
+from skinclf.contracts.score_registry import FEATURE_SCORES
 from skinclf.contracts.scores import compute_score, score_values
 from skinclf.contracts.selective import (
     OODGate,
@@ -35,7 +36,6 @@ from skinclf.contracts.selective import (
 from skinclf.errors import ConfigError
 from skinclf.policy.risk_coverage import threshold_at_coverage
 from skinclf.policy.sgr import AUTO, fit_coverage, lowest_certified_risk, sgr
-from skinclf.scoring.feature_scores import FEATURE_SCORES
 
 
 def fit_combination(name: str, values: Mapping[str, np.ndarray]) -> RankCombination:

@@ -18,10 +18,10 @@ import numpy as np
 from skinclf.classes import CLASSES
 from skinclf.config import RunConfig, read_config
 from skinclf.contracts.cv_folder import CHECKPOINT, cv_runs, is_cv_folder
+from skinclf.contracts.score_registry import DEFAULT_SCORES
 from skinclf.contracts.selective import REASON_MESSAGES, Selective, load_selective
 from skinclf.errors import ConfigError, DataError
 from skinclf.predictor.decisions import (
-    LOGIT_SCORES,
     abstain_decisions,
     combine_members,
     gate_feature_scores,
@@ -426,7 +426,9 @@ class Predictor:
             return np.zeros(len(logits), bool), np.full(len(logits), "", dtype=object)
         return None, None
 
-    def predict_batch(self, pixels: np.ndarray, scores: Sequence[str] = LOGIT_SCORES) -> Inference:
+    def predict_batch(
+        self, pixels: np.ndarray, scores: Sequence[str] = DEFAULT_SCORES
+    ) -> Inference:
         """The `Inference` of preprocessed images (N, S, S, 3) uint8 (`preprocess`)."""
         batch = _Pixels(np.asarray(pixels))
         ids = [str(i) for i in range(len(pixels))]

@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from skinclf.contracts.predictions import softmax
+from skinclf.contracts.score_registry import FEATURE_SCORES, STAGE_SCORES
 from skinclf.contracts.scores import SCORES, msp_ts
 from skinclf.contracts.selective import apply_policy
 from skinclf.errors import ConfigError, DataError
-from skinclf.scoring.feature_scores import FEATURE_SCORES, STAGE_SCORES, FeatureStats
+from skinclf.scoring.feature_scores import FeatureStats
 from skinclf.scoring.offsets import apply_offsets
-
-LOGIT_SCORES = ("msp", "max_logit", "margin", "neg_entropy", "doctor")  # predict's default
 
 
 def with_offsets(

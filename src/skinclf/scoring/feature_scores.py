@@ -36,24 +36,10 @@ from pathlib import Path
 import numpy as np
 from scipy.special import logsumexp
 
+from skinclf.contracts.score_registry import FEATURE_SCORES, STAGE_SCORES
+
 _EPS = 1e-12
 
-KNN_KS: tuple[int, ...] = (1, 5, 20, 50, 100, 200)
-"""Other neighbour ranks than the fitted one (10), as scores `knn_k<k>`, so that k can be
-chosen on validation data (`skinclf evaluate --choose-gate`) like any other gate score."""
-MAX_STAGES = 7  # stage scores mahalanobis_block0..6 (EfficientNet and MobileNet have 7)
-STAGE_SCORES: tuple[str, ...] = (
-    "mahalanobis_stages",
-    *(f"mahalanobis_block{i}" for i in range(MAX_STAGES)),
-)
-FEATURE_SCORES: tuple[str, ...] = (
-    "mahalanobis",
-    "rel_mahalanobis",
-    "knn",
-    "vim",
-    *(f"knn_k{k}" for k in KNN_KS),
-    *STAGE_SCORES,
-)
 STATS_FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1: without stage statistics
 
@@ -476,8 +462,6 @@ def fit_feature_stats(
 
 
 __all__ = [
-    "FEATURE_SCORES",
-    "STAGE_SCORES",
     "FeatureStats",
     "StageMahalanobis",
     "RelativeMahalanobis",
