@@ -26,6 +26,7 @@ from skinclf.models import (
     list_backbones,
     package_weights_file,
     registry,
+    weights,
 )
 from skinclf.models.efficientnet_lite import LITE_MEAN, LITE_STD
 from skinclf.models.flops import backbone_cost, meta_backbone
@@ -271,11 +272,11 @@ def test_hf_hub_offline_fails_at_once_without_requests(
     monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)  # as the variable would be, set later:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     probes: list[str] = []
-    monkeypatch.setattr(registry, "_answers", lambda url, *a: probes.append(url) or True)
+    monkeypatch.setattr(weights, "_answers", lambda url, *a: probes.append(url) or True)
     info = get_backbone_info("resnet50")
     started = time.perf_counter()
     with pytest.raises(SkinclfError, match="HF_HUB_OFFLINE is set"):
-        registry.check_pretrained_download(info)
+        weights.check_pretrained_download(info)
     assert time.perf_counter() - started < 5  # the check itself
     with pytest.raises(SkinclfError, match="HF_HUB_OFFLINE is set") as err:
         create_backbone("resnet50")
@@ -293,11 +294,11 @@ def test_unreachable_hub_fails_within_seconds(
     monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(hf, "ENDPOINT", REFUSED)
-    monkeypatch.setattr(registry, "_PROBES", {})  # no remembered answer of another test
+    monkeypatch.setattr(weights, "_PROBES", {})  # no remembered answer of another test
     info = get_backbone_info("resnet50")
     started = time.perf_counter()
     with pytest.raises(SkinclfError, match="did not answer within 3 s"):
-        registry.check_pretrained_download(info)
+        weights.check_pretrained_download(info)
     assert time.perf_counter() - started < 5  # the check itself: no retries (they took a minute)
     with pytest.raises(SkinclfError, match="did not answer within 3 s") as err:
         create_backbone("resnet50")
@@ -321,7 +322,7 @@ def test_hub_download_runs_with_short_timeouts(
     monkeypatch.delenv("HF_HUB_ETAG_TIMEOUT", raising=False)
     monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "30")  # the user's
     monkeypatch.setattr(hf, "HF_HUB_DOWNLOAD_TIMEOUT", 30)
-    monkeypatch.setattr(registry, "_answers", lambda url, *a: True)  # the server accepts
+    monkeypatch.setattr(weights, "_answers", lambda url, *a: True)  # the server accepts
     before = (hf.HF_HUB_ETAG_TIMEOUT, getattr(file_download, "_ETAG_RETRY_TIMEOUT", None))
     seen: list[tuple] = []
     real = timm.create_model
@@ -359,7 +360,7 @@ def test_cached_hub_weights_load_without_asking_an_unreachable_hub(
     monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(hf, "ENDPOINT", REFUSED)
-    monkeypatch.setattr(registry, "_PROBES", {})  # no remembered answer of another test
+    monkeypatch.setattr(weights, "_PROBES", {})  # no remembered answer of another test
     repo = get_pretrained_cfg(TINY).hf_hub_id
     commit = "0" * 40
     folder = isolated_caches / "hf" / f"models--{repo.replace('/', '--')}"

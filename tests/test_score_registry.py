@@ -1,9 +1,10 @@
-"""The score registry: one list of names that the scores, predict's check and the help derive from."""
+"""The score registry: one list of names, from which the scores, checks and help texts derive."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.test_scores import _predictions
 
 from skinclf.cli.evaluate import _OOD_GATE
 from skinclf.cli.predict import _SCORES
@@ -13,7 +14,6 @@ from skinclf.errors import ConfigError
 from skinclf.policy.choice import gate_candidates
 from skinclf.predict import _check_request
 from skinclf.scoring.feature_scores import fit_feature_stats
-from tests.test_scores import _predictions
 
 
 def test_every_name_is_registered_once_and_the_lists_derive_from_it() -> None:

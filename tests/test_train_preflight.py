@@ -167,7 +167,7 @@ def test_cli_missing_wandb_is_one_sentence(
 def _hub_answers() -> bool:
     from huggingface_hub import constants
 
-    from skinclf.models.registry import _answers
+    from skinclf.models.weights import _answers
 
     return _answers(constants.ENDPOINT)
 
@@ -177,19 +177,19 @@ def test_cli_hub_backbone_without_network_fails_fast_and_writes_nothing(
 ) -> None:
     import huggingface_hub.constants as hf
 
-    from skinclf.models import registry
+    from skinclf.models import weights
 
     monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf"))  # resnet50 not downloaded yet
-    monkeypatch.setattr(registry, "_PROBES", {})
+    monkeypatch.setattr(weights, "_PROBES", {})
     if _hub_answers():
         pytest.skip("the Hugging Face hub is reachable from here (test_models covers the probe)")
     out = tmp_path / "run"
     args = ["train", "--data", ham_sample, "--out", out, "--backbone", "resnet50"]
     args += ["--preset", "sample", "--cache-dir", tmp_path / "c", "--no-progress"]
     cli(*args, "train.frozen_cache=false")  # the first call imports torch, Lightning, timm
-    monkeypatch.setattr(registry, "_PROBES", {})  # and the second probes the hub again
+    monkeypatch.setattr(weights, "_PROBES", {})  # and the second probes the hub again
     started = time.perf_counter()
     code, _, err = cli(*args, "train.frozen_cache=false")
     seconds = time.perf_counter() - started
