@@ -44,7 +44,7 @@ demo: setup
 # docs/settings.md is generated from the settings models and presets, docs/cli.md from the
 # command-line app (tests check that both are current); `$(BIN)/mkdocs serve` shows the site
 docs: setup
-	$(BIN)/python -m skinclf.config > docs/settings.md.tmp && mv docs/settings.md.tmp docs/settings.md
+	$(BIN)/python -m skinclf.settings_docs > docs/settings.md.tmp && mv docs/settings.md.tmp docs/settings.md
 	$(BIN)/python -m skinclf.cli.reference > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
 
 # benchmarks (never part of `make test`; benchmarks/README.md): every benchmark, writing JSON to

@@ -77,7 +77,7 @@ def test_unknown_key_suggests_the_closest_valid_keys(override: str, hint: str) -
 def test_settings_doc_is_generated_and_current() -> None:
     from pathlib import Path
 
-    from skinclf.config import settings_markdown
+    from skinclf.settings_docs import settings_markdown
 
     text = settings_markdown()
     for key in ("`train.epochs`", "`train.plateau.patience`", "`trainer.logger`", "`notes`"):

@@ -10,8 +10,7 @@ import difflib
 import json
 from importlib import resources
 from pathlib import Path
-from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -518,7 +517,7 @@ def flat_settings(config: RunConfig) -> dict[str, Any]:
     return flatten(config.model_dump(mode="json"), "")
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     """A setting's value as it would be written on the command line."""
     return value if isinstance(value, str) and value else json.dumps(value)
 
@@ -533,10 +532,10 @@ def check_resume(saved: RunConfig, config: RunConfig, run: Path | str) -> None:
     key = changed[0]
     more = f" (and {', '.join(changed[1:])})" if changed[1:] else ""
     raise ConfigError(
-        f"Cannot resume {run} with {key}={_show(new[key])}{more}: the run was started with "
-        f"{key}={_show(old.get(key))}, and a resumed run keeps the settings of its config.yaml "
-        f"(only {', '.join(RESUMABLE_KEYS)} may change); resuming does not extend a run or change "
-        "its recipe, so start a new run (another --out) for that."
+        f"Cannot resume {run} with {key}={show_value(new[key])}{more}: the run was started "
+        f"with {key}={show_value(old.get(key))}, and a resumed run keeps the settings of its "
+        f"config.yaml (only {', '.join(RESUMABLE_KEYS)} may change); resuming does not extend a "
+        "run or change its recipe, so start a new run (another --out) for that."
     )
 
 
@@ -563,25 +562,13 @@ def config_yaml(config: RunConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
-def _type_text(annotation: Any) -> str:
-    """A field's type in words: `int`, `float or null`, `ce, focal` (one of those)..."""
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin is Literal:
-        return ", ".join(_show(a) for a in args)
-    if origin in (Union, UnionType):
-        return " or ".join("null" if a is type(None) else _type_text(a) for a in args)
-    if origin is tuple:
-        return "[" + ", ".join(_type_text(a) for a in args) + "]"
-    return getattr(annotation, "__name__", str(annotation))
-
-
-def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any]]:
+def leaf_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any]]:
     """(dotted key, FieldInfo) of every leaf setting of `model`, in definition order."""
     out: list[tuple[str, Any]] = []
     for name, info in model.model_fields.items():
         annotation = info.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            out += _fields(annotation, f"{prefix}{name}.")
+            out += leaf_fields(annotation, f"{prefix}{name}.")
         else:
             out.append((f"{prefix}{name}", info))
     return out
@@ -589,87 +576,4 @@ def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any]]:
 
 def setting_annotations() -> dict[str, Any]:
     """Every leaf setting's dotted key -> its type annotation (e.g. for search-space checks)."""
-    return {key: info.annotation for key, info in _fields(RunConfig)}
-
-
-def search_param_text(param: SearchParam) -> str:
-    """A searched setting's values in words: `0.0 to 0.15`, `ce, focal`, `... (log)`."""
-    if param.choices is not None:
-        text = ", ".join(_show(c) for c in param.choices)
-    else:
-        text = f"{_show(param.low)} to {_show(param.high)}"
-        text += " (log)" if param.log else ""
-        text += f" step {_show(param.step)}" if param.step is not None else ""
-    for key, values in (param.when or {}).items():
-        shown = ", ".join(_show(v) for v in values)
-        text += f" if {key} is {shown}" if len(values) == 1 else f" if {key} in {shown}"
-    return text
-
-
-def _search_space_markdown(presets: list[str]) -> list[str]:
-    """The search spaces of each preset's `tune:` section, one table per stage."""
-    spaces = {p: load_search_space(p) for p in presets}
-    lines = [
-        "",
-        "## Search spaces of `skinclf tune`",
-        "",
-        "The settings `skinclf tune --stage head|finetune` searches come from the preset's",
-        "`tune:` section (`tune: {head: {KEY: SPEC}, finetune: {...}}`), where SPEC is",
-        "`{low, high}` with optional `log: true` and `step`, or `{choices: [...]}`, and optional",
-        "`when: {KEY: [values]}` to search it only while another setting has one of those",
-        "values. A `tune.head` or `tune.finetune` in a `--config FILE` replaces that stage's",
-        "space whole. Ranges are integers for integer settings, and every bound and choice must",
-        "be a valid value of its setting (`skinclf tune` checks them all before any trial).",
-    ]
-    for stage in SearchSpaces.model_fields:
-        keys = list(dict.fromkeys(k for p in presets for k in getattr(spaces[p], stage)))
-        lines += ["", f"### `--stage {stage}`", ""]
-        lines += ["| key | " + " | ".join(f"`{p}`" for p in presets) + " |"]
-        lines += ["|---|" + "---|" * len(presets)]
-        for key in keys:
-            cells = [f"`{key}`"]
-            for p in presets:
-                param = getattr(spaces[p], stage).get(key)
-                cells.append(search_param_text(param) if param is not None else "not searched")
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return lines
-
-
-def settings_markdown() -> str:
-    """docs/settings.md: every setting with its type, default, each preset's value and what it
-    does, generated from the models above and the presets (`make docs` writes it)."""
-    presets = preset_names()
-    values = {p: flat_settings(load_config(p)) for p in presets}
-    lines = [
-        "# Settings",
-        "",
-        "Generated from `src/skinclf/config.py` and the presets in `src/skinclf/configs/` by",
-        "`make docs` (`python -m skinclf.config > docs/settings.md`); a test fails when this file",
-        "is out of date, so edit the models, not this file.",
-        "",
-        "Every key can be set as a dotted `key=value` argument of `skinclf train` or",
-        "`skinclf tune` (the value parsed as YAML, e.g. `train.epochs=12`,",
-        "`augment.scale=[0.5,1.0]`) or in a `--config FILE` of the same layout as a run's",
-        "`config.yaml`; `skinclf train --print-config` shows the resolved settings without",
-        "training. *built-in* is the value when neither the preset nor the command line sets the",
-        "key; the preset columns are what `--preset NAME` gives. On `--resume` only",
-        f"{', '.join(f'`{k}`' for k in RESUMABLE_KEYS)} may change.",
-        "",
-        "| key | type | built-in | " + " | ".join(f"`{p}`" for p in presets) + " | description |",
-        "|---|---|---|" + "---|" * len(presets) + "---|",
-    ]
-    for key, info in _fields(RunConfig):
-        cells = [
-            f"`{key}`",
-            _type_text(info.annotation),
-            f"`{_show(info.get_default(call_default_factory=True))}`",
-            *(f"`{_show(values[p][key])}`" for p in presets),
-            info.description or "",
-        ]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    lines += _search_space_markdown(presets)
-    return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    print(settings_markdown(), end="")
+    return {key: info.annotation for key, info in leaf_fields(RunConfig)}
