@@ -89,7 +89,7 @@ def trained_run(
 ) -> Path:
     """A run folder trained with the `sample` preset on `learnable_sample` (read-only)."""
     from skinclf.config import load_config
-    from skinclf.train.run import fit
+    from skinclf.train.training import fit
 
     out = tmp_path_factory.mktemp("runs") / "sample"
     fit(

@@ -155,7 +155,7 @@ def test_augmented_views_are_views_of_the_image(tmp_path: Path) -> None:
 
 
 def test_training_on_cached_activations(learnable_sample: Path, train_cache: Path, tmp_path):
-    from skinclf.train.run import fit
+    from skinclf.train.training import fit
 
     cfg = load_config("sample", overrides=[*CACHED, "train.epochs=2", "predict.tta=d4"])
     lines: list[str] = []
@@ -186,7 +186,7 @@ def test_training_on_cached_activations(learnable_sample: Path, train_cache: Pat
 
 
 def test_resume_on_cached_activations_equals_uninterrupted(ham_sample: Path, tmp_path: Path):
-    from skinclf.train.run import fit
+    from skinclf.train.training import fit
     from test_train import StopAfter, _weights
 
     cfg = load_config(

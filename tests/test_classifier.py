@@ -81,7 +81,7 @@ def test_a_checkpoint_alone_rebuilds_without_its_run_folder(
     import shutil
 
     from skinclf.config import load_config
-    from skinclf.train.run import fit
+    from skinclf.train.training import fit
 
     settings = ["data.image_size=32", "transfer.epochs=1", "train.epochs=0"]
     untrained = tmp_path / "run0"

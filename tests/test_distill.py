@@ -81,7 +81,7 @@ def test_a_teacher_steers_the_student_and_a_missing_image_stops_training(
 ) -> None:
     """A teacher that says nv for every image, weighed 0.95, pulls both stages to nv."""
     from skinclf.data.formats import load_dataset
-    from skinclf.train.run import fit
+    from skinclf.train.training import fit
 
     ids = load_dataset(learnable_sample)["image_id"].astype(str).tolist()
     probs = np.full((len(ids), 7), 0.001)

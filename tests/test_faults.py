@@ -206,7 +206,7 @@ def test_fine_tuning_killed_while_saving_a_checkpoint_resumes_to_the_same_weight
 ):
     """Killed at the end of epoch 2, half-way through replacing last.ckpt: epoch 1's checkpoint
     is whole, and --resume ends with the weights of an uninterrupted run."""
-    from skinclf.train.run import fit
+    from skinclf.train.training import fit
 
     cache, cut = tmp_path / "cache", tmp_path / "cut"
     cmd = [sys.executable, "-m", "skinclf", "train", "--data", str(ham_sample), "--out", str(cut)]
@@ -429,8 +429,8 @@ def test_full_disk_while_fit_writes_its_run_files(
     file and no temporary file left. Through the CLI, a full disk outside skinclf.atomic (an
     OSError with ENOSPC) is the same one sentence, exit 1, no traceback."""
     from skinclf.cli import main
-    from skinclf.train import run as run_module
-    from skinclf.train.run import fit
+    from skinclf.train import training as run_module
+    from skinclf.train.training import fit
 
     real = Path.write_text
 

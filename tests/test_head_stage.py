@@ -13,7 +13,7 @@ from skinclf.config import load_config
 from skinclf.train.datamodule import FeatureDataModule, loader
 from skinclf.train.losses import build_loss, class_counts
 from skinclf.train.samplers import Batches, EpochSampler
-from skinclf.tune.run import head_trial
+from skinclf.tune.search import head_trial
 
 
 def _features(n_train: int = 70, n_val: int = 21, dim: int = 16) -> tuple[dict, dict]:

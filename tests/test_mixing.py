@@ -70,7 +70,7 @@ def test_fine_tuning_with_cutmix_on_cached_activations(
     learnable_sample: Path, train_cache: Path, tmp_path: Path
 ) -> None:
     """A run with mixing learns (far above chance) and mixing changes what it learns."""
-    from skinclf.train.run import fit
+    from skinclf.train.training import fit
 
     base = ["train.frozen_cache=true", "train.unfreeze=4", "train.frozen_views=2"]
     runs = {}

@@ -16,7 +16,7 @@ import torch
 from skinclf.classes import CLASSES
 from skinclf.config import load_config
 from skinclf.errors import ConfigError, DataError
-from skinclf.train.run import fit
+from skinclf.train.training import fit
 
 RUN_FILES = (
     "config.yaml",

@@ -14,7 +14,7 @@ from torch import nn
 from skinclf.config import load_config
 from skinclf.models.modes import eval_mode
 from skinclf.train.callbacks import TrainModeCheck
-from skinclf.train.run import fit
+from skinclf.train.training import fit
 
 QUIET = {"progress": False, "log": lambda *_: None}
 

@@ -13,7 +13,7 @@ import yaml
 
 from skinclf.config import load_config, save_config
 from skinclf.errors import ConfigError, MissingExtraError
-from skinclf.train.run import fit
+from skinclf.train.training import fit
 
 QUIET = {"progress": False, "log": lambda *_: None}
 
@@ -220,7 +220,7 @@ def test_ctrl_c_in_train_says_how_to_continue(ham_sample: Path, tmp_path: Path, 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("skinclf.train.run.fit", interrupted)
+    monkeypatch.setattr("skinclf.train.training.fit", interrupted)
     args = ["train", "--data", ham_sample, "--out", tmp_path / "run", "--preset", "sample"]
     code, out, _ = cli(*args, "--no-progress")
     assert code == 130 and "interrupted" in out and "--resume" in out

@@ -103,7 +103,7 @@ def test_pruning_stops_a_training_run(ham_sample: Path, train_cache: Path, tmp_p
     """The callback reports each epoch's validation score and stops the run when told to."""
     import optuna
 
-    from skinclf.train.run import fit
+    from skinclf.train.training import fit
     from skinclf.tune import PruneOnValidation
 
     class Trial:  # the two methods of optuna.Trial the callback uses
@@ -182,14 +182,14 @@ def test_a_trial_whose_heartbeat_stopped_is_failed_and_run_again(tmp_path: Path)
 def test_a_pruned_finetune_trial_is_logged(monkeypatch, tmp_path: Path) -> None:
     import optuna
 
-    import skinclf.train.run as train_run
+    import skinclf.train.training as train_training
     from skinclf.config import load_search_space
-    from skinclf.tune.run import TuneJob, _finetune_objective
+    from skinclf.tune.search import TuneJob, _finetune_objective
 
     def pruned_fit(*args, **kwargs):
         raise optuna.TrialPruned("pruned after epoch 4")
 
-    monkeypatch.setattr(train_run, "fit", pruned_fit)
+    monkeypatch.setattr(train_training, "fit", pruned_fit)
     cfg = load_config("default")
     job = TuneJob(
         "data", str(tmp_path), cfg, load_search_space("default"), "finetune", 1, None,

@@ -147,7 +147,7 @@ def train(
 def _fit(data, out, cfg, split, cache_dir, resume, progress):  # -> TrainResult
     """`fit`, after checking --out; Ctrl-C says how to continue."""
     from skinclf.outputs import check_output
-    from skinclf.train.run import fit
+    from skinclf.train.training import fit
 
     check_output(out)  # one sentence now, not a traceback after stage 1
     try:

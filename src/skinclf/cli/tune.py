@@ -91,7 +91,7 @@ def _search(data, out, preset, trials, split, config, cache_dir, progress, stage
     from skinclf.errors import ConfigError
     from skinclf.tune import STAGES
     from skinclf.tune import tune as run_tune
-    from skinclf.tune.run import baseline_trial
+    from skinclf.tune.search import baseline_trial
     from skinclf.tune.space import describe, without_fixed
 
     if data is None or out is None:

@@ -198,7 +198,7 @@ def train_fold_step(opts: CvOptions, lay: CvLayout, k: int) -> Step:
 
     def function(ctx: StepContext) -> None:
         from skinclf.predict import predict_held_out
-        from skinclf.train.run import fit
+        from skinclf.train.training import fit
 
         resume = ctx.resume and _same_run(run, cfg, split)
         if not resume and run.exists():

@@ -288,7 +288,7 @@ def train_step(opts: RunOptions, lay: Layout) -> Step:
     cfg = opts.cfg
 
     def function(ctx: StepContext) -> None:
-        from skinclf.train.run import fit
+        from skinclf.train.training import fit
 
         resume = ctx.resume and _same_run(lay.run, cfg, lay.split)
         if not resume and lay.run.exists():

@@ -22,7 +22,7 @@ from skinclf.train.datamodule import FeatureDataModule, RunDataModule
 
 
 @dataclass
-class RunState:
+class FitState:
     """What the steps of one `fit` share: settings, run folder, output and time spent."""
 
     cfg: RunConfig
@@ -123,7 +123,7 @@ def train_head(
     return copy.deepcopy(module.head), best.best_score
 
 
-def transfer(model, loss, data: RunDataModule, run: RunState) -> None:
+def transfer(model, loss, data: RunDataModule, run: FitState) -> None:
     """Stage 1 of a run: `model`'s head gets the best weights trained on its frozen features."""
     assert data.prepared is not None
     t0 = time.perf_counter()
@@ -144,7 +144,7 @@ def transfer(model, loss, data: RunDataModule, run: RunState) -> None:
 
 
 # --- stage 2: fine-tuning ---------------------------------------------------------------------
-def finetune_callbacks(run: RunState, summary: L.Callback, extra: Sequence) -> list:
+def finetune_callbacks(run: FitState, summary: L.Callback, extra: Sequence) -> list:
     """Best (by `train.monitor`) and last checkpoints, the epoch summary, the train-mode check,
     `extra`, then EMA, early stopping and the progress bar as configured."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -173,7 +173,7 @@ def finetune_callbacks(run: RunState, summary: L.Callback, extra: Sequence) -> l
     return callbacks
 
 
-def finetune_trainer(run: RunState, callbacks: list, precision: str) -> L.Trainer:
+def finetune_trainer(run: FitState, callbacks: list, precision: str) -> L.Trainer:
     """Lightning's Trainer for fine-tuning, within what is left of `train.budget_minutes`."""
     from skinclf.train.callbacks import AtomicCheckpointIO
 
@@ -208,7 +208,7 @@ def load_best(trainer: L.Trainer, checkpoints: Path) -> None:
 
 
 def finetune(
-    model, data: RunDataModule, run: RunState, precision: str, callbacks: Sequence = ()
+    model, data: RunDataModule, run: FitState, precision: str, callbacks: Sequence = ()
 ) -> Finetuned:
     """Stage 2: fine-tuning on decoded images, or on cached frozen-stage activations
     (`train.frozen_cache`); on rank zero, `model` ends with the best checkpoint's weights."""

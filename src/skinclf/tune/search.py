@@ -152,7 +152,7 @@ def _check_arguments(trials, stage, cfg, workers, timeout, pruner, heartbeat) ->
 def _join(job: TuneJob, progress: bool, log: Callable[[str], None]):
     """Prepare the data (split, caches) and open the study; returns (study, objective)."""
     from skinclf.train.datamodule import prepare_data
-    from skinclf.train.run import quiet_lightning
+    from skinclf.train.training import quiet_lightning
     from skinclf.tune.study import open_study
 
     quiet_lightning()
@@ -179,7 +179,7 @@ def _head_objective(job: TuneJob, prepared, progress: bool, log):
     from skinclf.train.datamodule import frozen_features
     from skinclf.train.distill import distill_targets
     from skinclf.train.losses import build_loss, class_counts
-    from skinclf.train.run import build_model
+    from skinclf.train.training import build_model
 
     cfg, out, base = job.cfg, Path(job.out), job.cfg.model_dump(mode="json")
     model, _ = build_model(cfg, prepared)
@@ -243,7 +243,7 @@ def logged_pruning(trial, overrides: list[str], log: Callable[[str], None]) -> I
 def _finetune_objective(job: TuneJob, log):
     """Each trial is a whole run in OUT/trials/NNNN, pruned on per-epoch validation."""
     from skinclf.predict import predict_held_out
-    from skinclf.train.run import fit
+    from skinclf.train.training import fit
     from skinclf.tune.prune import PruneOnValidation
 
     cfg, out, base = job.cfg, Path(job.out), job.cfg.model_dump(mode="json")

@@ -199,7 +199,7 @@ def fit(
     from skinclf.data.cache import default_cache_dir
     from skinclf.train.datamodule import RunDataModule
     from skinclf.train.report import finish_run
-    from skinclf.train.stages import Finetuned, RunState, finetune, transfer
+    from skinclf.train.stages import Finetuned, FitState, finetune, transfer
 
     started = time.perf_counter()
     quiet_lightning()
@@ -207,7 +207,7 @@ def fit(
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     resuming = check_run_folder(out, cfg, resume, split_file)
     precision, infer_precision = preflight(cfg)
-    run = RunState(cfg, out, resuming, started, progress, log)
+    run = FitState(cfg, out, resuming, started, progress, log)
 
     data_module = RunDataModule(
         data, cfg, cache_dir, infer_precision, out, split_file, resume, progress, cache_splits
