@@ -27,7 +27,7 @@ from skinclf.contracts.run_folder import MC_DROPOUT
 from skinclf.contracts.score_registry import FEATURE_SCORES
 from skinclf.contracts.scores import SCORES
 from skinclf.evaluate.evaluation import evaluate_predictions
-from skinclf.predict import predict
+from skinclf.predict import predict_file
 from skinclf.provenance import machine, versions
 
 FAMILIES = ("mix", "clinical", "all")
@@ -43,7 +43,7 @@ def shifted_file(out: Path, family: str, own: str | None = None) -> Path:
     if not file.is_file():
         file.parent.mkdir(parents=True, exist_ok=True)
         tta = json.loads((out / "run" / "metrics.json").read_text())["tta"]
-        predict([out / "run"], file, split="val", tta=tta, scores=[*SCORES, *FEATURE_SCORES],
+        predict_file([out / "run"], file, split="val", tta=tta, scores=[*SCORES, *FEATURE_SCORES],
                 mc_dropout=MC_DROPOUT, corrupt=family, progress=True)  # fmt: skip
     return file
 

@@ -116,7 +116,7 @@ def exported_model(
     import shutil
 
     from skinclf.evaluate.evaluation import evaluate_predictions
-    from skinclf.predict import fit_feature_statistics, predict
+    from skinclf.predict import fit_feature_statistics, predict_file
     from skinclf.predictor.export import export_model
 
     root = tmp_path_factory.mktemp("export")
@@ -125,7 +125,7 @@ def exported_model(
     files = {}
     for split in ("val", "test"):
         files[split] = run / "eval" / f"{split}.csv"
-        predict(
+        predict_file(
             [run],
             files[split],
             split=split,

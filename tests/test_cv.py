@@ -270,7 +270,7 @@ def test_cv_ensemble_averages_cvs_and_predicts_and_exports_as_one_model(
     from skinclf.errors import ConfigError, DataError
     from skinclf.evaluate.offsets import read_offsets
     from skinclf.pipeline.cv_ensemble import ensemble_cvs, evaluate_cv_ensemble
-    from skinclf.predict import predict
+    from skinclf.predict import predict_file
     from skinclf.predictor import Predictor
 
     out, cache, _ = reference
@@ -299,7 +299,9 @@ def test_cv_ensemble_averages_cvs_and_predicts_and_exports_as_one_model(
     assert "offsets of" in result.output and "were not added" in " ".join(result.output.split())
     plain = softmax(isic.logits - offsets)  # the members' mean probabilities
     assert np.allclose(read_predictions(pair).probs, plain, atol=1e-5)
-    frame = predict([out], tmp_path / "one.csv", data=data["isic"], cache_dir=cache, progress=False)
+    frame = predict_file(
+        [out], tmp_path / "one.csv", data=data["isic"], cache_dir=cache, progress=False
+    )
     assert frame.attrs["unused_offsets"] == []  # one cv: its offsets are added
 
     # its own selective classifier, fitted as the cv fits its own, on the averaged calib part

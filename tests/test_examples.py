@@ -18,7 +18,7 @@ from skinclf.classes import CLASSES
 from skinclf.contracts.predictions import Predictions
 from skinclf.evaluate.evaluation import evaluate_predictions
 from skinclf.evaluate.examples import THUMB, example_grid, pick
-from skinclf.predict import predict
+from skinclf.predict import predict_file
 
 
 def test_pick_is_evenly_spaced_by_confidence() -> None:
@@ -119,9 +119,9 @@ def gated_eval(trained_run: Path, train_cache: Path, pad_sample: Path, tmp_path_
     files = {}
     for split in ("val", "test"):
         files[split] = root / f"{split}.csv"
-        predict([trained_run], files[split], split=split, **kw)
+        predict_file([trained_run], files[split], split=split, **kw)
     files["ood"] = root / "pad.csv"
-    predict([trained_run], files["ood"], data=pad_sample, **kw)
+    predict_file([trained_run], files["ood"], data=pad_sample, **kw)
     out = root / "eval"
     metrics = evaluate_predictions(
         test=files["test"],

@@ -18,7 +18,7 @@ from skinclf.classes import CLASSES
 from skinclf.cli import main
 from skinclf.contracts.selective import load_selective
 from skinclf.errors import ConfigError, DataError
-from skinclf.predict import predict
+from skinclf.predict import predict_file
 from skinclf.predictor.export import export_model
 from skinclf.predictor.manifest import MANIFEST_FILE, PACKAGE_FORMAT_VERSION, read_manifest
 
@@ -103,7 +103,7 @@ def test_format_version_is_checked(exported_model: Path, tmp_path: Path) -> None
     with pytest.raises(DataError, match=pattern):
         skinclf.load(other)
     with pytest.raises(DataError, match=pattern):
-        predict([other], tmp_path / "x.csv", data=tmp_path, progress=False)
+        predict_file([other], tmp_path / "x.csv", data=tmp_path, progress=False)
     (other / MANIFEST_FILE).write_text(json.dumps({**manifest, "format_version": 0}))
     with pytest.raises(DataError, match="version 0, .*; export the model again"):
         read_manifest(other)
@@ -115,15 +115,17 @@ def test_predict_model_dir_is_predict_run(
     images = _images(folder_sample, tmp_path / "images")
     run = Path(_manifest(exported_model)["provenance"]["source"])
     kw = {"data": images, "cache_dir": train_cache, "progress": False}
-    mine = predict([exported_model], tmp_path / "model.csv", **kw)  # its own selective.json
-    ref = predict([run], tmp_path / "run.csv", selective=run / "eval" / "selective.json", **kw)
+    mine = predict_file([exported_model], tmp_path / "model.csv", **kw)  # its own selective.json
+    ref = predict_file([run], tmp_path / "run.csv", selective=run / "eval" / "selective.json", **kw)
     assert list(mine.columns) == list(ref.columns)
     np.testing.assert_array_equal(mine[PROBS].to_numpy(), ref[PROBS].to_numpy())
     assert mine["abstain"].tolist() == ref["abstain"].tolist()
     assert mine["abstain_reason"].fillna("").tolist() == ref["abstain_reason"].fillna("").tolist()
     assert "conf_mahalanobis" in mine  # the gate's component
 
-    split = predict([exported_model], tmp_path / "test.csv", split="test", **kw | {"data": None})
+    split = predict_file(
+        [exported_model], tmp_path / "test.csv", split="test", **kw | {"data": None}
+    )
     assert len(split) == (pd.read_csv(run / "split.csv")["split"] == "test").sum()
 
 
@@ -157,8 +159,8 @@ def test_fold_ensemble(
 
     images = _images(folder_sample, tmp_path / "images")
     kw = {"data": images, "cache_dir": train_cache, "progress": False}
-    mine = predict([out], tmp_path / "model.csv", **kw)
-    ref = predict([cv / "fold_0", cv / "fold_1"], tmp_path / "runs.csv", **kw)
+    mine = predict_file([out], tmp_path / "model.csv", **kw)
+    ref = predict_file([cv / "fold_0", cv / "fold_1"], tmp_path / "runs.csv", **kw)
     np.testing.assert_allclose(mine[PROBS].to_numpy(), ref[PROBS].to_numpy(), atol=1e-7)
     assert "conf_ensemble" in mine and "abstain" not in ref
     assert not mine["abstain"].any() and mine["abstain_reason"].isna().all()  # all ""

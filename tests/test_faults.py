@@ -269,7 +269,7 @@ def test_killed_tuning_trial_is_failed_and_its_parameters_run_again(
 def test_killed_prediction_leaves_the_old_file_and_reruns_identically(
     trained_run: Path, ham_sample: Path, tmp_path: Path
 ):
-    from skinclf.predict import predict
+    from skinclf.predict import predict_file
 
     cache, out = tmp_path / "cache", tmp_path / "eval" / "p.csv"
     out.parent.mkdir()
@@ -278,12 +278,12 @@ def test_killed_prediction_leaves_the_old_file_and_reruns_identically(
     cmd += ["--out", str(out), "--cache-dir", str(cache), "--no-progress"]
     proc = start(cmd, "write/p.csv")
     reference = tmp_path / "ref.csv"
-    predict([trained_run], reference, data=ham_sample, cache_dir=cache, progress=False)
+    predict_file([trained_run], reference, data=ham_sample, cache_dir=cache, progress=False)
     killed(proc)
     assert out.read_text() == "an older predictions file\n"  # never half of the new one
     assert len(temps(out.parent)) == 1
 
-    predict([trained_run], out, data=ham_sample, cache_dir=cache, progress=False)
+    predict_file([trained_run], out, data=ham_sample, cache_dir=cache, progress=False)
     assert out.read_bytes() == reference.read_bytes()
     assert temps(out.parent) == []
 

@@ -22,7 +22,7 @@ from skinclf.data.corruptions import (
 )
 from skinclf.errors import ConfigError
 from skinclf.evaluate.evaluation import evaluate_predictions
-from skinclf.predict import predict
+from skinclf.predict import predict_file
 from skinclf.scoring.feature_scores import fit_feature_stats
 
 
@@ -166,16 +166,16 @@ def test_predict_corrupt_marks_the_file_and_changes_the_predictions(
     trained_run: Path, train_cache: Path, tmp_path: Path
 ) -> None:
     kw = {"split": "val", "cache_dir": train_cache, "progress": False}
-    predict([trained_run], tmp_path / "plain.csv", **kw)
-    predict([trained_run], tmp_path / "c1.csv", corrupt="mix", **kw)
-    predict([trained_run], tmp_path / "c2.csv", corrupt="mix", **kw)
+    predict_file([trained_run], tmp_path / "plain.csv", **kw)
+    predict_file([trained_run], tmp_path / "c1.csv", corrupt="mix", **kw)
+    predict_file([trained_run], tmp_path / "c2.csv", corrupt="mix", **kw)
     plain, c1 = read_predictions(tmp_path / "plain.csv"), read_predictions(tmp_path / "c1.csv")
     assert all(str(d).endswith(":corrupted") for d in c1.dataset)
     assert list(c1.image_ids) == list(plain.image_ids)
     assert not np.allclose(c1.logits, plain.logits)
     np.testing.assert_array_equal(c1.logits, read_predictions(tmp_path / "c2.csv").logits)
     with pytest.raises(ConfigError, match="--corrupt 'fog'"):
-        predict([trained_run], tmp_path / "bad.csv", corrupt="fog", **kw)
+        predict_file([trained_run], tmp_path / "bad.csv", corrupt="fog", **kw)
 
 
 def test_a_policy_without_confidence_threshold_is_never_chosen() -> None:

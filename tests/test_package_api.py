@@ -17,7 +17,7 @@ import skinclf
 from skinclf.classes import CLASSES
 from skinclf.contracts.selective import REASON_MESSAGES
 from skinclf.errors import ConfigError, DataError
-from skinclf.predict import predict
+from skinclf.predict import predict_file
 
 ROW_KEYS = {
     "image",
@@ -74,7 +74,7 @@ def test_rows_match_predict(
         assert {"msp", "max_logit", "margin", "neg_entropy", "doctor", "mahalanobis"} <= set(
             row["scores"]
         )
-    frame = predict(
+    frame = predict_file(
         [exported_model],
         tmp_path / "p.csv",
         data=images[0].parent,

@@ -13,14 +13,14 @@ import pytest
 from skinclf.classes import CLASSES
 from skinclf.contracts.predictions import read_predictions
 from skinclf.errors import ConfigError, DataError
-from skinclf.predict import fit_feature_statistics, predict
+from skinclf.predict import fit_feature_statistics, predict_file
 
 
 def test_predict_own_split_matches_training_output(
     trained_run: Path, train_cache: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "test.csv"
-    predict([trained_run], out, split="test", cache_dir=train_cache, progress=False)
+    predict_file([trained_run], out, split="test", cache_dir=train_cache, progress=False)
     mine = read_predictions(out)
     ref = read_predictions(trained_run / "test_predictions.csv")
     order = np.argsort(mine.image_ids)
@@ -37,11 +37,11 @@ def test_predict_other_dataset_with_all_scores(
     kw = {"data": pad_sample, "cache_dir": train_cache, "progress": False}
     refused = r"has none \(feature_stats.npz\).*skinclf calibrate .* --features-only"
     with pytest.raises(DataError, match=refused):
-        predict([run], tmp_path / "no.csv", scores=["knn"], **kw)  # predicting never fits
+        predict_file([run], tmp_path / "no.csv", scores=["knn"], **kw)  # predicting never fits
     stats = fit_feature_statistics(run, train_cache, progress=False)
     assert stats == run / "feature_stats.npz" and stats.is_file()
     out = tmp_path / "pad.csv"
-    frame = predict(
+    frame = predict_file(
         [run],
         out,
         **kw,
@@ -70,12 +70,12 @@ def test_plain_images_ensemble_and_abstention(
     images.mkdir()
     for i, f in enumerate(sorted(folder_sample.rglob("*.jpg"))[:5]):
         shutil.copy(f, images / f"img{i}.jpg")
-    single = predict(
+    single = predict_file(
         [trained_run], tmp_path / "one.csv", data=images, cache_dir=train_cache, progress=False
     )
     assert len(single) == 5 and single["label"].isna().all()
 
-    twice = predict(
+    twice = predict_file(
         [trained_run, trained_run],
         tmp_path / "two.csv",
         data=images,
@@ -94,7 +94,7 @@ def test_plain_images_ensemble_and_abstention(
         Selective("msp", 1.0, threshold, 0.1, 0.05, True, "val", 5, 0.5, 0.0, 0.1),
         tmp_path / "selective.json",
     )
-    with_abstain = predict(
+    with_abstain = predict_file(
         [trained_run],
         tmp_path / "sel.csv",
         data=images,
@@ -111,7 +111,7 @@ def test_isic_submission_format(
     trained_run: Path, train_cache: Path, isic_sample: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "submission.csv"
-    predict(
+    predict_file(
         [trained_run],
         out,
         data=isic_sample,
@@ -127,15 +127,17 @@ def test_isic_submission_format(
 
 def test_predict_bad_input(trained_run: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="exactly one"):
-        predict([trained_run], tmp_path / "x.csv", progress=False)
+        predict_file([trained_run], tmp_path / "x.csv", progress=False)
     with pytest.raises(ConfigError, match="Unknown score 'vibes'"):
-        predict([trained_run], tmp_path / "x.csv", split="test", scores=["vibes"], progress=False)
+        predict_file(
+            [trained_run], tmp_path / "x.csv", split="test", scores=["vibes"], progress=False
+        )
     with pytest.raises(DataError, match="best.ckpt"):
-        predict([tmp_path], tmp_path / "x.csv", split="test", progress=False)
+        predict_file([tmp_path], tmp_path / "x.csv", split="test", progress=False)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataError, match="No image files"):
-        predict([trained_run], tmp_path / "x.csv", data=empty, progress=False)
+        predict_file([trained_run], tmp_path / "x.csv", data=empty, progress=False)
 
 
 def _images_with_three_bad(folder_sample: Path, folder: Path) -> list[Path]:
@@ -183,7 +185,7 @@ def test_predict_skips_unreadable_images_and_lists_them(
 
     for b in bad:  # a clean batch leaves no stale errors file
         b.unlink()
-    predict([trained_run], out, data=tmp_path / "batch", cache_dir=train_cache, progress=False)
+    predict_file([trained_run], out, data=tmp_path / "batch", cache_dir=train_cache, progress=False)
     assert not (tmp_path / "preds.errors.csv").exists()
 
 
@@ -196,7 +198,7 @@ def test_ensemble_split_must_be_the_same_split(
 ) -> None:
     quiet = {"cache_dir": train_cache, "progress": False}
     same = _run_copy(trained_run, tmp_path / "same")
-    both = predict([trained_run, same], tmp_path / "ok.csv", split="test", **quiet)
+    both = predict_file([trained_run, same], tmp_path / "ok.csv", split="test", **quiet)
     assert len(both) == (pd.read_csv(trained_run / "split.csv")["split"] == "test").sum()
 
     other = _run_copy(trained_run, tmp_path / "other")
@@ -208,13 +210,13 @@ def test_ensemble_split_must_be_the_same_split(
     split.to_csv(other / "split.csv", index=False)
     moved = "|".join(split.loc[[test_rows[1], train_rows[0]], "image_id"])
     with pytest.raises(DataError, match=f"different splits: image '({moved})' is in") as info:
-        predict([trained_run, other], tmp_path / "x.csv", split="test", **quiet)
+        predict_file([trained_run, other], tmp_path / "x.csv", split="test", **quiet)
     assert str(other / "split.csv") in str(info.value)
     images = tmp_path / "loose"
     images.mkdir()
     for i, f in enumerate(sorted(folder_sample.rglob("*.jpg"))[:3]):
         shutil.copy(f, images / f"img{i}.jpg")
-    frame = predict([trained_run, other], tmp_path / "d.csv", data=images, **quiet)
+    frame = predict_file([trained_run, other], tmp_path / "d.csv", data=images, **quiet)
     assert len(frame) == 3  # with --data the splits may differ
 
 
@@ -230,13 +232,13 @@ def test_msp_ts_takes_the_temperature_of_selective(
         shutil.copy(f, images / f"img{i}.jpg")
     kwargs = {"data": images, "cache_dir": train_cache, "progress": False}
     with pytest.raises(ConfigError, match=r"msp_ts needs a temperature: give --selective"):
-        predict([trained_run], tmp_path / "x.csv", scores=["msp", "msp_ts"], **kwargs)
+        predict_file([trained_run], tmp_path / "x.csv", scores=["msp", "msp_ts"], **kwargs)
     sel = save_selective(
         Selective("msp", 2.5, 0.5, 0.1, 0.05, True, "val", 5, 0.5, 0.0, 0.1),
         tmp_path / "selective.json",
     )
     out = tmp_path / "ts.csv"
-    frame = predict([trained_run], out, scores=["msp", "msp_ts"], selective=sel, **kwargs)
+    frame = predict_file([trained_run], out, scores=["msp", "msp_ts"], selective=sel, **kwargs)
     logits = frame[[f"logit_{c}" for c in CLASSES]].to_numpy()
     np.testing.assert_allclose(frame["conf_msp_ts"], msp_ts(logits, 2.5), atol=1e-6)
     assert (frame["conf_msp_ts"] < frame["conf_msp"]).all()  # T > 1 flattens the softmax
@@ -262,7 +264,7 @@ def test_predict_skips_listed_images_whose_file_is_missing(
     gone = sorted(data.rglob("*.jpg"))[2]
     gone.unlink()
     out = tmp_path / "data.csv"
-    frame = predict([trained_run], out, data=data, **quiet)
+    frame = predict_file([trained_run], out, data=data, **quiet)
     listed = pd.read_csv(data / "HAM10000_metadata.csv")["image_id"]
     assert len(frame) == len(listed) - 1 and gone.stem not in set(frame["image_id"])
     errors = pd.read_csv(errors_file(out))
@@ -278,16 +280,16 @@ def test_predict_skips_listed_images_whose_file_is_missing(
     split = pd.read_csv(run / "split.csv")
     test_ids = split.loc[split["split"] == "test", "image_id"].tolist()
     next(data_copy.rglob(f"{test_ids[0]}.*")).unlink()
-    frame = predict([run], tmp_path / "test.csv", split="test", **quiet)
+    frame = predict_file([run], tmp_path / "test.csv", split="test", **quiet)
     assert sorted(frame["image_id"]) == sorted(test_ids[1:])
     assert [p for p, _ in frame.attrs["skipped"]] == [test_ids[0]]
 
     with pytest.raises(DataError, match="not a class"):  # other problems: as before
-        predict([trained_run], tmp_path / "x.csv", data=make_broken("unknown-label"), **quiet)
+        predict_file([trained_run], tmp_path / "x.csv", data=make_broken("unknown-label"), **quiet)
     for f in data.rglob("*.jpg"):
         f.unlink()
     with pytest.raises(DataError, match=r"None of the \d+ images has its image file"):
-        predict([trained_run], tmp_path / "y.csv", data=data, **quiet)
+        predict_file([trained_run], tmp_path / "y.csv", data=data, **quiet)
 
 
 def test_calibrate_features_only_fits_the_statistics_and_nothing_else(
@@ -302,6 +304,6 @@ def test_calibrate_features_only_fits_the_statistics_and_nothing_else(
     result = CliRunner().invoke(app, [*args, "--no-progress"])
     assert result.exit_code == 0, result.output
     assert (run / "feature_stats.npz").is_file() and not (run / "eval").exists()
-    frame = predict([run], tmp_path / "p.csv", split="val", scores=["mahalanobis"],
+    frame = predict_file([run], tmp_path / "p.csv", split="val", scores=["mahalanobis"],
                     cache_dir=train_cache, progress=False)  # fmt: skip
     assert np.isfinite(frame["conf_mahalanobis"]).all()

@@ -299,12 +299,31 @@ def test_steps_are_skipped_redone_with_the_reason_and_resumed(tmp_path: Path):
     (tmp_path / "two.txt").unlink()
     assert run(2) == ["one: skipped", f"two: redone: its output {tmp_path / 'two.txt'} is missing"]
     saved = RunState.load(tmp_path)
-    saved.steps["two"]["status"] = "started"  # as a kill during the step leaves it
+    saved.steps["two"].status = "started"  # as a kill during the step leaves it
     saved.save()
     calls.clear()
     assert run(2) == ["one: skipped", "two: interrupted before: continues where it stopped"]
     assert calls == [("second", True)]
     assert (tmp_path / "two.txt").read_text() == "bb!"
+
+
+def test_the_run_state_file_reads_and_writes_back_byte_for_byte(tmp_path: Path) -> None:
+    """run_state.json as the steps write it (a finished and an interrupted step) loads into
+    typed records and saves to the same bytes; a record that is not one is refused by name."""
+    parts = {"settings": {"epochs": 2}, "inputs": {"data": "content:ab"}, "needs": {}}
+    done = {"status": "done", "fingerprint": "f1", "parts": parts, "outputs": ["a.csv"]}
+    steps = {"one": {**done, "seconds": 1.25}, "two": {**done, "status": "started"}}
+    del steps["two"]["outputs"]
+    text = json.dumps({"version": 1, "steps": steps}, indent=2) + "\n"
+    (tmp_path / STATE_FILE).write_text(text)
+    state = RunState.load(tmp_path)
+    assert state.steps["one"].outputs == ["a.csv"] and state.steps["two"].status == "started"
+    state.save()
+    assert (tmp_path / STATE_FILE).read_text() == text
+    steps["two"]["status"] = "running"
+    (tmp_path / STATE_FILE).write_text(json.dumps({"steps": steps}))
+    with pytest.raises(ConfigError, match="is not a readable run state; remove it"):
+        RunState.load(tmp_path)
 
 
 def test_a_dataset_folder_copied_afresh_is_the_same_input_and_new_bytes_are_not(tmp_path: Path):

@@ -16,7 +16,7 @@ import pytest
 from skinclf.contracts.predictions import read_predictions
 from skinclf.errors import ConfigError
 from skinclf.evaluate.evaluation import evaluate_predictions
-from skinclf.predict import fit_feature_statistics, predict
+from skinclf.predict import fit_feature_statistics, predict_file
 
 SCORES = [
     "msp",
@@ -41,9 +41,9 @@ def scored_run(trained_run: Path, train_cache: Path, pad_sample: Path, tmp_path_
     files = {}
     for split in ("val", "test"):
         files[split] = root / f"{split}.csv"
-        predict([run], files[split], split=split, **kw)
+        predict_file([run], files[split], split=split, **kw)
     files["ood"] = root / "pad.csv"
-    predict([run], files["ood"], data=pad_sample, **kw)
+    predict_file([run], files["ood"], data=pad_sample, **kw)
     return {"run": run, "root": root, **files}
 
 
@@ -54,7 +54,7 @@ def test_predict_writes_every_gate_score_and_keeps_the_statistics(scored_run: di
     stats = scored_run["run"] / "feature_stats.npz"
     assert stats.is_file()
     before = stats.stat().st_mtime_ns
-    predict(
+    predict_file(
         [scored_run["run"]],
         scored_run["root"] / "again.csv",
         split="val",
@@ -101,7 +101,7 @@ def test_gate_fitted_without_ood_data_and_reapplied_by_predict(
     assert set(metrics["policy"]["sets"]) == {"test"}
 
     # predict --selective reproduces evaluate's decisions row for row
-    frame = predict(
+    frame = predict_file(
         [scored_run["run"]],
         tmp_path / "test_sel.csv",
         split="test",
@@ -188,7 +188,7 @@ def test_stage_gate_travels_with_the_exported_model(
     folder.mkdir()
     for p in images:
         shutil.copy(p, folder / p.name)
-    ref = predict(
+    ref = predict_file(
         [scored_run["run"]],
         tmp_path / "ref.csv",
         data=folder,

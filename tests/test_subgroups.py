@@ -18,7 +18,7 @@ from skinclf.evaluate.subgroups import (
     subgroup_outcomes,
     subgroup_tables,
 )
-from skinclf.predict import predict
+from skinclf.predict import predict_file
 
 
 def _logits(pred: list[int]) -> np.ndarray:
@@ -130,7 +130,7 @@ def test_predict_writes_metadata_and_image_paths(
     tmp_path: Path,
 ) -> None:
     kw = {"cache_dir": train_cache, "progress": False}
-    predict([trained_run], tmp_path / "ham.csv", data=ham_sample, **kw)
+    predict_file([trained_run], tmp_path / "ham.csv", data=ham_sample, **kw)
     ham = read_predictions(tmp_path / "ham.csv")
     assert set(ham.meta) == {"age", "sex", "localization"}
     table = pd.read_csv(ham_sample / "HAM10000_metadata.csv", dtype=str, keep_default_na=False)
@@ -143,7 +143,7 @@ def test_predict_writes_metadata_and_image_paths(
     for image_id, path in zip(ham.image_ids, ham.image_path, strict=True):
         assert os.path.isabs(path) and Path(path).is_file() and Path(path).stem == image_id
 
-    predict([trained_run], tmp_path / "pad.csv", data=pad_sample, **kw)
+    predict_file([trained_run], tmp_path / "pad.csv", data=pad_sample, **kw)
     pad = read_predictions(tmp_path / "pad.csv", require_labels=False)
     assert set(pad.meta) == {"age", "gender", "fitspatrick", "region"}
     pad_table = pd.read_csv(pad_sample / "metadata.csv", dtype=str, keep_default_na=False)
@@ -153,7 +153,7 @@ def test_predict_writes_metadata_and_image_paths(
     assert pad.meta["gender"].tolist() == pad_table["gender"].tolist()
     assert pad.image_path is not None and all(Path(x).is_file() for x in pad.image_path)
 
-    predict([trained_run], tmp_path / "folder.csv", data=folder_sample, **kw)
+    predict_file([trained_run], tmp_path / "folder.csv", data=folder_sample, **kw)
     plain = read_predictions(tmp_path / "folder.csv", require_labels=False)
     assert plain.meta == {}
     assert plain.image_path is not None and all(Path(x).is_file() for x in plain.image_path)

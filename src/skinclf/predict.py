@@ -475,7 +475,7 @@ def _write_file(out: Path, table: pd.DataFrame, logits, probs, conf, abstain, re
     return pd.read_csv(out)
 
 
-def predict(
+def predict_file(
     runs: list[Path],
     out: Path,
     data: Path | None = None,
@@ -558,7 +558,7 @@ def predict_held_out(
     from skinclf.evaluate.metrics import balanced_accuracy
 
     out = Path(run) / f"{split}_predictions.csv"
-    predict([Path(run)], out, split=split, scores=list(SCORES), cache_dir=cache_dir,
+    predict_file([Path(run)], out, split=split, scores=list(SCORES), cache_dir=cache_dir,
             progress=progress)  # fmt: skip
     p = read_predictions(out)
     return balanced_accuracy(p.y[p.labelled], p.pred[p.labelled])

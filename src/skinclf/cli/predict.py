@@ -74,7 +74,7 @@ def predict(
     Example: skinclf predict runs/lite0 --data ../pad-ufes-20 --scores msp,knn --out pad.csv
     (or an exported model: skinclf predict models/lite0 --data new_images/ --out p.csv)
     """
-    from skinclf.predict import predict as run_predict
+    from skinclf.predict import predict_file as run_predict
 
     frame = run_predict(
         runs,

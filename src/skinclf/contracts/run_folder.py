@@ -1,4 +1,4 @@
-"""The names of the predictions files in a `skinclf run` (or `skinclf cv`) output folder's
+"""The names in a `skinclf run` (or `skinclf cv`) output folder: its run state, and in its
 eval/: the split sets, the internal sets, and the name each dataset folder given with
 --ood/--test gets (OUT/eval/NAME.csv)."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+STATE_FILE = "run_state.json"  # what ran, under which fingerprint (skinclf.pipeline.state)
 SPLIT_SETS = ("val", "calib", "test")
 CORRUPTED_SET = "val_corrupted"  # the validation images after `predict --corrupt all`
 # the synthetic shifts the OOD gate is chosen on (`skinclf.data.corruptions`: ImageNet-C and

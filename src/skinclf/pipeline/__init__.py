@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from skinclf.contracts.run_folder import STATE_FILE
 from skinclf.pipeline.cv import CvLayout, CvOptions, build_cv_steps
 from skinclf.pipeline.job import LOCK_FILE, Layout, RunOptions, SampleData, build_steps, check_out
-from skinclf.pipeline.state import STATE_FILE, RunState
+from skinclf.pipeline.state import RunState
 from skinclf.pipeline.steps import Outcome, Reporter, Step, StepContext, run_steps
 
 __all__ = [

@@ -52,7 +52,7 @@ def _splits(run: Path) -> list[str]:
 def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = print):  # -> EvaluationResult
     """Predict the run's held-out splits and fit its policy into RUN/eval/ (see the module)."""
     from skinclf.pipeline.posthoc import evaluate_policy, fit_policy
-    from skinclf.predict import fit_feature_statistics, predict
+    from skinclf.predict import fit_feature_statistics, predict_file
 
     run = Path(opts.run)
     if model_kind(run) != "run":
@@ -66,7 +66,7 @@ def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = print):  # ->
     files = {name: folder / f"{name}.csv" for name in [*splits, CORRUPTED_SET]}
     for name, out in files.items():
         log(f"predicting {name} -> {out}")
-        predict(
+        predict_file(
             [run],
             out,
             split="val" if name == CORRUPTED_SET else name,

@@ -333,10 +333,10 @@ def scored_oof_step(opts: CvOptions, lay: CvLayout) -> Step:
     def function(ctx: StepContext) -> None:
         from skinclf.contracts.predictions import read_predictions, save_predictions
         from skinclf.evaluate.offsets import read_offsets
-        from skinclf.predict import predict
+        from skinclf.predict import predict_file
 
         for k, path in enumerate(held_out):
-            predict(
+            predict_file(
                 [lay.fold(k)], path, split="val", tta=tta, scores=list(FEATURE_SCORES),
                 cache_dir=opts.run.cache_dir, progress=ctx.progress,
             )  # fmt: skip
@@ -392,9 +392,9 @@ def ensemble_predict_step(
     after = ("offsets" if opts.calib else "oof") if offsets else "oof"
 
     def function(ctx: StepContext) -> None:
-        from skinclf.predict import predict
+        from skinclf.predict import predict_file
 
-        frame = predict(
+        frame = predict_file(
             [lay.out],
             out,
             data=data,

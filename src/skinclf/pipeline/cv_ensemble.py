@@ -51,6 +51,7 @@ from skinclf.contracts.predictions import (
     read_predictions,
     save_predictions,
 )
+from skinclf.contracts.run_folder import STATE_FILE
 from skinclf.contracts.scores import with_logits
 from skinclf.errors import ConfigError, DataError
 from skinclf.evaluate.crossval import out_of_fold_summary, set_summary
@@ -67,6 +68,7 @@ from skinclf.pipeline.cv import (
     calibrate_ensemble,
     evaluate_ensemble,
 )
+from skinclf.pipeline.state import RunState
 from skinclf.predictor.manifest import FEATURE_STATS_FILE
 from skinclf.scoring.ensemble import mean_predictions
 
@@ -160,19 +162,19 @@ def ensemble_cvs(cvs: list[Path], out: Path, n_bootstrap: int = 1000, seed: int 
 def member_evaluation(cv: Path) -> tuple[dict, list[str], list[str]] | None:
     """The settings of a cv's policy (its calibrate step) and the names of the OOD and --test
     sets it evaluated; None when it has none (no calibration part)."""
-    state, metrics = cv / "run_state.json", cv / "eval" / "metrics.json"
+    state, metrics = cv / STATE_FILE, cv / "eval" / "metrics.json"
     if not state.is_file() or not metrics.is_file():
         return None
     try:
-        steps = json.loads(state.read_text()).get("steps", {})
+        steps = RunState.load(cv).steps
         # the policy's settings: its calibrate step's (a cv written before that step: evaluate's)
-        step = steps.get("calibrate") or steps.get("evaluate", {})
-        settings = step.get("parts", {}).get("settings", {})
-        if step.get("status") != "done" or not settings.get("choose_gate"):
+        step = steps.get("calibrate") or steps.get("evaluate")
+        settings = step.parts.get("settings", {}) if step else {}
+        if step is None or step.status != "done" or not settings.get("choose_gate"):
             return None  # (a cv evaluated before the gate was chosen on corrupted images)
         files = json.loads(metrics.read_text())["settings"]["files"]
         ood, tests = [Path(f).stem for f in files["ood"]], [Path(f).stem for f in files["external"]]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ConfigError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DataError(
             f"Cannot read the evaluation of {cv} from {state} and {metrics} ({exc!r}); "
             f"delete {metrics} and run its `skinclf cv` command again."

@@ -33,10 +33,10 @@ from skinclf.contracts.run_folder import (  # noqa: F401 (the names other steps 
     RESERVED_SETS,
     SHIFT_CORRUPTION,
     SPLIT_SETS,
+    STATE_FILE,
     set_name,
 )
 from skinclf.errors import ConfigError, DataError
-from skinclf.pipeline.state import STATE_FILE
 from skinclf.pipeline.steps import Step, StepContext
 
 LOCK_FILE = ".run.lock"  # held while a `skinclf run` works in the folder
@@ -353,9 +353,9 @@ def predict_step(
     split = "val" if corrupt else name
 
     def function(ctx: StepContext) -> list[Path]:
-        from skinclf.predict import errors_file, predict
+        from skinclf.predict import errors_file, predict_file
 
-        frame = predict(
+        frame = predict_file(
             [lay.run],
             out,
             data=data,

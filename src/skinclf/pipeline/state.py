@@ -14,13 +14,15 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
 
 from skinclf import atomic
+from skinclf.contracts.run_folder import STATE_FILE
 from skinclf.digests import file_sha256, folder_sha256
 from skinclf.errors import ConfigError
 
-STATE_FILE = "run_state.json"
 STATE_VERSION = 1
 MISSING = "missing"
 
@@ -94,13 +96,30 @@ def what_changed(old: dict[str, Any], new: Fingerprint) -> str:
     return "its fingerprint changed"
 
 
+class StepRecord(BaseModel):
+    """One step's entry in run_state.json: whether it started or finished, under which
+    fingerprint (and its parts, to say what changed), what it wrote and how long it took."""
+
+    status: Literal["started", "done"]
+    fingerprint: str = ""
+    parts: dict[str, Any] = Field(default_factory=dict)
+    outputs: list[str] | None = None
+    seconds: float | None = None
+
+
+class RunStateFile(BaseModel):
+    """OUT/run_state.json as written (`version`, then each step's record by name)."""
+
+    version: int = STATE_VERSION
+    steps: dict[str, StepRecord] = Field(default_factory=dict)
+
+
 @dataclass
 class RunState:
-    """OUT/run_state.json: per step, its status ("started" or "done"), fingerprint and parts,
-    outputs and seconds."""
+    """OUT/run_state.json: per step, its record (`StepRecord`), read and written atomically."""
 
     path: Path
-    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    steps: dict[str, StepRecord] = field(default_factory=dict)
 
     @classmethod
     def load(cls, out: Path) -> RunState:
@@ -108,31 +127,26 @@ class RunState:
         if not path.is_file():
             return cls(path)
         try:
-            data = json.loads(path.read_text())
-            steps = data["steps"]
-            if not isinstance(steps, dict):
-                raise TypeError
-        except (ValueError, KeyError, TypeError):
+            steps = RunStateFile.model_validate_json(path.read_bytes()).steps
+        except ValidationError:
             raise ConfigError(
                 f"{path} is not a readable run state; remove it to run every step again."
             ) from None
         return cls(path, steps)
 
     def save(self) -> None:
-        data = {"version": STATE_VERSION, "steps": self.steps}
+        data = RunStateFile(steps=self.steps).model_dump(exclude_none=True)
         atomic.write_text(self.path, json.dumps(data, indent=2, default=str) + "\n")
 
     def started(self, name: str, fingerprint: Fingerprint) -> None:
-        self.steps[name] = {
-            "status": "started",
-            "fingerprint": fingerprint.value,
-            "parts": fingerprint.parts(),
-        }
+        self.steps[name] = StepRecord(
+            status="started", fingerprint=fingerprint.value, parts=fingerprint.parts()
+        )
         self.save()
 
     def finished(self, name: str, outputs: list[str], seconds: float) -> None:
-        entry = self.steps[name]
-        entry.update(status="done", outputs=outputs, seconds=round(seconds, 2))
+        record = self.steps[name]
+        record.status, record.outputs, record.seconds = "done", outputs, round(seconds, 2)
         self.save()
 
     def keep_only(self, names: list[str]) -> None:

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from skinclf.faults import fault_point
-from skinclf.pipeline.state import Fingerprint, RunState, digest, folder_digest, what_changed
+from skinclf.pipeline.state import (
+    Fingerprint,
+    RunState,
+    StepRecord,
+    digest,
+    folder_digest,
+    what_changed,
+)
 
 
 class Reporter:
@@ -85,14 +92,16 @@ def label(path: Path, out: Path) -> str:
     return resolved.relative_to(root).as_posix() if root in resolved.parents else str(resolved)
 
 
-def _decide(entry: dict | None, fp: Fingerprint, outputs: Sequence[Path], out: Path) -> _Decision:
+def _decide(
+    entry: StepRecord | None, fp: Fingerprint, outputs: Sequence[Path], out: Path
+) -> _Decision:
     if entry is None:
         return _Decision("ran", "not run before")
-    if entry.get("fingerprint") != fp.value:
-        return _Decision("redone", "redone: " + what_changed(entry.get("parts", {}), fp))
-    if entry.get("status") != "done":
+    if entry.fingerprint != fp.value:
+        return _Decision("redone", "redone: " + what_changed(entry.parts, fp))
+    if entry.status != "done":
         return _Decision("resumed", "interrupted before: continues where it stopped")
-    recorded = [out / p for p in entry.get("outputs", [])]  # (an absolute p stays itself)
+    recorded = [out / p for p in entry.outputs or []]  # (an absolute p stays itself)
     gone = [p for p in [*outputs, *recorded] if not p.exists()]
     if gone:
         return _Decision("redone", f"redone: its output {gone[0]} is missing")

@@ -18,6 +18,7 @@ import numpy as np
 from skinclf.classes import CLASSES
 from skinclf.config import RunConfig, read_config
 from skinclf.contracts.cv_folder import CHECKPOINT, cv_runs, is_cv_folder
+from skinclf.contracts.run_folder import STATE_FILE
 from skinclf.contracts.score_registry import DEFAULT_SCORES
 from skinclf.contracts.selective import REASON_MESSAGES, Selective, load_selective
 from skinclf.errors import ConfigError, DataError
@@ -47,7 +48,6 @@ from skinclf.predictor.manifest import (
 RUNTIMES = ("torch", "onnx")
 RUN_FOLDER = "run"  # a `skinclf run` output folder's training run
 EVAL_FOLDER = "eval"  # where a folder's evaluation (and its selective.json) is written
-STATE_FILE = "run_state.json"
 Kind = Literal["run", "job", "cv", "package", "ensemble"]
 
 
