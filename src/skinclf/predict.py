@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 
 from skinclf.classes import CLASSES
+from skinclf.contracts.run_folder import FEATURE_STATS_FILE, TrainingRun
 from skinclf.contracts.score_registry import DEFAULT_SCORES, SCORE_REGISTRY
 from skinclf.errors import ConfigError, DataError
 from skinclf.outputs import check_output
 from skinclf.predictor import Member, Predictor
 from skinclf.predictor.core import load_run
-from skinclf.predictor.manifest import FEATURE_STATS_FILE, is_package
+from skinclf.predictor.manifest import is_package
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ISIC_COLUMNS = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
@@ -121,9 +122,9 @@ def input_table(
             raise DataError(f"{first.path}/provenance.json does not say which data it used.")
         table, missing = _dataset_table(data_path, first.cfg.data.format)
         table = table[table["label"].astype(str) != ""]
-        parts = read_split(first.path / "split.csv", table)
+        parts = read_split(TrainingRun(first.path).split, table)
         for other in others:
-            theirs = read_split(other.path / "split.csv", table)
+            theirs = read_split(TrainingRun(other.path).split, table)
             _check_same_split(first, parts, other, theirs, split)
         chosen = parts.loc[parts["split"] == split, "image_id"]
         if chosen.empty:

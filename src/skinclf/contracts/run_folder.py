@@ -1,10 +1,12 @@
-"""The names in a `skinclf run` (or `skinclf cv`) output folder: its run state, and in its
-eval/: the split sets, the internal sets, and the name each dataset folder given with
---ood/--test gets (OUT/eval/NAME.csv)."""
+"""The names in a `skinclf run` (or `skinclf cv`) output folder and in a training run folder,
+each named once, with one path class per folder kind (`RunOutput`, `TrainingRun`): the run
+state, and in eval/ the split sets, the internal sets, the name each dataset folder given with
+--ood/--test gets (OUT/eval/NAME.csv), the policy, metrics and report files."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 STATE_FILE = "run_state.json"  # what ran, under which fingerprint (skinclf.pipeline.state)
@@ -20,6 +22,8 @@ CALIB_RAW, CALIB_CORRUPTED, OOF_SET = "calib_no_offsets", "calib_corrupted", "ou
 RESERVED_SETS = (*SPLIT_SETS, CORRUPTED_SET, CALIB_RAW, CALIB_CORRUPTED, OOF_SET)
 # the policy file the calibrate step writes in eval/ (predict, export and serve apply it)
 POLICY_FILE = "selective.json"
+METRICS_FILE, REPORT_FILE = "metrics.json", "report.html"  # the evaluate step's, in eval/
+FEATURE_STATS_FILE = "feature_stats.npz"  # in a run folder: fitted on its training split
 MC_DROPOUT = 5  # passes of the head with dropout on behind the eval/ files' mc_dropout scores
 
 
@@ -32,3 +36,90 @@ def set_name(path: Path, used: set[str]) -> str:
         name, i = f"{base}-{i}", i + 1
     used.add(name)
     return name
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """The files of a training run folder (`skinclf train --out`, a `skinclf run` output's run/,
+    a cv's fold_<k>/), named once: what `fit` writes, what the predictor and export read."""
+
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def split(self) -> Path:
+        return self.path / "split.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def best(self) -> Path:
+        """The checkpoint every later step reads (the kept weights)."""
+        return self.checkpoints / "best.ckpt"
+
+    @property
+    def last(self) -> Path:
+        """Lightning's checkpoint of the last finished epoch, which a resumed run continues."""
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def provenance(self) -> Path:
+        return self.path / "provenance.json"
+
+    @property
+    def feature_stats(self) -> Path:
+        """The feature scores' statistics, fitted on the training split (the features step)."""
+        return self.path / FEATURE_STATS_FILE
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    """The files of a `skinclf run` output folder (a `skinclf cv` folder shares its run state
+    and eval/), named once."""
+
+    path: Path
+
+    @property
+    def state(self) -> Path:
+        return self.path / STATE_FILE
+
+    @property
+    def split(self) -> Path:
+        return self.path / "split.csv"
+
+    @property
+    def check(self) -> Path:
+        return self.path / "data_check.json"
+
+    @property
+    def run(self) -> TrainingRun:
+        return TrainingRun(self.path / "run")
+
+    @property
+    def eval(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def policy(self) -> Path:
+        return self.eval / POLICY_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.eval / METRICS_FILE
+
+    @property
+    def report(self) -> Path:
+        return self.eval / REPORT_FILE
+
+    def predictions(self, name: str) -> Path:
+        """eval/NAME.csv: one set's predictions (`SPLIT_SETS`, the internal sets, a dataset)."""
+        return self.eval / f"{name}.csv"

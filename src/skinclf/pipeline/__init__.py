@@ -54,7 +54,7 @@ def run_job(opts: RunOptions, reporter: Reporter | None = None, progress: bool =
     check_out(out)
     lay = Layout(opts)
     outcomes = _run_locked(out, build_steps(opts, lay), opts, reporter, progress)
-    return RunResult(out, outcomes, lay.eval / "metrics.json", lay.eval / "report.html")
+    return RunResult(out, outcomes, lay.folder.metrics, lay.folder.report)
 
 
 def run_cv(opts: CvOptions, reporter: Reporter | None = None, progress: bool = True) -> CvResult:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from skinclf.contracts.run_folder import FEATURE_STATS_FILE, RunOutput, TrainingRun
 from skinclf.errors import DataError
 from skinclf.pipeline.job import CORRUPTED_SET, MC_DROPOUT, SHIFT_CORRUPTION, SPLIT_SETS, scores
-from skinclf.predictor.core import EVAL_FOLDER, model_kind
-from skinclf.predictor.manifest import FEATURE_STATS_FILE
+from skinclf.predictor.core import model_kind
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class CalibrateOptions:
 
 def _splits(run: Path) -> list[str]:
     """The run's held-out splits, in SPLIT_SETS order; DataError without val and test."""
-    path = run / "split.csv"
+    path = TrainingRun(run).split
     if not path.is_file():
         raise DataError(f"{path} is missing: is {run} a run folder written by `skinclf train`?")
     present = set(pd.read_csv(path, dtype=str)["split"])
@@ -60,7 +60,7 @@ def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = print):  # ->
             f"{run} is not a run folder of `skinclf train` (a `skinclf run` or `skinclf cv` "
             "folder fits its policy itself: run its command again with the settings you want)."
         )
-    splits, folder = _splits(run), run / EVAL_FOLDER
+    splits, folder = _splits(run), RunOutput(run).eval
     log(f"fitting the feature statistics on the training split -> {run / FEATURE_STATS_FILE}")
     fit_feature_statistics(run, opts.cache_dir, opts.progress)
     files = {name: folder / f"{name}.csv" for name in [*splits, CORRUPTED_SET]}

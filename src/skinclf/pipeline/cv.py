@@ -50,13 +50,13 @@ from skinclf.contracts.cv_folder import (
     OOF_FILE,
     SUMMARY_FILE,
 )
+from skinclf.contracts.run_folder import FEATURE_STATS_FILE, TrainingRun
 from skinclf.errors import ConfigError, DataError
 from skinclf.pipeline.job import (
     CALIB_CORRUPTED,
     CALIB_RAW,
     MC_DROPOUT,
     OOF_SET,
-    POLICY_FILE,
     SHIFT_CORRUPTION,
     Layout,
     RunOptions,
@@ -70,7 +70,6 @@ from skinclf.pipeline.job import (
     train_settings,
 )
 from skinclf.pipeline.steps import Step, StepContext
-from skinclf.predictor.manifest import FEATURE_STATS_FILE
 
 EVALUATION_SETS = (CALIB_SET, CALIB_CORRUPTED, OOF_SET)  # eval/ files that are no --test set
 SCORED_HELD_OUT = "val_scored.csv"  # in each fold run: its held-out fold with feature scores
@@ -103,7 +102,7 @@ class CvLayout:
         self.folds_file = self.out / FOLDS_FILE
         self.oof = self.out / OOF_FILE
         self.summary = self.out / SUMMARY_FILE
-        self.eval = self.out / "eval"
+        self.eval = self.base.folder.eval
 
     def fold(self, k: int) -> Path:
         return self.out / f"fold_{k}"
@@ -112,7 +111,7 @@ class CvLayout:
         return self.out / "splits" / f"fold_{k}.csv"
 
     def predictions(self, name: str) -> Path:
-        return self.eval / f"{name}.csv"
+        return self.base.folder.predictions(name)
 
     @property
     def offsets(self) -> Path:
@@ -226,7 +225,7 @@ def train_fold_step(opts: CvOptions, lay: CvLayout, k: int) -> Step:
         function,
         train_settings(cfg),
         inputs=[lay.base.data, split, *teacher_file(cfg)],
-        outputs=[run / "checkpoints" / "best.ckpt", run / HELD_OUT_FILE],
+        outputs=[TrainingRun(run).best, run / HELD_OUT_FILE],
         needs=["folds", "cache"],
     )
 
@@ -345,7 +344,7 @@ def scored_oof_step(opts: CvOptions, lay: CvLayout) -> Step:
         save_predictions(out, p)
         ctx.reporter.log(f"{p.n:,} out-of-fold images with feature scores -> {out}")
 
-    best = [lay.fold(k) / "checkpoints" / "best.ckpt" for k in range(opts.folds)]
+    best = [TrainingRun(lay.fold(k)).best for k in range(opts.folds)]
     return Step(
         f"predict-{OOF_SET}",
         "feature scores of each held-out fold by its fold model; the out-of-fold predictions "
@@ -412,7 +411,7 @@ def ensemble_predict_step(
     source = "the calibration part" if data is None else str(data)
     if corrupt:
         source += f" after synthetic corruption ({corrupt})"
-    best = [m / "checkpoints" / "best.ckpt" for m in members]
+    best = [TrainingRun(m).best for m in members]
     settings = {"scores": wanted, "mc_dropout": MC_DROPOUT, "tta": tta}
     if corrupt:
         settings["corrupt"] = corrupt
@@ -489,7 +488,7 @@ def calibrate_step(opts: CvOptions, lay: CvLayout) -> Step:
         function,
         settings,
         inputs=[lay.predictions(CALIB_SET), lay.predictions(CALIB_CORRUPTED)],
-        outputs=[lay.eval / POLICY_FILE],
+        outputs=[lay.base.folder.policy],
         needs=[f"predict-{CALIB_SET}", f"predict-{CALIB_CORRUPTED}"],
     )
 
@@ -509,8 +508,8 @@ def evaluate_step(opts: CvOptions, lay: CvLayout) -> Step:
         "evaluate every set under the ensemble's policy (it fits nothing); write report.html",
         function,
         settings,
-        inputs=[*(lay.predictions(n) for n in sets), lay.eval / POLICY_FILE],
-        outputs=[lay.eval / n for n in ("metrics.json", "report.html")],
+        inputs=[*(lay.predictions(n) for n in sets), lay.base.folder.policy],
+        outputs=[lay.base.folder.metrics, lay.base.folder.report],
         needs=["calibrate", *(f"predict-{n}" for n in sets)],
     )
 
@@ -577,7 +576,7 @@ def features_step(opts: CvOptions, lay: CvLayout) -> Step:
         "fit each fold model's feature statistics on its training folds",
         function,
         {},
-        inputs=[r / "checkpoints" / "best.ckpt" for r in runs],
+        inputs=[TrainingRun(r).best for r in runs],
         outputs=[r / FEATURE_STATS_FILE for r in runs],
         needs=["oof"],
     )

@@ -51,7 +51,7 @@ from skinclf.contracts.predictions import (
     read_predictions,
     save_predictions,
 )
-from skinclf.contracts.run_folder import STATE_FILE
+from skinclf.contracts.run_folder import FEATURE_STATS_FILE, RunOutput
 from skinclf.contracts.scores import with_logits
 from skinclf.errors import ConfigError, DataError
 from skinclf.evaluate.crossval import out_of_fold_summary, set_summary
@@ -69,7 +69,6 @@ from skinclf.pipeline.cv import (
     evaluate_ensemble,
 )
 from skinclf.pipeline.state import RunState
-from skinclf.predictor.manifest import FEATURE_STATS_FILE
 from skinclf.scoring.ensemble import mean_predictions
 
 
@@ -162,7 +161,7 @@ def ensemble_cvs(cvs: list[Path], out: Path, n_bootstrap: int = 1000, seed: int 
 def member_evaluation(cv: Path) -> tuple[dict, list[str], list[str]] | None:
     """The settings of a cv's policy (its calibrate step) and the names of the OOD and --test
     sets it evaluated; None when it has none (no calibration part)."""
-    state, metrics = cv / STATE_FILE, cv / "eval" / "metrics.json"
+    state, metrics = RunOutput(cv).state, RunOutput(cv).metrics
     if not state.is_file() or not metrics.is_file():
         return None
     try:

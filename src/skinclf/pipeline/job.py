@@ -34,6 +34,8 @@ from skinclf.contracts.run_folder import (  # noqa: F401 (the names other steps 
     SHIFT_CORRUPTION,
     SPLIT_SETS,
     STATE_FILE,
+    RunOutput,
+    TrainingRun,
     set_name,
 )
 from skinclf.errors import ConfigError, DataError
@@ -80,12 +82,10 @@ class Layout:
 
     def __init__(self, opts: RunOptions):
         self.out = Path(opts.out)
-        self.split = self.out / "split.csv"
-        self.check = self.out / "data_check.json"
-        self.run = self.out / "run"
-        self.best = self.run / "checkpoints" / "best.ckpt"
-        self.stats = self.run / "feature_stats.npz"
-        self.eval = self.out / "eval"
+        self.folder = RunOutput(self.out)
+        self.split, self.check, self.eval = self.folder.split, self.folder.check, self.folder.eval
+        self.run = self.folder.run.path
+        self.best, self.stats = self.folder.run.best, self.folder.run.feature_stats
         if opts.sample is not None:
             self.data = self.out / "data" / "ham10000"
             self.ood = [self.out / "data" / "pad-ufes-20", *opts.ood]
@@ -109,7 +109,7 @@ class Layout:
         self.test_names = [set_name(p, used) for p in self.tests]
 
     def predictions(self, name: str) -> Path:
-        return self.eval / f"{name}.csv"
+        return self.folder.predictions(name)
 
 
 def check_out(out: Path) -> None:
@@ -264,10 +264,11 @@ def _same_run(run: Path, cfg: RunConfig, split: Path) -> bool:
     come between recording a new fingerprint and clearing the old run)."""
     from skinclf.config import read_config
 
-    if not (run / "config.yaml").is_file() or not _same_split(run / "split.csv", split):
+    files = TrainingRun(run)
+    if not files.config.is_file() or not _same_split(files.split, split):
         return False
     try:
-        return train_settings(read_config(run / "config.yaml")) == train_settings(cfg)
+        return train_settings(read_config(files.config)) == train_settings(cfg)
     except ConfigError:
         return False  # unreadable: start afresh
 
@@ -313,7 +314,7 @@ def train_step(opts: RunOptions, lay: Layout) -> Step:
         function,
         train_settings(cfg),
         inputs=[lay.data, lay.split, *teacher_file(cfg)],
-        outputs=[lay.best, lay.run / "metrics.json"],
+        outputs=[lay.best, lay.folder.run.metrics],
         needs=["split", "cache"],
     )
 
@@ -417,7 +418,7 @@ def calibrate_step(opts: RunOptions, lay: Layout, splits: list[str]) -> Step:
         function,
         settings,
         inputs=[lay.predictions("val"), *([calib] if calib else []), lay.stats],
-        outputs=[lay.eval / POLICY_FILE],
+        outputs=[lay.folder.policy],
         needs=[f"predict-{n}" for n in ["val", *(["calib"] if calib else []), CORRUPTED_SET]],
     )
 
@@ -452,8 +453,8 @@ def evaluate_step(opts: RunOptions, lay: Layout, splits: list[str]) -> Step:
         "evaluate every set under the policy (it fits nothing); write report.html",
         function,
         settings,
-        inputs=[*files, lay.predictions(CORRUPTED_SET), lay.eval / POLICY_FILE],
-        outputs=[lay.eval / n for n in ("metrics.json", "report.html")],
+        inputs=[*files, lay.predictions(CORRUPTED_SET), lay.folder.policy],
+        outputs=[lay.folder.metrics, lay.folder.report],
         needs=["calibrate", *(f"predict-{n}" for n in [*splits, *lay.ood_names, *lay.test_names])],
     )
 

@@ -18,7 +18,7 @@ import numpy as np
 from skinclf.classes import CLASSES
 from skinclf.config import RunConfig, read_config
 from skinclf.contracts.cv_folder import CHECKPOINT, cv_runs, is_cv_folder
-from skinclf.contracts.run_folder import STATE_FILE
+from skinclf.contracts.run_folder import RunOutput, TrainingRun
 from skinclf.contracts.score_registry import DEFAULT_SCORES
 from skinclf.contracts.selective import REASON_MESSAGES, Selective, load_selective
 from skinclf.errors import ConfigError, DataError
@@ -35,7 +35,6 @@ from skinclf.predictor.decisions import (
 )
 from skinclf.predictor.manifest import (
     CARD_FILE,
-    SELECTIVE_FILE,
     check_member,
     inside,
     is_package,
@@ -46,8 +45,6 @@ from skinclf.predictor.manifest import (
 )
 
 RUNTIMES = ("torch", "onnx")
-RUN_FOLDER = "run"  # a `skinclf run` output folder's training run
-EVAL_FOLDER = "eval"  # where a folder's evaluation (and its selective.json) is written
 Kind = Literal["run", "job", "cv", "package", "ensemble"]
 
 
@@ -90,12 +87,14 @@ def model_kind(path: Path | str) -> Kind:
         return "cv"
     if (path / CHECKPOINT).is_file():
         return "run"
-    if (path / STATE_FILE).is_file() and (path / RUN_FOLDER).is_dir():
-        if (path / RUN_FOLDER / CHECKPOINT).is_file():
+    job = RunOutput(path)
+    if job.state.is_file() and job.run.path.is_dir():
+        if job.run.best.is_file():
             return "job"
         raise DataError(
             f"{path} is a `skinclf run` output folder whose training has not finished (no "
-            f"{RUN_FOLDER}/{CHECKPOINT}); run the same `skinclf run` command again to finish it."
+            f"{job.run.best.relative_to(path)}); run the same `skinclf run` command again to "
+            "finish it."
         )
     if not path.exists():
         raise DataError(f"{path} does not exist; give a model folder.")
@@ -114,8 +113,8 @@ def load_run(run: Path | str) -> Member:
     ckpt = run / CHECKPOINT
     if not ckpt.is_file():
         raise DataError(f"{run} has no {CHECKPOINT}: is it a finished skinclf run?")
-    cfg = read_config(run / "config.yaml")
-    prov_path = run / "provenance.json"
+    cfg = read_config(TrainingRun(run).config)
+    prov_path = TrainingRun(run).provenance
     prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
     return Member(run, load_classifier(ckpt), cfg, prov)
 
@@ -136,12 +135,12 @@ def _package_members(path: Path, manifest: dict, runtime: str) -> list[Member]:
     members = []
     for i, name in enumerate(manifest["members"]):
         ckpt = inside(path, name, "member checkpoint")
-        folder = ckpt.parent
-        cfg = read_config(folder / "config.yaml") if (folder / "config.yaml").is_file() else None
+        files = TrainingRun(ckpt.parent)  # a member's run files beside its checkpoint
+        cfg = read_config(files.config) if files.config.is_file() else None
         if cfg is not None:  # the package's inference settings, for every member
             cfg.predict.tta = inference["tta"]
             cfg.predict.batch_size = int(inference["batch_size"])
-        prov_path = folder / "provenance.json"
+        prov_path = files.provenance
         prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
         if runtime == "onnx":
             from skinclf.onnx_export import OnnxClassifier
@@ -152,7 +151,7 @@ def _package_members(path: Path, manifest: dict, runtime: str) -> list[Member]:
             model = load_classifier(ckpt, trusted=False)
             check_member(model.spec, manifest, ckpt)
             precision = inference["precision"]
-        members.append(Member(folder, model, cfg, prov, ckpt, precision, stats_path))
+        members.append(Member(files.path, model, cfg, prov, ckpt, precision, stats_path))
     return members
 
 
@@ -165,7 +164,7 @@ def own_policy(
     kind = kind or model_kind(path)
     if kind == "package":
         return package_selective(path, manifest)
-    candidate = path / EVAL_FOLDER / SELECTIVE_FILE
+    candidate = RunOutput(path).policy
     return candidate if candidate.is_file() else None
 
 
@@ -294,7 +293,7 @@ class Predictor:
         if kind == "cv":
             return [load_run(fold) for fold in cv_runs(path)]
         if kind == "job":
-            return [load_run(path / RUN_FOLDER)]
+            return [load_run(RunOutput(path).run.path)]
         return [load_run(path)]
 
     @staticmethod

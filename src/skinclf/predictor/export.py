@@ -25,12 +25,12 @@ from pathlib import Path
 from skinclf import __version__
 from skinclf.config import read_config
 from skinclf.contracts.cv_folder import CHECKPOINT, cv_runs, fold_folders, member_cvs
+from skinclf.contracts.run_folder import FEATURE_STATS_FILE, RunOutput
 from skinclf.errors import ConfigError, DataError
 from skinclf.predictor.decisions import selective_thresholds
 from skinclf.predictor.manifest import (
     CARD_FILE,
     CARD_MARKDOWN,
-    FEATURE_STATS_FILE,
     MANIFEST_FILE,
     PACKAGE_FORMAT,
     SELECTIVE_FILE,
@@ -50,7 +50,7 @@ def source_runs(source: Path | str) -> list[Path]:
     """The run folder `source`, the training run of a `skinclf run` output folder, the fold_*
     run folders of a cross-validation folder, or every member cv's fold runs of a
     `skinclf cv-ensemble` folder. DataError for anything else, naming what it is not."""
-    from skinclf.predictor.core import RUN_FOLDER, model_kind
+    from skinclf.predictor.core import model_kind
 
     source = Path(source)
     if not (source / CHECKPOINT).is_file() and (fold_folders(source) or member_cvs(source)):
@@ -59,7 +59,7 @@ def source_runs(source: Path | str) -> list[Path]:
     if kind == "package":
         raise ConfigError(f"{source} is already an exported model; copy the folder instead.")
     if kind == "job":
-        return [source / RUN_FOLDER]
+        return [RunOutput(source).run.path]
     if kind == "run":
         return [source]
     return cv_runs(source)

@@ -25,7 +25,6 @@ MANIFEST_FILE = "skinclf-model.json"
 CARD_FILE = "model_card.json"
 CARD_MARKDOWN = "MODEL_CARD.md"
 SELECTIVE_FILE = POLICY_FILE
-FEATURE_STATS_FILE = "feature_stats.npz"  # in a run folder: fitted on its training split
 REQUIRED_KEYS = ("model_id", "skinclf_version", "preprocessing", "inference", "members")
 
 

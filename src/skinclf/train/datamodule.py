@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler, Te
 
 from skinclf.classes import CLASSES
 from skinclf.config import RunConfig
+from skinclf.contracts.run_folder import TrainingRun
 from skinclf.errors import ConfigError, DataError
 from skinclf.train.samplers import Batches, EpochSampler
 
@@ -51,15 +52,15 @@ def prepare_split(
 
     if split_file is not None:
         return read_split(split_file, table)
-    if resume and (out / "split.csv").is_file():
-        return read_split(out / "split.csv", table)
+    if resume and TrainingRun(out).split.is_file():
+        return read_split(TrainingRun(out).split, table)
     d = cfg.data
     return split_dataset(table, val=d.val, test=d.test, calib=d.calib, seed=cfg.seed)
 
 
 def check_resume_split(out: Path, split_file: Path | str | None) -> None:
     """A resumed run keeps its split.csv: another --split is refused."""
-    if split_file is None or not (out / "split.csv").is_file() or not Path(split_file).is_file():
+    if split_file is None or not TrainingRun(out).split.is_file() or not Path(split_file).is_file():
         return  # (a missing or malformed --split gets read_split's error)
 
     def assignments(path: Path) -> set[tuple[str, str]] | None:
@@ -69,7 +70,7 @@ def check_resume_split(out: Path, split_file: Path | str | None) -> None:
             return None  # not a CSV: read_split says so in one sentence, once the data is read
         return set(zip(t.get("image_id", []), t.get("split", []), strict=False))
 
-    own, given = assignments(out / "split.csv"), assignments(Path(split_file))
+    own, given = assignments(TrainingRun(out).split), assignments(Path(split_file))
     if own is not None and given is not None and own != given:
         raise ConfigError(
             f"Cannot resume {out} with --split {split_file}: it differs from the run's own "

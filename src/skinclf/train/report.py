@@ -13,6 +13,7 @@ from skinclf import atomic
 from skinclf.classes import CLASSES
 from skinclf.config import RunConfig
 from skinclf.contracts.predictions import softmax, write_predictions
+from skinclf.contracts.run_folder import TrainingRun
 from skinclf.contracts.scores import SCORES
 from skinclf.evaluate.classification import classification_summary
 from skinclf.predictor import Member, Predictor
@@ -104,7 +105,7 @@ def finish_run(
         )
         result[split] = classification_summary(labels[split], softmax(logits))
     result.update(extra or {})
-    atomic.write_text(out / "metrics.json", json.dumps(result, indent=2))
+    atomic.write_text(TrainingRun(out).metrics, json.dumps(result, indent=2))
     per_epoch = epoch_metrics(out / "logs")
     if len(per_epoch):
         atomic.write_text(out / "metrics.csv", per_epoch.to_csv(index=False))

@@ -18,6 +18,7 @@ import lightning as L
 import numpy as np
 
 from skinclf.config import RunConfig
+from skinclf.contracts.run_folder import TrainingRun
 from skinclf.train.datamodule import FeatureDataModule, RunDataModule
 
 
@@ -35,7 +36,7 @@ class FitState:
 
     @property
     def checkpoints(self) -> Path:
-        return self.out / "checkpoints"
+        return TrainingRun(self.out).checkpoints
 
     def record(self, seconds: float, done: Finetuned) -> dict:
         """metrics.json's account of the run: seconds, epochs, throughput, time per step."""
@@ -237,7 +238,7 @@ def finetune(
         trainer.fit(
             model,
             datamodule=data,
-            ckpt_path=str(run.checkpoints / "last.ckpt") if run.resuming else None,
+            ckpt_path=str(TrainingRun(run.out).last) if run.resuming else None,
         )
     run.timings["finetune_seconds"] = time.perf_counter() - t0
     done = Finetuned(trainer.current_epoch, summary.images_per_second, trainer.is_global_zero)

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from skinclf import atomic
 from skinclf.classes import NUM_CLASSES
 from skinclf.config import RunConfig, check_resume, read_config, save_config
+from skinclf.contracts.run_folder import TrainingRun
 from skinclf.errors import ConfigError
 from skinclf.inference.precision import resolve_precision
 
@@ -63,16 +64,17 @@ def check_run_folder(out: Path, cfg: RunConfig, resume: bool, split_file) -> boo
     checkpoints/last.ckpt."""
     from skinclf.train.datamodule import check_resume_split
 
-    last_ckpt = out / "checkpoints" / "last.ckpt"
-    best_ckpt = out / "checkpoints" / "best.ckpt"  # a finished run's, head-only runs' included
-    if resume and not last_ckpt.is_file() and not (out / "config.yaml").is_file():
+    files = TrainingRun(out)
+    last_ckpt = files.last
+    best_ckpt = files.best  # a finished run's, head-only runs' included
+    if resume and not last_ckpt.is_file() and not files.config.is_file():
         raise ConfigError(f"Nothing to resume in {out}: it has no checkpoints/last.ckpt.")
     if not resume and (last_ckpt.is_file() or best_ckpt.is_file()):
         raise ConfigError(
             f"{out} already holds a run; pass --resume to continue it or choose another --out."
         )
-    if resume and (out / "config.yaml").is_file():  # resumed as it was started, or not at all
-        check_resume(read_config(out / "config.yaml"), cfg, out)
+    if resume and files.config.is_file():  # resumed as it was started, or not at all
+        check_resume(read_config(files.config), cfg, out)
         check_resume_split(out, split_file)
     return resume and last_ckpt.is_file()
 
@@ -103,8 +105,8 @@ def preflight(cfg: RunConfig) -> tuple[str, str]:
 def write_run_start(out: Path, cfg: RunConfig, table: pd.DataFrame) -> None:
     """config.yaml and split.csv (rank zero only)."""
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    atomic.write_text(out / "split.csv", table[["image_id", "split"]].to_csv(index=False))
+    save_config(cfg, TrainingRun(out).config)
+    atomic.write_text(TrainingRun(out).split, table[["image_id", "split"]].to_csv(index=False))
 
 
 @rank_zero_only
@@ -129,7 +131,7 @@ def write_provenance(
             "decode_cache": str(prepared.images.path),
         },
     )
-    atomic.write_text(out / "provenance.json", json.dumps(prov, indent=2))
+    atomic.write_text(TrainingRun(out).provenance, json.dumps(prov, indent=2))
 
 
 def check_frozen_prefix(cfg: RunConfig, model) -> None:
@@ -146,7 +148,7 @@ def save_untrained(model, out: Path) -> None:
 
     AtomicCheckpointIO().save_checkpoint(
         {"state_dict": model.state_dict(), "epoch": 0, "hyper_parameters": dict(model.hparams)},
-        out / "checkpoints" / "best.ckpt",
+        TrainingRun(out).best,
     )
 
 
@@ -225,7 +227,7 @@ def fit(
 
     if cfg.transfer.epochs > 0 and not resuming:  # (skipped when resuming stage 2)
         transfer(model, loss, data_module, run)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    TrainingRun(out).checkpoints.mkdir(parents=True, exist_ok=True)
     done = Finetuned()
     if cfg.train.epochs > 0:
         done = finetune(model, data_module, run, precision, callbacks or [])
