@@ -265,20 +265,54 @@ def _ham10000(out: Path, n: int, rng: np.random.Generator, size: int) -> None:
                [rows[i] for i in order])  # fmt: skip
 
 
+_PAD_REGIONS = ["BACK", "FACE", "CHEST", "FOREARM", "ARM", "NECK", "THIGH", "ABDOMEN", "NOSE",
+                "FOOT", "EAR", "HAND", "SCALP", "LIP"]  # fmt: skip
+_PAD_ORIGINS = ["POMERANIA", "GERMANY", "ITALY", "BRAZIL", "UNK", "NETHERLANDS"]
+
+
+def _pad_person(rng: np.random.Generator, sparse: bool) -> dict[str, object]:
+    """A PAD-UFES-20 patient's columns (empty when `sparse`, as many real rows are)."""
+
+    def tf() -> str:
+        return str(bool(rng.random() < 0.4))
+
+    return {
+        "smoke": "" if sparse else tf(), "drink": "" if sparse else tf(),
+        "background_father": "" if sparse else str(rng.choice(_PAD_ORIGINS)),
+        "background_mother": "" if sparse else str(rng.choice(_PAD_ORIGINS)),
+        "pesticide": "" if sparse else tf(),
+        "gender": "" if sparse else str(rng.choice(["FEMALE", "MALE"])),
+        "skin_cancer_history": "" if sparse else tf(),
+        "cancer_history": "" if sparse else tf(),
+        "has_piped_water": "" if sparse else tf(),
+        "has_sewage_system": "" if sparse else tf(),
+        "fitspatrick": "" if sparse else float(rng.choice([1, 2, 2, 3, 3, 4, 5, 6])),
+    }  # fmt: skip
+
+
+def _pad_lesion(rng: np.random.Generator, dx: str, sparse: bool) -> dict[str, object]:
+    """A PAD-UFES-20 lesion's columns: region, diameters, the patient's answers, biopsy."""
+    d1 = "" if sparse else float(rng.integers(3, 25))
+    d2 = "" if sparse else float(max(2, int(d1) - int(rng.integers(0, 4))))
+    return {
+        "region": str(rng.choice(_PAD_REGIONS)), "diameter_1": d1, "diameter_2": d2,
+        "itch": str(rng.choice(["True", "False", "UNK"], p=[.45, .5, .05])),
+        "grew": str(rng.choice(["True", "False", "UNK"], p=[.45, .3, .25])),
+        "hurt": str(rng.choice(["True", "False", "UNK"], p=[.2, .75, .05])),
+        "changed": str(rng.choice(["True", "False", "UNK"], p=[.2, .6, .2])),
+        "bleed": str(rng.choice(["True", "False", "UNK"], p=[.3, .65, .05])),
+        "elevation": str(rng.choice(["True", "False"])),
+        "biopsed": str(dx in {"BCC", "MEL", "SCC"} or bool(rng.random() < 0.4)),
+    }  # fmt: skip
+
+
 def _pad_ufes_20(out: Path, n: int, rng: np.random.Generator, size: int) -> None:
     (out / "images").mkdir(parents=True, exist_ok=True)
-    regions = ["BACK", "FACE", "CHEST", "FOREARM", "ARM", "NECK", "THIGH", "ABDOMEN", "NOSE",
-               "FOOT", "EAR", "HAND", "SCALP", "LIP"]  # fmt: skip
-    origins = ["POMERANIA", "GERMANY", "ITALY", "BRAZIL", "UNK", "NETHERLANDS"]
     lesion_of = {v: k for k, v in PAD_UFES_TO_HAM.items()}
     per_dx = {lesion_of[c]: n for c in CLASSES if c in lesion_of}
     per_dx["SCC"] = max(2, n // 4)
     rows: list[list[object]] = []
     patient_no, lesion_no, used_img_nos = 10, 100, set()
-
-    def tf() -> str:
-        return str(bool(rng.random() < 0.4))
-
     for dx, count in per_dx.items():
         label = PAD_UFES_TO_HAM.get(dx, "scc")
         for n_img in _group_sizes(rng, count):
@@ -286,35 +320,13 @@ def _pad_ufes_20(out: Path, n: int, rng: np.random.Generator, size: int) -> None
             patient_no += int(rng.integers(1, 40))
             sparse = rng.random() < 0.3  # like the real file: many rows leave these empty
             age = int(rng.integers(18, 90))
-            person = {
-                "smoke": "" if sparse else tf(), "drink": "" if sparse else tf(),
-                "background_father": "" if sparse else str(rng.choice(origins)),
-                "background_mother": "" if sparse else str(rng.choice(origins)),
-                "pesticide": "" if sparse else tf(),
-                "gender": "" if sparse else str(rng.choice(["FEMALE", "MALE"])),
-                "skin_cancer_history": "" if sparse else tf(),
-                "cancer_history": "" if sparse else tf(),
-                "has_piped_water": "" if sparse else tf(),
-                "has_sewage_system": "" if sparse else tf(),
-                "fitspatrick": "" if sparse else float(rng.choice([1, 2, 2, 3, 3, 4, 5, 6])),
-            }  # fmt: skip
+            person = _pad_person(rng, sparse)
             # one or two lesions per patient, together 1-3 images
             lesion_sizes = [n_img] if n_img < 3 or rng.random() < 0.5 else [1, n_img - 1]
             for lesion_images in lesion_sizes:
                 lesion_id = lesion_no
                 lesion_no += int(rng.integers(1, 30))
-                d1 = "" if sparse else float(rng.integers(3, 25))
-                d2 = "" if sparse else float(max(2, int(d1) - int(rng.integers(0, 4))))
-                lesion = {
-                    "region": str(rng.choice(regions)), "diameter_1": d1, "diameter_2": d2,
-                    "itch": str(rng.choice(["True", "False", "UNK"], p=[.45, .5, .05])),
-                    "grew": str(rng.choice(["True", "False", "UNK"], p=[.45, .3, .25])),
-                    "hurt": str(rng.choice(["True", "False", "UNK"], p=[.2, .75, .05])),
-                    "changed": str(rng.choice(["True", "False", "UNK"], p=[.2, .6, .2])),
-                    "bleed": str(rng.choice(["True", "False", "UNK"], p=[.3, .65, .05])),
-                    "elevation": str(rng.choice(["True", "False"])),
-                    "biopsed": str(dx in {"BCC", "MEL", "SCC"} or bool(rng.random() < 0.4)),
-                }  # fmt: skip
+                lesion = _pad_lesion(rng, dx, sparse)
                 for img in _lesion_images(label, rng, lesion_images, size):
                     img_no = int(rng.integers(1, 1000))
                     while img_no in used_img_nos:

@@ -246,6 +246,20 @@ def feature_size(model: torch.nn.Module) -> int:
     return int(getattr(model, "head_hidden_size", None) or model.num_features)
 
 
+def _pretrained_overlay(info: BackboneInfo) -> dict[str, object]:
+    """timm's pretrained config, overlaid with the entry's preprocessing and weights address."""
+    overlay: dict[str, object] = {
+        "input_size": (3, info.input_size, info.input_size),
+        "mean": tuple(info.mean),
+        "std": tuple(info.std),
+        "interpolation": info.interpolation,
+        "crop_pct": info.crop_pct,
+    }
+    if info.weights_source.startswith("url:"):
+        overlay.update(url=info.weights_source[len("url:") :], hf_hub_id=None)
+    return overlay
+
+
 def create_backbone(
     name: str,
     pretrained: bool = True,
@@ -268,20 +282,8 @@ def create_backbone(
             f"Backbone '{name}' has no pretrained weights in timm; pass --weights FILE or train "
             "it from scratch (pretrained=False)."
         )
-    overlay: dict[str, object] = {
-        "input_size": (3, info.input_size, info.input_size),
-        "mean": tuple(info.mean),
-        "std": tuple(info.std),
-        "interpolation": info.interpolation,
-        "crop_pct": info.crop_pct,
-    }
-    if source.startswith("url:"):
-        overlay.update(url=source[len("url:") :], hf_hub_id=None)
-    kwargs: dict[str, float] = {}
-    if drop_rate:
-        kwargs["drop_rate"] = drop_rate
-    if drop_path_rate:
-        kwargs["drop_path_rate"] = drop_path_rate
+    overlay = _pretrained_overlay(info)
+    kwargs = {k: v for k, v in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)) if v}
     # an unreachable server or HF_HUB_OFFLINE: an error now (weights not cached) or the cached
     # weights without asking the server, instead of huggingface_hub's minute of retries; a
     # server that accepts the connection but does not answer: huggingface_hub's short timeouts
