@@ -25,7 +25,9 @@ from skinclf import cli
 from skinclf.cli import main
 from skinclf.data.download import (
     MARKER,
+    RETRIES,
     SOURCES_ENV,
+    DownloadOptions,
     download_dataset,
     load_sources,
     staging_dir,
@@ -242,9 +244,9 @@ def _serve(server, archives, tmp_path: Path, **overrides) -> Path:
     return table
 
 
-def _download(name: str, out: Path, table: Path, **kw):
-    kw.setdefault("retry_wait", 0.0)
-    return download_dataset(name, out, sources=table, progress=False, timeout=5, **kw)
+def _download(name: str, out: Path, table: Path, retries: int = RETRIES, **kw):
+    options = DownloadOptions(progress=False, timeout=5, retries=retries, retry_wait=0.0)
+    return download_dataset(name, out, sources=table, options=options, **kw)
 
 
 def _leftovers(folder: Path, *keep: Path) -> list[str]:

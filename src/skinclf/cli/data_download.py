@@ -44,7 +44,7 @@ def download(
 
     Example: skinclf data download ham10000 --out data/ham10000
     """
-    from skinclf.data.download import download_dataset, iter_rows, load_sources
+    from skinclf.data.download import DownloadOptions, download_dataset, iter_rows, load_sources
     from skinclf.errors import ConfigError
 
     table = load_sources(sources)
@@ -74,8 +74,7 @@ def download(
         part=part,
         sources=table,
         console=out,
-        keep_archives=keep_archives,
-        timeout=timeout,
+        options=DownloadOptions(keep_archives=keep_archives, timeout=timeout),
     )
     if result.already:
         out.print(f"Run `skinclf data check {result.root}` to check it again.", soft_wrap=True)

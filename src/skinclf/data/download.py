@@ -359,12 +359,12 @@ def _fetch_once(url: str, part: Path, size: int | None, timeout: float, bar, tas
         raise _Dropped(url, f"the transfer ended after {done:,} of {size:,} bytes")
 
 
-def _fetch(url, part, size, timeout, bar, task, retries: int, retry_wait: float) -> None:
-    """Download `url` to `part`, resuming after drops up to `retries` times."""
-    attempt = 0
+def _fetch(url, part, size, bar, task, options: DownloadOptions) -> None:
+    """Download `url` to `part`, resuming after drops up to `options.retries` times."""
+    retries, attempt = options.retries, 0
     while True:
         try:
-            _fetch_once(url, part, size, timeout, bar, task)
+            _fetch_once(url, part, size, options.timeout, bar, task)
             return
         except (_Dropped, _Unreachable) as exc:
             if isinstance(exc, _Unreachable) and attempt == 0:
@@ -372,7 +372,7 @@ def _fetch(url, part, size, timeout, bar, task, retries: int, retry_wait: float)
             attempt += 1
             if attempt > retries:
                 raise _Dropped(exc.url, exc.reason) from None
-            wait = retry_wait * 2 ** (attempt - 1)
+            wait = options.retry_wait * 2 ** (attempt - 1)
             bar.console.print(
                 f"[yellow]{escape(part.name[: -len('.part')])}: {escape(exc.reason)}; resuming "
                 f"in {wait:.0f} s "
@@ -679,18 +679,45 @@ def _layout(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.name != MARKER)
 
 
+def _source_part(
+    name: str, part: str | None, sources: Path | str | dict[str, Source] | None
+) -> tuple[Source, str]:
+    """Dataset `name`'s source and the part to download (its default when None); DataError in
+    one sentence for an unknown dataset or part."""
+    table = sources if isinstance(sources, dict) else load_sources(sources)
+    if name not in table:
+        raise DataError(
+            f"unknown dataset {name!r}; `skinclf data download --list` shows {', '.join(table)}."
+        )
+    source = table[name]
+    part = source.default_part if part is None else part
+    if part not in source.parts:
+        if len(source.parts) == 1:
+            raise DataError(f"{name} has no parts to choose from; leave out --part.")
+        raise DataError(f"{name} has no part {part!r}; use --part {' or '.join(source.parts)}.")
+    return source, part
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    """How to download: progress bars, `data check` afterwards, keeping the archives, and how
+    patiently (connection timeout, retries after a dropped transfer, seconds between them)."""
+
+    progress: bool = True
+    check: bool = True
+    keep_archives: bool = False
+    timeout: float = CONNECT_TIMEOUT
+    retries: int = RETRIES
+    retry_wait: float = RETRY_WAIT
+
+
 def download_dataset(
     name: str,
     out: Path | str,
     part: str | None = None,
     sources: Path | str | dict[str, Source] | None = None,
     console: Console | None = None,
-    progress: bool = True,
-    check: bool = True,
-    keep_archives: bool = False,
-    timeout: float = CONNECT_TIMEOUT,
-    retries: int = RETRIES,
-    retry_wait: float = RETRY_WAIT,
+    options: DownloadOptions = DownloadOptions(),
 ) -> DownloadResult:
     """Download dataset `name` (part `part`) into the folder `out`; see the module docstring.
 
@@ -698,18 +725,7 @@ def download_dataset(
     (one sentence) when a file cannot be fetched, verified or extracted; the partial download
     stays in `staging_dir(out)` so the next call resumes it.
     """
-    table = sources if isinstance(sources, dict) else load_sources(sources)
-    if name not in table:
-        raise DataError(
-            f"unknown dataset {name!r}; `skinclf data download --list` shows {', '.join(table)}."
-        )
-    source = table[name]
-    if part is None:
-        part = source.default_part
-    if part not in source.parts:
-        if len(source.parts) == 1:
-            raise DataError(f"{name} has no parts to choose from; leave out --part.")
-        raise DataError(f"{name} has no part {part!r}; use --part {' or '.join(source.parts)}.")
+    source, part = _source_part(name, part, sources)
     out = Path(os.path.abspath(out))
     console = console or Console(quiet=True)
     describe(source, console)
@@ -725,9 +741,7 @@ def download_dataset(
     staging = staging_dir(out)
     created = [p for p in (out.parent, staging) if not p.exists()]  # removed again if empty
     try:
-        records = _download_all(
-            source, part, out, staging, console, progress, timeout, retries, retry_wait
-        )
+        records = _download_all(source, part, out, staging, console, options)
     except _Unreachable as exc:
         _drop_if_empty(created)
         raise DataError(
@@ -743,13 +757,13 @@ def download_dataset(
     except BaseException:
         _drop_if_empty(created)
         raise
-    if not keep_archives:
+    if not options.keep_archives:
         shutil.rmtree(staging, ignore_errors=True)
     result = DownloadResult(out, source, part, False, records)
-    if check:
+    if options.check:
         from skinclf.data.check import check_dataset
 
-        result.check = check_dataset(out, format=source.format, progress=progress)
+        result.check = check_dataset(out, format=source.format, progress=options.progress)
     return result
 
 
@@ -761,17 +775,17 @@ def _drop_if_empty(created: list[Path]) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _download_all(source, part, out, staging, console, progress, timeout, retries, retry_wait):
-    plans = _plan(source, part, timeout)
+def _download_all(source, part, out, staging, console, options: DownloadOptions):
+    plans = _plan(source, part, options.timeout)
     staging.mkdir(parents=True, exist_ok=True)
     records = []
-    with _progress(console, progress) as bar:
+    with _progress(console, options.progress) as bar:
         for plan in plans:
             final = staging / plan.file.name
             task = bar.add_task(plan.file.name, total=plan.size, visible=final.exists())
             if not final.exists():
                 partial = staging / (plan.file.name + ".part")
-                _fetch(plan.url, partial, plan.size, timeout, bar, task, retries, retry_wait)
+                _fetch(plan.url, partial, plan.size, bar, task, options)
                 os.replace(partial, final)
             size = final.stat().st_size
             bar.update(task, completed=size, total=size, description=f"{plan.file.name} (check)")
