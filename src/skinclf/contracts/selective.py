@@ -134,12 +134,6 @@ class Selective:
     target_coverage: float | None = None
     ood_gate: dict | None = None  # OODGate fields; None: no out-of-distribution gate
 
-    def __getitem__(self, key: str):
-        """Dict-style access to a field (`selective["score"]`), as in selective.json."""
-        if key not in self.__dataclass_fields__:
-            raise KeyError(key)
-        return getattr(self, key)
-
     @property
     def gate(self) -> OODGate | None:
         return None if self.ood_gate is None else OODGate(**self.ood_gate)
@@ -238,18 +232,13 @@ def _check_values(data: dict, path: Path) -> None:
             raise DataError(f"{path}: ood_gate.{key} must be a {kind.__name__}, not {value!r}.")
 
 
-def apply_selective(
-    selective: Selective | dict, logits: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def apply_selective(selective: Selective, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Confidence (the stored score at the stored temperature) and abstain flags for logits.
 
     Abstain where conf < threshold, or everywhere when no threshold met the target risk. The
-    confidence gate only: `apply_policy` applies the OOD gate too. `selective` may also be the
-    dict read from selective.json.
+    confidence gate only: `apply_policy` applies the OOD gate too (read a file with
+    `load_selective`).
     """
-    if isinstance(selective, dict):
-        fields = Selective.__dataclass_fields__
-        selective = Selective(**{k: v for k, v in selective.items() if k in fields})
     conf = compute_score(selective.score, np.asarray(logits), selective.temperature)
     if selective.confidence_gate == "off":
         return conf, np.zeros(len(conf), dtype=bool)

@@ -136,7 +136,7 @@ def abstain_decisions(
         conf["msp_ts"] = msp_ts(logits, sel.temperature)
     values = gate_values(sel, selective, feats, stats)
     score_values, abstain, reason = apply_policy(sel, logits, values)
-    conf.setdefault(sel["score"], score_values)
+    conf.setdefault(sel.score, score_values)
     for name, component in values.items():
         conf.setdefault(name, component)
     return abstain, reason
