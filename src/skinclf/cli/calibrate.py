@@ -45,7 +45,7 @@ def calibrate(
     """
     import json
 
-    from skinclf.cli.run import _target_risk, warn_policy
+    from skinclf.cli.run import target_risk_option, warn_policy
     from skinclf.pipeline.calibrate import CalibrateOptions
     from skinclf.pipeline.calibrate import calibrate as fit_policy
     from skinclf.pipeline.summary import key_numbers
@@ -56,7 +56,8 @@ def calibrate(
         stats = fit_feature_statistics(run, cache_dir, progress)
         console.print(f"[green]wrote[/] {escape(str(stats))}")
         return
-    opts = CalibrateOptions(run, _target_risk(target_risk), id_keep, bootstrap, cache_dir, progress)
+    risk = target_risk_option(target_risk)
+    opts = CalibrateOptions(run, risk, id_keep, bootstrap, cache_dir, progress)
     result = fit_policy(opts, log=lambda m: console.print(f"  [dim]·[/] {escape(m)}"))
     metrics = json.loads(result.metrics_path.read_text())
     for what, value in key_numbers(metrics):

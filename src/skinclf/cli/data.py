@@ -21,7 +21,7 @@ def _fmt_counts(counts: dict[str, int], limit: int = 4) -> str:
     return text + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
-def _print_check(result) -> None:  # result: skinclf.data.check.CheckResult
+def print_check(result) -> None:  # result: skinclf.data.check.CheckResult
     s = result.summary
     if s["rows"]:
         _print_summary(result)
@@ -118,7 +118,7 @@ def check(
         path, format=format, verify_images=verify, progress=True, max_pixels=max_pixels
     )
     _mention_max_pixels(result)
-    _print_check(result)
+    print_check(result)
     if report is not None and result.summary.get("images_found", 0):
         from skinclf.data.report import write_report
 

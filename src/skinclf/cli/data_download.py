@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from skinclf.cli.data import _print_check, app, out
+from skinclf.cli.data import app, out, print_check
 from skinclf.data.download import CONNECT_TIMEOUT, SOURCES_ENV
 
 
@@ -80,7 +80,7 @@ def download(
         out.print(f"Run `skinclf data check {result.root}` to check it again.", soft_wrap=True)
         return
     check = result.check
-    _print_check(check)
+    print_check(check)
     n_err, n_warn = len(check.errors), len(check.warnings)
     if check.usable:
         out.print(f"[bold green]usable[/] ({n_warn} warning{'s' * (n_warn != 1)}): {result.root}")

@@ -152,13 +152,13 @@ def run_options(
         tests=list(test or []),
         sample=SampleData() if sample else None,
         cache_dir=cache_dir,
-        target_risk=_target_risk(target_risk),
+        target_risk=target_risk_option(target_risk),
         id_keep=id_keep,
         bootstrap=bootstrap,
     )
 
 
-def _target_risk(value: str) -> float | str:
+def target_risk_option(value: str) -> float | str:
     from skinclf.errors import ConfigError
     from skinclf.policy.sgr import parse_target_risk
 

@@ -60,10 +60,10 @@ from skinclf.pipeline.job import (
     SHIFT_CORRUPTION,
     Layout,
     RunOptions,
-    _labelled_table,
-    _same_run,
     cache_step,
     check_step,
+    labelled_table,
+    same_run,
     sample_step,
     scores,
     teacher_file,
@@ -158,7 +158,7 @@ def folds_step(opts: CvOptions, lay: CvLayout) -> Step:
     def function(ctx: StepContext) -> list[Path]:
         from skinclf.data.split import fold_split, fold_split_file, group_leaks
 
-        table = _labelled_table(lay.base.data, cfg)
+        table = labelled_table(lay.base.data, cfg)
         pairs = _merge_pairs(opts.merge_duplicates)
         folds = fold_split(table, opts.folds, opts.calib, cfg.seed, pairs)
         atomic.write_text(lay.folds_file, folds.to_csv(index=False))
@@ -199,7 +199,7 @@ def train_fold_step(opts: CvOptions, lay: CvLayout, k: int) -> Step:
         from skinclf.predict import predict_held_out
         from skinclf.train.training import fit
 
-        resume = ctx.resume and _same_run(run, cfg, split)
+        resume = ctx.resume and same_run(run, cfg, split)
         if not resume and run.exists():
             ctx.reporter.log(f"starting {run} afresh")
             shutil.rmtree(run)

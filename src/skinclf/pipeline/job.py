@@ -198,7 +198,8 @@ def check_step(opts: RunOptions, lay: Layout) -> Step:
     )
 
 
-def _labelled_table(data: Path, cfg: RunConfig):
+def labelled_table(data: Path, cfg: RunConfig):
+    """The dataset's metadata table, without its unlabelled rows (what a split is drawn from)."""
     from skinclf.data.formats import load_dataset
 
     table = load_dataset(data, cfg.data.format)
@@ -211,7 +212,7 @@ def split_step(opts: RunOptions, lay: Layout) -> Step:
     def function(ctx: StepContext) -> None:
         from skinclf.data.split import group_leaks, share_deviation, split_dataset
 
-        table = _labelled_table(lay.data, opts.cfg)
+        table = labelled_table(lay.data, opts.cfg)
         split = split_dataset(table, val=d.val, test=d.test, calib=d.calib, seed=opts.cfg.seed)
         atomic.write_text(lay.split, split[["image_id", "split"]].to_csv(index=False))
         counts = split["split"].value_counts()
@@ -239,7 +240,7 @@ def cache_step(opts: RunOptions, lay: Layout) -> Step:
     def function(ctx: StepContext) -> list[Path]:
         from skinclf.data.cache import build_cache
 
-        table = _labelled_table(lay.data, opts.cfg)
+        table = labelled_table(lay.data, opts.cfg)
         images = build_cache(
             table, d.image_size, d.resize, cache_dir=opts.cache_dir, progress=ctx.progress
         )
@@ -259,7 +260,7 @@ def _epochs(n: int) -> str:
     return f"{n} epoch{'s' * (n != 1)}"
 
 
-def _same_run(run: Path, cfg: RunConfig, split: Path) -> bool:
+def same_run(run: Path, cfg: RunConfig, split: Path) -> bool:
     """Whether the run folder was started with `cfg`'s results-changing settings (a kill may
     come between recording a new fingerprint and clearing the old run)."""
     from skinclf.config import read_config
@@ -291,7 +292,7 @@ def train_step(opts: RunOptions, lay: Layout) -> Step:
     def function(ctx: StepContext) -> None:
         from skinclf.train.training import fit
 
-        resume = ctx.resume and _same_run(lay.run, cfg, lay.split)
+        resume = ctx.resume and same_run(lay.run, cfg, lay.split)
         if not resume and lay.run.exists():
             ctx.reporter.log(f"starting {lay.run} afresh")
             shutil.rmtree(lay.run)
