@@ -239,7 +239,7 @@ def test_killed_tuning_trial_is_failed_and_its_parameters_run_again(
     import optuna
     from optuna.trial import TrialState
 
-    from skinclf.tune import tune
+    from skinclf.tune import TuneOptions, tune
 
     out, cache = tmp_path / "study", tmp_path / "cache"
     args = ["--preset", "sample", "--trials", "2", "--cache-dir", str(cache), "--no-progress"]
@@ -253,7 +253,7 @@ def test_killed_tuning_trial_is_failed_and_its_parameters_run_again(
     assert states == [TrialState.RUNNING]  # as the kill left it
 
     cfg = load_config("sample", overrides=settings)
-    study = tune(ham_sample, out, cfg, trials=2, cache_dir=cache, heartbeat=1, **QUIET)  # again
+    study = tune(ham_sample, out, cfg, TuneOptions(trials=2, cache_dir=cache, heartbeat=1), **QUIET)
     failed, retried, new = study.trials
     assert [t.state for t in study.trials] == [
         TrialState.FAIL,

@@ -61,7 +61,6 @@ STILL_MANY_PARAMETERS = {
     "train/report.py::finish_run",
     "train/training.py::fit",
     "train/stages.py::train_head",
-    "tune/search.py::tune",
 }
 
 

@@ -13,7 +13,7 @@ from sklearn.metrics import balanced_accuracy_score
 from skinclf.config import load_config
 from skinclf.contracts.predictions import read_predictions
 from skinclf.errors import ConfigError
-from skinclf.tune import tune
+from skinclf.tune import TuneOptions, tune
 
 
 def test_study_resumes_and_writes_a_usable_config(
@@ -21,8 +21,8 @@ def test_study_resumes_and_writes_a_usable_config(
 ) -> None:
     cfg = load_config("sample")
     out = tmp_path / "study"
-    quiet = {"cache_dir": train_cache, "progress": False, "log": lambda *_: None}
-    study = tune(learnable_sample, out, cfg, trials=2, **quiet)
+    quiet = {"progress": False, "log": lambda *_: None}
+    study = tune(learnable_sample, out, cfg, TuneOptions(trials=2, cache_dir=train_cache), **quiet)
     assert len(study.trials) == 2
     first = study.trials[0]  # the untuned baseline: the preset's own values, enqueued first
     assert first.user_attrs == {"baseline": True}
@@ -32,7 +32,7 @@ def test_study_resumes_and_writes_a_usable_config(
     with warnings.catch_warnings():  # optuna: heartbeats are meant for optimize(), as tune does
         warnings.simplefilter("ignore", UserWarning)
         study.ask()  # a trial left unfinished, as by an interrupted search: it is not counted
-    study = tune(learnable_sample, out, cfg, trials=3, **quiet)
+    study = tune(learnable_sample, out, cfg, TuneOptions(trials=3, cache_dir=train_cache), **quiet)
     assert len(study.trials) == 4  # the interrupted/continued study kept its trials
     assert [t.state.name for t in study.trials].count("COMPLETE") == 3
     assert 0.0 <= study.best_value <= 1.0
@@ -48,7 +48,7 @@ def test_study_resumes_and_writes_a_usable_config(
 
 def test_zero_trials_is_an_error(ham_sample: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at least 1"):
-        tune(ham_sample, tmp_path, load_config("sample"), trials=0, progress=False)
+        tune(ham_sample, tmp_path, load_config("sample"), TuneOptions(trials=0), progress=False)
 
 
 FINETUNE = ["train.frozen_cache=true", "train.unfreeze=4", "train.frozen_views=2"]
@@ -60,16 +60,8 @@ def test_finetune_study_runs_trials_and_writes_a_usable_config(
     cfg = load_config("sample", overrides=[*FINETUNE, "transfer.epochs=5"])
     out = tmp_path / "ft"
     lines: list[str] = []
-    study = tune(
-        learnable_sample,
-        out,
-        cfg,
-        trials=2,
-        cache_dir=train_cache,
-        progress=False,
-        log=lines.append,
-        stage="finetune",
-    )
+    options = TuneOptions(trials=2, cache_dir=train_cache, stage="finetune")
+    study = tune(learnable_sample, out, cfg, options, progress=False, log=lines.append)
     assert len(study.trials) == 2 and len(lines) == 3
     # the sample preset's fine-tuning weight decay lies below the space: no baseline trial
     assert (
@@ -134,7 +126,7 @@ def test_pruning_stops_a_training_run(ham_sample: Path, train_cache: Path, tmp_p
 
 def test_unknown_stage_is_an_error(ham_sample: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="Unknown --stage 'backbone'"):
-        tune(ham_sample, tmp_path, load_config("sample"), progress=False, stage="backbone")
+        tune(ham_sample, tmp_path, load_config("sample"), TuneOptions(stage="backbone"), False)
 
 
 def test_none_in_best_params_becomes_null() -> None:

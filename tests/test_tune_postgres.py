@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from skinclf.config import load_config, load_search_space
-from skinclf.tune import tune
+from skinclf.tune import TuneOptions, tune
 
 BINDIR_ENV = "SKINCLF_PG_BINDIR"
 HEARTBEAT = 1  # seconds; a trial is stale after 3 missed beats
@@ -179,18 +179,11 @@ def test_a_worker_killed_mid_trial_leaves_a_failed_trial_that_is_retried(
 
     cfg = load_config("sample", small_space, SETTINGS[2:])
     space = load_search_space("sample", small_space)
-    quiet = {"cache_dir": cache, "progress": False, "log": lambda *_: None}
-    study = tune(
-        ham_sample,
-        out,
-        cfg,
-        trials=3,
-        storage=postgres_url,
-        study_name="kill",
-        heartbeat=HEARTBEAT,
+    options = TuneOptions(
+        trials=3, cache_dir=cache, storage=postgres_url, study_name="kill", heartbeat=HEARTBEAT,
         space=space,
-        **quiet,
-    )
+    )  # fmt: skip
+    study = tune(ham_sample, out, cfg, options, progress=False, log=lambda *_: None)
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, *[TrialState.COMPLETE] * 2]
     dead, retried = study.trials[1], study.trials[2]

@@ -10,7 +10,7 @@ import yaml
 
 from skinclf.config import SearchParam, load_config, load_search_space
 from skinclf.errors import ConfigError
-from skinclf.tune import tune
+from skinclf.tune import TuneOptions, tune
 from skinclf.tune.space import baseline_point, check_space, distributions, suggest
 
 
@@ -89,7 +89,8 @@ def test_a_bad_space_in_a_config_file_stops_tune_before_any_trial(
     assert list(space.head) == ["model.dropout"]  # the file's head space replaces the preset's
     assert space.finetune == load_search_space("sample").finetune  # the other stage is kept
     with pytest.raises(ConfigError, match=f"search space \\(from {config}\\)"):
-        tune(ham_sample, out, cfg, trials=1, progress=False, space=space, space_origin=str(config))
+        options = TuneOptions(trials=1, space=space, space_origin=str(config))
+        tune(ham_sample, out, cfg, options, progress=False)
     assert not out.exists()  # no study, no split: nothing ran
 
 
@@ -150,9 +151,8 @@ def test_a_study_searched_over_other_choices_is_not_continued(
         )
     )
     with pytest.raises(ConfigError, match="Study 'skinclf' .* searched model.head over"):
-        tune(
-            ham_sample, out, load_config("sample"), trials=2, cache_dir=train_cache, progress=False
-        )
+        options = TuneOptions(trials=2, cache_dir=train_cache)
+        tune(ham_sample, out, load_config("sample"), options, progress=False)
     assert len(old.trials) == 1
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from skinclf.config import load_config
 from skinclf.errors import ConfigError
-from skinclf.tune import tune
+from skinclf.tune import TuneOptions, tune
 from skinclf.tune.storage import heartbeat_enabled, open_storage, storage_url
 
 
@@ -82,5 +82,5 @@ def test_bad_arguments_are_one_sentence(
     arguments: dict, message: str, ham_sample: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(ConfigError) as err:
-        tune(ham_sample, tmp_path / "s", load_config("sample"), progress=False, **arguments)
+        tune(ham_sample, tmp_path / "s", load_config("sample"), TuneOptions(**arguments), False)
     assert str(err.value) == message and not (tmp_path / "s").exists()

@@ -89,7 +89,7 @@ def tune(
 def _search(data, out, preset, trials, split, config, cache_dir, progress, stage, overrides, **kw):
     from skinclf.config import load_config, load_search_space, search_space_origin
     from skinclf.errors import ConfigError
-    from skinclf.tune import STAGES
+    from skinclf.tune import STAGES, TuneOptions
     from skinclf.tune import tune as run_tune
     from skinclf.tune.search import baseline_trial
     from skinclf.tune.space import describe, without_fixed
@@ -103,10 +103,11 @@ def _search(data, out, preset, trials, split, config, cache_dir, progress, stage
     if fixed:
         console.print(f"fixed on the command line, not searched: {', '.join(fixed)}")
     origin = search_space_origin(preset, config, stage)
-    result = run_tune(
-        data, out, cfg, trials, split, cache_dir, progress, log=console.print, stage=stage,
-        space=space, space_origin=origin, **kw,
+    options = TuneOptions(
+        trials=trials, stage=stage, split_file=split, cache_dir=cache_dir, space=space,
+        space_origin=origin, **kw,
     )  # fmt: skip
+    result = run_tune(data, out, cfg, options, progress, log=console.print)
     console.print(
         f"[bold green]best[/] val balanced accuracy {result.best_value:.4f} after "
         f"{len(result.trials)} trials: {result.best_params}\nwrote {out / 'best.yaml'}"

@@ -62,45 +62,45 @@ class TuneJob:
     baseline: bool = True  # a new study's first trial: the preset's own values
 
 
+@dataclass(frozen=True)
+class TuneOptions:
+    """How to search (`skinclf tune`'s options): the stage and trial budget, the split and
+    caches, the study's storage and name, worker processes, time limit, pruner, heartbeat,
+    the search space (default: the preset's `tune:` section; `space_origin` names where it
+    came from in errors) and whether a new study's first trial is the preset's own values."""
+
+    trials: int = 30
+    stage: Stage = "head"
+    split_file: Path | str | None = None
+    cache_dir: Path | str | None = None
+    storage: str | None = None
+    study_name: str | None = None
+    workers: int = 1
+    timeout: float | None = None
+    pruner: str = "median"
+    heartbeat: int = 60
+    space: SearchSpaces | None = None
+    space_origin: str | None = None
+    baseline: bool = True
+
+
 def tune(
     data: Path | str,
     out: Path | str,
     cfg: RunConfig,
-    trials: int = 30,
-    split_file: Path | str | None = None,
-    cache_dir: Path | str | None = None,
+    options: TuneOptions = TuneOptions(),
     progress: bool = True,
     log: Callable[[str], None] = print,
-    stage: Stage = "head",
-    *,
-    storage: str | None = None,
-    study_name: str | None = None,
-    workers: int = 1,
-    timeout: float | None = None,
-    pruner: str = "median",
-    heartbeat: int = 60,
-    space: SearchSpaces | None = None,
-    space_origin: str | None = None,
-    baseline: bool = True,
 ):
-    """Run (or join, or continue) the study of `stage` with `workers` processes here; returns
-    it. `cfg` gives everything not searched; `space` defaults to the preset's `tune:` section."""
-    from skinclf.data.cache import default_cache_dir
-
-    _check_arguments(trials, stage, cfg, workers, timeout, pruner, heartbeat)
-    space = space if space is not None else load_search_space(cfg.preset)
-    check_space(getattr(space, stage), cfg, stage, space_origin or f"preset {cfg.preset}")
+    """Run (or join, or continue) the study of `options.stage` with `options.workers`
+    processes here; returns it. `cfg` gives everything not searched."""
+    o, workers = options, options.workers
+    _check_arguments(o.trials, o.stage, cfg, workers, o.timeout, o.pruner, o.heartbeat)
+    space = o.space if o.space is not None else load_search_space(cfg.preset)
+    check_space(getattr(space, o.stage), cfg, o.stage, o.space_origin or f"preset {cfg.preset}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if split_file is None and (out / "split.csv").is_file():
-        split_file = out / "split.csv"  # a continued study keeps its split
-    job = TuneJob(
-        str(data), str(out), cfg, space, stage, trials,
-        None if split_file is None else str(split_file),
-        str(cache_dir if cache_dir is not None else default_cache_dir()),
-        storage_url(out, storage), study_name or STUDY_NAMES[stage], pruner, heartbeat,
-        timeout, shared=storage is not None or workers > 1, baseline=baseline,
-    )  # fmt: skip
+    job = _job(data, out, cfg, space, o)
     study, objective = _join(job, progress, log)  # caches and split ready before the others
     ctx = multiprocessing.get_context("spawn")
     others = [ctx.Process(target=work, args=(_worker(job, i),)) for i in range(1, workers)]
@@ -118,6 +118,25 @@ def tune(
             f"codes {', '.join(map(str, failed))}); their messages are above."
         )
     return _finish(study, out, cfg, job.stage)
+
+
+def _job(
+    data: Path | str, out: Path, cfg: RunConfig, space: SearchSpaces, o: TuneOptions
+) -> TuneJob:
+    """What every worker process of the study needs (a continued study keeps its split)."""
+    from skinclf.data.cache import default_cache_dir
+
+    split_file = o.split_file
+    if split_file is None and (out / "split.csv").is_file():
+        split_file = out / "split.csv"
+    return TuneJob(
+        str(data), str(out), cfg, space, o.stage, o.trials,
+        None if split_file is None else str(split_file),
+        str(o.cache_dir if o.cache_dir is not None else default_cache_dir()),
+        storage_url(out, o.storage), o.study_name or STUDY_NAMES[o.stage], o.pruner,
+        o.heartbeat, o.timeout, shared=o.storage is not None or o.workers > 1,
+        baseline=o.baseline,
+    )  # fmt: skip
 
 
 def _worker(job: TuneJob, index: int) -> TuneJob:
