@@ -32,7 +32,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from skinclf.evaluate.evaluation import evaluate_predictions
+from skinclf.evaluate.evaluation import EvaluationOptions, PredictionSets, evaluate_predictions
+from skinclf.policy.fit import PolicySettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SGR = {"target_risk": 0.25, "delta": 0.05}
@@ -80,19 +81,13 @@ def policies(e: Files) -> dict[str, dict]:
 
 
 def _evaluate(e: Files, out: Path, stats: Path, ood: list[Path], **kw) -> dict:
-    return evaluate_predictions(
-        test=e.test,
-        out_dir=out,
-        val=e.val,
-        ood=ood,
-        external=[e.isic],
-        gate_stats=stats,
-        selective_score="msp",
-        n_bootstrap=1000,
-        seed=0,
-        **SGR,
-        **kw,
-    ).metrics
+    """The policy fitted from `kw`'s settings (its files: shifted, target_domain) and measured."""
+    files = {k: kw[k] for k in ("shifted", "target_domain") if k in kw}
+    settings = {k: v for k, v in kw.items() if k not in files}
+    sets = PredictionSets(e.test, e.val, ood=ood, external=[e.isic], **files)
+    policy = PolicySettings(selective_score="msp", **SGR, **settings)
+    options = EvaluationOptions(n_bootstrap=1000, seed=0)
+    return evaluate_predictions(sets, out, policy, options, gate_stats=stats).metrics
 
 
 def _policy_entry(m: dict, kw: dict) -> dict:

@@ -26,7 +26,8 @@ from rich.table import Table
 from skinclf.contracts.run_folder import MC_DROPOUT
 from skinclf.contracts.score_registry import FEATURE_SCORES
 from skinclf.contracts.scores import SCORES
-from skinclf.evaluate.evaluation import evaluate_predictions
+from skinclf.evaluate.evaluation import EvaluationOptions, PredictionSets, evaluate_predictions
+from skinclf.policy.fit import PolicySettings
 from skinclf.predict import predict_file
 from skinclf.provenance import machine, versions
 
@@ -53,15 +54,19 @@ def policy(out: Path, names: dict[str, str], shifted: Path, gate: str | None, of
     """One policy fitted on the run's calibration images and measured on every set."""
     files = {name: out / "eval" / f"{name}.csv" for name in names.values()}
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = evaluate_predictions(
-            test=out / "eval" / "test.csv", out_dir=tmp, val=out / "eval" / "val.csv",
-            calib=out / "eval" / "calib.csv", ood=[files[names["pad"]]],
-            external=[files[names["isic"]]], choose_gate=gate is None, ood_gate=gate,
-            shifted=shifted if gate is None else None, id_keep=0.95,
-            gate_stats=out / "run" / "feature_stats.npz",
-            confidence_gate="off" if off else "sgr", target_risk="auto", n_bootstrap=bootstrap,
-            set_names={str(f): n for n, f in files.items()}, examples=False,
-        ).metrics  # fmt: skip
+        sets = PredictionSets(
+            out / "eval" / "test.csv", out / "eval" / "val.csv", out / "eval" / "calib.csv",
+            ood=[files[names["pad"]]], external=[files[names["isic"]]],
+            shifted=shifted if gate is None else None,
+            names={str(f): n for n, f in files.items()},
+        )  # fmt: skip
+        policy = PolicySettings(
+            "auto", ood_gate=gate, choose_gate=gate is None, id_keep=0.95,
+            confidence_gate="off" if off else "sgr",
+        )  # fmt: skip
+        options = EvaluationOptions(n_bootstrap=bootstrap, examples=False)
+        stats = out / "run" / "feature_stats.npz"
+        metrics = evaluate_predictions(sets, tmp, policy, options, stats).metrics
     block = metrics["policy"]
     sets = {name: block["sets"][name]["gated"] for name in ("test", *names.values())}
     isic = metrics["external"][names["isic"]]

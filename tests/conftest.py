@@ -115,7 +115,8 @@ def exported_model(
     import importlib.util
     import shutil
 
-    from skinclf.evaluate.evaluation import evaluate_predictions
+    from tests.evaluate_kw import evaluate_kw
+
     from skinclf.predict import fit_feature_statistics, predict_file
     from skinclf.predictor.export import export_model
 
@@ -133,7 +134,7 @@ def exported_model(
             cache_dir=train_cache,
             progress=False,
         )
-    evaluate_predictions(
+    evaluate_kw(
         test=files["test"],
         out_dir=run / "eval",
         val=files["val"],

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.evaluate_kw import evaluate_kw
 
 from skinclf.classes import CLASSES
 from skinclf.cli import main
 from skinclf.contracts.predictions import read_predictions, write_predictions
 from skinclf.contracts.selective import apply_selective, load_selective
-from skinclf.evaluate.evaluation import evaluate_predictions
 
 PRIOR = np.array([183, 264, 583, 60, 491, 4323, 80]) / 5984
 PAD_PRIOR = np.array([34, 70, 39, 0, 16, 51, 0]) / 210
@@ -116,7 +116,7 @@ def test_full_evaluation(files, tmp_path: Path, monkeypatch, capsys) -> None:
 
 
 def test_only_test_file(files, tmp_path: Path) -> None:
-    res = evaluate_predictions(files["test"], tmp_path / "e", n_bootstrap=20)
+    res = evaluate_kw(files["test"], tmp_path / "e", n_bootstrap=20)
     assert res.selective_path is None and not (tmp_path / "e" / "selective.json").exists()
     assert "sgr" not in res.metrics and "calibration" not in res.metrics
     assert "msp_ts" not in res.metrics["test"]["selective"]
@@ -125,7 +125,7 @@ def test_only_test_file(files, tmp_path: Path) -> None:
 
 
 def test_val_only_fits_sgr_on_val_and_says_so(files, tmp_path: Path) -> None:
-    res = evaluate_predictions(
+    res = evaluate_kw(
         files["test"],
         tmp_path / "e",
         val=files["val"],
@@ -182,7 +182,7 @@ def test_unlabelled_ood_set_gets_detection_and_coverage_only(files, tmp_path: Pa
         np.zeros(p.n, bool),
         p.logits,
     )
-    res = evaluate_predictions(
+    res = evaluate_kw(
         files["test"], tmp_path / "e", val=files["val"], ood=[unlabelled], n_bootstrap=20
     )
     entry = res.metrics["ood"]["images"]
@@ -197,7 +197,7 @@ def test_target_risk_auto_is_the_lowest_grid_risk_sgr_certifies_at_70_percent(fi
     from skinclf.policy.sgr import RISK_GRID, sgr
 
     out = tmp_path / "auto"
-    result = evaluate_predictions(
+    result = evaluate_kw(
         test=files["test"], out_dir=out, val=files["val"], calib=files["calib"],
         target_risk="auto", n_bootstrap=20,
     )  # fmt: skip
@@ -232,7 +232,7 @@ def test_target_risk_auto_without_any_certified_risk_keeps_70_percent(tmp_path: 
     ids, labels = [f"i{i}" for i in range(n)], [CLASSES[i] for i in y]
     files = {name: write_predictions(tmp_path / f"{name}.csv", ids, "ham10000", labels,
                                      [False] * n, logits) for name in ("val", "calib", "test")}
-    result = evaluate_predictions(
+    result = evaluate_kw(
         test=files["test"], out_dir=tmp_path / "e", val=files["val"], calib=files["calib"],
         target_risk="auto", n_bootstrap=20,
     )  # fmt: skip
@@ -258,7 +258,7 @@ def _temperature_case(folder: Path, val_logits, calib_logits, y) -> dict:
     for name, logits in (("val", val_logits), ("test", calib_logits), ("calib", calib_logits)):
         files[name] = write_predictions(folder / f"{name}.csv", ids, "ham10000", labels,
                                         [False] * n, logits)  # fmt: skip
-    return evaluate_predictions(
+    return evaluate_kw(
         test=files["test"], out_dir=folder / "e", val=files["val"], calib=files["calib"],
         target_risk=0.5, n_bootstrap=20,
     ).metrics  # fmt: skip

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from tests.evaluate_kw import evaluate_kw
 
 from skinclf.classes import CLASSES
 from skinclf.contracts.predictions import Predictions
-from skinclf.evaluate.evaluation import evaluate_predictions
 from skinclf.evaluate.examples import THUMB, example_grid, pick
 from skinclf.predict import predict_file
 
@@ -123,7 +123,7 @@ def gated_eval(trained_run: Path, train_cache: Path, pad_sample: Path, tmp_path_
     files["ood"] = root / "pad.csv"
     predict_file([trained_run], files["ood"], data=pad_sample, **kw)
     out = root / "eval"
-    metrics = evaluate_predictions(
+    metrics = evaluate_kw(
         test=files["test"],
         out_dir=out,
         val=files["val"],
@@ -183,7 +183,7 @@ def test_no_examples_and_moved_images(gated_eval: dict, tmp_path: Path, monkeypa
     frame["image_path"] = [str(tmp_path / "gone" / Path(x).name) for x in frame["image_path"]]
     moved = tmp_path / "moved.csv"
     frame.to_csv(moved, index=False)
-    evaluate_predictions(
+    evaluate_kw(
         test=moved,
         out_dir=tmp_path / "moved",
         val=gated_eval["val"],

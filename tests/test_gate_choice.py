@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.evaluate_kw import evaluate_kw
 
 from skinclf.classes import CLASSES
 from skinclf.contracts.predictions import read_predictions, write_predictions
@@ -21,7 +22,6 @@ from skinclf.data.corruptions import (
     parse_corruptions,
 )
 from skinclf.errors import ConfigError
-from skinclf.evaluate.evaluation import evaluate_predictions
 from skinclf.predict import predict_file
 from skinclf.scoring.feature_scores import fit_feature_stats
 
@@ -73,7 +73,7 @@ def files(tmp_path_factory) -> dict:
 
 
 def _evaluate(files: dict, out: Path, **kw) -> dict:
-    return evaluate_predictions(
+    return evaluate_kw(
         test=files["test"],
         out_dir=out,
         val=files["val"],
@@ -120,7 +120,7 @@ def test_choice_options_that_do_not_fit_together(files, tmp_path) -> None:
     with pytest.raises(ConfigError, match="not both"):
         _evaluate(files, tmp_path / "a", shifted=files["shifted"], target_domain=files["target"])
     with pytest.raises(ConfigError, match="--choose-gate"):
-        evaluate_predictions(
+        evaluate_kw(
             test=files["test"], out_dir=tmp_path / "b", val=files["val"], shifted=files["shifted"]
         )
     with pytest.raises(ConfigError, match="labelled"):
@@ -193,7 +193,7 @@ def test_a_policy_without_confidence_threshold_is_never_chosen() -> None:
 
 def test_shifted_choice_with_an_unreachable_risk_chooses_the_gate_alone(files, tmp_path) -> None:
     _touch_stats(files)
-    metrics = evaluate_predictions(
+    metrics = evaluate_kw(
         test=files["test"],
         out_dir=tmp_path / "eval",
         val=files["val"],

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tests.evaluate_kw import evaluate_kw
 
 from skinclf.contracts.predictions import read_predictions
 from skinclf.errors import ConfigError, DataError
-from skinclf.evaluate.evaluation import evaluate_predictions
 from skinclf.policy.fit import PolicySettings, SelectivePolicy
 
 OLD = Path(__file__).parent / "fixtures" / "policy_format2"
@@ -85,7 +85,7 @@ def test_a_policy_file_written_before_the_policy_object_decides_as_it_did() -> N
 
 
 def test_the_same_inputs_fit_the_same_policy_and_metrics_as_before(tmp_path: Path) -> None:
-    evaluate_predictions(
+    evaluate_kw(
         out_dir=tmp_path,
         choose_gate=True,
         gate_stats=OLD / "stats.npz",
@@ -102,7 +102,7 @@ def test_the_same_inputs_fit_the_same_policy_and_metrics_as_before(tmp_path: Pat
 
 
 def test_evaluate_measures_a_given_policy_and_fits_nothing(tmp_path: Path) -> None:
-    fitted_here = evaluate_predictions(
+    fitted_here = evaluate_kw(
         out_dir=tmp_path / "fit",
         choose_gate=True,
         gate_stats=OLD / "stats.npz",
@@ -111,7 +111,7 @@ def test_evaluate_measures_a_given_policy_and_fits_nothing(tmp_path: Path) -> No
     ).metrics
     _fitted().save(tmp_path / "policy")
     given = SelectivePolicy.load(tmp_path / "policy")
-    measured = evaluate_predictions(out_dir=tmp_path / "eval", policy=given, **_inputs()).metrics
+    measured = evaluate_kw(out_dir=tmp_path / "eval", policy=given, **_inputs()).metrics
     assert _differences(fitted_here, measured) == []
     assert not (tmp_path / "eval" / "selective.json").exists()  # evaluate wrote no fitted state
     assert (tmp_path / "eval" / "decisions" / "test.csv").is_file()
@@ -135,7 +135,7 @@ def test_save_and_load_keep_the_whole_fit(tmp_path: Path) -> None:
 
 def test_an_old_policy_file_is_measured_like_the_old_evaluation(tmp_path: Path) -> None:
     policy = SelectivePolicy.load(OLD / "eval")  # a folder: its selective.json
-    metrics = evaluate_predictions(out_dir=tmp_path, policy=policy, **_inputs()).metrics
+    metrics = evaluate_kw(out_dir=tmp_path, policy=policy, **_inputs()).metrics
     old = json.loads((OLD / "eval" / "metrics.json").read_text())
     for name in SETS:
         assert metrics["policy"]["sets"][name]["gated"] == old["policy"]["sets"][name]["gated"]

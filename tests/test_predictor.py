@@ -63,11 +63,11 @@ def stage_job(job: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of `job` whose policy gates on a backbone stage (`mahalanobis_block1`, given
     rather than chosen), fitted on its own eval files as `skinclf run` fits a policy: what the
     ONNX and broken-package tests need, whichever gate the sample's own choice picks."""
-    from skinclf.evaluate.evaluation import evaluate_predictions
+    from tests.evaluate_kw import evaluate_kw
 
     out = Path(shutil.copytree(job, tmp_path_factory.mktemp("stage") / "out"))
     ev, pad = out / "eval", out / "eval" / "pad-ufes-20.csv"
-    evaluate_predictions(
+    evaluate_kw(
         test=ev / "test.csv", out_dir=ev, val=ev / "val.csv", calib=ev / "calib.csv", ood=[pad],
         ood_gate="mahalanobis_block1", gate_stats=out / "run" / "feature_stats.npz",
         target_risk="auto", n_bootstrap=20, set_names={pad: "pad-ufes-20"}, examples=False,

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tests.evaluate_kw import evaluate_kw
 
 from skinclf.contracts.predictions import read_predictions
 from skinclf.errors import ConfigError
-from skinclf.evaluate.evaluation import evaluate_predictions
 from skinclf.predict import fit_feature_statistics, predict_file
 
 SCORES = [
@@ -70,7 +70,7 @@ def test_predict_writes_every_gate_score_and_keeps_the_statistics(scored_run: di
 
 
 def _evaluate(scored_run: dict, out: Path, **kw) -> dict:
-    return evaluate_predictions(
+    return evaluate_kw(
         test=scored_run["test"],
         out_dir=out,
         val=scored_run["val"],
@@ -152,7 +152,7 @@ def test_feature_gate_needs_its_statistics(scored_run: dict, tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="--gate-stats"):
         _evaluate(scored_run, tmp_path / "e", ood_gate="knn")
     with pytest.raises(ConfigError, match="needs score"):
-        evaluate_predictions(
+        evaluate_kw(
             test=scored_run["test"],
             out_dir=tmp_path / "e2",
             val=scored_run["val"],

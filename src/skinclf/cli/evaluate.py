@@ -145,41 +145,31 @@ def evaluate(
     Example: skinclf evaluate --val runs/a/eval/val.csv --calib runs/a/eval/calib.csv --test
     runs/a/eval/test.csv --ood runs/a/eval/pad.csv --out runs/a/eval
     """
-    from skinclf.evaluate.evaluation import evaluate_predictions, parse_fractions
+    from skinclf.evaluate.evaluation import (
+        EvaluationOptions,
+        PredictionSets,
+        evaluate_predictions,
+        parse_fractions,
+    )
     from skinclf.pipeline.summary import policy_warning
-    from skinclf.policy.fit import SelectivePolicy
+    from skinclf.policy.fit import PolicySettings, SelectivePolicy
 
     risk = _target_risk(target_risk, bootstrap)
     score_list = [s.strip() for s in scores.split(",") if s.strip()] if scores else None
-    fitted = SelectivePolicy.load(policy) if policy is not None else None
+    sets = PredictionSets(test, val, calib, ood or (), external or (), shifted, target_domain)
+    given = SelectivePolicy.load(policy) if policy is not None else None
+    to_fit = PolicySettings(
+        risk, delta, selective_score, ood_gate, choose_gate, id_keep, confidence_gate,
+        target_coverage,
+    )  # fmt: skip
+    options = EvaluationOptions(
+        score_list, parse_fractions(coverages, "coverage"), bootstrap, seed, not no_examples
+    )
     with console.status("evaluating") as status:
         result = evaluate_predictions(
-            test=test,
-            out_dir=out,
-            val=val,
-            calib=calib,
-            ood=ood,
-            external=external,
-            ood_gate=ood_gate,
-            id_keep=id_keep,
-            gate_stats=gate_stats,
-            choose_gate=choose_gate,
-            shifted=shifted,
-            target_domain=target_domain,
-            confidence_gate=confidence_gate,
-            target_coverage=target_coverage,
-            scores=score_list,
-            target_risk=risk,
-            delta=delta,
-            coverages=parse_fractions(coverages, "coverage"),
-            selective_score=selective_score,
-            n_bootstrap=bootstrap,
-            seed=seed,
-            examples=not no_examples,
-            progress=True,
+            sets, out, given or to_fit, options, gate_stats,
             on_step=lambda s: status.update(f"evaluating: {s}"),
-            policy=fitted,
-        )
+        )  # fmt: skip
     _print_summary(result.metrics)
     note = policy_warning(result.metrics)
     if note:

@@ -43,7 +43,9 @@ from skinclf.policy.sgr import (
 )
 
 __all__ = [
+    "EvaluationOptions",
     "EvaluationResult",
+    "PredictionSets",
     "Selective",
     "apply_selective",
     "baselines",
@@ -168,81 +170,76 @@ def _ood_name(p: Predictions, used: set[str], given: dict[str, str] | None = Non
     return name
 
 
+@dataclass(frozen=True)
+class PredictionSets:
+    """The predictions files an evaluation reads, by set. `ood` and `external` may be several
+    files; `shifted` (the validation images under synthetic corruption) and `target_domain`
+    (unlabelled images of the deployment domain) serve the OOD gate's choice when the policy is
+    fitted here, and `shifted` is measured too; `names` gives each --ood/--external file its
+    set name (`skinclf run` and `cv` give their folders'; default: the file's dataset)."""
+
+    test: str | Path
+    val: str | Path | None = None
+    calib: str | Path | None = None
+    ood: Sequence[str | Path] = ()
+    external: Sequence[str | Path] = ()
+    shifted: str | Path | None = None
+    target_domain: str | Path | None = None
+    names: Mapping[str | Path, str] | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """What is measured and how: the scores (default: every one available: logit scores,
+    msp_ts with a validation file, the test file's conf_ columns), the coverages of the
+    selective tables, bootstrap resamples and seed, and example images in report.html."""
+
+    scores: Sequence[str] | None = None
+    coverages: Sequence[float] = DEFAULT_COVERAGES
+    n_bootstrap: int = 1000
+    seed: int = 0
+    examples: bool = True
+
+
 def evaluate_predictions(
-    test: str | Path,
+    sets: PredictionSets,
     out_dir: str | Path,
-    val: str | Path | None = None,
-    calib: str | Path | None = None,
-    ood: Sequence[str | Path] = (),
-    scores: Sequence[str] | None = None,
-    external: Sequence[str | Path] = (),
-    ood_gate: str | None = None,
-    id_keep: float = 0.95,
+    policy: SelectivePolicy | PolicySettings,
+    options: EvaluationOptions = EvaluationOptions(),
     gate_stats: str | Path | None = None,
-    choose_gate: bool = False,
-    shifted: str | Path | None = None,
-    target_domain: str | Path | None = None,
-    confidence_gate: str = "sgr",
-    target_coverage: float | None = None,
-    target_risk: float | str = 0.10,
-    delta: float = 0.05,
-    coverages: Sequence[float] = DEFAULT_COVERAGES,
-    selective_score: str = "auto",
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    progress: bool = False,
     on_step: Callable[[str], None] | None = None,
-    examples: bool = True,  # example images in report.html (False: --no-examples)
-    set_names: Mapping[str | Path, str] | None = None,
-    policy: SelectivePolicy | None = None,
 ) -> EvaluationResult:
-    """Evaluate predictions files and write metrics.json, report.html and selective.json.
+    """Measure the predictions files of `sets` under a policy; write metrics.json and
+    report.html (and, for a policy fitted here, selective.json).
 
-    `scores` defaults to every score available (logit scores, msp_ts with --val, and the test
-    file's conf_ columns). `selective_score` "auto" picks the logit score with the lowest AURC
-    on the validation set (msp without one). `on_step` is told each step's name (progress).
-
-    `ood_gate` (a score or a combination `a+b`; `choose_gate` picks one without OOD labels)
-    adds an out-of-distribution gate that keeps `id_keep` of the calibration (or validation)
-    images, before the confidence gate (`confidence_gate`: sgr, coverage, off); its feature
-    statistics (`gate_stats`: RUN/feature_stats.npz, fitted by the calibrate step) are copied
-    beside selective.json. With `choose_gate`, `shifted` (predictions of in-distribution images
-    under synthetic corruption) chooses by the silent failures there, and the opt-in
-    `target_domain` (unlabelled images of the deployment domain) by the share of them accepted.
-    `external` files are labelled in-distribution sets from other sources (e.g. the ISIC 2018
-    test images), measured like the test set. `set_names`: each --ood/--external file's name
-    (`skinclf run` and `cv` give their folders'); default: the file's dataset.
-
-    `policy`: a fitted `SelectivePolicy` (the calibrate step's, `SelectivePolicy.load`) to
-    measure; then nothing is fitted and no selective.json is written, and the fitting options
-    above (`ood_gate` ... `selective_score`) are not used. Without one, the policy is fitted here
-    from them (`SelectivePolicy.fit`) and written to OUT/selective.json.
+    `policy`: a fitted `SelectivePolicy` (the calibrate step's, `SelectivePolicy.load`) is
+    measured as it is: nothing is fitted and no selective.json is written. `PolicySettings`
+    are fitted here first (`SelectivePolicy.fit` on the validation and calibration files, the
+    OOD gate's feature statistics `gate_stats`, RUN/feature_stats.npz, copied beside
+    selective.json) and the policy is written to OUT/selective.json. `on_step` is told each
+    step's name (progress).
     """
-    step = on_step if (progress and on_step) else (lambda _s: None)
+    step = on_step or (lambda _s: None)
     step("reading predictions")
-    run = _read_inputs(test, val, calib, ood, external, set_names)
-    shifted_p, target_p = _choice_files(shifted, target_domain)
-    fitted_here = policy is None
-    if policy is None:
+    run = _read_inputs(sets.test, sets.val, sets.calib, sets.ood, sets.external, sets.names)
+    shifted_p, target_p = _choice_files(sets.shifted, sets.target_domain)
+    fitted_here = isinstance(policy, PolicySettings)
+    if isinstance(policy, PolicySettings):
         step("fitting the policy")
-        settings = PolicySettings(
-            target_risk, delta, selective_score, ood_gate, choose_gate, id_keep,
-            confidence_gate, target_coverage,
-        )  # fmt: skip
-        policy = SelectivePolicy(settings)
+        policy = SelectivePolicy(policy)
         policy.fit(run.val, run.calib, shifted_p, target_p, gate_stats)
     run.temperature = policy.temperature if run.val is not None else None
     run.notes.extend(policy.notes)
-    s = _settings(policy.target_risk, policy.delta, coverages, n_bootstrap, seed)
-    run.score_names = _score_names(scores, run.test, run.temperature)
+    o = options
+    s = _settings(policy.target_risk, policy.delta, o.coverages, o.n_bootstrap, o.seed)
+    run.score_names = _score_names(o.scores, run.test, run.temperature)
     result, decisions = _measure(run, policy, s, step, shifted_p, target_p)
     result["scores"] = list(run.score_names)
-    choice = policy.record.get("risk_choice")
-    result["settings"] = _settings_block(s, test, val, calib, ood, external, choice)
+    result["settings"] = _settings_block(s, sets, policy.record.get("risk_choice"))
     result["notes"] = list(dict.fromkeys(run.notes))
     step("writing the report")
     return _write_outputs(
-        Path(out_dir), jsonable(result), run, policy, fitted_here, decisions, examples
+        Path(out_dir), jsonable(result), run, policy, fitted_here, decisions, o.examples
     )
 
 
@@ -501,15 +498,7 @@ def _external_blocks(run: _Run, result: dict, s: _Settings, step: Callable[[str]
             }
 
 
-def _settings_block(
-    s: _Settings,
-    test: str | Path,
-    val: str | Path | None,
-    calib: str | Path | None,
-    ood: Sequence[str | Path],
-    external: Sequence[str | Path],
-    choice: dict | None = None,
-) -> dict:
+def _settings_block(s: _Settings, sets: PredictionSets, choice: dict | None = None) -> dict:
     return {
         **({"target_risk_choice": choice} if choice is not None else {}),
         "target_risk": s.target_risk,
@@ -518,11 +507,11 @@ def _settings_block(
         "n_bootstrap": s.n_bootstrap,
         "seed": s.seed,
         "files": {
-            "test": str(test),
-            "val": str(val) if val else None,
-            "calib": str(calib) if calib else None,
-            "ood": [str(o) for o in ood],
-            "external": [str(e) for e in external],
+            "test": str(sets.test),
+            "val": str(sets.val) if sets.val else None,
+            "calib": str(sets.calib) if sets.calib else None,
+            "ood": [str(o) for o in sets.ood],
+            "external": [str(e) for e in sets.external],
         },
     }
 

@@ -51,7 +51,7 @@ def _splits(run: Path) -> list[str]:
 
 def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = print):  # -> EvaluationResult
     """Predict the run's held-out splits and fit its policy into RUN/eval/ (see the module)."""
-    from skinclf.pipeline.posthoc import evaluate_policy, fit_policy
+    from skinclf.pipeline.posthoc import PredictionSets, evaluate_policy, fit_policy
     from skinclf.predict import fit_feature_statistics, predict_file
 
     run = Path(opts.run)
@@ -87,14 +87,7 @@ def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = print):  # ->
         opts.id_keep,
     )
     log(f"evaluating under it -> {folder}")
-    return evaluate_policy(
-        folder,
-        test=files["test"],
-        val=files["val"],
-        calib=files.get("calib"),
-        ood=[],
-        external=[],
-        shifted=files[CORRUPTED_SET],
-        n_bootstrap=opts.bootstrap,
-        seed=0,
+    sets = PredictionSets(
+        files["test"], files["val"], files.get("calib"), shifted=files[CORRUPTED_SET]
     )
+    return evaluate_policy(folder, sets, n_bootstrap=opts.bootstrap, seed=0)

@@ -451,22 +451,19 @@ def evaluate_ensemble(
     """Every set measured under the ensemble's policy (eval_dir/selective.json), the
     out-of-fold predictions (eval_dir/out_of_fold.csv) standing in for the test set.
     `settings`: bootstrap, seed."""
-    from skinclf.pipeline.posthoc import evaluate_policy
+    from skinclf.pipeline.posthoc import PredictionSets, evaluate_policy
 
     calib = eval_dir / f"{CALIB_SET}.csv"
-    evaluate_policy(
-        eval_dir,
+    sets = PredictionSets(
         test=eval_dir / f"{OOF_SET}.csv",
         val=calib,
         calib=calib,
         ood=[eval_dir / f"{n}.csv" for n in ood_names],
         external=[eval_dir / f"{n}.csv" for n in test_names],
         shifted=eval_dir / f"{CALIB_CORRUPTED}.csv",
-        n_bootstrap=settings["bootstrap"],
-        seed=settings["seed"],
-        on_step=on_step,
-        set_names={eval_dir / f"{n}.csv": n for n in [*ood_names, *test_names]},
+        names={eval_dir / f"{n}.csv": n for n in [*ood_names, *test_names]},
     )
+    evaluate_policy(eval_dir, sets, settings["bootstrap"], settings["seed"], on_step)
 
 
 def calibrate_step(opts: CvOptions, lay: CvLayout) -> Step:

@@ -433,21 +433,18 @@ def evaluate_step(opts: RunOptions, lay: Layout, splits: list[str]) -> Step:
     settings = {"bootstrap": opts.bootstrap, "seed": opts.cfg.seed}
 
     def function(ctx: StepContext) -> None:
-        from skinclf.pipeline.posthoc import evaluate_policy
+        from skinclf.pipeline.posthoc import PredictionSets, evaluate_policy
 
-        evaluate_policy(
-            lay.eval,
+        sets = PredictionSets(
             test=lay.predictions("test"),
             val=lay.predictions("val"),
             calib=calib,
             ood=ood,
             external=external,
             shifted=lay.predictions(CORRUPTED_SET),
-            n_bootstrap=opts.bootstrap,
-            seed=opts.cfg.seed,
-            on_step=ctx.reporter.sub,
-            set_names={lay.predictions(n): n for n in [*lay.ood_names, *lay.test_names]},
+            names={lay.predictions(n): n for n in [*lay.ood_names, *lay.test_names]},
         )
+        evaluate_policy(lay.eval, sets, opts.bootstrap, opts.cfg.seed, ctx.reporter.sub)
 
     return Step(
         "evaluate",

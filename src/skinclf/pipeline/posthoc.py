@@ -6,10 +6,11 @@ under that policy file and fits nothing (metrics.json, report.html, decisions/).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from skinclf.contracts.run_folder import POLICY_FILE
+from skinclf.evaluate.evaluation import PredictionSets
 
 
 def fit_policy(
@@ -40,33 +41,15 @@ def fit_policy(
 
 def evaluate_policy(
     out_dir: Path,
-    test: Path,
-    val: Path,
-    calib: Path | None,
-    ood: Sequence[Path],
-    external: Sequence[Path],
-    shifted: Path,
+    sets: PredictionSets,
     n_bootstrap: int,
     seed: int,
     on_step: Callable[[str], None] | None = None,
-    set_names: Mapping[Path, str] | None = None,
 ):  # -> EvaluationResult
     """Every set measured under OUT_DIR/selective.json (the calibrate step's); nothing fitted."""
-    from skinclf.evaluate.evaluation import evaluate_predictions
+    from skinclf.evaluate.evaluation import EvaluationOptions, evaluate_predictions
     from skinclf.policy.fit import SelectivePolicy
 
-    return evaluate_predictions(
-        test=test,
-        out_dir=out_dir,
-        val=val,
-        calib=calib,
-        ood=list(ood),
-        external=list(external),
-        shifted=shifted,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-        progress=on_step is not None,
-        on_step=on_step,
-        set_names=set_names,
-        policy=SelectivePolicy.load(out_dir / POLICY_FILE),
-    )
+    policy = SelectivePolicy.load(out_dir / POLICY_FILE)
+    options = EvaluationOptions(n_bootstrap=n_bootstrap, seed=seed)
+    return evaluate_predictions(sets, out_dir, policy, options, on_step=on_step)
