@@ -43,7 +43,6 @@ HOUSE_LINES, HOUSE_PARAMETERS = 60, 8
 STILL_LONG = {
     "policy/gates.py::fit_gated_policy",
     "predict.py::predict_file",
-    "train/training.py::fit",
 }
 STILL_MANY_PARAMETERS = {
     "contracts/predictions.py::write_predictions",
@@ -55,7 +54,6 @@ STILL_MANY_PARAMETERS = {
     "train/activations.py::cached_activations",
     "train/activations.py::_build_activations",
     "train/datamodule.py::RunDataModule.__init__",
-    "train/report.py::finish_run",
     "train/training.py::fit",
     "train/stages.py::train_head",
 }

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
 from skinclf import atomic
@@ -17,6 +17,9 @@ from skinclf.contracts.run_folder import TrainingRun
 from skinclf.contracts.scores import SCORES
 from skinclf.evaluate.classification import classification_summary
 from skinclf.predictor import Member, Predictor
+
+if TYPE_CHECKING:
+    from skinclf.train.datamodule import PreparedData
 
 
 def epoch_metrics(logs: Path) -> pd.DataFrame:
@@ -65,11 +68,7 @@ def finish_run(
     model,
     cfg: RunConfig,
     out: Path,
-    images,
-    table: pd.DataFrame,
-    rows: dict[str, np.ndarray],
-    ids: dict[str, list[str]],
-    labels: dict[str, np.ndarray],
+    data: PreparedData,
     precision: str,
     extra: dict | None = None,
     progress: bool = True,
@@ -87,7 +86,8 @@ def finish_run(
         "preset": cfg.preset,
         "backbone": cfg.model.backbone,
     }
-    by_id = table.set_index("image_id")
+    images, rows, ids, labels = data.images, data.rows, data.ids, data.labels
+    by_id = data.table.set_index("image_id")
     predictor = Predictor([Member(out, classifier, cfg, {}, precision=precision)], out, "run")
     for split in splits:
         if len(rows[split]) == 0:

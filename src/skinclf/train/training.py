@@ -179,6 +179,17 @@ def build_model(cfg: RunConfig, prepared: PreparedData):
     return model, loss
 
 
+def prepare_data(data_module, out: Path, cfg: RunConfig):  # -> PreparedData
+    """The split and the decode cache ready, distillation targets checked (a teacher that
+    misses a training image fails here), config.yaml and split.csv written."""
+    data_module.setup()
+    prepared = data_module.prepared
+    assert prepared is not None
+    data_module.distill_targets()
+    write_run_start(out, cfg, prepared.table)
+    return prepared
+
+
 def fit(
     data: Path | str,
     out: Path | str,
@@ -214,11 +225,7 @@ def fit(
     data_module = RunDataModule(
         data, cfg, cache_dir, infer_precision, out, split_file, resume, progress, cache_splits
     )
-    data_module.setup()  # split and decode cache
-    prepared = data_module.prepared
-    assert prepared is not None
-    data_module.distill_targets()  # a teacher that misses a training image fails here
-    write_run_start(out, cfg, prepared.table)
+    prepared = prepare_data(data_module, out, cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model, loss = build_model(cfg, prepared)
     check_frozen_prefix(cfg, model)
@@ -239,17 +246,7 @@ def fit(
     seconds = time.perf_counter() - started
     model = model.to("cpu")
     metrics = finish_run(
-        model,
-        cfg,
-        out,
-        prepared.images,
-        prepared.table,
-        prepared.rows,
-        prepared.ids,
-        prepared.labels,
-        infer_precision,
-        extra=run.record(seconds, done),
-        progress=progress,
+        model, cfg, out, prepared, infer_precision, run.record(seconds, done), progress,
         splits=predict_splits,
-    )
+    )  # fmt: skip
     return TrainResult(out, metrics, seconds, done.epochs, done.images_per_second)
