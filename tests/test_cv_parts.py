@@ -258,3 +258,21 @@ def test_members_evaluated_with_other_settings_are_refused(tmp_path):
         r"\(0.95 and 0.9\)",
     ):
         same_evaluation([tmp_path / "a", tmp_path / "b"], [a, b])
+
+
+def test_the_cv_folder_names_its_files_once(tmp_path) -> None:
+    """The path class and the readers agree: folds found in fold order, a cv known by its
+    folds file, an ensemble by its members file."""
+    from skinclf.contracts.cv_folder import CvFolder, fold_folders, is_cv_folder, member_cvs
+
+    cv = CvFolder(tmp_path)
+    for k in (10, 2):
+        cv.fold(k).mkdir()
+    assert fold_folders(tmp_path) == [cv.fold(2), cv.fold(10)]
+    assert cv.fold_split(2) == tmp_path / "splits" / "fold_2.csv"
+    assert not is_cv_folder(tmp_path)
+    cv.folds.write_text("image_id,fold\n")
+    assert is_cv_folder(tmp_path) and member_cvs(tmp_path) == []
+    cv.members.write_text('{"members": ["fold_2"]}')
+    with pytest.raises(DataError, match="not a cross-validation folder"):
+        member_cvs(tmp_path)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from skinclf.compare.summary import compare_files, paired, summarise
-from skinclf.contracts.cv_folder import HELD_OUT_FILE, OOF_FILE, same_folds
+from skinclf.contracts.cv_folder import FOLD_PREFIX, HELD_OUT_FILE, OOF_FILE, same_folds
 from skinclf.contracts.predictions import Predictions, read_predictions
 from skinclf.contracts.scores import with_logits
 from skinclf.errors import DataError
@@ -33,8 +33,8 @@ def finished_folds(cv: Path, folds: pd.DataFrame) -> list[str]:
     """The folds of `cv` (its folds.csv: `folds`) whose held-out predictions exist (all of
     them once it has finished)."""
     if (cv / OOF_FILE).is_file():
-        return sorted(f"fold_{k}" for k in set(folds["fold"]) if k.isdigit())
-    return sorted(p.parent.name for p in cv.glob(f"fold_*/{HELD_OUT_FILE}"))
+        return sorted(f"{FOLD_PREFIX}{k}" for k in set(folds["fold"]) if k.isdigit())
+    return sorted(p.parent.name for p in cv.glob(f"{FOLD_PREFIX}*/{HELD_OUT_FILE}"))
 
 
 def shared_folds(a: Path, b: Path, folds: pd.DataFrame) -> list[str] | None:
@@ -72,7 +72,7 @@ def out_of_fold(cv: Path, folds: pd.DataFrame, only: list[str] | None) -> tuple[
         if only is None:
             return cv / OOF_FILE, oof
         fold_of = folds.set_index("image_id")["fold"]
-        held = np.isin("fold_" + fold_of.loc[oof.image_ids].to_numpy(), only)
+        held = np.isin(FOLD_PREFIX + fold_of.loc[oof.image_ids].to_numpy(), only)
         return cv / OOF_FILE, oof.subset(held)
     return cv, stacked([cv / fold / HELD_OUT_FILE for fold in only or []])
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -26,9 +27,45 @@ CALIB_SET = "calib"  # folds.csv's name for the calibration part (`skinclf cv --
 CHECKPOINT = Path("checkpoints") / "best.ckpt"
 
 
+FOLD_PREFIX = "fold_"  # fold_<k>/: fold k's run folder
+
+
+@dataclass(frozen=True)
+class CvFolder:
+    """The files of a `skinclf cv` (or `cv-ensemble`) folder, named once: the folds, the fold
+    runs and their splits, the out-of-fold predictions, the summary, an ensemble's members.
+    Its run state and eval/ are a `skinclf run` output's (`contracts.run_folder.RunOutput`)."""
+
+    path: Path
+
+    @property
+    def folds(self) -> Path:
+        return self.path / FOLDS_FILE
+
+    @property
+    def members(self) -> Path:
+        return self.path / MEMBERS_FILE
+
+    @property
+    def oof(self) -> Path:
+        return self.path / OOF_FILE
+
+    @property
+    def summary(self) -> Path:
+        return self.path / SUMMARY_FILE
+
+    def fold(self, k: int) -> Path:
+        """Fold k's run folder (trained on the other folds)."""
+        return self.path / f"{FOLD_PREFIX}{k}"
+
+    def fold_split(self, k: int) -> Path:
+        """Fold k's split.csv (train: the other folds; val: fold k), written before training."""
+        return self.path / "splits" / f"{FOLD_PREFIX}{k}.csv"
+
+
 def is_cv_folder(path: Path | str) -> bool:
     """Whether `path` is a `skinclf cv` or `skinclf cv-ensemble` folder."""
-    return (Path(path) / FOLDS_FILE).is_file()
+    return CvFolder(Path(path)).folds.is_file()
 
 
 def _natural(path: Path) -> list:
@@ -37,14 +74,14 @@ def _natural(path: Path) -> list:
 
 def fold_folders(path: Path | str) -> list[Path]:
     """The fold_* folders of `path`, in fold order (fold_2 before fold_10)."""
-    return sorted((p for p in Path(path).glob("fold_*") if p.is_dir()), key=_natural)
+    return sorted((p for p in Path(path).glob(f"{FOLD_PREFIX}*") if p.is_dir()), key=_natural)
 
 
 def member_cvs(path: Path | str) -> list[Path]:
     """The member cv folders of a `skinclf cv-ensemble` folder ([] for any other folder);
     DataError naming a member that is missing or is itself an ensemble."""
     path = Path(path)
-    file = path / MEMBERS_FILE
+    file = CvFolder(path).members
     if not file.is_file():
         return []
     try:
@@ -55,7 +92,7 @@ def member_cvs(path: Path | str) -> list[Path]:
     for member in members:
         if not is_cv_folder(member):
             raise DataError(f"{file} names {member}, which is not a cross-validation folder.")
-        if (member / MEMBERS_FILE).is_file():
+        if CvFolder(member).members.is_file():
             raise DataError(f"{file} names {member}, itself an ensemble: name its members.")
     return members
 
@@ -79,7 +116,9 @@ def cv_runs(path: Path | str) -> list[Path]:
 def same_folds(a: Path, b: Path) -> pd.DataFrame:
     """The folds (image_id, fold) two cross-validations share; DataError naming the first
     image they put in different folds."""
-    fa, fb = (pd.read_csv(p / FOLDS_FILE, dtype=str).set_index("image_id")["fold"] for p in (a, b))
+    fa, fb = (
+        pd.read_csv(CvFolder(p).folds, dtype=str).set_index("image_id")["fold"] for p in (a, b)
+    )
     if set(fa.index) != set(fb.index):
         raise DataError(f"{a} and {b} cross-validate different images; use one dataset.")
     differs = fa != fb.loc[fa.index]

@@ -45,10 +45,8 @@ from skinclf.classes import CLASSES
 from skinclf.config import RunConfig
 from skinclf.contracts.cv_folder import (
     CALIB_SET,
-    FOLDS_FILE,
     HELD_OUT_FILE,
-    OOF_FILE,
-    SUMMARY_FILE,
+    CvFolder,
 )
 from skinclf.contracts.run_folder import FEATURE_STATS_FILE, TrainingRun
 from skinclf.errors import ConfigError, DataError
@@ -99,16 +97,15 @@ class CvLayout:
 
     def __post_init__(self) -> None:
         self.out = self.base.out
-        self.folds_file = self.out / FOLDS_FILE
-        self.oof = self.out / OOF_FILE
-        self.summary = self.out / SUMMARY_FILE
+        self.cv = CvFolder(self.out)
+        self.folds_file, self.oof, self.summary = self.cv.folds, self.cv.oof, self.cv.summary
         self.eval = self.base.folder.eval
 
     def fold(self, k: int) -> Path:
-        return self.out / f"fold_{k}"
+        return self.cv.fold(k)
 
     def split(self, k: int) -> Path:
-        return self.out / "splits" / f"fold_{k}.csv"
+        return self.cv.fold_split(k)
 
     def predictions(self, name: str) -> Path:
         return self.base.folder.predictions(name)

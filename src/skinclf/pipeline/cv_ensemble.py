@@ -37,10 +37,8 @@ import pandas as pd
 from skinclf import atomic
 from skinclf.classes import CLASSES
 from skinclf.contracts.cv_folder import (
-    FOLDS_FILE,
-    MEMBERS_FILE,
     OOF_FILE,
-    SUMMARY_FILE,
+    CvFolder,
     cv_runs,
     is_cv_folder,
     member_cvs,
@@ -76,13 +74,13 @@ def _check_members(cvs: list[Path], out: Path) -> pd.DataFrame:
     if len(cvs) < 2:
         raise ConfigError("Give at least two cross-validation folders to average.")
     for cv in cvs:
-        if not is_cv_folder(cv) or not (cv / OOF_FILE).is_file():
+        if not is_cv_folder(cv) or not CvFolder(cv).oof.is_file():
             raise DataError(f"{cv} is not a finished `skinclf cv` folder (no {OOF_FILE}).")
         if member_cvs(cv):
             raise DataError(f"{cv} is itself an ensemble of cvs: name its members instead.")
         if cv.resolve() == out.resolve():
             raise ConfigError(f"--out {out} is one of the members; give a new folder.")
-    if out.exists() and any(out.iterdir()) and not (out / MEMBERS_FILE).is_file():
+    if out.exists() and any(out.iterdir()) and not CvFolder(out).members.is_file():
         raise ConfigError(f"{out} exists and is not a cv ensemble folder; give a new one.")
     folds = same_folds(cvs[0], cvs[1])
     for cv in cvs[2:]:
@@ -129,10 +127,10 @@ def ensemble_cvs(cvs: list[Path], out: Path, n_bootstrap: int = 1000, seed: int 
     shutil.rmtree(out / "eval", ignore_errors=True)  # a former average's (its selective.json)
     (out / "eval").mkdir(parents=True, exist_ok=True)
     names = [Path(os.path.relpath(cv.resolve(), out.resolve())).as_posix() for cv in cvs]
-    atomic.write_text(out / MEMBERS_FILE, json.dumps({"members": names}, indent=2) + "\n")
-    atomic.write_text(out / FOLDS_FILE, folds.to_csv(index=False))
-    oof = mean_predictions([read_predictions(cv / OOF_FILE) for cv in cvs])
-    save_predictions(out / OOF_FILE, oof)
+    atomic.write_text(CvFolder(out).members, json.dumps({"members": names}, indent=2) + "\n")
+    atomic.write_text(CvFolder(out).folds, folds.to_csv(index=False))
+    oof = mean_predictions([read_predictions(CvFolder(cv).oof) for cv in cvs])
+    save_predictions(CvFolder(out).oof, oof)
     offsets = _offsets(cvs, oof, out)
     fold_of = dict(zip(folds["image_id"], folds["fold"], strict=True))
     fold = np.array([fold_of[i] for i in oof.image_ids])
@@ -154,7 +152,7 @@ def ensemble_cvs(cvs: list[Path], out: Path, n_bootstrap: int = 1000, seed: int 
         save_predictions(out / "eval" / f"{name}.csv", p)
         if name not in EVALUATION_SETS and (p.y >= 0).any() and not p.semantic_ood.all():
             summary["ensemble"][name] = set_summary(p.logits, p.y, offsets, n_bootstrap, seed)
-    atomic.write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    atomic.write_text(CvFolder(out).summary, json.dumps(summary, indent=2) + "\n")
     return summary
 
 
