@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from skinclf.contracts.run_folder import InFolder
 from skinclf.errors import DataError
 
 FOLDS_FILE = "folds.csv"  # marks a cross-validation folder
@@ -37,22 +38,10 @@ class CvFolder:
     Its run state and eval/ are a `skinclf run` output's (`contracts.run_folder.RunOutput`)."""
 
     path: Path
-
-    @property
-    def folds(self) -> Path:
-        return self.path / FOLDS_FILE
-
-    @property
-    def members(self) -> Path:
-        return self.path / MEMBERS_FILE
-
-    @property
-    def oof(self) -> Path:
-        return self.path / OOF_FILE
-
-    @property
-    def summary(self) -> Path:
-        return self.path / SUMMARY_FILE
+    folds = InFolder(FOLDS_FILE)
+    members = InFolder(MEMBERS_FILE)
+    oof = InFolder(OOF_FILE)
+    summary = InFolder(SUMMARY_FILE)
 
     def fold(self, k: int) -> Path:
         """Fold k's run folder (trained on the other folds)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 STATE_FILE = "run_state.json"  # what ran, under which fingerprint (skinclf.pipeline.state)
 SPLIT_SETS = ("val", "calib", "test")
@@ -38,47 +39,34 @@ def set_name(path: Path, used: set[str]) -> str:
     return name
 
 
+class InFolder:
+    """A file or folder of a path class, at `parts` inside its `path` (a descriptor: read on
+    an instance, `TrainingRun(run).config` is `run / "config.yaml"`)."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, folder: Any, owner: type | None = None) -> Path:
+        return folder.path.joinpath(*self.parts)
+
+
 @dataclass(frozen=True)
 class TrainingRun:
     """The files of a training run folder (`skinclf train --out`, a `skinclf run` output's run/,
-    a cv's fold_<k>/), named once: what `fit` writes, what the predictor and export read."""
+    a cv's fold_<k>/), named once: what `fit` writes, what the predictor and export read. `best`
+    is the checkpoint every later step reads; `last`, Lightning's checkpoint of the last
+    finished epoch, which a resumed run continues; `feature_stats`, the feature scores'
+    statistics fitted on the training split (the features step)."""
 
     path: Path
-
-    @property
-    def config(self) -> Path:
-        return self.path / "config.yaml"
-
-    @property
-    def split(self) -> Path:
-        return self.path / "split.csv"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
-
-    @property
-    def best(self) -> Path:
-        """The checkpoint every later step reads (the kept weights)."""
-        return self.checkpoints / "best.ckpt"
-
-    @property
-    def last(self) -> Path:
-        """Lightning's checkpoint of the last finished epoch, which a resumed run continues."""
-        return self.checkpoints / "last.ckpt"
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / "metrics.json"
-
-    @property
-    def provenance(self) -> Path:
-        return self.path / "provenance.json"
-
-    @property
-    def feature_stats(self) -> Path:
-        """The feature scores' statistics, fitted on the training split (the features step)."""
-        return self.path / FEATURE_STATS_FILE
+    config = InFolder("config.yaml")
+    split = InFolder("split.csv")
+    checkpoints = InFolder("checkpoints")
+    best = InFolder("checkpoints", "best.ckpt")
+    last = InFolder("checkpoints", "last.ckpt")
+    metrics = InFolder("metrics.json")
+    provenance = InFolder("provenance.json")
+    feature_stats = InFolder(FEATURE_STATS_FILE)
 
 
 @dataclass(frozen=True)
@@ -87,38 +75,17 @@ class RunOutput:
     and eval/), named once."""
 
     path: Path
-
-    @property
-    def state(self) -> Path:
-        return self.path / STATE_FILE
-
-    @property
-    def split(self) -> Path:
-        return self.path / "split.csv"
-
-    @property
-    def check(self) -> Path:
-        return self.path / "data_check.json"
+    state = InFolder(STATE_FILE)
+    split = InFolder("split.csv")
+    check = InFolder("data_check.json")
+    eval = InFolder("eval")
+    policy = InFolder("eval", POLICY_FILE)
+    metrics = InFolder("eval", METRICS_FILE)
+    report = InFolder("eval", REPORT_FILE)
 
     @property
     def run(self) -> TrainingRun:
         return TrainingRun(self.path / "run")
-
-    @property
-    def eval(self) -> Path:
-        return self.path / "eval"
-
-    @property
-    def policy(self) -> Path:
-        return self.eval / POLICY_FILE
-
-    @property
-    def metrics(self) -> Path:
-        return self.eval / METRICS_FILE
-
-    @property
-    def report(self) -> Path:
-        return self.eval / REPORT_FILE
 
     def predictions(self, name: str) -> Path:
         """eval/NAME.csv: one set's predictions (`SPLIT_SETS`, the internal sets, a dataset)."""

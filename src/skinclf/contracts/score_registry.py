@@ -12,7 +12,7 @@ checked against this registry at import, `logit_functions`), the feature-space s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -73,11 +73,10 @@ def score_names(
     )
 
 
-def describe_scores(names: Sequence[str] | None = None) -> str:
-    """Help text listing `names` (default: every score) grouped by what they need."""
-    chosen = SCORE_REGISTRY if names is None else {n: SCORE_REGISTRY[n] for n in names}
+def describe_scores() -> str:
+    """Help text listing every score, grouped by what they need."""
     groups: dict[str, list[str]] = {}
-    for info in chosen.values():
+    for info in SCORE_REGISTRY.values():
         groups.setdefault(info.needs, []).append(info.name)
     return "; ".join(f"{INPUT_DESCRIPTIONS[k]}: {', '.join(v)}" for k, v in groups.items())
 
