@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,13 @@ import pytest
 from scipy.stats import binom
 
 from skinclf.contracts.predictions import softmax
-from skinclf.contracts.selective import Selective, apply_selective, load_selective, save_selective
+from skinclf.contracts.selective import (
+    OODGate,
+    Selective,
+    apply_selective,
+    load_selective,
+    save_selective,
+)
 from skinclf.errors import DataError
 from skinclf.evaluate.selective import coverage_at_risk
 from skinclf.policy.sgr import apply_threshold, binomial_upper_bound, sgr
@@ -136,6 +145,41 @@ def test_load_selective_errors(tmp_path: Path) -> None:
     bad.write_text('{"score": "msp"}')
     with pytest.raises(DataError, match="missing key"):
         load_selective(bad)
+
+
+def test_selective_json_is_read_through_its_schema(tmp_path: Path) -> None:
+    """A format 1 file (no format_version, no gates' keys) still reads; each malformed file is
+    refused in one sentence naming the file, the key and the value; other keys are ignored."""
+    sel = Selective("msp", None, 0.6, 0.1, 0.05, True, "calib", 50, 0.7, 0.05, 0.09)
+    good = asdict(sel)
+    path = tmp_path / "selective.json"
+    format2_keys = ("format_version", "confidence_gate", "target_coverage", "ood_gate")
+    path.write_text(json.dumps({k: v for k, v in good.items() if k not in format2_keys}))
+    assert load_selective(path) == sel
+    gate = dict(score="knn", threshold=-1.5, id_keep=0.95, id_kept=0.96, fitted_on="calib", n=50)
+    path.write_text(json.dumps({**good, "ood_gate": gate, "fit": {"anything": 1}}))
+    assert load_selective(path).gate == OODGate(**gate)
+    cases = [
+        ({"threshold": "abc"}, "threshold must be a number, not 'abc'; fit it again."),
+        ({"delta": None}, "delta must be a number, not None"),
+        ({"bound": True}, "bound must be a number, not True"),
+        ({"fitted_on": 1}, "fitted_on must be a string, not 1"),
+        ({"format_version": 3}, "selective.json format 3 is not one this skinclf reads (1 or 2)"),
+        ({"confidence_gate": "maybe"}, "confidence_gate 'maybe' is not one of sgr, coverage, off."),
+        ({"score": "vibes"}, "score 'vibes' cannot be computed from logits"),
+        ({"temperature": 0}, "temperature must be a positive number or null."),
+        ({"score": "msp_ts"}, "score msp_ts needs a temperature, but it is null."),
+        ({"ood_gate": {"score": "knn"}}, "ood_gate must be an object with score, threshold"),
+        ({"ood_gate": {**gate, "b": 1, "a": 2}}, "ood_gate has unknown key(s) a, b."),
+        ({"ood_gate": {**gate, "n": "50"}}, "ood_gate.n must be an integer, not '50'"),
+    ]
+    for change, words in cases:
+        path.write_text(json.dumps({**good, **change}))
+        with pytest.raises(DataError, match=re.escape(f"{path}: {words}")):
+            load_selective(path)
+    path.write_text(json.dumps({k: v for k, v in good.items() if k not in ("bound", "delta")}))
+    with pytest.raises(DataError, match=r"missing key\(s\) bound, delta in selective.json"):
+        load_selective(path)
 
 
 def test_lowest_certified_risk_by_hand() -> None:

@@ -2,7 +2,9 @@
 
 `Selective` is the stored classifier: an optional out-of-distribution gate (`OODGate`, gate 1)
 and a confidence gate (score >= threshold, gate 2). `apply_policy` turns logits (and the gate's
-feature scores) into abstain flags with their reason; fitting lives in `skinclf.evaluate`.
+feature scores) into abstain flags with their reason; fitting lives in `skinclf.policy`.
+selective.json is read through its schema (`SelectiveFile`, `OODGateFile`): a file with a
+missing key or a wrong value is refused when it loads, in one sentence naming the file.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
 import numpy as np
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from skinclf.contracts.scores import SCORES, compute_score
 from skinclf.errors import DataError
@@ -105,7 +110,9 @@ def decide(
 
 
 SELECTIVE_FORMAT_VERSION = 2
-CONFIDENCE_GATES = ("sgr", "coverage", "off")
+ConfidenceGate = Literal["sgr", "coverage", "off"]
+CONFIDENCE_GATES: tuple[str, ...] = get_args(ConfidenceGate)
+FormatVersion = Literal[1, SELECTIVE_FORMAT_VERSION]  # 1: no OOD gate, no confidence_gate
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,146 @@ class Selective:
         return None if self.ood_gate is None else OODGate(**self.ood_gate)
 
 
+# selective.json read through a schema: a package is refused when it loads, in one sentence,
+# not answered with an error per request. Numbers are JSON numbers (not true/false, not
+# strings) and finite; strings are JSON strings.
+_SENTENCE = "selective_sentence"  # the type of the errors whose message is the whole sentence
+
+
+def _refuse(sentence: str) -> PydanticCustomError:
+    return PydanticCustomError(_SENTENCE, "{sentence}", {"sentence": sentence})
+
+
+def _logit_score(name: str) -> str:
+    if name not in SCORES and name != "msp_ts":
+        raise _refuse(
+            f"score {name!r} cannot be computed from logits; use one of "
+            f"{', '.join([*SCORES, 'msp_ts'])}."
+        )
+    return name
+
+
+def _positive(t: float | None) -> float | None:
+    if t is not None and t <= 0:
+        raise _refuse("temperature must be a positive number or null.")
+    return t
+
+
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Text = Annotated[str, Field(strict=True)]
+Count = Annotated[int, Field(strict=True)]
+
+
+class CombinationFile(BaseModel):
+    """An OOD gate's `combination` (`RankCombination.to_json()`)."""
+
+    components: list[Text]
+    calibration: list[list[Annotated[float, Field(strict=True)]]]
+
+
+class OODGateFile(BaseModel):
+    """selective.json's `ood_gate` (`OODGate`'s fields); an unknown key is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    score: Text
+    threshold: Number
+    id_keep: Number
+    id_kept: Number
+    fitted_on: Text
+    n: Count
+    combination: CombinationFile | None = None
+    stats_file: Text | None = None
+    chosen_by: Text = ""
+
+
+class SelectiveFile(BaseModel):
+    """selective.json (format 1 or 2): `Selective`'s fields; other keys (the policy's `fit`
+    record) are kept in `model_extra` for the policy to read."""
+
+    model_config = ConfigDict(extra="allow")
+    score: Annotated[Text, AfterValidator(_logit_score)]
+    temperature: Annotated[Number | None, AfterValidator(_positive)]
+    threshold: Number | None
+    target_risk: Number
+    delta: Number
+    solution_exists: Annotated[bool, Field(strict=True)]
+    fitted_on: Text
+    n_calib: Count
+    calib_coverage: Number
+    calib_risk: Number | None
+    bound: Number | None
+    note: Text = ""
+    format_version: FormatVersion = 1
+    confidence_gate: ConfidenceGate = "sgr"
+    target_coverage: Number | None = None
+    ood_gate: OODGateFile | None = None
+
+    @model_validator(mode="after")
+    def _msp_ts_has_a_temperature(self) -> SelectiveFile:
+        if self.score == "msp_ts" and self.temperature is None:
+            raise _refuse("score msp_ts needs a temperature, but it is null.")
+        return self
+
+    def to_selective(self) -> Selective:
+        """The stored classifier: the keys the file has (a format 1 file: the defaults of the
+        keys it lacks), without the other keys."""
+        return Selective(**self.model_dump(exclude_unset=True, exclude=set(self.model_extra or ())))
+
+
+_KINDS = {
+    "float_type": "a number",
+    "finite_number": "a number",
+    "int_type": "an integer",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
+}
+
+
+def _rank(err: ErrorDetails) -> int:
+    """Which error a file is refused for: missing keys (or not an object at all), then the
+    format version, then the first wrong value."""
+    loc = err["loc"]
+    if (err["type"] == "missing" and len(loc) == 1) or (err["type"] == "model_type" and not loc):
+        return 0
+    return 1 if loc == ("format_version",) else 2
+
+
+def _sentence(exc: ValidationError) -> str:
+    """One sentence from the first error (`_rank`); missing or unknown keys named together."""
+    errors = exc.errors()
+    err = min(errors, key=_rank)
+    kind, loc, value = err["type"], err["loc"], err["input"]
+    where = ".".join(map(str, loc))
+    if kind == _SENTENCE:
+        return err["msg"]
+    if _rank(err) == 0:
+        present = value if isinstance(value, dict) else {}
+        fields = SelectiveFile.model_fields
+        missing = sorted(k for k, f in fields.items() if f.is_required() and k not in present)
+        return f"missing key(s) {', '.join(missing)} in selective.json."
+    if loc == ("format_version",):
+        readable = " or ".join(map(str, get_args(FormatVersion)))
+        return (
+            f"selective.json format {value} is not one this skinclf reads ({readable}); "
+            "evaluate again with this version."
+        )
+    if loc[0] == "ood_gate" and (kind, len(loc)) in (("model_type", 1), ("missing", 2)):
+        required = [k for k, f in OODGateFile.model_fields.items() if f.is_required()]
+        return f"ood_gate must be an object with {', '.join(required)}."
+    if kind == "extra_forbidden":
+        same = [e for e in errors if e["type"] == kind and e["loc"][:-1] == loc[:-1]]
+        unknown = sorted(str(e["loc"][-1]) for e in same)
+        return f"{'.'.join(map(str, loc[:-1]))} has unknown key(s) {', '.join(unknown)}."
+    if kind == "literal_error":
+        choices = get_args(SelectiveFile.model_fields[str(loc[0])].annotation)
+        return f"{where} {value!r} is not one of {', '.join(map(str, choices))}."
+    expected = _KINDS.get(kind, f"valid ({err['msg']})")
+    return f"{where} must be {expected}, not {value!r}; fit it again."
+
+
 def save_selective(selective: Selective, path: str | Path) -> Path:
     """Write selective.json."""
     path = Path(path)
@@ -147,8 +294,9 @@ def save_selective(selective: Selective, path: str | Path) -> Path:
     return path
 
 
-def load_selective(path: str | Path) -> Selective:
-    """Read selective.json; DataError when it is missing or malformed."""
+def read_selective(path: str | Path) -> SelectiveFile:
+    """selective.json checked against its schema (`SelectiveFile`, its other keys kept); a
+    DataError in one sentence naming the file when it is missing or malformed."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -158,78 +306,15 @@ def load_selective(path: str | Path) -> Selective:
         ) from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: is not valid JSON ({exc.msg}, line {exc.lineno}).") from None
-    fields = set(Selective.__dataclass_fields__)
-    optional = {"note", "format_version", "confidence_gate", "target_coverage", "ood_gate"}
-    required = fields - optional
-    if not isinstance(data, dict) or required - set(data):
-        missing = sorted(required - set(data)) if isinstance(data, dict) else sorted(required)
-        raise DataError(f"{path}: missing key(s) {', '.join(missing)} in selective.json.")
-    version = data.get("format_version", 1)
-    if version not in (1, SELECTIVE_FORMAT_VERSION):
-        raise DataError(
-            f"{path}: selective.json format {version} is not one this skinclf reads "
-            f"(1 or {SELECTIVE_FORMAT_VERSION}); evaluate again with this version."
-        )
-    _check_values(data, path)
-    selective = Selective(**{k: v for k, v in data.items() if k in fields})
-    if selective.confidence_gate not in CONFIDENCE_GATES:
-        raise DataError(
-            f"{path}: confidence_gate {selective.confidence_gate!r} is not one of "
-            f"{', '.join(CONFIDENCE_GATES)}."
-        )
-    if selective.score not in SCORES and selective.score != "msp_ts":
-        raise DataError(
-            f"{path}: score {selective.score!r} cannot be computed from logits; use one of "
-            f"{', '.join([*SCORES, 'msp_ts'])}."
-        )
-    t = selective.temperature
-    if t is not None and not (isinstance(t, int | float) and t > 0):
-        raise DataError(f"{path}: temperature must be a positive number or null.")
-    if selective.score == "msp_ts" and t is None:
-        raise DataError(f"{path}: score msp_ts needs a temperature, but it is null.")
-    return selective
+    try:
+        return SelectiveFile.model_validate(data)
+    except ValidationError as exc:
+        raise DataError(f"{path}: {_sentence(exc)}") from None
 
 
-_NUMBERS = ("threshold", "target_risk", "delta", "calib_coverage", "calib_risk", "bound")
-_NUMBERS += ("temperature", "target_coverage")
-_REQUIRED_NUMBERS = ("target_risk", "delta", "calib_coverage")
-_GATE_FIELDS = {
-    "score": str,
-    "threshold": float,
-    "id_keep": float,
-    "id_kept": float,
-    "fitted_on": str,
-    "n": int,
-}
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
-
-
-def _check_values(data: dict, path: Path) -> None:
-    """DataError naming the first field of selective.json whose value has the wrong type (a
-    package is refused when it loads, not answered with an error per request)."""
-    for key in _NUMBERS:
-        value = data.get(key)
-        if (value is not None or key in _REQUIRED_NUMBERS) and not _is_number(value):
-            raise DataError(f"{path}: {key} must be a number, not {value!r}; fit it again.")
-    for key in ("score", "fitted_on", "confidence_gate"):
-        if key in data and not isinstance(data[key], str):
-            raise DataError(f"{path}: {key} must be a string, not {data[key]!r}; fit it again.")
-    gate = data.get("ood_gate")
-    if gate is None:
-        return
-    if not isinstance(gate, dict) or set(_GATE_FIELDS) - set(gate):
-        raise DataError(f"{path}: ood_gate must be an object with {', '.join(_GATE_FIELDS)}.")
-    unknown = set(gate) - set(OODGate.__dataclass_fields__)
-    if unknown:
-        raise DataError(f"{path}: ood_gate has unknown key(s) {', '.join(sorted(unknown))}.")
-    for key, kind in _GATE_FIELDS.items():
-        value = gate[key]
-        ok = _is_number(value) if kind in (float, int) else isinstance(value, kind)
-        if not ok:
-            raise DataError(f"{path}: ood_gate.{key} must be a {kind.__name__}, not {value!r}.")
+def load_selective(path: str | Path) -> Selective:
+    """Read selective.json; DataError when it is missing or malformed."""
+    return read_selective(path).to_selective()
 
 
 def apply_selective(selective: Selective, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,27 +16,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, Field, ValidationError
 
 from skinclf.atomic import atomic_path
 from skinclf.contracts.predictions import Predictions
 from skinclf.contracts.score_registry import CONFIDENCE_SCORES, FEATURE_SCORES
 from skinclf.contracts.scores import score_values
 from skinclf.contracts.selective import (
+    Number,
     Selective,
+    SelectiveFile,
     combination_parts,
-    load_selective,
+    read_selective,
 )
 from skinclf.errors import ConfigError, DataError
 from skinclf.jsonable import jsonable
 from skinclf.policy import choice as C
 from skinclf.policy.gates import apply_to, fit_gated_policy
 from skinclf.policy.risk_coverage import aurc
+from skinclf.policy.settings import PolicySettings
 from skinclf.policy.sgr import (
     AUTO,
     AUTO_MIN_COVERAGE,
@@ -55,48 +59,6 @@ VAL_SELECTION_NOTE = (
     "The SGR threshold was fitted on the validation split, which also chose the checkpoint{}: "
     "the risk guarantee is weaker than with a separate calibration split (--calib)."
 )
-
-
-@dataclass(frozen=True)
-class PolicySettings:
-    """What to fit: the confidence gate's target, the selective score and the OOD gate."""
-
-    target_risk: float | str = AUTO  # a risk in (0, 1], or auto
-    delta: float = 0.05
-    selective_score: str = "auto"  # auto: the logit score of lowest validation AURC
-    ood_gate: str | None = None  # a score or a combination a+b; None: no OOD gate
-    choose_gate: bool = False  # choose the OOD gate without OOD labels
-    id_keep: float = 0.95
-    confidence_gate: str = "sgr"  # sgr | coverage | off (the gated classifier's)
-    target_coverage: float | None = None
-
-    def check(self) -> None:
-        """ConfigError in one sentence for a setting no fit can use."""
-        if self.target_risk != AUTO:
-            risk = float(self.target_risk)
-            if not (0.0 < risk <= 1.0) or math.isnan(risk):
-                raise ConfigError(f"target risk {risk:g} is outside (0, 1]; use e.g. 0.10.")
-        if not (0.0 < self.delta < 1.0) or math.isnan(self.delta):
-            raise ConfigError(f"delta {self.delta:g} is outside (0, 1); use e.g. 0.05.")
-        if self.selective_score != "auto" and self.selective_score not in CONFIDENCE_SCORES:
-            raise ConfigError(
-                f"selective score {self.selective_score!r} cannot be computed from logits by "
-                f"predict; use one of {', '.join(CONFIDENCE_SCORES)} or auto."
-            )
-        if self.choose_gate and self.ood_gate:
-            raise ConfigError("Give --ood-gate SCORE or --choose-gate, not both.")
-        if self.gated and not (0.0 < self.id_keep <= 1.0):
-            raise ConfigError(
-                f"--id-keep {self.id_keep!r} is not a number in (0, 1]; give e.g. 0.95."
-            )
-        if self.confidence_gate not in ("sgr", "coverage", "off"):
-            raise ConfigError(
-                f"--confidence-gate {self.confidence_gate!r}: use sgr, coverage or off."
-            )
-
-    @property
-    def gated(self) -> bool:
-        return bool(self.ood_gate or self.choose_gate)
 
 
 @dataclass(frozen=True)
@@ -265,22 +227,21 @@ class SelectivePolicy:
                 "--ood-gate and --choose-gate need --val or --calib to fit the gate on."
             )
         score = self.single.score if self.single is not None else "msp"
-        gated_risk = (AUTO, s.delta) if self.record["auto"] else (self.target_risk, self.delta)
+        risk, delta = (AUTO, s.delta) if self.record["auto"] else (self.target_risk, self.delta)
 
         def fit(gate_score: str, chosen_by: str = "", confidence_gate: str = "") -> Selective:
             needs_stats = any(c in FEATURE_SCORES for c in combination_parts(gate_score))
+            settings = dataclasses.replace(
+                s,
+                target_risk=risk,
+                delta=delta,
+                ood_gate=gate_score,
+                choose_gate=False,  # this one gate's settings, as if given with --ood-gate
+                confidence_gate=confidence_gate or s.confidence_gate,
+            )
+            stats_file = GATE_STATS_FILE if needs_stats else None
             return fit_gated_policy(
-                fit_p,
-                data.fitted_on,
-                score,
-                data.temperature,
-                gate_score,
-                s.id_keep,
-                confidence_gate or s.confidence_gate,
-                *gated_risk,
-                s.target_coverage,
-                GATE_STATS_FILE if needs_stats else None,
-                chosen_by,
+                fit_p, data.fitted_on, score, data.temperature, settings, stats_file, chosen_by
             )
 
         ood_gate, chosen_by = s.ood_gate, "given (--ood-gate)"
@@ -388,34 +349,55 @@ class SelectivePolicy:
         `fit` record (written before the policy object) loads as its stored classifier."""
         path = Path(path)
         path = path / "selective.json" if path.is_dir() else path
-        stored = load_selective(path)
-        fit = json.loads(path.read_text()).get("fit")
+        stored_file = read_selective(path)
+        stored = stored_file.to_selective()
         gate = stored.gate
         stats = path.parent / gate.stats_file if gate is not None and gate.stats_file else None
-        if not isinstance(fit, dict):
-            single = None if gate is not None else stored
+        fit = _fit_record(stored_file, path)
+        if fit is None:
             return cls(
                 temperature=stored.temperature,
-                single=single,
+                single=None if gate is not None else stored,
                 gated=stored if gate is not None else None,
                 record={"target_risk": stored.target_risk, "delta": stored.delta},
                 gate_stats=stats,
             )
-        try:
-            settings = PolicySettings(**fit["settings"])
-            single = Selective(**fit["single"]) if fit.get("single") else None
-        except (TypeError, KeyError) as exc:
-            why = f"{path}: its `fit` record is malformed ({exc!r}); fit the policy again."
-            raise DataError(why) from None
         return cls(
-            settings=settings,
-            temperature=fit.get("temperature"),
-            single=single,
+            settings=fit.settings,
+            temperature=fit.temperature,
+            single=fit.single.to_selective() if fit.single is not None else None,
             gated=stored if gate is not None else None,
-            record=dict(fit.get("record", {})),
-            notes=list(fit.get("notes", [])),
+            record=dict(fit.record),
+            notes=list(fit.notes),
             gate_stats=stats,
         )
+
+
+class FitRecord(BaseModel):
+    """The `fit` record of a policy file (selective.json): the settings fitted, the temperature,
+    the single-score classifier and what the fit found (`record`, `notes`), as
+    `SelectivePolicy.save` writes it."""
+
+    settings: PolicySettings  # an unknown key is refused (`PolicySettings` forbids extras)
+    temperature: Number | None = None
+    single: SelectiveFile | None = None
+    record: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+
+def _fit_record(stored: SelectiveFile, path: Path) -> FitRecord | None:
+    """The policy file's `fit` record, None without one; DataError when it is malformed."""
+    fit = (stored.model_extra or {}).get("fit")
+    if fit is None:
+        return None
+    try:
+        return FitRecord.model_validate(fit)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        why = f"{'.'.join(['fit', *map(str, err['loc'])])}: {err['msg']}"
+        raise DataError(
+            f"{path}: its `fit` record is malformed ({why}); fit the policy again."
+        ) from None
 
 
 def _check_choice_inputs(

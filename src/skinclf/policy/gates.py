@@ -19,7 +19,7 @@ are fitted on in-distribution data only; nothing here looks at OOD labels.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -35,6 +35,7 @@ from skinclf.contracts.selective import (
 )
 from skinclf.errors import ConfigError
 from skinclf.policy.risk_coverage import threshold_at_coverage
+from skinclf.policy.settings import PolicySettings
 from skinclf.policy.sgr import AUTO, fit_coverage, lowest_certified_risk, sgr
 
 
@@ -97,68 +98,36 @@ def fit_gated_policy(
     fitted_on: str,
     confidence_score: str,
     temperature: float | None,
-    gate_score: str | None,
-    id_keep: float,
-    confidence_gate: str,
-    target_risk: float | str,
-    delta: float,
-    target_coverage: float | None,
-    stats_file: str | None,
+    settings: PolicySettings,
+    stats_file: str | None = None,
     chosen_by: str = "",
 ) -> Selective:
-    """Gate 1 at `id_keep` on the labelled in-distribution rows of `fit_p`, then the
-    confidence gate (SGR at `target_risk`, a `target_coverage` threshold, or off) on the rows
-    that passed it. `target_risk` "auto": the lowest risk of `sgr.RISK_GRID` that SGR certifies
-    on those rows at `sgr.AUTO_MIN_COVERAGE` (`sgr.lowest_certified_risk`, delta split over the
-    grid)."""
+    """Gate 1 (`settings.ood_gate`; none when unset) at `settings.id_keep` on the labelled
+    in-distribution rows of `fit_p`, then the confidence gate (`settings.confidence_gate`: SGR
+    at `target_risk`, a `target_coverage` threshold, or off) on the rows that passed it.
+    `target_risk` "auto": the lowest risk of `sgr.RISK_GRID` that SGR certifies on those rows at
+    `sgr.AUTO_MIN_COVERAGE` (`sgr.lowest_certified_risk`, delta split over the grid).
+    `stats_file` and `chosen_by` are recorded in the gate."""
     m = fit_p.labelled
     gate = None
     passed = np.ones(int(m.sum()), bool)
-    if gate_score:
-        values = {k: v[m] for k, v in component_values(fit_p, gate_score, temperature, "").items()}
-        gate = fit_ood_gate(gate_score, values, id_keep, fitted_on, stats_file, chosen_by)
+    if settings.ood_gate:
+        parts = component_values(fit_p, settings.ood_gate, temperature, "")
+        values = {k: v[m] for k, v in parts.items()}
+        gate = fit_ood_gate(
+            settings.ood_gate, values, settings.id_keep, fitted_on, stats_file, chosen_by
+        )
         passed = gate.accept(values)
     conf = compute_score(confidence_score, fit_p.logits[m], temperature)[passed]
     residuals = (fit_p.pred[m] != fit_p.y[m])[passed].astype(float)
-    threshold, exists, risk, bound, coverage = None, False, None, None, 0.0
-    note = ""
-    if confidence_gate == "sgr":
-        if len(conf) < 2:
-            raise ConfigError(f"Only {len(conf)} {fitted_on} image(s) pass the OOD gate.")
-        if target_risk == AUTO:
-            choice = lowest_certified_risk(conf, residuals, delta)
-            target_risk, delta = choice.target_risk, choice.delta
-            note = (
-                f"target risk {target_risk:g} chosen by --target-risk auto on the {fitted_on} "
-                f"images the OOD gate keeps (the lowest certified at {choice.min_coverage:.0%} "
-                f"coverage{'' if choice.reached else ': none reached it'}; delta "
-                f"{choice.overall_delta:g} split over {len(choice.coverages)} risks)"
-            )
-            if not choice.certified:  # too few images for any guarantee: a coverage target
-                confidence_gate, target_coverage = "coverage", choice.min_coverage
-                note = (
-                    f"--target-risk auto: SGR certifies no risk up to {target_risk:g} on the "
-                    f"{len(conf)} {fitted_on} images the OOD gate keeps, so the confidence gate "
-                    f"keeps {choice.min_coverage:.0%} of them instead, with no risk guarantee"
-                )
-    if confidence_gate == "sgr":
-        fit = sgr(conf, residuals, target_risk, delta)
-        threshold, exists, risk = fit.threshold, fit.solution_exists, fit.risk
-        bound, coverage = fit.bound, fit.coverage
-    if confidence_gate == "coverage":
-        if target_coverage is None:
-            raise ConfigError("--confidence-gate coverage needs --target-coverage.")
-        fit = fit_coverage(conf, residuals, target_coverage, delta, 0.0)
-        threshold, exists, risk = fit.threshold, True, fit.risk
-        bound, coverage = fit.bound, fit.coverage
-    elif confidence_gate == "off":
-        exists, coverage, risk = True, 1.0, float(residuals.mean()) if len(conf) else None
+    target, note = _confidence_target(conf, residuals, fitted_on, settings)
+    threshold, exists, risk, bound, coverage = _fit_confidence_gate(conf, residuals, target)
     return Selective(
         score=confidence_score,
         temperature=float(temperature) if temperature is not None else None,
         threshold=threshold,
-        target_risk=float(0.10 if target_risk == AUTO else target_risk),
-        delta=float(delta),
+        target_risk=float(0.10 if target.target_risk == AUTO else target.target_risk),
+        delta=float(target.delta),
         solution_exists=exists,
         fitted_on=fitted_on,
         n_calib=len(conf),
@@ -166,10 +135,59 @@ def fit_gated_policy(
         calib_risk=risk,
         bound=bound,
         note=note,
-        confidence_gate=confidence_gate,
-        target_coverage=target_coverage,
+        confidence_gate=target.confidence_gate,
+        target_coverage=target.target_coverage,
         ood_gate=asdict(gate) if gate is not None else None,
     )
+
+
+def _confidence_target(
+    conf: np.ndarray, residuals: np.ndarray, fitted_on: str, settings: PolicySettings
+) -> tuple[PolicySettings, str]:
+    """The settings of the confidence gate with `--target-risk auto` resolved on the rows that
+    gate 1 kept (too few for any guarantee: a coverage target instead), and a note saying how
+    ("" when nothing was resolved)."""
+    if settings.confidence_gate != "sgr":
+        return settings, ""
+    if len(conf) < 2:
+        raise ConfigError(f"Only {len(conf)} {fitted_on} image(s) pass the OOD gate.")
+    if settings.target_risk != AUTO:
+        return settings, ""
+    choice = lowest_certified_risk(conf, residuals, settings.delta)
+    resolved = replace(settings, target_risk=choice.target_risk, delta=choice.delta)
+    if not choice.certified:  # too few images for any guarantee: a coverage target
+        by_coverage = replace(
+            resolved, confidence_gate="coverage", target_coverage=choice.min_coverage
+        )
+        return by_coverage, (
+            f"--target-risk auto: SGR certifies no risk up to {choice.target_risk:g} on the "
+            f"{len(conf)} {fitted_on} images the OOD gate keeps, so the confidence gate "
+            f"keeps {choice.min_coverage:.0%} of them instead, with no risk guarantee"
+        )
+    return resolved, (
+        f"target risk {choice.target_risk:g} chosen by --target-risk auto on the {fitted_on} "
+        f"images the OOD gate keeps (the lowest certified at {choice.min_coverage:.0%} "
+        f"coverage{'' if choice.reached else ': none reached it'}; delta "
+        f"{choice.overall_delta:g} split over {len(choice.coverages)} risks)"
+    )
+
+
+def _fit_confidence_gate(
+    conf: np.ndarray, residuals: np.ndarray, target: PolicySettings
+) -> tuple[float | None, bool, float | None, float | None, float]:
+    """(threshold, solution exists, risk, bound, coverage) of the confidence gate `target`
+    fitted on the rows that gate 1 kept (an unknown gate: abstain on everything)."""
+    if target.confidence_gate == "sgr":
+        fit = sgr(conf, residuals, target.target_risk, target.delta)
+        return fit.threshold, fit.solution_exists, fit.risk, fit.bound, fit.coverage
+    if target.confidence_gate == "coverage":
+        if target.target_coverage is None:
+            raise ConfigError("--confidence-gate coverage needs --target-coverage.")
+        fit = fit_coverage(conf, residuals, target.target_coverage, target.delta, 0.0)
+        return fit.threshold, True, fit.risk, fit.bound, fit.coverage
+    if target.confidence_gate == "off":
+        return None, True, float(residuals.mean()) if len(conf) else None, None, 1.0
+    return None, False, None, None, 0.0
 
 
 def apply_to(selective: Selective, p: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
