@@ -32,6 +32,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from skinclf.contracts.metrics_report import MetricsReport
 from skinclf.evaluate.evaluation import EvaluationOptions, PredictionSets, evaluate_predictions
 from skinclf.policy.fit import PolicySettings
 
@@ -80,24 +81,25 @@ def policies(e: Files) -> dict[str, dict]:
     }
 
 
-def _evaluate(e: Files, out: Path, stats: Path, ood: list[Path], **kw) -> dict:
+def _evaluate(e: Files, out: Path, stats: Path, ood: list[Path], **kw) -> MetricsReport:
     """The policy fitted from `kw`'s settings (its files: shifted, target_domain) and measured."""
     files = {k: kw[k] for k in ("shifted", "target_domain") if k in kw}
     settings = {k: v for k, v in kw.items() if k not in files}
     sets = PredictionSets(e.test, e.val, ood=ood, external=[e.isic], **files)
     policy = PolicySettings(selective_score="msp", **SGR, **settings)
     options = EvaluationOptions(n_bootstrap=1000, seed=0)
-    return evaluate_predictions(sets, out, policy, options, gate_stats=stats).metrics
+    return evaluate_predictions(sets, out, policy, options, gate_stats=stats).report
 
 
-def _policy_entry(m: dict, kw: dict) -> dict:
-    p = m["policy"]
-    keep = ("fitted_on", "id_keep", "confidence_gate", "choice", "choice_criterion", "gate")
+def _policy_entry(m: MetricsReport, kw: dict) -> dict:
+    p = m.policy
+    assert p is not None, "no gated policy was fitted"
+    keep = {"fitted_on", "id_keep", "confidence_gate", "choice", "choice_criterion", "gate"}
     return {
         "settings": {**SGR, "selective_score": "msp"},
         "options": {k: str(v) for k, v in kw.items()},
-        **{k: p[k] for k in keep if k in p},
-        "sets": p["sets"],
+        **p.model_dump(include=keep),
+        "sets": {name: entry.model_dump() for name, entry in p.sets.items()},
     }
 
 
@@ -140,14 +142,18 @@ def run(e: Files, stats: Path, pad_metadata: Path | None, work: Path) -> dict:
     for label, kw in policies(e).items():
         m = _evaluate(e, work / label.replace(" ", "_"), stats, [e.pad], **kw)
         results["policies"][label] = _policy_entry(m, kw)
+        t = m.test
         results.setdefault(
             "test",
             {
-                k: m["test"][k]
-                for k in ("n", "balanced_accuracy", "balanced_accuracy_ci95", "accuracy")
+                "n": t.n,
+                "balanced_accuracy": t.balanced_accuracy,
+                "balanced_accuracy_ci95": t.balanced_accuracy_ci95,
+                "accuracy": t.accuracy,
             },
         )
-        results.setdefault("external", m.get("external", {}))
+        external = {name: e.model_dump() for name, e in (m.external or {}).items()}
+        results.setdefault("external", external)
     results["ood_detection"] = detection(e)
     if pad_metadata is not None:
         target, evaluated = split_pad(e.pad, pad_metadata, work)

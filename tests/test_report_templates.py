@@ -44,13 +44,12 @@ def test_base_page_inlines_the_one_stylesheet() -> None:
 
 
 def test_the_risk_coverage_figure_draws_the_policy_score_and_four_best_others() -> None:
+    from skinclf.contracts.metrics_report import SelectiveScore
     from skinclf.evaluate.report import shown_scores
 
     names = [f"s{i}" for i in range(12)]
-    metrics = {
-        "scores": names,
-        "test": {"selective": {n: {"aurc": 0.5 - 0.01 * i} for i, n in enumerate(names)}},
-    }
-    assert shown_scores(metrics, "s0") == ["s0", "s11", "s10", "s9", "s8"]
-    assert shown_scores(metrics, "not_there") == ["s11", "s10", "s9", "s8"]
-    assert shown_scores({**metrics, "scores": names[:2]}, "s1") == ["s1", "s0"]
+    selective = {n: SelectiveScore(aurc=0.5 - 0.01 * i) for i, n in enumerate(names)}
+    assert shown_scores(names, selective, "s0") == ["s0", "s11", "s10", "s9", "s8"]
+    assert shown_scores(names, selective, "not_there") == ["s11", "s10", "s9", "s8"]
+    assert shown_scores(names[:2], selective, "s1") == ["s1", "s0"]
+    assert shown_scores(["a", "s3"], selective, "x") == ["s3", "a"]  # no AURC: last

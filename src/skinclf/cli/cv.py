@@ -120,7 +120,9 @@ def _print_summary(result) -> None:
     console.print(f"summary: {result.summary_path}")
     metrics = result.summary_path.parent / "eval" / "metrics.json"
     if metrics.is_file():  # (with --calib: the ensemble's policy)
-        warn_policy(json.loads(metrics.read_text()))
+        from skinclf.contracts.metrics_report import read_metrics
+
+        warn_policy(read_metrics(metrics))
 
 
 def _print_numbers(summary: dict) -> None:
@@ -164,8 +166,7 @@ def cv_ensemble(
 
     Example: skinclf cv-ensemble runs/cv-lite2 runs/cv-lite0 --out runs/cv-lite0-lite2
     """
-    import json
-
+    from skinclf.contracts.metrics_report import read_metrics
     from skinclf.pipeline.cv_ensemble import ensemble_cvs, evaluate_cv_ensemble
 
     summary = ensemble_cvs(cvs, out, n_bootstrap=bootstrap)
@@ -173,7 +174,7 @@ def cv_ensemble(
     console.print(f"summary: {out / 'cv_summary.json'}")
     if evaluate_cv_ensemble(cvs, out, n_bootstrap=bootstrap):
         console.print(f"selective classifier and report: {out / 'eval'}")
-        warn_policy(json.loads((out / "eval" / "metrics.json").read_text()))
+        warn_policy(read_metrics(out / "eval" / "metrics.json"))
     else:
         console.print(
             "no selective classifier: it is fitted on a calibration part, and not every member "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -10,6 +11,14 @@ from rich.table import Table
 
 from skinclf.contracts.score_registry import GATE_SCORES
 from skinclf.errors import ConfigError
+
+if TYPE_CHECKING:
+    from skinclf.contracts.metrics_report import (
+        MetricsReport,
+        PolicyBlock,
+        PolicyOutcome,
+        SgrBlock,
+    )
 
 console = Console()
 
@@ -170,8 +179,8 @@ def evaluate(
             sets, out, given or to_fit, options, gate_stats,
             on_step=lambda s: status.update(f"evaluating: {s}"),
         )  # fmt: skip
-    _print_summary(result.metrics)
-    note = policy_warning(result.metrics)
+    _print_summary(result.report)
+    note = policy_warning(result.report)
     if note:
         console.print(f"[yellow]warning[/] {note}", highlight=False)
     written = [result.metrics_path, result.report_path, result.selective_path]
@@ -190,59 +199,78 @@ def _target_risk(target_risk: str, bootstrap: int) -> float | str:
         raise ConfigError(str(exc)) from None
 
 
-def _print_summary(m: dict) -> None:
+def _print_summary(m: MetricsReport) -> None:
     """The headline numbers of metrics.json: test, selective scores, SGR, OOD, external."""
-    t = m["test"]
-    lo, hi = t["balanced_accuracy_ci95"]
+    t = m.test
+    lo, hi = t.balanced_accuracy_ci95 or (None, None)
     console.print(
-        f"test: n={t['n']}  accuracy {_fmt(t['accuracy'])}  balanced accuracy "
-        f"{_fmt(t['balanced_accuracy'])} [{_fmt(lo)}, {_fmt(hi)}]  macro-F1 {_fmt(t['macro_f1'])}"
+        f"test: n={t.n}  accuracy {_fmt(t.accuracy)}  balanced accuracy "
+        f"{_fmt(t.balanced_accuracy)} [{_fmt(lo)}, {_fmt(hi)}]  macro-F1 {_fmt(t.macro_f1)}"
     )
     table = Table(title="selective classification (test)")
     for col in ("score", "AURC", "AUGRC", "AURC bal.", "AUGRC bal.", "BA@80%"):
         table.add_column(col, justify="right" if col != "score" else "left")
-    for name, s in t["selective"].items():
+    for name, s in (t.selective or {}).items():
         table.add_row(
             name,
-            _fmt(s["aurc"]),
-            _fmt(s["augrc"]),
-            _fmt(s["aurc_balanced"]),
-            _fmt(s["augrc_balanced"]),
-            _fmt(s["balanced_accuracy_at_coverage"].get("0.8")),
+            _fmt(s.aurc),
+            _fmt(s.augrc),
+            _fmt(s.aurc_balanced),
+            _fmt(s.augrc_balanced),
+            _fmt((s.balanced_accuracy_at_coverage or {}).get("0.8")),
         )
     console.print(table)
-    if "sgr" in m:
-        g = m["sgr"]
+    if m.sgr is not None:
+        _print_sgr(m.sgr)
+    for name, o in (m.ood or {}).items():
+        msp = (o.detection or {}).get("msp")
         console.print(
-            f"SGR ({g['score']}, r*={g['target_risk']:g}, delta={g['delta']:g}, fitted on "
-            f"{g['fitted_on']}): threshold {_fmt(g['threshold'])}; test coverage "
-            f"{_fmt(g['test']['coverage'])}, risk {_fmt(g['test']['risk'])}, target met "
-            f"{g['test']['target_met']}"
+            f"OOD {name}: n={o.n}, balanced accuracy {_fmt(o.balanced_accuracy)}, "
+            f"detection AUROC (msp) {_fmt(msp.auroc if msp is not None else None)}"
         )
-    for name, o in m.get("ood", {}).items():
-        auroc = o["detection"].get("msp", {}).get("auroc")
+    for name, e in (m.external or {}).items():
+        lo, hi = e.balanced_accuracy_ci95 or (None, None)
         console.print(
-            f"OOD {name}: n={o['n']}, balanced accuracy {_fmt(o.get('balanced_accuracy'))}, "
-            f"detection AUROC (msp) {_fmt(auroc)}"
-        )
-    for name, e in m.get("external", {}).items():
-        lo, hi = e["balanced_accuracy_ci95"]
-        console.print(
-            f"external {name}: n={e['n']}, balanced accuracy {_fmt(e['balanced_accuracy'])} "
+            f"external {name}: n={e.n}, balanced accuracy {_fmt(e.balanced_accuracy)} "
             f"[{_fmt(lo)}, {_fmt(hi)}]"
         )
-    if "policy" in m:
-        _print_policy(m["policy"])
-    for note in m.get("notes", []):
+    if m.policy is not None:
+        _print_policy(m.policy)
+    for note in m.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
-def _print_policy(policy: dict) -> None:
-    gate = policy["gate"]
+def _print_sgr(g: SgrBlock) -> None:
+    from skinclf.contracts.metrics_report import Outcome
+
+    t = g.test or Outcome()
     console.print(
-        f"gated selective classifier: OOD gate {gate['score']} keeps {gate['id_kept']:.3f} of "
-        f"{gate['fitted_on']} (asked {gate['id_keep']:g}), then the confidence gate "
-        f"({policy['confidence_gate']})"
+        f"SGR ({g.score}, r*={g.target_risk:g}, delta={g.delta:g}, fitted on "
+        f"{g.fitted_on}): threshold {_fmt(g.threshold)}; test coverage "
+        f"{_fmt(t.coverage)}, risk {_fmt(t.risk)}, target met {t.target_met}"
+    )
+
+
+def _outcome_values(o: PolicyOutcome | None) -> list:
+    """A set's columns: coverage, accepted (balanced) accuracy, silent failures, SCC."""
+    if o is None:
+        return [None] * 5
+    return [
+        o.coverage,
+        o.accepted_accuracy,
+        o.accepted_balanced_accuracy,
+        o.silent_failure_rate,
+        o.semantic_ood_abstention,
+    ]
+
+
+def _print_policy(policy: PolicyBlock) -> None:
+    gate = policy.gate
+    assert gate is not None
+    console.print(
+        f"gated selective classifier: OOD gate {gate.score} keeps {gate.id_kept:.3f} of "
+        f"{gate.fitted_on} (asked {gate.id_keep:g}), then the confidence gate "
+        f"({policy.confidence_gate})"
     )
     table = Table(title="abstention per set (gated / single score)")
     for col in (
@@ -254,20 +282,9 @@ def _print_policy(policy: dict) -> None:
         "SCC abstained",
     ):
         table.add_column(col, justify="right" if col != "set" else "left")
-    for name, entry in policy["sets"].items():
-        g, s = entry["gated"], entry.get("single_score", {})
-
-        def both(key: str, g=g, s=s) -> str:
-            return f"{_fmt(g.get(key))} / {_fmt(s.get(key))}"
-
-        table.add_row(
-            name,
-            both("coverage"),
-            both("accepted_accuracy"),
-            both("accepted_balanced_accuracy"),
-            both("silent_failure_rate"),
-            both("semantic_ood_abstention"),
-        )
+    for name, entry in policy.sets.items():
+        pairs = zip(_outcome_values(entry.gated), _outcome_values(entry.single_score), strict=True)
+        table.add_row(name, *(f"{_fmt(g)} / {_fmt(s)}" for g, s in pairs))
     console.print(table)
 
 

@@ -10,13 +10,13 @@ With only a test file it reports what needs no fitting.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from skinclf.contracts.metrics_report import MetricsReport
 from skinclf.contracts.predictions import Predictions, read_predictions
 from skinclf.contracts.score_registry import CONFIDENCE_SCORES
 from skinclf.contracts.scores import score_values
@@ -55,15 +55,21 @@ __all__ = [
     "parse_fractions",
 ]
 
+
 @dataclass
 class EvaluationResult:
-    """What `evaluate_predictions` wrote and computed."""
+    """What `evaluate_predictions` wrote and computed: `report` is metrics.json."""
 
-    metrics: dict
+    report: MetricsReport
     selective: Selective | None
     metrics_path: Path
     report_path: Path
     selective_path: Path | None
+
+    @property
+    def metrics(self) -> dict:
+        """Deprecated: metrics.json as a dict (`report.model_dump()`); read `report`."""
+        return self.report.model_dump()
 
 
 @dataclass(frozen=True)
@@ -238,9 +244,8 @@ def evaluate_predictions(
     result["settings"] = _settings_block(s, sets, policy.record.get("risk_choice"))
     result["notes"] = list(dict.fromkeys(run.notes))
     step("writing the report")
-    return _write_outputs(
-        Path(out_dir), jsonable(result), run, policy, fitted_here, decisions, o.examples
-    )
+    report = MetricsReport.model_validate(jsonable(result))
+    return _write_outputs(Path(out_dir), report, run, policy, fitted_here, decisions, o.examples)
 
 
 def _measure(
@@ -518,7 +523,7 @@ def _settings_block(s: _Settings, sets: PredictionSets, choice: dict | None = No
 
 def _write_outputs(
     out_dir: Path,
-    metrics: dict,
+    report: MetricsReport,
     run: _Run,
     policy: SelectivePolicy,
     fitted_here: bool,
@@ -528,8 +533,7 @@ def _write_outputs(
     """metrics.json, the decisions, report.html and, for a policy fitted here (not given),
     its selective.json (the gated classifier if any) with the gate's statistics."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = out_dir / "metrics.json"
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    metrics_path = report.save(out_dir / "metrics.json")
     selective_path = None
     if fitted_here and policy.selective is not None:
         selective_path = policy.save(out_dir)
@@ -537,14 +541,14 @@ def _write_outputs(
         _write_decisions(out_dir, decisions)
     report_path = write_report(
         out_dir / "report.html",
-        metrics,
+        report,
         run.sets,
         temperature=run.temperature,
         selective=policy.single,
         gated=policy.gated,
         examples=examples,
     )
-    return EvaluationResult(metrics, policy.single, metrics_path, report_path, selective_path)
+    return EvaluationResult(report, policy.single, metrics_path, report_path, selective_path)
 
 
 def _named(ps: Sequence[Predictions], names: dict) -> dict[str, Predictions]:

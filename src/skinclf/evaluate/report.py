@@ -12,6 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from skinclf.classes import CLASSES
+from skinclf.contracts.metrics_report import (
+    Detection,
+    FitOutcome,
+    MetricsReport,
+    OodSet,
+    Outcome,
+    SelectiveScore,
+    SgrBlock,
+)
 from skinclf.contracts.predictions import softmax
 from skinclf.contracts.selective import Selective
 from skinclf.evaluate import figures
@@ -29,74 +38,79 @@ def _ci(value: float | None, interval: Sequence[float | None] | None) -> dict:
 # ------------------------------------------------------------------ sections (table rows)
 
 
-def _overview(metrics: dict) -> list[list]:
-    t = metrics["test"]
-    cal = metrics.get("calibration", {})
+def _overview(m: MetricsReport) -> list[list]:
+    t, cal = m.test, m.calibration
     rows = [
-        ["images (labelled)", t["n"]],
-        ["accuracy", t["accuracy"]],
-        ["balanced accuracy [95 % CI]", _ci(t["balanced_accuracy"], t["balanced_accuracy_ci95"])],
-        ["macro-F1", t["macro_f1"]],
-        ["macro one-vs-rest AUROC", t["auroc_ovr_macro"]],
-        ["NLL", t["nll"]],
-        ["Brier", t["brier"]],
-        ["ECE (15 bins)", t["ece"]],
+        ["images (labelled)", t.n],
+        ["accuracy", t.accuracy],
+        ["balanced accuracy [95 % CI]", _ci(t.balanced_accuracy, t.balanced_accuracy_ci95)],
+        ["macro-F1", t.macro_f1],
+        ["macro one-vs-rest AUROC", t.auroc_ovr_macro],
+        ["NLL", t.nll],
+        ["Brier", t.brier],
+        ["ECE (15 bins)", t.ece],
     ]
-    if cal:
-        c = cal["test"]
+    if cal is not None and cal.test is not None:
         rows += [
-            ["temperature (fitted on val)", cal["temperature"]],
-            ["NLL after temperature scaling", c["nll_after"]],
-            ["ECE after temperature scaling", c["ece_after"]],
+            ["temperature (fitted on val)", cal.temperature],
+            ["NLL after temperature scaling", cal.test.nll_after],
+            ["ECE after temperature scaling", cal.test.ece_after],
         ]
     return rows
 
 
-def _baselines(metrics: dict) -> list[list]:
-    t, b = metrics["test"], metrics["test"]["baselines"]
-    majority, prior = b["majority"], b["prior_sampling"]
+def _baselines(m: MetricsReport) -> list[list]:
+    t, b = m.test, m.test.baselines
+    assert b is not None and b.majority is not None and b.prior_sampling is not None
+    majority, prior = b.majority, b.prior_sampling
     return [
-        ["this model", t["accuracy"], t["balanced_accuracy"], t["macro_f1"]],
+        ["this model", t.accuracy, t.balanced_accuracy, t.macro_f1],
         [
-            f"majority class ({majority['class']})",
-            majority["accuracy"],
-            majority["balanced_accuracy"],
-            majority["macro_f1"],
+            f"majority class ({majority.class_name})",
+            majority.accuracy,
+            majority.balanced_accuracy,
+            majority.macro_f1,
         ],
-        ["prior sampling (expected)", prior["accuracy"], prior["balanced_accuracy"], "–"],
+        ["prior sampling (expected)", prior.accuracy, prior.balanced_accuracy, "–"],
     ]
 
 
-def _per_class(metrics: dict) -> dict:
-    t = metrics["test"]
-    cm = np.asarray(t["confusion_matrix"])
-    mapped = {n: o for n, o in metrics.get("ood", {}).items() if "recall" in o}
+def _per_class(m: MetricsReport) -> dict:
+    t = m.test
+    cm = np.asarray(t.confusion_matrix)
+    mapped = {n: o.recall for n, o in (m.ood or {}).items() if o.recall is not None}
     header = ["class", "n", "recall", "precision", "AUROC (one-vs-rest)"]
     header += [f"recall on {n}" for n in mapped]
+    recall, precision, auroc = t.recall or {}, t.precision or {}, t.auroc_ovr or {}
     rows = [
-        [c, int(cm[i].sum()), t["recall"][c], t["precision"][c], t["auroc_ovr"][c]]
-        + [o["recall"][c] for o in mapped.values()]
+        [c, int(cm[i].sum()), recall[c], precision[c], auroc[c]] + [r[c] for r in mapped.values()]
         for i, c in enumerate(CLASSES)
     ]
     return {"header": header, "rows": rows}
 
 
-def _selective_rows(metrics: dict) -> list[list]:
-    r = str(float(metrics["settings"]["target_risk"]))
-    keys = ("aurc", "e_aurc", "augrc", "aurc_balanced", "augrc_balanced", "failure_auroc")
+def _selective_rows(m: MetricsReport) -> list[list]:
+    r = str(float(m.settings.target_risk))
     return [
-        [name, *[s[k] for k in keys], s.get("coverage_at_risk", {}).get(r)]
-        for name, s in metrics["test"]["selective"].items()
+        [
+            name,
+            *(s.aurc, s.e_aurc, s.augrc, s.aurc_balanced, s.augrc_balanced, s.failure_auroc),
+            (s.coverage_at_risk or {}).get(r),
+        ]
+        for name, s in (m.test.selective or {}).items()
     ]
 
 
-def _coverage_table(block: dict, coverages: Sequence[float]) -> dict:
+def _coverage_table(block: dict[str, SelectiveScore], coverages: Sequence[float]) -> dict:
     """Selective balanced accuracy (accuracy) of each score at each coverage."""
     keys = [str(float(c)) for c in coverages]
     rows = [
         [name]
         + [
-            {"v": s["balanced_accuracy_at_coverage"][k], "paren": s["accuracy_at_coverage"][k]}
+            {
+                "v": (s.balanced_accuracy_at_coverage or {})[k],
+                "paren": (s.accuracy_at_coverage or {})[k],
+            }
             for k in keys
         ]
         for name, s in block.items()
@@ -104,83 +118,75 @@ def _coverage_table(block: dict, coverages: Sequence[float]) -> dict:
     return {"header": ["score"] + [f"coverage {float(k):.0%}" for k in keys], "rows": rows}
 
 
-def _sgr_rows(metrics: dict) -> list[list]:
-    g = metrics["sgr"]
-    fit, t = g[g["fitted_on"]], g["test"]
-    met = fit["bound"] is not None and fit["bound"] < g["target_risk"]
+def _sgr_rows(g: SgrBlock, oods: dict[str, OodSet]) -> list[list]:
+    fit, t = g.fit_outcome() or FitOutcome(), g.test or Outcome()
+    met = fit.bound is not None and fit.bound < g.target_risk
     rows = [
-        [f"{g['fitted_on']} (fitted)", fit["n"], fit["coverage"], fit["risk"], fit["bound"], met],
-        ["test", t["n"], t["coverage"], t["risk"], "", t["target_met"]],
+        [f"{g.fitted_on} (fitted)", fit.n, fit.coverage, fit.risk, fit.bound, met],
+        ["test", t.n, t.coverage, t.risk, "", t.target_met],
     ]
-    for name, o in metrics.get("ood", {}).items():
-        if "coverage_at_threshold" in o and o["n_mapped"] == 0 and o["n_semantic_ood"] == 0:
-            rows.append([f"{name} (unlabelled)", o["n"], o["coverage_at_threshold"], "", "", ""])
-        if "sgr" in o:
-            s = o["sgr"]
-            rows.append(
-                [f"{name} (mapped classes)", s["n"], s["coverage"], s["risk"], "", s["target_met"]]
-            )
-        if "semantic_ood" in o:
-            s = o["semantic_ood"]
-            risk = s["risk_with_semantic_ood_as_errors"]
+    for name, o in oods.items():
+        if o.coverage_at_threshold is not None and o.n_mapped == 0 and o.n_semantic_ood == 0:
+            rows.append([f"{name} (unlabelled)", o.n, o.coverage_at_threshold, "", "", ""])
+        if o.sgr is not None:
+            s = o.sgr
+            rows.append([f"{name} (mapped classes)", s.n, s.coverage, s.risk, "", s.target_met])
+        if o.semantic_ood is not None:
+            sem = o.semantic_ood
+            risk = sem.risk_with_semantic_ood_as_errors
             rows.append(
                 [
                     f"{name} incl. semantic OOD as errors",
-                    o["n_mapped"] + s["n"],
-                    s["coverage_with_semantic_ood"],
+                    (o.n_mapped or 0) + (sem.n or 0),
+                    sem.coverage_with_semantic_ood,
                     risk,
                     "",
-                    (risk or 0) <= g["target_risk"],
+                    (risk or 0) <= g.target_risk,
                 ]
             )
     return rows
 
 
-def _ood_context(metrics: dict, coverages: Sequence[float]) -> dict | None:
+def _detection_rows(oods: dict[str, OodSet], scores: Sequence[str]) -> list[list]:
+    """Per score (in `scores`' order): each OOD set's detection AUROC and FPR at 95 % TPR."""
+    found = sorted({s for o in oods.values() for s in (o.detection or {})}, key=scores.index)
+    rows = []
+    for s in found:
+        found_in = [(o.detection or {}).get(s) for o in oods.values()]
+        cells = [d if d is not None else Detection() for d in found_in]
+        rows.append([s] + [v for d in cells for v in (d.auroc, d.fpr_at_95_tpr)])
+    return rows
+
+
+def _ood_context(m: MetricsReport, coverages: Sequence[float]) -> dict | None:
     """The OOD sets' classification rows, detection table and selective tables."""
-    oods = metrics.get("ood", {})
+    oods = m.ood or {}
     if not oods:
         return None
-    keys = ("n", "n_mapped", "accuracy", "balanced_accuracy", "macro_f1", "n_semantic_ood")
     rows = [
-        [name, *[o.get(k) for k in keys], o.get("semantic_ood", {}).get("abstention_rate")]
+        [name, o.n, o.n_mapped, o.accuracy, o.balanced_accuracy, o.macro_f1, o.n_semantic_ood]
+        + [o.semantic_ood.abstention_rate if o.semantic_ood is not None else None]
         for name, o in oods.items()
     ]
-    scores = sorted(
-        {s for o in oods.values() for s in o["detection"]},
-        key=lambda s: list(metrics["scores"]).index(s),
-    )
     header = ["score"] + [h for n in oods for h in (f"AUROC {n}", f"FPR@95%TPR {n}")]
-    detection = [
-        [s]
-        + [
-            v
-            for o in oods.values()
-            for v in (
-                o["detection"].get(s, {}).get("auroc"),
-                o["detection"].get(s, {}).get("fpr_at_95_tpr"),
-            )
-        ]
-        for s in scores
-    ]
     selective = {
-        name: _coverage_table(o["selective"], coverages)
+        name: _coverage_table(o.selective, coverages)
         for name, o in oods.items()
-        if "selective" in o
+        if o.selective is not None
     }
     return {
         "rows": rows,
-        "detection": {"header": header, "rows": detection},
+        "detection": {"header": header, "rows": _detection_rows(oods, list(m.scores))},
         "selective": selective,
     }
 
 
-def _bootstrap_rows(metrics: dict) -> list[list]:
-    t = metrics["test"]
-    rows = [["balanced accuracy", "–", _ci(t["balanced_accuracy"], t["balanced_accuracy_ci95"])]]
-    for name, s in t["selective"].items():
-        rows.append(["AURC", name, _ci(s["aurc"], s.get("aurc_ci95"))])
-        rows.append(["AUGRC", name, _ci(s["augrc"], s.get("augrc_ci95"))])
+def _bootstrap_rows(m: MetricsReport) -> list[list]:
+    t = m.test
+    rows = [["balanced accuracy", "–", _ci(t.balanced_accuracy, t.balanced_accuracy_ci95)]]
+    for name, s in (t.selective or {}).items():
+        rows.append(["AURC", name, _ci(s.aurc, s.aurc_ci95)])
+        rows.append(["AUGRC", name, _ci(s.augrc, s.augrc_ci95)])
     return rows
 
 
@@ -206,19 +212,26 @@ def _histogram_groups(test: ScoredSet, oods: Sequence[ScoredSet], score: str) ->
 CURVES_SHOWN = 5  # scores drawn in the risk-coverage figure; every score is in the table
 
 
-def shown_scores(metrics: dict, first: str, limit: int = CURVES_SHOWN) -> list[str]:
+def shown_scores(
+    scores: Sequence[str],
+    selective: dict[str, SelectiveScore],
+    first: str,
+    limit: int = CURVES_SHOWN,
+) -> list[str]:
     """The scores the risk-coverage figure draws: the policy's confidence score `first`, then
-    the lowest test AURC ones, `limit` in all (more curves than that cannot be read)."""
-    selective = metrics["test"].get("selective", {})
-    ranked = sorted(
-        (name for name in metrics["scores"] if name != first),
-        key=lambda name: selective.get(name, {}).get("aurc", float("inf")),
-    )
-    return ([first] if first in metrics["scores"] else []) + ranked[: limit - 1]
+    the lowest test AURC ones (`selective`: the test set's), `limit` in all (more curves than
+    that cannot be read)."""
+
+    def test_aurc(name: str) -> float:
+        s = selective.get(name)
+        return s.aurc if s is not None and "aurc" in s.model_fields_set else float("inf")
+
+    ranked = sorted((name for name in scores if name != first), key=test_aurc)
+    return ([first] if first in scores else []) + ranked[: limit - 1]
 
 
 def _figures(
-    metrics: dict,
+    m: MetricsReport,
     test: ScoredSet,
     oods: Sequence[ScoredSet],
     temperature: float | None,
@@ -226,23 +239,23 @@ def _figures(
 ) -> dict[str, str]:
     """The report's figures as base64 PNGs ("" for the histograms when nothing to draw)."""
     tp, tm = test.preds, test.preds.labelled
-    recall_groups = {"test": metrics["test"]["recall"]}
-    for name, o in metrics.get("ood", {}).items():
-        if "recall" in o:
-            recall_groups[name] = o["recall"]
+    recall_groups = {"test": m.test.recall}
+    for name, o in (m.ood or {}).items():
+        if o.recall is not None:
+            recall_groups[name] = o.recall
     probs_ts = softmax(tp.logits[tm], temperature) if temperature else None
-    target = metrics["settings"]["target_risk"] if selective is not None else None
+    target = m.settings.target_risk if selective is not None else None
     score = selective.score if selective else "msp"
     groups = _histogram_groups(test, oods, score)
     threshold = selective.threshold if selective else None
     return {
         "confusion": figures.fig_confusion(
-            metrics["test"]["confusion_matrix"], "Normalised confusion matrix (test)"
+            m.test.confusion_matrix, "Normalised confusion matrix (test)"
         ),
         "recall": figures.fig_recall(recall_groups),
         "reliability": figures.fig_reliability(tp.probs[tm], tp.y[tm], probs_ts),
         "risk_coverage": figures.fig_risk_coverage(
-            [test, *oods], shown_scores(metrics, score), target
+            [test, *oods], shown_scores(m.scores, m.test.selective or {}, score), target
         ),
         "histograms": figures.fig_histograms(groups, score, threshold) if groups else "",
         "histogram_score": score,
@@ -251,41 +264,42 @@ def _figures(
 
 def write_report(
     path: str | Path,
-    metrics: dict,
+    report: MetricsReport,
     sets: Sequence[ScoredSet],
     temperature: float | None = None,
     selective: Selective | None = None,
     gated: Selective | None = None,
     examples: bool = True,
 ) -> Path:
-    """Render report.html from the metrics and the scored prediction sets (`gated`: the
-    selective classifier with an OOD gate, shown against `selective`; `examples`: its grid
-    of example images)."""
+    """Render report.html from metrics.json (`report`) and the scored prediction sets
+    (`gated`: the selective classifier with an OOD gate, shown against `selective`;
+    `examples`: its grid of example images). The template reads metrics.json as a dict
+    (`m`, `report.model_dump()`)."""
     path = Path(path)
     test = next(s for s in sets if s.kind == "test")
     oods = [s for s in sets if s.kind == "ood"]
-    coverages = metrics["settings"]["coverages"]
+    coverages = report.settings.coverages
     policy = None
-    if gated is not None and "policy" in metrics:
+    if gated is not None and report.policy is not None:
         from skinclf.evaluate.report_shift import policy_context
 
         shown = [s for s in sets if s.kind in ("test", "external", "ood")]
-        policy = policy_context(metrics, shown, gated, selective, examples)
+        policy = policy_context(report.policy, shown, gated, selective, examples)
     page = render(
         "evaluation.html",
         title="skinclf evaluation report",
-        m=metrics,
+        m=report.model_dump(),
         classes=CLASSES,
-        figures=_figures(metrics, test, oods, temperature, selective),
-        overview=_overview(metrics),
-        baselines=_baselines(metrics),
-        per_class=_per_class(metrics),
-        selective_rows=_selective_rows(metrics),
-        coverage=_coverage_table(metrics["test"]["selective"], coverages),
-        sgr_rows=_sgr_rows(metrics) if "sgr" in metrics else None,
-        ood=_ood_context(metrics, coverages),
+        figures=_figures(report, test, oods, temperature, selective),
+        overview=_overview(report),
+        baselines=_baselines(report),
+        per_class=_per_class(report),
+        selective_rows=_selective_rows(report),
+        coverage=_coverage_table(report.test.selective or {}, coverages),
+        sgr_rows=_sgr_rows(report.sgr, report.ood or {}) if report.sgr is not None else None,
+        ood=_ood_context(report, coverages),
         policy=policy,
-        bootstrap_rows=_bootstrap_rows(metrics),
+        bootstrap_rows=_bootstrap_rows(report),
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")

@@ -6,33 +6,38 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from skinclf.contracts.metrics_report import PolicyBlock, PolicyOutcome, PolicySet
 from skinclf.contracts.selective import Selective
 from skinclf.evaluate.examples import example_sets
 from skinclf.evaluate.figures import ScoredSet, fig_policy_curves
 from skinclf.evaluate.subgroups import subgroup_tables
 
 
-def _pair(entry: dict, key: str) -> dict:
-    """A cell: the gated value with its interval / the single-score value."""
-    g, s = entry["gated"], entry.get("single_score", {})
-    return {"v": g.get(key), "ci": g.get(key + "_ci95"), "other": s.get(key)}
+def _columns(o: PolicyOutcome | None) -> list[tuple]:
+    """(value, 95 % interval) of each column of a set's row."""
+    if o is None:
+        return [(None, None)] * 5
+    return [
+        (o.coverage, o.coverage_ci95),
+        (o.accepted_accuracy, None),
+        (o.accepted_balanced_accuracy, o.accepted_balanced_accuracy_ci95),
+        (o.silent_failure_rate, o.silent_failure_rate_ci95),
+        (o.semantic_ood_abstention, None),
+    ]
 
 
-def _set_row(name: str, entry: dict) -> list:
-    r = entry["gated"]["reasons"]
-    keys = (
-        "coverage",
-        "accepted_accuracy",
-        "accepted_balanced_accuracy",
-        "silent_failure_rate",
-        "semantic_ood_abstention",
-    )
+def _set_row(name: str, entry: PolicySet) -> list:
+    """A set's row: each column's cell is the gated value with its interval / the
+    single-score value; then the reasons."""
+    r = entry.gated.reasons or {}
+    pairs = zip(_columns(entry.gated), _columns(entry.single_score), strict=True)
+    cells = [{"v": v, "ci": ci, "other": other} for (v, ci), (other, _) in pairs]
     reasons = f"{r['accepted']} / {r['unfamiliar']} / {r['uncertain']}"
-    return [name, *[_pair(entry, k) for k in keys], reasons]
+    return [name, *cells, reasons]
 
 
 def policy_context(
-    metrics: dict,
+    policy: PolicyBlock,
     sets: Sequence[ScoredSet],
     gated: Selective,
     single: Selective | None,
@@ -40,20 +45,20 @@ def policy_context(
 ) -> dict:
     """What policy.html shows: the gates, the candidates chosen from, a row per set and the
     curves (base64 PNG; none without a single-score classifier), the subgroup tables and
-    (`examples`) the example images of each set."""
-    policy = metrics["policy"]
+    (`examples`) the example images of each set (`policy`: metrics.json's; the template reads
+    its gate as a dict)."""
     choice = None
-    if "choice" in policy:
-        choice = [[k, v] for k, v in sorted(policy["choice"].items(), key=lambda kv: kv[1])]
+    if policy.choice is not None:
+        choice = [[k, v] for k, v in sorted(policy.choice.items(), key=lambda kv: kv[1])]
     return {
-        "gate": policy["gate"],
-        "confidence_gate": policy["confidence_gate"],
+        "gate": policy.gate.model_dump() if policy.gate is not None else None,
+        "confidence_gate": policy.confidence_gate,
         "gated": gated,
         "choice": choice,
-        "choice_rating": policy.get("choice_rating", "error rate kept"),
-        "target_domain": policy.get("choice_mode") == "target_domain",
-        "rows": [_set_row(name, entry) for name, entry in policy["sets"].items()],
+        "choice_rating": policy.choice_rating or "error rate kept",
+        "target_domain": policy.choice_mode == "target_domain",
+        "rows": [_set_row(name, entry) for name, entry in policy.sets.items()],
         "curves": fig_policy_curves(sets, gated, single) if single is not None else "",
-        "subgroups": subgroup_tables(policy),
+        "subgroups": subgroup_tables(policy.model_dump()),
         "examples": example_sets(sets, gated) if examples else None,
     }
