@@ -52,12 +52,12 @@ def export(
 
     with console.status("exporting"):
         manifest = export_model(source, out, onnx=onnx, selective=selective)
-    parts = [f"{len(manifest['members'])} member(s)"]
-    parts.append("selective classifier" if manifest["selective"] else "no selective classifier")
-    if manifest["onnx"]:
-        parts.append(f"ONNX opset {manifest['onnx']['opset']}")
+    parts = [f"{len(manifest.members)} member(s)"]
+    parts.append("selective classifier" if manifest.selective else "no selective classifier")
+    if manifest.onnx is not None:
+        parts.append(f"ONNX opset {manifest.onnx.opset}")
     console.print(
-        f"[green]wrote[/] {escape(str(out))}: {manifest['model_id']} ({', '.join(parts)})",
+        f"[green]wrote[/] {escape(str(out))}: {manifest.model_id} ({', '.join(parts)})",
         highlight=False,
     )
     _warn_policy(out)

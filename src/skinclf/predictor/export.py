@@ -8,7 +8,8 @@ evaluation with the feature statistics its OOD gate needs (feature_stats.npz, al
 `predict --scores mahalanobis,...`); a cross-validation folder's per-class logit offsets
 (logit_offsets.json, added to the ensemble's logits before anything else, as `skinclf predict`
 adds them to the cv's); MODEL_CARD.md and model_card.json; model.onnx with --onnx.
-The folder is written beside MODEL_DIR and renamed into place when complete.
+The folder is written beside MODEL_DIR and renamed into place when complete; its file names are
+`PackageFolder`'s (skinclf.contracts.package_folder), its manifest a `Manifest`.
 """
 
 from __future__ import annotations
@@ -25,15 +26,18 @@ from pathlib import Path
 from skinclf import __version__
 from skinclf.config import read_config
 from skinclf.contracts.cv_folder import CHECKPOINT, cv_runs, fold_folders, member_cvs
-from skinclf.contracts.run_folder import FEATURE_STATS_FILE, RunOutput
+from skinclf.contracts.package_folder import PackageFolder
+from skinclf.contracts.run_folder import METRICS_FILE, RunOutput, TrainingRun
 from skinclf.errors import ConfigError, DataError
 from skinclf.predictor.decisions import selective_thresholds
 from skinclf.predictor.manifest import (
-    CARD_FILE,
-    CARD_MARKDOWN,
-    MANIFEST_FILE,
     PACKAGE_FORMAT,
-    SELECTIVE_FILE,
+    CardFiles,
+    InferenceSpec,
+    Manifest,
+    Normalisation,
+    OnnxEntry,
+    Preprocessing,
     format_version,
     is_package,
 )
@@ -101,25 +105,30 @@ def _weights_id(models: Sequence) -> str:
     return h.hexdigest()[:12]
 
 
-def _write_member(run: Path, model, folder: Path) -> None:
+def _write_member(run: Path, model, package: PackageFolder, i: int) -> None:
     """members/<i>/: the classifier checkpoint load_classifier reads, and the run's files."""
     import torch
 
     from skinclf.models.classifier import SPEC_KEY
 
-    folder.mkdir(parents=True)
+    package.member(i).mkdir(parents=True)
     state = {"state_dict": model.state_dict(), "hyper_parameters": {SPEC_KEY: model.spec.to_dict()}}
-    torch.save(state, folder / "classifier.ckpt")
-    for name in ("config.yaml", "split.csv", "provenance.json"):
-        if (run / name).is_file():
-            shutil.copy2(run / name, folder / name)
+    torch.save(state, package.member_checkpoint(i))
+    theirs, ours = TrainingRun(run), TrainingRun(package.member(i))
+    for src, dst in (
+        (theirs.config, ours.config),
+        (theirs.split, ours.split),
+        (theirs.provenance, ours.provenance),
+    ):
+        if src.is_file():
+            shutil.copy2(src, dst)
 
 
 def _recorded_precision(run: Path) -> str:
     """The inference precision the run recorded (metrics.json, else provenance.json), else its
     config's, resolved on this machine."""
-    for name, keys in (("metrics.json", ("inference_precision",)), ("provenance.json", ())):
-        path = run / name
+    files = TrainingRun(run)
+    for path, keys in ((files.metrics, ("inference_precision",)), (files.provenance, ())):
         if not path.is_file():
             continue
         data = json.loads(path.read_text())
@@ -128,10 +137,10 @@ def _recorded_precision(run: Path) -> str:
             return str(value)
     from skinclf.inference.precision import resolve_precision
 
-    return resolve_precision(read_config(run / "config.yaml").trainer.precision, training=False)
+    return resolve_precision(read_config(files.config).trainer.precision, training=False)
 
 
-def _statistics(runs: Sequence[Path], sel_path: Path | None, staging: Path) -> str | None:
+def _statistics(runs: Sequence[Path], sel_path: Path | None, package: PackageFolder) -> str | None:
     """feature_stats.npz: the OOD gate's statistics, else the first run's fresh ones, carrying
     the fingerprint of the member checkpoint; None when there are none."""
     from skinclf.contracts.selective import load_selective
@@ -139,7 +148,8 @@ def _statistics(runs: Sequence[Path], sel_path: Path | None, staging: Path) -> s
     from skinclf.scoring.feature_scores import FeatureStats
 
     gate = load_selective(sel_path).gate if sel_path else None
-    source = runs[0] / FEATURE_STATS_FILE
+    run = TrainingRun(runs[0])
+    source = run.feature_stats
     if gate is not None and gate.stats_file:
         source = sel_path.parent / gate.stats_file
         if not source.is_file():
@@ -147,23 +157,23 @@ def _statistics(runs: Sequence[Path], sel_path: Path | None, staging: Path) -> s
     elif not source.is_file():
         return None
     stats = FeatureStats.load(source)
-    fresh = stats.fingerprint == checkpoint_fingerprint(runs[0] / CHECKPOINT)
+    fresh = stats.fingerprint == checkpoint_fingerprint(run.best)
     if not fresh and source.parent == runs[0]:
         return None  # fitted for an older checkpoint of the run
     if fresh:
-        member = staging / "members" / "0" / "classifier.ckpt"
+        member = package.member_checkpoint(0)
         stats = dataclasses.replace(stats, fingerprint=checkpoint_fingerprint(member))
-    stats.save(staging / FEATURE_STATS_FILE)
-    return FEATURE_STATS_FILE
+    stats.save(package.feature_stats)
+    return package.name(package.feature_stats)
 
 
-def _copy_selective(sel_path: Path, staging: Path, stats: str | None) -> str:
+def _copy_selective(sel_path: Path, package: PackageFolder, stats: str | None) -> str:
     """selective.json as evaluated, its OOD gate pointing at the package's statistics."""
     data = json.loads(sel_path.read_text())
     if data.get("ood_gate") and data["ood_gate"].get("stats_file") and stats:
         data["ood_gate"]["stats_file"] = stats
-    (staging / SELECTIVE_FILE).write_text(json.dumps(data, indent=2) + "\n")
-    return SELECTIVE_FILE
+    package.policy.write_text(json.dumps(data, indent=2) + "\n")
+    return package.name(package.policy)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -172,8 +182,8 @@ def _read_json(path: Path) -> dict | None:
 
 def _evaluation(source: Path, sel_path: Path | None) -> tuple[dict | None, str]:
     """The evaluation's metrics.json (beside selective.json, else SOURCE/eval/) and its path."""
-    candidates = ([sel_path.parent / "metrics.json"] if sel_path else []) + [
-        source / "eval" / "metrics.json"
+    candidates = ([sel_path.parent / METRICS_FILE] if sel_path else []) + [
+        RunOutput(source).metrics
     ]
     for path in candidates:
         data = _read_json(path)
@@ -182,23 +192,22 @@ def _evaluation(source: Path, sel_path: Path | None) -> tuple[dict | None, str]:
     return None, ""
 
 
-def _onnx(models: Sequence, staging: Path, image_size: int) -> dict:
+def _onnx(models: Sequence, package: PackageFolder, image_size: int) -> OnnxEntry:
     """model.onnx (members/<i>/model.onnx for an ensemble) and the manifest's `onnx` entry."""
     from skinclf.onnx_export import export_onnx
 
-    files = (
-        ["model.onnx"]
-        if len(models) == 1
-        else [f"members/{i}/model.onnx" for i in range(len(models))]
+    paths = (
+        [package.onnx] if len(models) == 1 else [package.member_onnx(i) for i in range(len(models))]
     )
     entry: dict = {}
-    for model, name in zip(models, files, strict=True):
-        entry = export_onnx(model, staging / name, image_size)
-    return {"file": files[0], "files": files, **entry}
+    for model, path in zip(models, paths, strict=True):
+        entry = export_onnx(model, path, image_size)
+    files = [package.name(p) for p in paths]
+    return OnnxEntry(file=files[0], files=files, **entry)
 
 
 def _provenance(runs: Sequence[Path], source: Path) -> dict:
-    prov = _read_json(runs[0] / "provenance.json") or {}
+    prov = _read_json(TrainingRun(runs[0]).provenance) or {}
     return {
         **prov,
         "run": source.name,
@@ -208,46 +217,58 @@ def _provenance(runs: Sequence[Path], source: Path) -> dict:
     }
 
 
-def _copy_offsets(source: Path, staging: Path) -> str | None:
+def _copy_offsets(source: Path, package: PackageFolder) -> str | None:
     """SOURCE's logit_offsets.json (a cross-validation folder's), checked, or None."""
     from skinclf.scoring.offsets import OFFSETS_FILE, read_offsets
 
     if not (source / OFFSETS_FILE).is_file():
         return None
     read_offsets(source / OFFSETS_FILE)  # a damaged one: DataError before the package exists
-    shutil.copy2(source / OFFSETS_FILE, staging / OFFSETS_FILE)
-    return OFFSETS_FILE
+    target = package.path / OFFSETS_FILE
+    shutil.copy2(source / OFFSETS_FILE, target)
+    return package.name(target)
 
 
-def _manifest(models, runs, source, selective, stats, onnx, precision, offsets) -> dict:
-    spec, cfg = models[0].spec, read_config(runs[0] / "config.yaml")
-    return {
-        "format": PACKAGE_FORMAT,
-        "format_version": format_version(offsets),
-        "model_id": f"{source.name}-{_weights_id(models)}",
-        "skinclf_version": __version__,
-        "classes": list(spec.classes),
-        "preprocessing": {
-            "image_size": spec.image_size,
-            "resize": spec.resize,
-            "colour": COLOUR,
-            "decoder": DECODER,
-            "normalisation": {"mean": list(spec.mean), "std": list(spec.std), "inside_model": True},
-        },
-        "members": [f"members/{i}/classifier.ckpt" for i in range(len(models))],
-        "ensemble": "mean probabilities" if len(models) > 1 else None,
-        "logit_offsets": offsets,
-        "inference": {
-            "precision": precision,
-            "tta": cfg.predict.tta,
-            "batch_size": cfg.predict.batch_size,
-        },
-        "selective": selective,
-        "feature_stats": stats,
-        "onnx": onnx,
-        "card": {"json": CARD_FILE, "markdown": CARD_MARKDOWN},
-        "provenance": _provenance(runs, source),
-    }
+def _manifest(
+    models: Sequence,
+    runs: Sequence[Path],
+    source: Path,
+    selective: str | None,
+    stats: str | None,
+    onnx: OnnxEntry | None,
+    precision: str,
+    offsets: str | None,
+) -> Manifest:
+    """The package's manifest (its members named as `PackageFolder` places them)."""
+    spec, cfg = models[0].spec, read_config(TrainingRun(runs[0]).config)
+    names = PackageFolder(Path())  # the files inside a package, as the manifest names them
+    return Manifest(
+        format=PACKAGE_FORMAT,
+        format_version=format_version(offsets),
+        model_id=f"{source.name}-{_weights_id(models)}",
+        skinclf_version=__version__,
+        classes=list(spec.classes),
+        preprocessing=Preprocessing(
+            image_size=spec.image_size,
+            resize=spec.resize,
+            colour=COLOUR,
+            decoder=DECODER,
+            normalisation=Normalisation(
+                mean=list(spec.mean), std=list(spec.std), inside_model=True
+            ),
+        ),
+        members=[names.name(names.member_checkpoint(i)) for i in range(len(models))],
+        ensemble="mean probabilities" if len(models) > 1 else None,
+        logit_offsets=offsets,
+        inference=InferenceSpec(
+            precision=precision, tta=cfg.predict.tta, batch_size=cfg.predict.batch_size
+        ),
+        selective=selective,
+        feature_stats=stats,
+        onnx=onnx,
+        card=CardFiles(json=names.name(names.card), markdown=names.name(names.card_markdown)),
+        provenance=_provenance(runs, source),
+    )
 
 
 def _offsets_card(source: Path, name: str | None) -> dict | None:
@@ -258,7 +279,7 @@ def _offsets_card(source: Path, name: str | None) -> dict | None:
     return {k: data.get(k) for k in ("offsets", "fitted_on", "n")}
 
 
-def _card(manifest: dict, runs: Sequence[Path], sel_path: Path | None, source: Path) -> dict:
+def _card(manifest: Manifest, runs: Sequence[Path], sel_path: Path | None, source: Path) -> dict:
     """model_card.json: data, licence, split sizes, metrics, the selective classifier."""
     from skinclf.contracts.selective import load_selective
     from skinclf.model_card import (
@@ -270,26 +291,26 @@ def _card(manifest: dict, runs: Sequence[Path], sel_path: Path | None, source: P
         split_sizes,
     )
 
-    prov = manifest["provenance"]
+    prov = manifest.provenance
     evaluation, where = _evaluation(source, sel_path)
     sel = load_selective(sel_path) if sel_path else None
-    prep, inference = manifest["preprocessing"], manifest["inference"]
-    splits = [split_sizes(r / "split.csv") for r in runs]
+    prep, inference = manifest.preprocessing, manifest.inference
+    splits = [split_sizes(TrainingRun(r).split) for r in runs]
     return {
-        "model_id": manifest["model_id"],
-        "skinclf_version": manifest["skinclf_version"],
+        "model_id": manifest.model_id,
+        "skinclf_version": manifest.skinclf_version,
         "exported": prov["exported"],
         "intended_use": INTENDED_USE,
         "model": {
             "backbone": ", ".join(
-                dict.fromkeys(read_config(r / "config.yaml").model.backbone for r in runs)
+                dict.fromkeys(read_config(TrainingRun(r).config).model.backbone for r in runs)
             ),
-            "image_size": prep["image_size"],
-            "resize": prep["resize"],
+            "image_size": prep.image_size,
+            "resize": prep.resize,
             "members": len(runs),
-            "tta": inference["tta"],
-            "precision": inference["precision"],
-            "logit_offsets": _offsets_card(source, manifest["logit_offsets"]),
+            "tta": inference.tta,
+            "precision": inference.precision,
+            "logit_offsets": _offsets_card(source, manifest.logit_offsets),
         },
         "training_data": {
             "path": prov.get("data_path"),
@@ -300,7 +321,7 @@ def _card(manifest: dict, runs: Sequence[Path], sel_path: Path | None, source: P
             **({"splits_per_member": splits} if len(splits) > 1 else {}),
         },
         "metrics": card_metrics(
-            [_read_json(r / "metrics.json") or {} for r in runs], evaluation, where
+            [_read_json(TrainingRun(r).metrics) or {} for r in runs], evaluation, where
         ),
         "selective": selective_card(sel, selective_thresholds(sel), evaluation),
         "limitations": list(LIMITATIONS),
@@ -312,7 +333,7 @@ def export_model(
     out: Path | str,
     onnx: bool = False,
     selective: Path | str | None = None,
-) -> dict:
+) -> Manifest:
     """Write the model folder `out` from a run (or a CV folder of runs); returns the manifest.
 
     `selective`: the selective.json to include (default: SOURCE/eval/selective.json when it
@@ -326,28 +347,29 @@ def export_model(
     source, out = Path(source), Path(out)
     runs = source_runs(source)
     _check_out(out, runs)
-    sel_path = Path(selective) if selective else source / "eval" / SELECTIVE_FILE
+    sel_path = Path(selective) if selective else RunOutput(source).policy
     if selective is None and not sel_path.is_file():
         sel_path = None
     if sel_path is not None:
         load_selective(sel_path)  # a missing or malformed one: DataError before writing
-    models = [load_classifier(r / CHECKPOINT) for r in runs]
+    models = [load_classifier(TrainingRun(r).best) for r in runs]
     _check_members(models, runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    package = PackageFolder(staging)
     try:
         for i, (run, model) in enumerate(zip(runs, models, strict=True)):
-            _write_member(run, model, staging / "members" / str(i))
-        stats = _statistics(runs, sel_path, staging)
-        sel_name = _copy_selective(sel_path, staging, stats) if sel_path else None
-        graph = _onnx(models, staging, models[0].spec.image_size) if onnx else None
+            _write_member(run, model, package, i)
+        stats = _statistics(runs, sel_path, package)
+        sel_name = _copy_selective(sel_path, package, stats) if sel_path else None
+        graph = _onnx(models, package, models[0].spec.image_size) if onnx else None
         precision = _recorded_precision(runs[0])
-        offsets = _copy_offsets(source, staging)
+        offsets = _copy_offsets(source, package)
         manifest = _manifest(models, runs, source, sel_name, stats, graph, precision, offsets)
         card = _card(manifest, runs, sel_path, source)
-        write_text(staging / CARD_FILE, json.dumps(card, indent=2) + "\n")
-        write_text(staging / CARD_MARKDOWN, render_markdown(card))
-        write_text(staging / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
+        write_text(package.card, json.dumps(card, indent=2) + "\n")
+        write_text(package.card_markdown, render_markdown(card))
+        write_text(package.manifest, manifest.to_json())
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

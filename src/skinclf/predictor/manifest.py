@@ -1,37 +1,48 @@
 """The model package's manifest (`skinclf-model.json`), read through a schema.
 
-Every file a package names (members, policy, statistics, offsets, ONNX graphs) must lie inside
-the package folder; a manifest that names `../other/...` or an absolute path is refused. Each
-failure is one sentence naming the file and what to do.
+`read_manifest` returns the `Manifest` model: every key predict, serve and export read is
+declared on it (others are kept as they are), and export writes the manifest from one
+(`Manifest.to_json`). Every file a package names (members, policy, statistics, offsets, ONNX
+graphs) must lie inside the package folder; a manifest that names `../other/...` or an absolute
+path is refused. Each failure is one sentence naming the file and what to do. The folder's file
+names are `skinclf.contracts.package_folder.PackageFolder`'s.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from skinclf import __version__
 from skinclf.classes import CLASSES
-from skinclf.contracts.run_folder import POLICY_FILE
+from skinclf.contracts.package_folder import MANIFEST_FILE, PackageFolder
 from skinclf.errors import DataError
 
 PACKAGE_FORMAT = "skinclf-model"
 PACKAGE_FORMAT_VERSION = 2  # 2: may carry logit offsets (manifest key "logit_offsets")
 READABLE_FORMAT_VERSIONS = (1, 2)
-MANIFEST_FILE = "skinclf-model.json"
-CARD_FILE = "model_card.json"
-CARD_MARKDOWN = "MODEL_CARD.md"
-SELECTIVE_FILE = POLICY_FILE
 REQUIRED_KEYS = ("model_id", "skinclf_version", "preprocessing", "inference", "members")
+
+
+class Normalisation(BaseModel):
+    """The pixel normalisation (done inside the model: it takes uint8 pixels)."""
+
+    model_config = ConfigDict(extra="allow")
+    mean: list[float]
+    std: list[float]
+    inside_model: bool
 
 
 class Preprocessing(BaseModel):
     model_config = ConfigDict(extra="allow")
     image_size: int = Field(gt=0)
     resize: Literal["squash", "center-crop"]
+    colour: str | None = None
+    decoder: str | None = None
+    normalisation: Normalisation | None = None
 
 
 class InferenceSpec(BaseModel):
@@ -42,13 +53,28 @@ class InferenceSpec(BaseModel):
 
 
 class OnnxEntry(BaseModel):
+    """The ONNX graphs: `file` (the first member's), `files` (one per member), and the graph's
+    opset, inputs and outputs (`skinclf.onnx_export.export_onnx`)."""
+
     model_config = ConfigDict(extra="allow")
     file: str
     files: list[str] | None = None
+    opset: int | None = None
+    inputs: dict[str, Any] | None = None
+    outputs: list[str] | None = None
+
+
+class CardFiles(BaseModel):
+    """The model card's files (manifest key "card": "json" and "markdown")."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    json_file: str = Field(alias="json")
+    markdown: str
 
 
 class Manifest(BaseModel):
-    """The manifest's keys that predict, serve and export read; others are kept as they are."""
+    """The manifest: the keys predict, serve and export read, declared in the order export
+    writes them; others are kept as they are (after these when written)."""
 
     model_config = ConfigDict(extra="allow")
     format: str
@@ -57,12 +83,15 @@ class Manifest(BaseModel):
     skinclf_version: str = Field(min_length=1)
     classes: list[str]
     preprocessing: Preprocessing
-    inference: InferenceSpec
     members: list[str] = Field(min_length=1)
+    ensemble: str | None = None  # how members are combined ("mean probabilities"), None for one
+    logit_offsets: str | None = None
+    inference: InferenceSpec
     selective: str | None = None
     feature_stats: str | None = None
-    logit_offsets: str | None = None
     onnx: OnnxEntry | None = None
+    card: CardFiles | None = None
+    provenance: dict[str, Any] = Field(default_factory=dict)  # the first run's, and the export's
 
     def files(self) -> list[str]:
         """Every file of the package the manifest names."""
@@ -70,6 +99,10 @@ class Manifest(BaseModel):
         if self.onnx is not None:
             named += [self.onnx.file, *(self.onnx.files or [])]
         return [n for n in named if n]
+
+    def to_json(self) -> str:
+        """The manifest file's text: the keys given, in the order declared, then the others."""
+        return json.dumps(self.model_dump(by_alias=True, exclude_unset=True), indent=2) + "\n"
 
 
 def format_version(offsets: str | None) -> int:
@@ -81,7 +114,7 @@ def format_version(offsets: str | None) -> int:
 
 def is_package(path: Path | str) -> bool:
     """Whether `path` is an exported model folder (it holds the manifest)."""
-    return (Path(path) / MANIFEST_FILE).is_file()
+    return PackageFolder(Path(path)).manifest.is_file()
 
 
 def inside(model_dir: Path | str, name: str, what: str = "file") -> Path:
@@ -89,8 +122,9 @@ def inside(model_dir: Path | str, name: str, what: str = "file") -> Path:
     root = Path(model_dir).resolve()
     target = (root / name).resolve()
     if Path(name).is_absolute() or not target.is_relative_to(root):
+        manifest = PackageFolder(Path(model_dir)).manifest
         raise DataError(
-            f"{Path(model_dir) / MANIFEST_FILE} names the {what} {name!r}, which is outside the "
+            f"{manifest} names the {what} {name!r}, which is outside the "
             "package folder; a package only reads its own files: export the model again."
         )
     return Path(model_dir) / name
@@ -133,11 +167,11 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {err['msg']}"
 
 
-def read_manifest(model_dir: Path | str) -> dict:
+def read_manifest(model_dir: Path | str) -> Manifest:
     """The manifest of MODEL_DIR, checked against its schema; DataError in one sentence for a
     missing, damaged or foreign one, one of another format version, one with a wrong value,
     or one that names a file outside MODEL_DIR."""
-    path = Path(model_dir) / MANIFEST_FILE
+    path = PackageFolder(Path(model_dir)).manifest
     manifest = _read_json(path, model_dir)
     _check_format(manifest, path)
     assert isinstance(manifest, dict)
@@ -152,15 +186,15 @@ def read_manifest(model_dir: Path | str) -> dict:
         raise DataError(f"{path}: {_first_error(exc)}; export the model again.") from None
     for name in parsed.files():
         inside(model_dir, name)
-    return manifest
+    return parsed
 
 
-def check_member(spec, manifest: dict, where: Path) -> None:
+def check_member(spec, manifest: Manifest, where: Path) -> None:
     """DataError unless a member's own spec has the manifest's classes and preprocessing (a
     package never predicts with pixels or a class order other than its checkpoints')."""
-    pre = manifest["preprocessing"]
+    pre = manifest.preprocessing
     theirs = (tuple(spec.classes), spec.image_size, spec.resize)
-    ours = (tuple(manifest["classes"]), int(pre["image_size"]), pre["resize"])
+    ours = (tuple(manifest.classes), pre.image_size, pre.resize)
     if theirs != ours:
         raise DataError(
             f"{where}: its classes/size/resize {theirs} differ from the manifest's {ours}; "
@@ -168,18 +202,25 @@ def check_member(spec, manifest: dict, where: Path) -> None:
         )
 
 
-def package_selective(model_dir: Path | str, manifest: dict | None = None) -> Path | None:
-    """MODEL_DIR's selective.json, or None when it was exported without one."""
-    name = (manifest or read_manifest(model_dir)).get("selective")
+def _read(model_dir: Path | str, manifest: Manifest | None) -> Manifest:
+    return manifest if manifest is not None else read_manifest(model_dir)
+
+
+def package_selective(model_dir: Path | str, manifest: Manifest | None = None) -> Path | None:
+    """MODEL_DIR's selective.json, or None when it was exported without one; `manifest`: its
+    manifest when already read."""
+    name = _read(model_dir, manifest).selective
     return inside(model_dir, name, "policy file") if name else None
 
 
-def package_offsets(model_dir: Path | str, manifest: dict | None = None):  # -> np.ndarray | None
+def package_offsets(
+    model_dir: Path | str, manifest: Manifest | None = None
+):  # -> np.ndarray | None
     """MODEL_DIR's per-class logit offsets (a cross-validation's), or None without them;
     `manifest`: its manifest when already read."""
     from skinclf.scoring.offsets import read_offsets
 
-    name = (manifest or read_manifest(model_dir)).get("logit_offsets")
+    name = _read(model_dir, manifest).logit_offsets
     return read_offsets(inside(model_dir, name, "offsets file")) if name else None
 
 
