@@ -13,6 +13,7 @@ from skinclf.config import load_config
 from skinclf.errors import ConfigError
 from skinclf.train.activations import (
     ActivationDataset,
+    ActivationViews,
     ViewSampler,
     cached_activations,
     frozen_blocks,
@@ -89,7 +90,7 @@ def test_activation_cache_is_built_once_and_views_differ(tmp_path: Path) -> None
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
     rows = np.array([4, 0, 2])
-    args = (model, images, rows, 2, "train", 3, {"images": "x"}, tmp_path)
+    args = (model, images, rows, ActivationViews(2, "train", 3), {"images": "x"}, tmp_path)
     first = cached_activations(*args, progress=False)
     assert first.shape[:2] == (3, 3) and first.dtype == np.float16
     files = list((tmp_path / "activations").glob("*.npy"))
@@ -103,7 +104,8 @@ def test_activation_cache_is_built_once_and_views_differ(tmp_path: Path) -> None
     assert not np.array_equal(first[:, 0], first[:, 1])  # different views of each image
     # row order is kept: the cached activations of row 4 are those of image 4
     with torch.no_grad():
-        plain = cached_activations(model, images, rows, 2, "none", 1, {"i": 1}, tmp_path)
+        none = ActivationViews(2, "none", 1)
+        plain = cached_activations(model, images, rows, none, {"i": 1}, tmp_path)
         x = torch.from_numpy(images[[4]]).permute(0, 3, 1, 2)
         direct = prefix_forward(model, x, 2).float().numpy()
     assert np.allclose(plain[0, 0], direct[0], atol=2e-2)
@@ -147,8 +149,9 @@ def test_augmented_views_are_views_of_the_image(tmp_path: Path) -> None:
     images = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
     rows = np.array([3, 1])
     key = {"images": "smooth"}
-    views = cached_activations(model, images, rows, 2, "train", 2, key, tmp_path, progress=False)
-    plain = cached_activations(model, images, rows, 2, "none", 1, key, tmp_path, progress=False)
+    train, none = ActivationViews(2, "train", 2), ActivationViews(2, "none", 1)
+    views = cached_activations(model, images, rows, train, key, tmp_path, progress=False)
+    plain = cached_activations(model, images, rows, none, key, tmp_path, progress=False)
     scale = np.abs(plain).mean()
     assert np.abs(views[:, 0].astype(np.float32) - plain[:, 0]).mean() < 0.1 * scale
     assert np.abs(views[0, 0].astype(np.float32) - plain[1, 0]).mean() > 0.1 * scale
@@ -186,7 +189,7 @@ def test_training_on_cached_activations(learnable_sample: Path, train_cache: Pat
 
 
 def test_resume_on_cached_activations_equals_uninterrupted(ham_sample: Path, tmp_path: Path):
-    from skinclf.train.training import fit
+    from skinclf.train.training import FitOptions, fit
     from test_train import StopAfter, _weights
 
     cfg = load_config(
@@ -195,7 +198,7 @@ def test_resume_on_cached_activations_equals_uninterrupted(ham_sample: Path, tmp
     )
     quiet = {"cache_dir": tmp_path / "cache", "progress": False, "log": lambda *_: None}
     fit(ham_sample, tmp_path / "full", cfg, **quiet)
-    fit(ham_sample, tmp_path / "cut", cfg, callbacks=[StopAfter(1)], **quiet)
+    fit(ham_sample, tmp_path / "cut", cfg, options=FitOptions(callbacks=[StopAfter(1)]), **quiet)
     fit(ham_sample, tmp_path / "cut", cfg, resume=True, **quiet)
     full, resumed = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
     worst = max((full[k].float() - resumed[k].float()).abs().max().item() for k in full)

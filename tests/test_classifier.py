@@ -13,7 +13,7 @@ from skinclf.contracts.predictions import read_predictions, softmax
 from skinclf.data.cache import build_cache
 from skinclf.data.formats import load_dataset
 from skinclf.errors import DataError
-from skinclf.inference.batch import infer
+from skinclf.inference.batch import InferenceSettings, infer
 from skinclf.models.classifier import Classifier, ClassifierSpec, load_classifier
 
 
@@ -34,8 +34,7 @@ def test_load_classifier_alone_reproduces_the_runs_test_predictions(
         model,
         images.images,
         images.rows(list(ref.image_ids)),
-        tta=metrics["tta"],
-        precision=metrics["inference_precision"],
+        InferenceSettings(tta=metrics["tta"], precision=metrics["inference_precision"]),
         progress=False,
     )
     assert result.precision == metrics["inference_precision"]

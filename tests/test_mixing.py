@@ -120,7 +120,7 @@ def test_mixing_settings_reuse_the_activation_cache(tmp_path: Path) -> None:
     """Mixing acts on cached views at training time, so it must not rebuild the cache (a tuner
     searching mixup would otherwise recompute it every trial); other augmentation must."""
     from skinclf.models import create_backbone
-    from skinclf.train.activations import cached_activations
+    from skinclf.train.activations import ActivationViews, cached_activations
 
     built = create_backbone("efficientnet_lite0", pretrained=False)  # one set of weights
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
@@ -128,7 +128,8 @@ def test_mixing_settings_reuse_the_activation_cache(tmp_path: Path) -> None:
 
     def build(overrides: list[str]) -> None:
         model, _ = _classifier(overrides, built)
-        cached_activations(model, images, rows, 5, "train", 1, {}, tmp_path, progress=False)
+        views = ActivationViews(5, "train", 1)
+        cached_activations(model, images, rows, views, {}, tmp_path, progress=False)
 
     build([])
     build(["augment.mixup=0.4", "augment.cutmix=1.0", "augment.mix_prob=0.5"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from skinclf.inference.batch import infer, stage_dims, stage_modules
+from skinclf.inference.batch import InferenceSettings, infer, stage_dims, stage_modules
 from skinclf.models.classifier import ClassifierSpec, build_classifier
 
 
@@ -19,7 +19,8 @@ def _model():
 def test_stage_outputs_match_a_separate_forward() -> None:
     model = _model()
     images = np.random.default_rng(0).integers(0, 255, size=(5, 32, 32, 3), dtype=np.uint8)
-    result = infer(model, images, np.arange(5), stages=True, progress=False, batch_size=2)
+    two = InferenceSettings(batch_size=2)
+    result = infer(model, images, np.arange(5), two, stages=True, progress=False)
     dims = stage_dims(model)
     assert len(dims) == len(stage_modules(model)) == 7
     assert result.stages is not None and result.stages.shape == (5, sum(dims))
@@ -41,7 +42,8 @@ def test_stage_outputs_match_a_separate_forward() -> None:
 def test_stage_outputs_are_view_averaged_under_tta() -> None:
     model = _model()
     images = np.random.default_rng(1).integers(0, 255, size=(3, 32, 32, 3), dtype=np.uint8)
-    tta = infer(model, images, np.arange(3), tta="d4", stages=True, progress=False)
+    d4 = InferenceSettings(tta="d4")
+    tta = infer(model, images, np.arange(3), d4, stages=True, progress=False)
     from skinclf.inference.batch import d4_views
 
     x = torch.from_numpy(images).permute(0, 3, 1, 2)

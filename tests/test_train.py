@@ -16,7 +16,7 @@ import torch
 from skinclf.classes import CLASSES
 from skinclf.config import load_config
 from skinclf.errors import ConfigError, DataError
-from skinclf.train.training import fit
+from skinclf.train.training import FitOptions, fit
 
 RUN_FILES = (
     "config.yaml",
@@ -86,7 +86,7 @@ def test_resume_equals_uninterrupted(ham_sample: Path, tmp_path: Path) -> None:
     )
     quiet = {"cache_dir": tmp_path / "cache", "progress": False, "log": lambda *_: None}
     fit(ham_sample, tmp_path / "full", cfg, **quiet)
-    fit(ham_sample, tmp_path / "cut", cfg, callbacks=[StopAfter(1)], **quiet)
+    fit(ham_sample, tmp_path / "cut", cfg, options=FitOptions(callbacks=[StopAfter(1)]), **quiet)
     assert torch.load(tmp_path / "cut/checkpoints/last.ckpt", weights_only=False)["epoch"] == 0
     with pytest.raises(ConfigError, match="--resume"):
         fit(ham_sample, tmp_path / "cut", cfg, **quiet)
@@ -132,9 +132,9 @@ def test_split_must_match_data_and_cover_every_class(ham_sample: Path, tmp_path:
             ham_sample,
             tmp_path / "r1",
             cfg,
-            split_file=bad,
             cache_dir=tmp_path / "c",
             progress=False,
+            options=FitOptions(split_file=bad),
         )
 
     from skinclf.data.formats import load_dataset
@@ -152,9 +152,9 @@ def test_split_must_match_data_and_cover_every_class(ham_sample: Path, tmp_path:
             ham_sample,
             tmp_path / "r2",
             cfg,
-            split_file=no_df,
             cache_dir=tmp_path / "c",
             progress=False,
+            options=FitOptions(split_file=no_df),
         )
     assert not (tmp_path / "r2" / "checkpoints").exists()
 

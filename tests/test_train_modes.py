@@ -14,7 +14,7 @@ from torch import nn
 from skinclf.config import load_config
 from skinclf.models.modes import eval_mode
 from skinclf.train.callbacks import TrainModeCheck
-from skinclf.train.training import fit
+from skinclf.train.training import FitOptions, fit
 
 QUIET = {"progress": False, "log": lambda *_: None}
 
@@ -51,7 +51,8 @@ def test_cold_and_warm_cache_train_the_same_model(
     runs, modes = [], []
     for name in ("cold", "warm"):  # the second run finds features (and activations) cached
         record = RecordModes()
-        fit(data, tmp_path / name, cfg, cache_dir=cache, callbacks=[record], **QUIET)
+        options = FitOptions(callbacks=[record])
+        fit(data, tmp_path / name, cfg, cache_dir=cache, options=options, **QUIET)
         runs.append(_weights(tmp_path / name))
         modes.append(record)
     cold, warm = runs

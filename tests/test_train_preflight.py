@@ -13,7 +13,7 @@ import yaml
 
 from skinclf.config import load_config, save_config
 from skinclf.errors import ConfigError, MissingExtraError
-from skinclf.train.training import fit
+from skinclf.train.training import FitOptions, fit
 
 QUIET = {"progress": False, "log": lambda *_: None}
 
@@ -73,9 +73,9 @@ def test_fit_refuses_to_resume_with_another_split(
             learnable_sample,
             run,
             load_config("sample"),
-            split_file=other,
             resume=True,
             cache_dir=train_cache,
+            options=FitOptions(split_file=other),
             **QUIET,
         )
 

@@ -95,7 +95,7 @@ def test_pruning_stops_a_training_run(ham_sample: Path, train_cache: Path, tmp_p
     """The callback reports each epoch's validation score and stops the run when told to."""
     import optuna
 
-    from skinclf.train.training import fit
+    from skinclf.train.training import FitOptions, fit
     from skinclf.tune import PruneOnValidation
 
     class Trial:  # the two methods of optuna.Trial the callback uses
@@ -117,8 +117,8 @@ def test_pruning_stops_a_training_run(ham_sample: Path, train_cache: Path, tmp_p
             cfg,
             cache_dir=train_cache,
             progress=False,
-            callbacks=[PruneOnValidation(trial)],
             log=lambda *_: None,
+            options=FitOptions(callbacks=[PruneOnValidation(trial)]),
         )
     assert [step for step, _ in trial.reports] == [0, 1]
     assert all(0.0 <= v <= 1.0 for _, v in trial.reports)

@@ -147,7 +147,7 @@ def train(
 def _fit(data, out, cfg, split, cache_dir, resume, progress):  # -> TrainResult
     """`fit`, after checking --out; Ctrl-C says how to continue."""
     from skinclf.outputs import check_output
-    from skinclf.train.training import fit
+    from skinclf.train.training import FitOptions, fit
 
     check_output(out)  # one sentence now, not a traceback after stage 1
     try:
@@ -155,11 +155,11 @@ def _fit(data, out, cfg, split, cache_dir, resume, progress):  # -> TrainResult
             data,
             out,
             cfg,
-            split_file=split,
             cache_dir=cache_dir,
             resume=resume,
             progress=progress,
             log=console.print,
+            options=FitOptions(split_file=split),
         )
     except (KeyboardInterrupt, SystemExit):  # (Lightning turns Ctrl-C into sys.exit(1))
         console.print(

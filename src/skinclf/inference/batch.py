@@ -85,43 +85,51 @@ class Inference:
         return np.concatenate([self.features, self.stages], axis=1)
 
 
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How a pass over images runs: `tta` none | d4 (the mean over the 8 D4 views), the
+    autocast `precision` (32 | bf16-mixed | 16-mixed) and `batch_size` images at a time."""
+
+    tta: str = "none"
+    precision: str = "32"
+    batch_size: int = 64
+
+
 def infer(
     classifier: torch.nn.Module,
     images: np.ndarray,
     rows: Sequence[int] | np.ndarray,
-    tta: str = "none",
-    precision: str = "32",
-    batch_size: int = 64,
+    settings: InferenceSettings = InferenceSettings(),
     progress: bool = True,
     description: str = "predict",
     stages: bool = False,
 ) -> Inference:
     """Logits and features of `images[rows]` (uint8 N,H,W,3) from a classifier (anything with
-    `features(x)` and `head(f)`, e.g. `models.Classifier`); `stages`: also each backbone
-    stage's pooled output (`Inference.stages`; None when the backbone has none).
+    `features(x)` and `head(f)`, e.g. `models.Classifier`), with the TTA, precision and batch
+    size of `settings`; `stages`: also each backbone stage's pooled output (`Inference.stages`;
+    None when the backbone has none).
 
     With D4 TTA the logits are the log of the mean probability over the 8 views (so that their
     softmax is the view-averaged probability) and the features are the mean over views. Runs in
     eval mode and leaves every module in the mode it found it in."""
     with eval_mode(classifier), torch.inference_mode():
         logits, feats, pooled = _predict_arrays(
-            classifier, images, rows, batch_size, tta, precision, progress, description, stages
+            classifier, images, rows, settings, progress, description, stages
         )
-    return Inference(logits, feats, tta, precision, pooled)
+    return Inference(logits, feats, settings.tta, settings.precision, pooled)
 
 
 def _predict_arrays(
     model: torch.nn.Module,
     images: np.ndarray,
     rows: Sequence[int] | np.ndarray,
-    batch_size: int,
-    tta: str,
-    precision: str,
+    settings: InferenceSettings,
     progress: bool,
     description: str,
     stages: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     device = next(model.parameters()).device
+    tta, precision, batch_size = settings.tta, settings.precision, settings.batch_size
     rows = np.asarray(rows, dtype=np.int64)
     out_logits, out_feats, out_stages = [], [], []
     taps = stage_taps(model, enabled=stages)

@@ -13,7 +13,7 @@ from filelock import FileLock
 
 from skinclf.atomic import atomic_path
 from skinclf.faults import fault_point
-from skinclf.inference.batch import infer
+from skinclf.inference.batch import InferenceSettings, infer
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
@@ -70,33 +70,29 @@ def cached_features(
     rows: np.ndarray,
     key_parts: dict[str, object],
     cache_dir: Path,
-    precision: str = "32",
-    batch_size: int = 64,
+    settings: InferenceSettings = InferenceSettings(),
     progress: bool = True,
     stages: bool = False,
 ) -> np.ndarray:
     """Pooled features of `images[rows]` from `model.features`, cached under `cache_dir/features`;
     `stages`: what the feature scores read instead (`Inference.score_features`: the pooled
-    features, then each stage's pooled output), under `cache_dir/score_features`.
+    features, then each stage's pooled output), under `cache_dir/score_features`. Computed with
+    the precision, batch size and TTA of `settings` (`infer`).
 
     The key covers the backbone's weights and the normalisation (`backbone_key`), `key_parts`
-    (the decode cache key, resolution, ...) and the rows; written atomically under a lock.
+    (the decode cache key, resolution, ...), the precision, the TTA (other than none) and the
+    rows; written atomically under a lock.
     """
-    parts = dict(key_parts, **backbone_key(model), precision=precision)
+    parts = dict(key_parts, **backbone_key(model), precision=settings.precision)
+    if settings.tta != "none":  # (absent otherwise: the caches of earlier runs stay valid)
+        parts["tta"] = settings.tta
     final = cache_file(cache_dir, "score_features" if stages else "features", parts, rows)
     with FileLock(str(final) + ".lock"):
         done = load_cached(final)
         if done is not None:
             return done
         result = infer(
-            model,
-            images,
-            rows,
-            precision=precision,
-            batch_size=batch_size,
-            progress=progress,
-            description="features",
-            stages=stages,
+            model, images, rows, settings, progress=progress, description="features", stages=stages
         )
         feats = result.score_features.astype(np.float32)
         with atomic_path(final) as tmp, open(tmp, "wb") as fh:

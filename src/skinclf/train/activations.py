@@ -16,6 +16,7 @@ this way predicts from images like any other.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -106,40 +107,51 @@ def _views(
     return [augment_batch(x.float() / 255.0, augment, g) for _ in range(n_views)]
 
 
+@dataclass(frozen=True)
+class ActivationViews:
+    """Which prefix activations a cache holds and how they are computed: the output of the stem
+    and the first `k` blocks for `n_views` views of each image (`mode` "train": independent
+    draws of the training augmentation from `seed`; "none": the image itself), in autocast
+    `precision`, `batch_size` images at a time."""
+
+    k: int
+    mode: str
+    n_views: int
+    seed: int = 0
+    precision: str = "32"
+    batch_size: int = 32
+
+
 @torch.inference_mode()
 def cached_activations(
     model: torch.nn.Module,
     images: np.ndarray,
     rows: np.ndarray,
-    k: int,
-    mode: str,
-    n_views: int,
+    views: ActivationViews,
     key_parts: dict[str, object],
     cache_dir: Path,
-    precision: str = "32",
-    batch_size: int = 32,
-    seed: int = 0,
     progress: bool = True,
     description: str = "activations",
 ) -> np.ndarray:
     """(N, V, C, H, W) float16 prefix activations of `images[rows]`, memory-mapped from the cache.
 
     The key covers the backbone's weights and the input normalisation (not the head, so runs
-    that differ only in stage 1 share it), `key_parts`, k, the views (mode, number, augmentation
-    settings, seed) and the rows; written to a temporary file and renamed under a lock, so
-    concurrent runs build it once.
+    that differ only in stage 1 share it), `key_parts`, the precision, k, the views (mode,
+    number, augmentation settings, seed) and the rows; written to a temporary file and renamed
+    under a lock, so concurrent runs build it once.
     """
     augment = model.cfg.augment
+    mode = views.mode
     parts = dict(
         key_parts,
         **backbone_key(model),
-        precision=precision,
-        k=k,
+        precision=views.precision,
+        k=views.k,
         mode=mode,
-        views=n_views,
+        views=views.n_views,
         # mixup/CutMix act on the cached views at training time: not part of the views
         augment=augment.model_dump_json(exclude=MIXING_FIELDS) if mode == "train" else "",
-        seed=seed,
+        seed=views.seed,
         channels_last=model.cfg.trainer.channels_last,
     )
     final = cache_file(cache_dir, "activations", parts, rows)
@@ -148,20 +160,7 @@ def cached_activations(
         if done is not None:
             return done
         with eval_mode(model):
-            _build_activations(
-                model,
-                images,
-                rows,
-                k,
-                mode,
-                n_views,
-                final,
-                precision,
-                batch_size,
-                seed,
-                progress,
-                description,
-            )
+            _build_activations(model, images, rows, views, final, progress, description)
         return np.load(final, mmap_mode="r")
 
 
@@ -169,13 +168,8 @@ def _build_activations(
     model: torch.nn.Module,
     images: np.ndarray,
     rows: np.ndarray,
-    k: int,
-    mode: str,
-    n_views: int,
+    views: ActivationViews,
     final: Path,
-    precision: str,
-    batch_size: int,
-    seed: int,
     progress: bool,
     description: str,
 ) -> None:
@@ -183,7 +177,8 @@ def _build_activations(
     augment = model.cfg.augment
     device = next(model.parameters()).device
     rows = np.asarray(rows, dtype=np.int64)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + 17)
+    k, precision, batch_size = views.k, views.precision, views.batch_size
+    g = torch.Generator().manual_seed(views.seed * 1_000_003 + 17)
     out = None
     with atomic_path(final) as tmp, Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(description, total=len(rows))
@@ -193,7 +188,7 @@ def _build_activations(
             x = torch.from_numpy(np.ascontiguousarray(images[idx[order]]))
             x = x[torch.from_numpy(np.argsort(order))].permute(0, 3, 1, 2).to(device)
             acts = []
-            for view in _views(x, mode, n_views, augment, g):
+            for view in _views(x, views.mode, views.n_views, augment, g):
                 with autocast_context(precision, device):
                     acts.append(prefix_forward(model, view, k).float().half().cpu())
             batch = torch.stack(acts, 1).contiguous().numpy()

@@ -44,6 +44,16 @@ class PreparedData:
         return np.searchsorted(self.pool, self.rows[split])
 
 
+@dataclass(frozen=True)
+class RunSplit:
+    """Which split a run trains on (`prepare_split`): the file `split_file`, else on `resume`
+    the run folder `out`'s own split.csv, else a new grouped split."""
+
+    out: Path | None = None
+    split_file: Path | str | None = None
+    resume: bool = False
+
+
 def prepare_split(
     table: pd.DataFrame, cfg: RunConfig, out: Path, split_file: Path | None, resume: bool
 ) -> pd.DataFrame:
@@ -165,15 +175,15 @@ def frozen_features(
     splits: tuple[str, ...] = ("train", "val"),
 ) -> dict[str, np.ndarray]:
     """Pooled features of the (untrained) backbone per split, from the feature cache."""
+    from skinclf.inference.batch import InferenceSettings
     from skinclf.inference.feature_cache import cached_features
 
     images = prepared.images
     key = cache_key(cfg, images)
+    settings = InferenceSettings(precision=precision)
 
     def compute(rows: np.ndarray) -> np.ndarray:
-        return cached_features(
-            model, images.images, rows, key, cache_dir, precision, progress=progress
-        )
+        return cached_features(model, images.images, rows, key, cache_dir, settings, progress)
 
     if prepared.pool is None:
         return {s: compute(prepared.rows[s]) for s in splits}
@@ -194,6 +204,7 @@ def activation_datasets(
     (`train.frozen_cache`); switches `model` to take activations as input."""
     from skinclf.train.activations import (
         ActivationDataset,
+        ActivationViews,
         ViewSampler,
         cached_activations,
         frozen_blocks,
@@ -208,13 +219,9 @@ def activation_datasets(
             model,
             images.images,
             prepared.rows[split] if prepared.pool is None else prepared.pool,
-            k,
-            mode,
-            views,
+            ActivationViews(k, mode, views, seed=cfg.seed, precision=precision),
             key,
             cache_dir,
-            precision,
-            seed=cfg.seed,
             progress=progress,
             description=f"frozen stages ({split})",
         )
@@ -283,17 +290,14 @@ class RunDataModule(L.LightningDataModule):
         cfg: RunConfig,
         cache_dir: Path,
         infer_precision: str,
-        out: Path | None = None,
-        split_file: Path | str | None = None,
-        resume: bool = False,
+        run_split: RunSplit = RunSplit(),
         progress: bool = True,
         cache_splits: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.source, self.cfg, self.cache_dir = source, cfg, cache_dir
         self.cache_splits = cache_splits
-        self.infer_precision, self.out, self.split_file = infer_precision, out, split_file
-        self.resume, self.progress = resume, progress
+        self.infer_precision, self.run_split, self.progress = infer_precision, run_split, progress
         self.prepared: PreparedData | None = None
         self.model = None  # the model fine-tuned next (its frozen stages feed the activations)
         self.train_set: Dataset | None = None
@@ -308,9 +312,9 @@ class RunDataModule(L.LightningDataModule):
             self.prepared = prepare_data(
                 self.source,
                 self.cfg,
-                self.out,
-                self.split_file,
-                self.resume,
+                self.run_split.out,
+                self.run_split.split_file,
+                self.run_split.resume,
                 self.cache_dir,
                 self.progress,
                 self.cache_splits,

@@ -85,21 +85,29 @@ def run_loggers(cfg: RunConfig, out: Path) -> list:
 
 
 # --- stage 1: the head on cached frozen features --------------------------------------------
+@dataclass(frozen=True)
+class HeadFeatures:
+    """What stage 1 trains the head on: the pooled frozen features and the label indices of
+    each split (train and val), and optional soft training targets (loss.distill) in place of
+    the training labels."""
+
+    feats: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    targets: np.ndarray | None = None
+
+
 def train_head(
     cfg: RunConfig,
     loss,
-    feats: dict[str, np.ndarray],
-    labels: dict[str, np.ndarray],
+    data: HeadFeatures,
     in_features: int,
     out: Path,
     progress: bool,
     callbacks: Sequence[L.Callback] = (),
-    targets: np.ndarray | None = None,
 ):
-    """Stage 1: fit the head on cached features; returns the head with the best val balanced
-    accuracy (and that accuracy), or with `train.checkpoint` "last" the last epoch's.
-    `callbacks` join the Trainer's (e.g. tuning's pruning); `targets`: soft training targets
-    (loss.distill) in place of the labels."""
+    """Stage 1: fit the head on cached features (`data`); returns the head with the best val
+    balanced accuracy (and that accuracy), or with `train.checkpoint` "last" the last epoch's.
+    `callbacks` join the Trainer's (e.g. tuning's pruning)."""
     from skinclf.train.callbacks import BestWeights, epoch_bar
     from skinclf.train.module import HeadClassifier
 
@@ -116,7 +124,7 @@ def train_head(
         num_sanity_val_steps=0,
         **trainer_kwargs(cfg, "32"),  # same devices/strategy as stage 2; fp32 for the head
     )
-    trainer.fit(module, datamodule=FeatureDataModule(cfg, feats, labels, targets))
+    trainer.fit(module, datamodule=FeatureDataModule(cfg, data.feats, data.labels, data.targets))
     if cfg.train.checkpoint == "last":
         last = trainer.callback_metrics.get("val_balanced_accuracy")
         return copy.deepcopy(module.head), float(last) if last is not None else float("nan")
@@ -131,10 +139,8 @@ def transfer(model, loss, data: RunDataModule, run: FitState) -> None:
     feats = data.features(model)
     run.timings["features_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    head, score = train_head(
-        run.cfg, loss, feats, data.prepared.labels, model.num_features, run.out, run.progress,
-        targets=data.distill_targets(),
-    )  # fmt: skip
+    features = HeadFeatures(feats, data.prepared.labels, data.distill_targets())
+    head, score = train_head(run.cfg, loss, features, model.num_features, run.out, run.progress)
     model.head.load_state_dict(head.state_dict())
     run.timings["transfer_seconds"] = time.perf_counter() - t0
     run.log(

@@ -39,6 +39,21 @@ class TrainResult:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FitOptions:
+    """The less common choices of `fit`: a given `split_file` (else, on resume, the run's own
+    split.csv, else a new grouped split), `callbacks` that join fine-tuning's Trainer (e.g.
+    tuning's pruning), the splits whose predictions end the run (`predict_splits`; the tuner
+    predicts only val, a search never sees test) and `cache_splits`: the splits whose images
+    the feature and activation caches cover, so that runs on other splits of the same images
+    share them (cross-validation's folds)."""
+
+    split_file: Path | str | None = None
+    callbacks: Sequence | None = None
+    predict_splits: Sequence[str] = ("val", "test", "calib")
+    cache_splits: Sequence[str] | None = None
+
+
 def quiet_lightning() -> None:
     """Keep Lightning's start-up chatter (device lines, tips, known warnings) off the screen."""
     import logging
@@ -194,23 +209,22 @@ def fit(
     data: Path | str,
     out: Path | str,
     cfg: RunConfig,
-    split_file: Path | str | None = None,
+    *,
     cache_dir: Path | str | None = None,
     resume: bool = False,
     progress: bool = True,
-    callbacks: Sequence | None = None,
     log=print,
-    predict_splits: Sequence[str] = ("val", "test", "calib"),
-    cache_splits: Sequence[str] | None = None,
+    options: FitOptions = FitOptions(),
 ) -> TrainResult:
-    """Train a model as `cfg` says and fill the run folder `out`. The one function a user, the
-    CLI, the tuner and cross-validation call (the tuner predicts only `val`: a search never sees
-    test). `cache_splits`: the splits whose images the feature and activation caches cover, so
-    that runs on other splits of the same images share them (cross-validation's folds)."""
+    """Train a model as `cfg` says and fill the run folder `out` (`resume`: continue the run
+    in it from its last checkpoint); the decode, feature and activation caches go under
+    `cache_dir` (default: `default_cache_dir()`). The one function a user, the CLI, the tuner
+    and cross-validation call; `options`: a given split, extra callbacks, the predicted splits
+    and the cached splits (`FitOptions`)."""
     import lightning as L
 
     from skinclf.data.cache import default_cache_dir
-    from skinclf.train.datamodule import RunDataModule
+    from skinclf.train.datamodule import RunDataModule, RunSplit
     from skinclf.train.report import finish_run
     from skinclf.train.stages import Finetuned, FitState, finetune, transfer
 
@@ -218,12 +232,13 @@ def fit(
     quiet_lightning()
     out = Path(out)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    resuming = check_run_folder(out, cfg, resume, split_file)
+    resuming = check_run_folder(out, cfg, resume, options.split_file)
     precision, infer_precision = preflight(cfg)
     run = FitState(cfg, out, resuming, started, progress, log)
 
+    run_split = RunSplit(out, options.split_file, resume)
     data_module = RunDataModule(
-        data, cfg, cache_dir, infer_precision, out, split_file, resume, progress, cache_splits
+        data, cfg, cache_dir, infer_precision, run_split, progress, options.cache_splits
     )
     prepared = prepare_data(data_module, out, cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -237,7 +252,7 @@ def fit(
     TrainingRun(out).checkpoints.mkdir(parents=True, exist_ok=True)
     done = Finetuned()
     if cfg.train.epochs > 0:
-        done = finetune(model, data_module, run, precision, callbacks or [])
+        done = finetune(model, data_module, run, precision, options.callbacks or [])
         if not done.global_zero:
             return TrainResult(out, {}, time.perf_counter() - started, done.epochs)
     else:
@@ -247,6 +262,6 @@ def fit(
     model = model.to("cpu")
     metrics = finish_run(
         model, cfg, out, prepared, infer_precision, run.record(seconds, done), progress,
-        splits=predict_splits,
+        splits=options.predict_splits,
     )  # fmt: skip
     return TrainResult(out, metrics, seconds, done.epochs, done.images_per_second)
