@@ -28,7 +28,7 @@ from skinclf.contracts.score_registry import FEATURE_SCORES
 from skinclf.contracts.scores import SCORES
 from skinclf.evaluate.evaluation import EvaluationOptions, PredictionSets, evaluate_predictions
 from skinclf.policy.fit import PolicySettings
-from skinclf.predict import predict_file
+from skinclf.predict import PredictOptions, predict_file
 from skinclf.provenance import machine, versions
 
 FAMILIES = ("mix", "clinical", "all")
@@ -44,8 +44,9 @@ def shifted_file(out: Path, family: str, own: str | None = None) -> Path:
     if not file.is_file():
         file.parent.mkdir(parents=True, exist_ok=True)
         tta = json.loads((out / "run" / "metrics.json").read_text())["tta"]
-        predict_file([out / "run"], file, split="val", tta=tta, scores=[*SCORES, *FEATURE_SCORES],
-                mc_dropout=MC_DROPOUT, corrupt=family, progress=True)  # fmt: skip
+        options = PredictOptions(tta=tta, scores=[*SCORES, *FEATURE_SCORES],
+                                 mc_dropout=MC_DROPOUT, corrupt=family)  # fmt: skip
+        predict_file([out / "run"], file, split="val", options=options, progress=True)
     return file
 
 
@@ -66,17 +67,18 @@ def policy(out: Path, names: dict[str, str], shifted: Path, gate: str | None, of
         )  # fmt: skip
         options = EvaluationOptions(n_bootstrap=bootstrap, examples=False)
         stats = out / "run" / "feature_stats.npz"
-        metrics = evaluate_predictions(sets, tmp, policy, options, stats).metrics
-    block = metrics["policy"]
-    sets = {name: block["sets"][name]["gated"] for name in ("test", *names.values())}
-    isic = metrics["external"][names["isic"]]
+        report = evaluate_predictions(sets, tmp, policy, options, stats).report
+    block, external = report.policy, report.external or {}
+    assert block is not None and block.gate is not None, "no gated policy was fitted"
+    gated = {name: block.sets[name].gated.model_dump() for name in ("test", *names.values())}
+    isic = external[names["isic"]]
     return {
-        "gate": block["gate"]["score"],
-        "confidence_gate": block["confidence_gate"],
-        "target_risk": block["target_risk"],
-        "sets": sets,
-        "isic_ungated_balanced_accuracy": isic["balanced_accuracy"],
-        "isic_ungated_balanced_accuracy_ci95": isic["balanced_accuracy_ci95"],
+        "gate": block.gate.score,
+        "confidence_gate": block.confidence_gate,
+        "target_risk": block.target_risk,
+        "sets": gated,
+        "isic_ungated_balanced_accuracy": isic.balanced_accuracy,
+        "isic_ungated_balanced_accuracy_ci95": isic.balanced_accuracy_ci95,
     }
 
 

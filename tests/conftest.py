@@ -117,7 +117,7 @@ def exported_model(
 
     from tests.evaluate_kw import evaluate_kw
 
-    from skinclf.predict import fit_feature_statistics, predict_file
+    from skinclf.predict import PredictOptions, fit_feature_statistics, predict_file
     from skinclf.predictor.export import export_model
 
     root = tmp_path_factory.mktemp("export")
@@ -130,9 +130,9 @@ def exported_model(
             [run],
             files[split],
             split=split,
-            scores=["msp", "mahalanobis"],
             cache_dir=train_cache,
             progress=False,
+            options=PredictOptions(scores=["msp", "mahalanobis"]),
         )
     evaluate_kw(
         test=files["test"],

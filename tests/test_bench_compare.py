@@ -10,7 +10,7 @@ import numpy as np
 from tests.test_compare import reference_softmax, write_logits
 
 from skinclf.classes import CLASSES
-from skinclf.contracts.predictions import write_predictions
+from skinclf.contracts.predictions import ImageRows, write_predictions
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -26,8 +26,9 @@ def test_average_predictions_means_probabilities_image_by_image(tmp_path: Path) 
     a, b = rng.normal(size=(14, 7)), rng.normal(size=(14, 7))
     write_logits(tmp_path / "a.csv", a, labels)
     n = len(b)
-    write_predictions(tmp_path / "b.csv", [f"img_{i}" for i in range(n)][::-1], ["folder"] * n,
-                      labels[::-1], np.zeros(n, bool), b[::-1])  # fmt: skip
+    rows = ImageRows([f"img_{i}" for i in range(n)][::-1], ["folder"] * n, labels[::-1],
+                     np.zeros(n, bool))  # fmt: skip
+    write_predictions(tmp_path / "b.csv", rows, b[::-1])
     cmd = [sys.executable, str(BENCH / "average_predictions.py"), str(tmp_path / "a.csv"),
            str(tmp_path / "b.csv"), "--out", str(tmp_path / "mean.csv")]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=BENCH)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from skinclf.classes import CLASSES
 from skinclf.cli import app
-from skinclf.contracts.predictions import write_predictions
+from skinclf.contracts.predictions import ImageRows, write_predictions
 from skinclf.errors import ConfigError, DataError
 from skinclf.evaluate.ood import detection_auroc
 
@@ -26,7 +26,7 @@ def write_logits(path: Path, logits: np.ndarray, labels: list[str]) -> None:
     """A predictions file of `logits` (images img_0, img_1, ...), labelled `labels`."""
     n = len(logits)
     ids = [f"img_{i}" for i in range(n)]
-    write_predictions(path, ids, ["folder"] * n, labels, np.zeros(n, bool), logits)
+    write_predictions(path, ImageRows(ids, ["folder"] * n, labels, np.zeros(n, bool)), logits)
 
 
 def reference_softmax(logits: np.ndarray) -> np.ndarray:

@@ -249,7 +249,8 @@ def test_compare_pairs_two_cvs_on_the_same_folds_only(reference, tmp_path: Path)
     assert shifted["offsets"] is True
     assert shifted["a"]["balanced_accuracy"] == pytest.approx(
         json.loads((out / "cv_summary.json").read_text())["out_of_fold"]["pooled_offsets"][
-            "balanced_accuracy"]  # fmt: skip
+            "balanced_accuracy"
+        ]  # fmt: skip
     )
     other = Path(shutil.copytree(out, tmp_path / "other", ignore=shutil.ignore_patterns("fold_*")))
     folds = pd.read_csv(other / "folds.csv", dtype=str)
@@ -266,7 +267,12 @@ def test_cv_ensemble_averages_cvs_and_predicts_and_exports_as_one_model(
     import shutil
 
     import skinclf
-    from skinclf.contracts.predictions import read_predictions, softmax, write_predictions
+    from skinclf.contracts.predictions import (
+        ImageRows,
+        read_predictions,
+        softmax,
+        write_predictions,
+    )
     from skinclf.errors import ConfigError, DataError
     from skinclf.evaluate.offsets import read_offsets
     from skinclf.pipeline.cv_ensemble import ensemble_cvs, evaluate_cv_ensemble
@@ -344,8 +350,8 @@ def test_cv_ensemble_averages_cvs_and_predicts_and_exports_as_one_model(
     oof = read_predictions(other / "oof_predictions.csv")
     one_hot = np.full_like(oof.logits, -30.0)
     one_hot[:, 0] = 0.0  # this member says akiec for every image
-    write_predictions(other / "oof_predictions.csv", oof.image_ids, oof.dataset, oof.y,
-                      oof.semantic_ood, one_hot)  # fmt: skip
+    rows = ImageRows(oof.image_ids, oof.dataset, oof.y, oof.semantic_ood)
+    write_predictions(other / "oof_predictions.csv", rows, one_hot)
     ensemble_cvs([out, other], tmp_path / "mixed", n_bootstrap=20)
     mixed = read_predictions(tmp_path / "mixed" / "oof_predictions.csv")
     expected = (oof.probs + np.eye(oof.probs.shape[1])[0]) / 2

@@ -16,7 +16,7 @@ from torch.utils.data import TensorDataset
 
 from skinclf.classes import CLASSES
 from skinclf.config import load_config
-from skinclf.contracts.predictions import write_predictions
+from skinclf.contracts.predictions import ImageRows, write_predictions
 from skinclf.errors import ConfigError, DataError
 from skinclf.train.distill import SoftTargets, distill_targets, hard_labels, teacher_targets
 from skinclf.train.losses import build_loss, class_counts
@@ -24,7 +24,9 @@ from skinclf.train.losses import build_loss, class_counts
 
 def _teacher(path: Path, ids: list[str], probs: np.ndarray) -> Path:
     n = len(ids)
-    write_predictions(path, ids, ["ham10000"] * n, [""] * n, np.ones(n, bool), np.log(probs))
+    write_predictions(
+        path, ImageRows(ids, ["ham10000"] * n, [""] * n, np.ones(n, bool)), np.log(probs)
+    )
     return path
 
 

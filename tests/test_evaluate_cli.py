@@ -12,7 +12,7 @@ from tests.evaluate_kw import evaluate_kw
 
 from skinclf.classes import CLASSES
 from skinclf.cli import main
-from skinclf.contracts.predictions import read_predictions, write_predictions
+from skinclf.contracts.predictions import ImageRows, read_predictions, write_predictions
 from skinclf.contracts.selective import apply_selective, load_selective
 
 PRIOR = np.array([183, 264, 583, 60, 491, 4323, 80]) / 5984
@@ -35,7 +35,7 @@ def _fake(path: Path, n: int, seed: int, strength: float = 3.0, prior=PRIOR, scc
     ids = [f"{path.stem}_{i}" for i in range(len(labels))]
     conf = {"mc_dropout": logits.max(1) + rng.normal(0, 0.3, len(labels))}
     dataset = "pad-ufes-20" if scc else "ham10000"
-    return write_predictions(path, ids, dataset, labels, semantic, logits, conf=conf)
+    return write_predictions(path, ImageRows(ids, dataset, labels, semantic), logits, conf=conf)
 
 
 @pytest.fixture(scope="module")
@@ -176,10 +176,7 @@ def test_unlabelled_ood_set_gets_detection_and_coverage_only(files, tmp_path: Pa
     p = read_predictions(files["ood"])
     unlabelled = write_predictions(
         tmp_path / "images.csv",
-        p.image_ids.tolist(),
-        "images",
-        [""] * p.n,
-        np.zeros(p.n, bool),
+        ImageRows(p.image_ids.tolist(), "images", [""] * p.n, np.zeros(p.n, bool)),
         p.logits,
     )
     res = evaluate_kw(
@@ -230,8 +227,12 @@ def test_target_risk_auto_without_any_certified_risk_keeps_70_percent(tmp_path: 
     logits = rng.normal(0, 1, (n, 7))
     logits[np.arange(n), y] += 1.5 * (np.arange(n) % 2)  # every other image right
     ids, labels = [f"i{i}" for i in range(n)], [CLASSES[i] for i in y]
-    files = {name: write_predictions(tmp_path / f"{name}.csv", ids, "ham10000", labels,
-                                     [False] * n, logits) for name in ("val", "calib", "test")}
+    files = {
+        name: write_predictions(
+            tmp_path / f"{name}.csv", ImageRows(ids, "ham10000", labels, [False] * n), logits
+        )
+        for name in ("val", "calib", "test")
+    }
     result = evaluate_kw(
         test=files["test"], out_dir=tmp_path / "e", val=files["val"], calib=files["calib"],
         target_risk="auto", n_bootstrap=20,
@@ -256,8 +257,8 @@ def _temperature_case(folder: Path, val_logits, calib_logits, y) -> dict:
     ids, labels = [f"i{i}" for i in range(n)], [CLASSES[i] for i in y]
     files = {}
     for name, logits in (("val", val_logits), ("test", calib_logits), ("calib", calib_logits)):
-        files[name] = write_predictions(folder / f"{name}.csv", ids, "ham10000", labels,
-                                        [False] * n, logits)  # fmt: skip
+        rows = ImageRows(ids, "ham10000", labels, [False] * n)
+        files[name] = write_predictions(folder / f"{name}.csv", rows, logits)
     return evaluate_kw(
         test=files["test"], out_dir=folder / "e", val=files["val"], calib=files["calib"],
         target_risk=0.5, n_bootstrap=20,
@@ -305,6 +306,7 @@ def test_a_coverage_gate_states_the_risk_bound_of_what_it_accepts(tmp_path: Path
     """--confidence-gate coverage: the threshold keeps the target share of the calibration
     images, and the policy states the binomial upper bound of their error (1 - delta)."""
     from skinclf.policy.gates import fit_gated_policy
+    from skinclf.policy.settings import PolicySettings
     from skinclf.policy.sgr import binomial_upper_bound
 
     rng = np.random.default_rng(5)
@@ -313,10 +315,10 @@ def test_a_coverage_gate_states_the_risk_bound_of_what_it_accepts(tmp_path: Path
     logits = rng.normal(0, 1, (n, 7))
     logits[np.arange(n), y] += 2.0
     ids, labels = [f"i{i}" for i in range(n)], [CLASSES[i] for i in y]
-    p = read_predictions(write_predictions(tmp_path / "calib.csv", ids, "ham10000", labels,
-                                           [False] * n, logits))  # fmt: skip
-    policy = fit_gated_policy(p, "calib", "msp", None, None, 0.95, "coverage", 0.2, 0.05, 0.8,
-                              None)  # fmt: skip
+    rows = ImageRows(ids, "ham10000", labels, [False] * n)
+    p = read_predictions(write_predictions(tmp_path / "calib.csv", rows, logits))
+    settings = PolicySettings(target_risk=0.2, confidence_gate="coverage", target_coverage=0.8)
+    policy = fit_gated_policy(p, "calib", "msp", None, settings)
     conf = p.probs.max(axis=1)
     keep = conf >= policy.threshold
     wrong = p.pred != p.y

@@ -18,7 +18,7 @@ from tests.evaluate_kw import evaluate_kw
 from skinclf.classes import CLASSES
 from skinclf.contracts.predictions import Predictions
 from skinclf.evaluate.examples import THUMB, example_grid, pick
-from skinclf.predict import predict_file
+from skinclf.predict import PredictOptions, predict_file
 
 
 def test_pick_is_evenly_spaced_by_confidence() -> None:
@@ -115,7 +115,8 @@ def test_grid_says_so_when_the_images_are_not_there(tmp_path: Path) -> None:
 def gated_eval(trained_run: Path, train_cache: Path, pad_sample: Path, tmp_path_factory) -> dict:
     """val/test predictions of the trained run and PAD-UFES-20 as OOD, evaluated with a gate."""
     root = tmp_path_factory.mktemp("examples")
-    kw = {"cache_dir": train_cache, "progress": False, "scores": ["msp", "energy"]}
+    options = PredictOptions(scores=["msp", "energy"])
+    kw = {"cache_dir": train_cache, "progress": False, "options": options}
     files = {}
     for split in ("val", "test"):
         files[split] = root / f"{split}.csv"

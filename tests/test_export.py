@@ -18,7 +18,7 @@ from skinclf.classes import CLASSES
 from skinclf.cli import main
 from skinclf.contracts.selective import load_selective
 from skinclf.errors import ConfigError, DataError
-from skinclf.predict import predict_file
+from skinclf.predict import PredictOptions, predict_file
 from skinclf.predictor.export import export_model
 from skinclf.predictor.manifest import MANIFEST_FILE, PACKAGE_FORMAT_VERSION, read_manifest
 
@@ -116,7 +116,12 @@ def test_predict_model_dir_is_predict_run(
     run = Path(_manifest(exported_model)["provenance"]["source"])
     kw = {"data": images, "cache_dir": train_cache, "progress": False}
     mine = predict_file([exported_model], tmp_path / "model.csv", **kw)  # its own selective.json
-    ref = predict_file([run], tmp_path / "run.csv", selective=run / "eval" / "selective.json", **kw)
+    ref = predict_file(
+        [run],
+        tmp_path / "run.csv",
+        options=PredictOptions(selective=run / "eval" / "selective.json"),
+        **kw,
+    )
     assert list(mine.columns) == list(ref.columns)
     np.testing.assert_array_equal(mine[PROBS].to_numpy(), ref[PROBS].to_numpy())
     assert mine["abstain"].tolist() == ref["abstain"].tolist()

@@ -40,7 +40,8 @@ import torch
 from torch import nn
 
 from skinclf.config import load_config
-from skinclf.train.activations import cached_activations
+from skinclf.train.activations import ActivationViews, cached_activations
+from skinclf.inference.batch import InferenceSettings
 from skinclf.inference.feature_cache import cached_features
 
 
@@ -85,10 +86,10 @@ def build(what, cache, model=None):
     torch.set_num_threads(1)
     model = model if model is not None else Tiny().eval()
     if what == "features":
-        return cached_features(model, IMAGES, ROWS, {"t": 1}, cache, batch_size=4, progress=False)
-    return cached_activations(
-        model, IMAGES, ROWS, 1, "train", 2, {"t": 1}, cache, batch_size=4, progress=False
-    )
+        settings = InferenceSettings(batch_size=4)
+        return cached_features(model, IMAGES, ROWS, {"t": 1}, cache, settings, progress=False)
+    views = ActivationViews(1, "train", 2, batch_size=4)
+    return cached_activations(model, IMAGES, ROWS, views, {"t": 1}, cache, progress=False)
 
 
 if __name__ == "__main__":
@@ -390,7 +391,7 @@ def test_full_disk_while_writing_a_cache(
 def test_full_disk_while_writing_a_run_file(tmp_path: Path, monkeypatch, what: str):
     """One sentence; the file being replaced keeps its old content; no temporary file left."""
     from skinclf import atomic
-    from skinclf.contracts.predictions import write_predictions
+    from skinclf.contracts.predictions import ImageRows, write_predictions
     from skinclf.train.callbacks import AtomicCheckpointIO
 
     name = {"predictions": "val_predictions.csv", "checkpoint": "last.ckpt"}.get(what, "m.json")
@@ -413,7 +414,7 @@ def test_full_disk_while_writing_a_run_file(tmp_path: Path, monkeypatch, what: s
         monkeypatch.setattr(Path, writer, write_half)
     with pytest.raises(DataError) as info:
         if what == "predictions":
-            write_predictions(path, ["a"], "ham10000", ["nv"], [False], np.zeros((1, 7)))
+            write_predictions(path, ImageRows(["a"], "ham10000", ["nv"], [False]), np.zeros((1, 7)))
         elif what == "checkpoint":
             AtomicCheckpointIO().save_checkpoint({"epoch": 1}, path)
         else:

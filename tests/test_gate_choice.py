@@ -11,7 +11,7 @@ import pytest
 from tests.evaluate_kw import evaluate_kw
 
 from skinclf.classes import CLASSES
-from skinclf.contracts.predictions import read_predictions, write_predictions
+from skinclf.contracts.predictions import ImageRows, read_predictions, write_predictions
 from skinclf.contracts.score_registry import FEATURE_SCORES
 from skinclf.data.corruptions import (
     CLINICAL,
@@ -22,7 +22,7 @@ from skinclf.data.corruptions import (
     parse_corruptions,
 )
 from skinclf.errors import ConfigError
-from skinclf.predict import predict_file
+from skinclf.predict import PredictOptions, predict_file
 from skinclf.scoring.feature_scores import fit_feature_stats
 
 
@@ -35,10 +35,9 @@ def _file(path: Path, n: int, seed: int, wrong: float, conf: dict, labelled: boo
     logits[np.arange(n), pred] += 2.0
     return write_predictions(
         path,
-        [f"img{i}" for i in range(n)],
-        "ham",
-        y if labelled else [""] * n,
-        np.zeros(n, bool),
+        ImageRows(
+            [f"img{i}" for i in range(n)], "ham", y if labelled else [""] * n, np.zeros(n, bool)
+        ),
         logits,
         conf={k: f(rng, n) for k, f in conf.items()},
     )
@@ -167,15 +166,17 @@ def test_predict_corrupt_marks_the_file_and_changes_the_predictions(
 ) -> None:
     kw = {"split": "val", "cache_dir": train_cache, "progress": False}
     predict_file([trained_run], tmp_path / "plain.csv", **kw)
-    predict_file([trained_run], tmp_path / "c1.csv", corrupt="mix", **kw)
-    predict_file([trained_run], tmp_path / "c2.csv", corrupt="mix", **kw)
+    predict_file([trained_run], tmp_path / "c1.csv", options=PredictOptions(corrupt="mix"), **kw)
+    predict_file([trained_run], tmp_path / "c2.csv", options=PredictOptions(corrupt="mix"), **kw)
     plain, c1 = read_predictions(tmp_path / "plain.csv"), read_predictions(tmp_path / "c1.csv")
     assert all(str(d).endswith(":corrupted") for d in c1.dataset)
     assert list(c1.image_ids) == list(plain.image_ids)
     assert not np.allclose(c1.logits, plain.logits)
     np.testing.assert_array_equal(c1.logits, read_predictions(tmp_path / "c2.csv").logits)
     with pytest.raises(ConfigError, match="--corrupt 'fog'"):
-        predict_file([trained_run], tmp_path / "bad.csv", corrupt="fog", **kw)
+        predict_file(
+            [trained_run], tmp_path / "bad.csv", options=PredictOptions(corrupt="fog"), **kw
+        )
 
 
 def test_a_policy_without_confidence_threshold_is_never_chosen() -> None:

@@ -13,7 +13,7 @@ import pytest
 from skinclf.classes import CLASSES
 from skinclf.contracts.predictions import read_predictions
 from skinclf.errors import ConfigError, DataError
-from skinclf.predict import fit_feature_statistics, predict_file
+from skinclf.predict import PredictOptions, fit_feature_statistics, predict_file
 
 
 def test_predict_own_split_matches_training_output(
@@ -37,16 +37,20 @@ def test_predict_other_dataset_with_all_scores(
     kw = {"data": pad_sample, "cache_dir": train_cache, "progress": False}
     refused = r"has none \(feature_stats.npz\).*skinclf calibrate .* --features-only"
     with pytest.raises(DataError, match=refused):
-        predict_file([run], tmp_path / "no.csv", scores=["knn"], **kw)  # predicting never fits
+        predict_file(
+            [run], tmp_path / "no.csv", options=PredictOptions(scores=["knn"]), **kw
+        )  # predicting never fits
     stats = fit_feature_statistics(run, train_cache, progress=False)
     assert stats == run / "feature_stats.npz" and stats.is_file()
     out = tmp_path / "pad.csv"
     frame = predict_file(
         [run],
         out,
+        options=PredictOptions(
+            scores=["msp", "max_logit", "margin", "neg_entropy", "doctor", "knn", "mahalanobis"],
+            mc_dropout=4,
+        ),
         **kw,
-        scores=["msp", "max_logit", "margin", "neg_entropy", "doctor", "knn", "mahalanobis"],
-        mc_dropout=4,
     )
     preds = read_predictions(out)
     assert preds.semantic_ood.sum() > 0  # SCC rows carried through with an empty label
@@ -100,7 +104,7 @@ def test_plain_images_ensemble_and_abstention(
         data=images,
         cache_dir=train_cache,
         progress=False,
-        selective=sel,
+        options=PredictOptions(selective=sel),
     )
     np.testing.assert_array_equal(
         with_abstain["abstain"].to_numpy(), (single["conf_msp"] < threshold).to_numpy()
@@ -117,7 +121,7 @@ def test_isic_submission_format(
         data=isic_sample,
         cache_dir=train_cache,
         progress=False,
-        output_format="isic2018-submission",
+        options=PredictOptions(output_format="isic2018-submission"),
     )
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["image", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
@@ -130,7 +134,11 @@ def test_predict_bad_input(trained_run: Path, tmp_path: Path) -> None:
         predict_file([trained_run], tmp_path / "x.csv", progress=False)
     with pytest.raises(ConfigError, match="Unknown score 'vibes'"):
         predict_file(
-            [trained_run], tmp_path / "x.csv", split="test", scores=["vibes"], progress=False
+            [trained_run],
+            tmp_path / "x.csv",
+            split="test",
+            progress=False,
+            options=PredictOptions(scores=["vibes"]),
         )
     with pytest.raises(DataError, match="best.ckpt"):
         predict_file([tmp_path], tmp_path / "x.csv", split="test", progress=False)
@@ -232,13 +240,23 @@ def test_msp_ts_takes_the_temperature_of_selective(
         shutil.copy(f, images / f"img{i}.jpg")
     kwargs = {"data": images, "cache_dir": train_cache, "progress": False}
     with pytest.raises(ConfigError, match=r"msp_ts needs a temperature: give --selective"):
-        predict_file([trained_run], tmp_path / "x.csv", scores=["msp", "msp_ts"], **kwargs)
+        predict_file(
+            [trained_run],
+            tmp_path / "x.csv",
+            options=PredictOptions(scores=["msp", "msp_ts"]),
+            **kwargs,
+        )
     sel = save_selective(
         Selective("msp", 2.5, 0.5, 0.1, 0.05, True, "val", 5, 0.5, 0.0, 0.1),
         tmp_path / "selective.json",
     )
     out = tmp_path / "ts.csv"
-    frame = predict_file([trained_run], out, scores=["msp", "msp_ts"], selective=sel, **kwargs)
+    frame = predict_file(
+        [trained_run],
+        out,
+        options=PredictOptions(scores=["msp", "msp_ts"], selective=sel),
+        **kwargs,
+    )
     logits = frame[[f"logit_{c}" for c in CLASSES]].to_numpy()
     np.testing.assert_allclose(frame["conf_msp_ts"], msp_ts(logits, 2.5), atol=1e-6)
     assert (frame["conf_msp_ts"] < frame["conf_msp"]).all()  # T > 1 flattens the softmax
@@ -304,6 +322,13 @@ def test_calibrate_features_only_fits_the_statistics_and_nothing_else(
     result = CliRunner().invoke(app, [*args, "--no-progress"])
     assert result.exit_code == 0, result.output
     assert (run / "feature_stats.npz").is_file() and not (run / "eval").exists()
-    frame = predict_file([run], tmp_path / "p.csv", split="val", scores=["mahalanobis"],
-                    cache_dir=train_cache, progress=False)  # fmt: skip
+    options = PredictOptions(scores=["mahalanobis"])
+    frame = predict_file(
+        [run],
+        tmp_path / "p.csv",
+        split="val",
+        options=options,
+        cache_dir=train_cache,
+        progress=False,
+    )
     assert np.isfinite(frame["conf_mahalanobis"]).all()

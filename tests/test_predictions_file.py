@@ -12,6 +12,7 @@ from skinclf.classes import CLASSES
 from skinclf.contracts.predictions import (
     LOGIT_COLUMNS,
     PROB_COLUMNS,
+    ImageRows,
     read_predictions,
     softmax,
     write_predictions,
@@ -25,15 +26,8 @@ def _write(tmp_path: Path, n: int = 6, **kwargs) -> Path:
     labels = [CLASSES[i % len(CLASSES)] for i in range(n)]
     semantic = [False] * n
     labels[-1], semantic[-1] = "", True  # one semantic OOD row without a label
-    return write_predictions(
-        tmp_path / "p.csv",
-        [f"img_{i}" for i in range(n)],
-        "ham10000",
-        labels,
-        semantic,
-        logits,
-        **kwargs,
-    )
+    rows = ImageRows([f"img_{i}" for i in range(n)], "ham10000", labels, semantic)
+    return write_predictions(tmp_path / "p.csv", rows, logits, **kwargs)
 
 
 def _rewrite(path: Path, change) -> Path:
@@ -47,15 +41,14 @@ def test_round_trip_keeps_every_column(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(4, 7))
     conf = {"msp": softmax(logits).max(1), "knn": rng.normal(size=4)}
-    path = write_predictions(
-        tmp_path / "sub" / "p.csv",
+    rows = ImageRows(
         ["a", "b", "c", "d"],
         ["ham10000", "ham10000", "pad-ufes-20", "pad-ufes-20"],
         [0, 4, -1, 6],  # class indices, -1 = no label
         [False, False, True, False],
-        logits,
-        conf=conf,
-        abstain=[True, False, False, True],
+    )
+    path = write_predictions(
+        tmp_path / "sub" / "p.csv", rows, logits, conf=conf, abstain=[True, False, False, True]
     )
     header = path.read_text().splitlines()[0].split(",")
     expected = ["image_id", "dataset", "label", "semantic_ood", *LOGIT_COLUMNS, *PROB_COLUMNS]
@@ -203,5 +196,6 @@ def test_nan_in_conf_column(tmp_path: Path) -> None:
 
 
 def test_write_checks_shapes(tmp_path: Path) -> None:
+    rows = ImageRows(["a"], "d", ["nv"], [False])
     with pytest.raises(ValueError):
-        write_predictions(tmp_path / "x.csv", ["a"], "d", ["nv"], [False], np.zeros((1, 3)))
+        write_predictions(tmp_path / "x.csv", rows, np.zeros((1, 3)))

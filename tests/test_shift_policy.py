@@ -16,7 +16,7 @@ from tests.evaluate_kw import evaluate_kw
 
 from skinclf.contracts.predictions import read_predictions
 from skinclf.errors import ConfigError
-from skinclf.predict import fit_feature_statistics, predict_file
+from skinclf.predict import PredictOptions, fit_feature_statistics, predict_file
 
 SCORES = [
     "msp",
@@ -37,7 +37,7 @@ def scored_run(trained_run: Path, train_cache: Path, pad_sample: Path, tmp_path_
     run = root / "run"
     shutil.copytree(trained_run, run)
     fit_feature_statistics(run, train_cache, progress=False)
-    kw = {"cache_dir": train_cache, "progress": False, "scores": SCORES}
+    kw = {"cache_dir": train_cache, "progress": False, "options": PredictOptions(scores=SCORES)}
     files = {}
     for split in ("val", "test"):
         files[split] = root / f"{split}.csv"
@@ -59,8 +59,8 @@ def test_predict_writes_every_gate_score_and_keeps_the_statistics(scored_run: di
         scored_run["root"] / "again.csv",
         split="val",
         progress=False,
-        scores=["mahalanobis"],
         cache_dir=scored_run["root"] / "nocache",
+        options=PredictOptions(scores=["mahalanobis"]),
     )
     assert stats.stat().st_mtime_ns == before  # reused: no training images needed again
     again = read_predictions(scored_run["root"] / "again.csv")
@@ -105,9 +105,9 @@ def test_gate_fitted_without_ood_data_and_reapplied_by_predict(
         [scored_run["run"]],
         tmp_path / "test_sel.csv",
         split="test",
-        selective=out / "selective.json",
         cache_dir=train_cache,
         progress=False,
+        options=PredictOptions(selective=out / "selective.json"),
     )
     decisions = pd.read_csv(out / "decisions" / "test.csv", keep_default_na=False)
     mine = frame.set_index("image_id").loc[decisions["image_id"]]
@@ -192,9 +192,9 @@ def test_stage_gate_travels_with_the_exported_model(
         [scored_run["run"]],
         tmp_path / "ref.csv",
         data=folder,
-        selective=out / "selective.json",
         cache_dir=train_cache,
         progress=False,
+        options=PredictOptions(selective=out / "selective.json"),
     ).set_index("image_id")
     model = skinclf.load(model_dir)
     assert model.stages

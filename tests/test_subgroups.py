@@ -11,7 +11,12 @@ import pandas as pd
 import pytest
 
 from skinclf.classes import CLASSES
-from skinclf.contracts.predictions import Predictions, read_predictions, write_predictions
+from skinclf.contracts.predictions import (
+    ImageRows,
+    Predictions,
+    read_predictions,
+    write_predictions,
+)
 from skinclf.evaluate.subgroups import (
     add_subgroups,
     age_bands,
@@ -30,13 +35,15 @@ def _logits(pred: list[int]) -> np.ndarray:
 def test_metadata_and_image_path_round_trip(tmp_path: Path) -> None:
     path = write_predictions(
         tmp_path / "p.csv",
-        ["a", "b", "c", "d"],
-        "ham10000",
-        ["mel", "nv", "", "bcc"],
-        [False, False, True, False],
+        ImageRows(
+            ["a", "b", "c", "d"],
+            "ham10000",
+            ["mel", "nv", "", "bcc"],
+            [False, False, True, False],
+            image_path=["/x/a.jpg", "/x/b.jpg", "", "/x/d, with comma.jpg"],
+            meta={"age": [45.0, np.nan, "30", None], "sex": ["male", "", "female", pd.NA]},
+        ),
         _logits([4, 5, 0, 1]),
-        image_path=["/x/a.jpg", "/x/b.jpg", "", "/x/d, with comma.jpg"],
-        meta={"age": [45.0, np.nan, "30", None], "sex": ["male", "", "female", pd.NA]},
     )
     header = path.read_text().splitlines()[0].split(",")
     assert header[-3:] == ["image_path", "meta_age", "meta_sex"]
@@ -50,18 +57,18 @@ def test_metadata_and_image_path_round_trip(tmp_path: Path) -> None:
     assert part.image_path is not None and part.image_path.tolist()[1].endswith("comma.jpg")
 
     # a file written without them still reads, with no metadata
-    old = write_predictions(tmp_path / "old.csv", ["a"], "x", ["mel"], [False], _logits([4]))
+    old = write_predictions(
+        tmp_path / "old.csv", ImageRows(["a"], "x", ["mel"], [False]), _logits([4])
+    )
     q = read_predictions(old)
     assert q.meta == {} and q.image_path is None
     assert q.subset(np.array([True])).meta == {}
 
 
 def test_write_checks_metadata_length(tmp_path: Path) -> None:
+    rows = ImageRows(["a", "b"], "x", ["mel", "nv"], [False, False], meta={"sex": ["male"]})
     with pytest.raises(ValueError, match="meta\\['sex'\\] has 1 entries, expected 2"):
-        write_predictions(
-            tmp_path / "p.csv", ["a", "b"], "x", ["mel", "nv"], [False, False], _logits([4, 5]),
-            meta={"sex": ["male"]},
-        )  # fmt: skip
+        write_predictions(tmp_path / "p.csv", rows, _logits([4, 5]))
 
 
 def test_age_bands() -> None:

@@ -9,6 +9,7 @@ submission CSV.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +17,56 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from skinclf.atomic import write_text
 from skinclf.classes import CLASSES
+from skinclf.contracts.predictions import ImageRows, read_predictions, write_predictions
 from skinclf.contracts.run_folder import FEATURE_STATS_FILE, TrainingRun
-from skinclf.contracts.score_registry import DEFAULT_SCORES, SCORE_REGISTRY
+from skinclf.contracts.score_registry import (
+    DEFAULT_SCORES,
+    FEATURE_SCORES,
+    SCORE_REGISTRY,
+    STAGE_SCORES,
+)
+from skinclf.contracts.scores import SCORES, mc_dropout_msp, mc_dropout_neg_mutual_information
+from skinclf.data.cache import build_cache, default_cache_dir
+from skinclf.data.corruptions import corrupt_images, parse_corruptions
+from skinclf.data.dataset import label_indices
+from skinclf.data.formats import detect_format, raise_for_problems, read_dataset
+from skinclf.data.split import read_split
 from skinclf.errors import ConfigError, DataError
+from skinclf.evaluate.metrics import balanced_accuracy
+from skinclf.inference.batch import InferenceSettings, stage_dims
+from skinclf.inference.feature_cache import cached_features, images_key
+from skinclf.inference.precision import resolve_precision
+from skinclf.models.classifier import checkpoint_fingerprint
 from skinclf.outputs import check_output
 from skinclf.predictor import Member, Predictor
 from skinclf.predictor.core import load_run
-from skinclf.predictor.manifest import is_package
+from skinclf.predictor.manifest import is_package, package_offsets
+from skinclf.scoring.feature_scores import FeatureStats, fit_feature_stats
+from skinclf.scoring.offsets import OFFSETS_FILE, read_offsets
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ISIC_COLUMNS = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What `predict_file` computes and writes, beside which images: `tta` and `batch_size`
+    (None: the model's own), the confidence `scores` (None: `DEFAULT_SCORES`), `mc_dropout`
+    passes, the policy `selective` ("auto": the model's own; None: none, except that a single
+    package applies its own), the `output_format` (predictions or isic2018-submission), the
+    synthetic corruption `corrupt` (`mix`, `clinical`, `all` or comma-separated names of
+    `skinclf.data.corruptions.FAMILIES`), and `apply_offsets` (a cv folder's logit offsets)."""
+
+    tta: str | None = None
+    scores: Sequence[str] | None = None
+    mc_dropout: int = 0
+    selective: Path | str | None = None
+    output_format: str = "predictions"
+    batch_size: int | None = None
+    corrupt: str | None = None
+    apply_offsets: bool = True
 
 
 def images_table(path: Path) -> pd.DataFrame:
@@ -71,7 +111,6 @@ def _check_same_split(
 def _dataset_table(root: Path | str, format: str = "auto") -> tuple[pd.DataFrame, dict[str, str]]:
     """The dataset table of `root`, and {image_id: reason} of its rows whose image file is
     missing (in the table with an empty path); any other problem is load_dataset's DataError."""
-    from skinclf.data.formats import raise_for_problems, read_dataset
 
     result = read_dataset(root, format)
     table = result.table
@@ -113,8 +152,6 @@ def input_table(
     images a dataset lists whose file is missing, left out of the table (predict reports them
     with the unreadable ones); and for a `split`, the run's whole labelled table, whose decode
     cache (built by training) holds the split's images (None when files are missing)."""
-    from skinclf.data.formats import detect_format
-    from skinclf.data.split import read_split
 
     if split is not None:
         data_path = first.provenance.get("data_path")
@@ -169,7 +206,6 @@ def _skip_unreadable(
     if not skipped:
         path.unlink(missing_ok=True)
         return skipped
-    from skinclf.atomic import write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(index=False))
@@ -191,10 +227,6 @@ def _mc_dropout(model, feats: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def _train_features(run: Member, cache_dir: Path | None, progress: bool) -> tuple:
-    from skinclf.data.cache import build_cache, default_cache_dir
-    from skinclf.data.dataset import label_indices
-    from skinclf.inference.feature_cache import cached_features, images_key
-    from skinclf.inference.precision import resolve_precision
 
     table, missing, cover = input_table(None, "train", run)
     if missing:  # the statistics describe the whole training split
@@ -217,7 +249,7 @@ def _train_features(run: Member, cache_dir: Path | None, progress: bool) -> tupl
         rows,
         images_key(run.model.spec.backbone, images),
         cache_dir or default_cache_dir(),
-        resolve_precision(cfg.trainer.precision, training=False),
+        InferenceSettings(precision=resolve_precision(cfg.trainer.precision, training=False)),
         progress=progress,
         stages=True,
     )
@@ -231,9 +263,6 @@ def feature_stats(
     step of run, cv and `skinclf calibrate`): fitted on the training split's features unless the
     file already matches the checkpoint; otherwise they must exist (DataError naming the command
     that fits them): predicting never writes fitted state."""
-    from skinclf.inference.batch import stage_dims
-    from skinclf.models.classifier import checkpoint_fingerprint
-    from skinclf.scoring.feature_scores import FeatureStats, fit_feature_stats
 
     path = run.stats_path or run.path / FEATURE_STATS_FILE
     fingerprint = checkpoint_fingerprint(run.checkpoint_file)
@@ -315,7 +344,6 @@ def _decode(
 ) -> tuple[list, pd.DataFrame, list[list[str]]]:
     """Each run's decoded images, the table without unreadable images, and the skipped ones;
     `cover`: a larger table whose decode cache holds the images (a run's whole dataset)."""
-    from skinclf.data.cache import build_cache
 
     decoded, unreadable = [], {}
     wanted = set(table["image_id"].astype(str))
@@ -354,7 +382,6 @@ class _Corrupted:
 
 def _corruption_names(corrupt: str | None) -> tuple[str, ...]:
     """The corruption families `--corrupt` asks for (none without it); ConfigError if unknown."""
-    from skinclf.data.corruptions import parse_corruptions
 
     if not corrupt:
         return ()
@@ -369,7 +396,6 @@ def _corrupted(
 ) -> tuple[list, pd.DataFrame]:
     """Each run's images after one synthetic corruption per image, and the table with its
     `dataset` marked `:corrupted`."""
-    from skinclf.data.corruptions import corrupt_images
 
     ids = table["image_id"].astype(str).tolist()
     out = [_Corrupted(corrupt_images(d.images, d.rows(ids), names, seed)[0]) for d in decoded]
@@ -382,19 +408,14 @@ def _confidence(
     logits: np.ndarray,
     feats: np.ndarray,
     predictor: Predictor,
-    tta: str | None,
-    mc_dropout: int,
+    options: PredictOptions,
     cache_dir: Path | None,
     progress: bool,
 ) -> dict[str, np.ndarray]:
     """The requested confidence scores (conf_<name> columns) of the predicted images."""
-    from skinclf.contracts.score_registry import FEATURE_SCORES
-
-    first = predictor.first
-    conf = predictor.scores(requested, logits, tta or first.cfg.predict.tta)
+    first, mc_dropout = predictor.first, options.mc_dropout
+    conf = predictor.scores(requested, logits, options.tta or first.cfg.predict.tta)
     if mc_dropout or any(SCORE_REGISTRY[s].needs == "passes" for s in requested):
-        from skinclf.contracts.scores import mc_dropout_msp, mc_dropout_neg_mutual_information
-
         pooled = feats[:, : first.model.spec.num_features]
         p = _mc_dropout(first.model, pooled, mc_dropout or 10, first.cfg.seed)
         conf["mc_dropout"] = mc_dropout_msp(p)
@@ -409,8 +430,6 @@ def _confidence(
 def model_offsets(runs: Sequence[Path]) -> np.ndarray | None:
     """The logit offsets of a single model folder that has them (a cv folder's
     logit_offsets.json, or an exported model's named by its manifest)."""
-    from skinclf.predictor.manifest import package_offsets
-    from skinclf.scoring.offsets import OFFSETS_FILE, read_offsets
 
     if len(runs) != 1:
         return None
@@ -430,7 +449,6 @@ def unused_offsets(runs: Sequence[Path]) -> list[str]:
 
 def _write_submission(out: Path, table: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
     """The ISIC 2018 Task 3 submission CSV (image, MEL, NV, ...), written atomically."""
-    from skinclf.atomic import write_text
 
     frame = pd.DataFrame({"image": [Path(i).stem for i in table["image_id"]]})
     for col in ISIC_COLUMNS:
@@ -445,35 +463,33 @@ def _write_submission(out: Path, table: pd.DataFrame, probs: np.ndarray) -> pd.D
 META_COLUMNS: tuple[str, ...] = ("age", "sex", "gender", "fitspatrick", "localization", "region")
 
 
-def _file_columns(table: pd.DataFrame) -> dict:
-    """The optional image_path and meta_<name> columns of the predictions file."""
-    import os
+def _image_rows(table: pd.DataFrame) -> ImageRows:
+    """The images of the predictions file, with their image_path and meta_<name> columns."""
 
     paths = [os.path.abspath(p) if str(p) else "" for p in table["path"].astype(str)]
     meta = {c: table[c].tolist() for c in META_COLUMNS if c in table.columns}
-    return {"image_path": paths, "meta": meta}
+    labels = [CLASSES[i] if i >= 0 else "" for i in label_indices(table["label"])]
+    ids, datasets = table["image_id"].tolist(), table["dataset"].astype(str).tolist()
+    ood = table["semantic_ood"].astype(bool).to_numpy()
+    return ImageRows(ids, datasets, labels, ood, image_path=paths, meta=meta)
 
 
 def _write_file(out: Path, table: pd.DataFrame, logits, probs, conf, abstain, reason):
     """The predictions file (DESIGN.md's schema), written atomically, read back as a frame."""
-    from skinclf.contracts.predictions import write_predictions
-    from skinclf.data.dataset import label_indices
-
-    labels = [CLASSES[i] if i >= 0 else "" for i in label_indices(table["label"])]
-    write_predictions(
-        out,
-        table["image_id"].tolist(),
-        table["dataset"].astype(str).tolist(),
-        labels,
-        table["semantic_ood"].astype(bool).to_numpy(),
-        logits,
-        probs,
-        conf,
-        abstain,
-        reason,
-        **_file_columns(table),
-    )
+    write_predictions(out, _image_rows(table), logits, probs, conf, abstain, reason)
     return pd.read_csv(out)
+
+
+def _load_predictor(runs: Sequence[Path], options: PredictOptions) -> Predictor:
+    """The runs as one Predictor with the requested policy; each member with its config."""
+    selective = options.selective
+    if selective is None and len(runs) == 1 and is_package(runs[0]):
+        selective = "auto"  # the exported model's own
+    predictor = Predictor.from_paths(list(runs), policy=selective)
+    for member in predictor.members:  # (the split, seed and data format come from it)
+        if member.cfg is None:
+            raise DataError(f"{member.path} has no config.yaml; export the model again.")
+    return predictor
 
 
 def predict_file(
@@ -481,44 +497,29 @@ def predict_file(
     out: Path,
     data: Path | None = None,
     split: str | None = None,
-    tta: str | None = None,
-    scores: list[str] | None = None,
-    mc_dropout: int = 0,
-    selective: Path | str | None = None,
-    output_format: str = "predictions",
+    options: PredictOptions = PredictOptions(),
     cache_dir: Path | None = None,
-    batch_size: int | None = None,
     progress: bool = True,
-    corrupt: str | None = None,
-    apply_offsets: bool = True,
 ) -> pd.DataFrame:
-    """Predict `data` (any dataset format, or plain images) or a run's own `split`.
+    """Predict `data` (any dataset format, or plain images) or a run's own `split` into the
+    file `out`, as `options` says (`PredictOptions`).
 
     A model folder with a `logit_offsets.json` (a `skinclf cv` folder) has its per-class logit
-    offsets added to the logits before anything else (`apply_offsets` False: not).
-
-    `corrupt` (`mix`, `clinical`, `all` or comma-separated names of
-    `skinclf.data.corruptions.FAMILIES`)
-    predicts the images after a synthetic corruption, one family per image (seeded by the first
-    run's seed); the file's `dataset` column then ends in `:corrupted`.
+    offsets added to the logits before anything else (unless `options.apply_offsets` is off).
+    With `options.corrupt` the images are predicted after a synthetic corruption, one family
+    per image (seeded by the first run's seed); the file's `dataset` column then ends in
+    `:corrupted`.
 
     Unreadable images are skipped: the others are predicted, and the skipped ones are listed
     with their reason (columns path,reason) in `errors_file(out)` and in the returned frame's
     `attrs["skipped"]` ([path, reason] pairs). DataError when no image could be read.
     """
-    from skinclf.contracts.score_registry import STAGE_SCORES
-
     check_output(out, kind="file")  # before any image is predicted
-    requested = list(scores or DEFAULT_SCORES)
-    if selective is None and len(runs) == 1 and is_package(runs[0]):
-        selective = "auto"  # the exported model's own
-    _check_request(data, split, runs, output_format, requested)
-    corruptions = _corruption_names(corrupt)
-    predictor = Predictor.from_paths(runs, policy=selective)
+    requested = list(options.scores or DEFAULT_SCORES)
+    _check_request(data, split, runs, options.output_format, requested)
+    corruptions = _corruption_names(options.corrupt)
+    predictor = _load_predictor(runs, options)
     _check_temperature(requested, predictor)
-    for member in predictor.members:  # (the split, seed and data format come from it)
-        if member.cfg is None:
-            raise DataError(f"{member.path} has no config.yaml; export the model again.")
     loaded = predictor.members
     table, missing, cover = input_table(data, split, loaded[0], loaded[1:])
     out = Path(out)
@@ -528,21 +529,21 @@ def predict_file(
     logits, probs, feats = predictor.infer(
         decoded,
         table["image_id"],
-        tta=tta,
-        batch_size=batch_size,
+        tta=options.tta,
+        batch_size=options.batch_size,
         progress=progress,
         stages=any(s in STAGE_SCORES for s in requested),
-        offsets=apply_offsets,
+        offsets=options.apply_offsets,
     )
-    unused = unused_offsets(runs) if apply_offsets else []
-    conf = _confidence(requested, logits, feats, predictor, tta, mc_dropout, cache_dir, progress)
+    conf = _confidence(requested, logits, feats, predictor, options, cache_dir, progress)
     abstain, reason = predictor.decide(requested, logits, feats, conf)
     if abstain is None and any(is_package(r) for r in runs):  # a package always says
         abstain, reason = np.zeros(len(logits), bool), np.full(len(logits), "", dtype=object)
-    if output_format == "isic2018-submission":
+    if options.output_format == "isic2018-submission":
         frame = _write_submission(out, table, probs)
     else:
         frame = _write_file(out, table, logits, probs, conf, abstain, reason)
+    unused = unused_offsets(runs) if options.apply_offsets else []
     frame.attrs.update(skipped=skipped, unused_offsets=unused)
     return frame
 
@@ -554,13 +555,11 @@ def predict_held_out(
     predicts it (the run's TTA, every logit score), into RUN/{split}_predictions.csv; its
     balanced accuracy. Training ends at its checkpoint; cross-validation's folds (their held-out
     fold) and the tuner's trials (the objective) get their predictions here, once."""
-    from skinclf.contracts.predictions import read_predictions
-    from skinclf.contracts.scores import SCORES
-    from skinclf.evaluate.metrics import balanced_accuracy
 
     out = Path(run) / f"{split}_predictions.csv"
-    predict_file([Path(run)], out, split=split, scores=list(SCORES), cache_dir=cache_dir,
-            progress=progress)  # fmt: skip
+    options = PredictOptions(scores=list(SCORES))
+    predict_file([Path(run)], out, split=split, options=options, cache_dir=cache_dir,
+                 progress=progress)  # fmt: skip
     p = read_predictions(out)
     return balanced_accuracy(p.y[p.labelled], p.pred[p.labelled])
 

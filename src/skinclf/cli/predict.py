@@ -74,24 +74,19 @@ def predict(
     Example: skinclf predict runs/lite0 --data ../pad-ufes-20 --scores msp,knn --out pad.csv
     (or an exported model: skinclf predict models/lite0 --data new_images/ --out p.csv)
     """
-    from skinclf.predict import predict_file as run_predict
+    from skinclf.predict import PredictOptions, predict_file
 
-    frame = run_predict(
-        runs,
-        out,
-        data=data,
-        split=split,
+    options = PredictOptions(
         tta=tta,
         scores=[s.strip() for s in scores.split(",") if s.strip()],
         mc_dropout=mc_dropout,
         selective=selective if selective else ("auto" if len(runs) == 1 else None),
         output_format=output_format,
-        cache_dir=cache_dir,
         batch_size=batch_size,
-        progress=progress,
         corrupt=corrupt,
         apply_offsets=offsets,
     )
+    frame = predict_file(runs, out, data, split, options, cache_dir, progress)
     _report(frame, out, strict)
 
 

@@ -121,41 +121,52 @@ def _strings(values: Sequence[object] | np.ndarray, n: int, what: str) -> list[s
     return out
 
 
+@dataclass(frozen=True)
+class ImageRows:
+    """Which images a predictions file speaks of, one entry per row: `image_ids`, `dataset`
+    (one name for all rows, or one per row), `labels` (class names, "" or None for none, or
+    class indices, -1 for none), `semantic_ood`, and optionally each row's `image_path` (the
+    image file predict read) and `meta` (a metadata name -> its values; the `meta_<name>`
+    columns, as text)."""
+
+    image_ids: Sequence[str] | np.ndarray
+    dataset: str | Sequence[str] | np.ndarray
+    labels: Sequence[str | None] | np.ndarray
+    semantic_ood: Sequence[bool] | np.ndarray
+    image_path: Sequence[str] | np.ndarray | None = None
+    meta: Mapping[str, Sequence[object] | np.ndarray] | None = None
+
+
 def write_predictions(
     path: str | Path,
-    image_ids: Sequence[str],
-    dataset: str | Sequence[str],
-    labels: Sequence[str | None] | np.ndarray,
-    semantic_ood: Sequence[bool] | np.ndarray,
+    rows: ImageRows,
     logits: np.ndarray,
     probs: np.ndarray | None = None,
     conf: Mapping[str, np.ndarray] | None = None,
     abstain: Sequence[bool] | np.ndarray | None = None,
     abstain_reason: Sequence[str] | np.ndarray | None = None,
-    image_path: Sequence[str] | np.ndarray | None = None,
-    meta: Mapping[str, Sequence[object] | np.ndarray] | None = None,
 ) -> Path:
-    """Write a predictions file atomically (temp file + rename) and return its path.
+    """Write a predictions file of the images `rows` atomically (temp file + rename) and
+    return its path.
 
-    `labels` are class names ("" or None for none) or class indices (-1 for none);
     `probs` defaults to the softmax of `logits`; `conf` maps a score name to its values;
-    `image_path` is each row's image file; `meta` maps a metadata name to its values (the
-    `meta_<name>` columns, as text).
+    `abstain` and `abstain_reason`: a selective classifier's decisions.
     """
     path = Path(path)
     logits = np.asarray(logits, dtype=np.float64)
-    n = len(image_ids)
+    n = len(rows.image_ids)
     if logits.shape != (n, len(CLASSES)):
         raise ValueError(f"logits must have shape ({n}, {len(CLASSES)}), got {logits.shape}")
     probs = softmax(logits) if probs is None else np.asarray(probs, dtype=np.float64)
     if probs.shape != logits.shape:
         raise ValueError(f"probs must have shape {logits.shape}, got {probs.shape}")
+    dataset = rows.dataset
     datasets = [dataset] * n if isinstance(dataset, str) else list(dataset)
     columns: dict[str, object] = {
-        "image_id": list(image_ids),
+        "image_id": list(rows.image_ids),
         "dataset": datasets,
-        "label": _labels_to_strings(labels, n),
-        "semantic_ood": [bool(s) for s in np.asarray(semantic_ood)],
+        "label": _labels_to_strings(rows.labels, n),
+        "semantic_ood": [bool(s) for s in np.asarray(rows.semantic_ood)],
     }
     for j, c in enumerate(LOGIT_COLUMNS):
         columns[c] = logits[:, j]
@@ -170,9 +181,9 @@ def write_predictions(
         columns["abstain"] = [bool(a) for a in np.asarray(abstain)]
     if abstain_reason is not None:
         columns["abstain_reason"] = [str(r) for r in np.asarray(abstain_reason, dtype=object)]
-    if image_path is not None:
-        columns[IMAGE_PATH_COLUMN] = _strings(image_path, n, "image_path")
-    for name, values in (meta or {}).items():
+    if rows.image_path is not None:
+        columns[IMAGE_PATH_COLUMN] = _strings(rows.image_path, n, "image_path")
+    for name, values in (rows.meta or {}).items():
         columns[f"{META_PREFIX}{name}"] = _strings(values, n, f"meta[{name!r}]")
     frame = pd.DataFrame(columns)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,10 +194,8 @@ def write_predictions(
 
 def save_predictions(path: str | Path, p: Predictions) -> Path:
     """Write `p` (its labels, logits, probabilities, scores, image paths and metadata)."""
-    return write_predictions(
-        path, p.image_ids, p.dataset, p.y, p.semantic_ood, p.logits, p.probs, p.conf,
-        image_path=p.image_path, meta=p.meta or None,
-    )  # fmt: skip
+    rows = ImageRows(p.image_ids, p.dataset, p.y, p.semantic_ood, p.image_path, p.meta or None)
+    return write_predictions(path, rows, p.logits, p.probs, p.conf)
 
 
 def _row(i: int) -> str:

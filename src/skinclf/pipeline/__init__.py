@@ -1,92 +1,43 @@
-"""`skinclf run`: the whole job (check, split, cache, train, predict, evaluate, report) as
-resumable steps in one output folder; see job.py for the steps and state.py for the manifest."""
+"""`skinclf run` and `skinclf cv`: the whole job (check, split, cache, train, predict,
+calibrate, evaluate, report) as resumable steps in one output folder: job.py and cv.py build
+the steps, set_steps.py the ones they share, steps.py/state.py skip, redo or resume each by its
+fingerprint, runner.py runs them.
+
+The names below are loaded on first use (PEP 562), so that `skinclf.pipeline.summary`, which
+`skinclf evaluate` reads, does not load the training code.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+import importlib
+from typing import Any
 
-from skinclf.contracts.run_folder import STATE_FILE
-from skinclf.pipeline.cv import CvLayout, CvOptions, build_cv_steps
-from skinclf.pipeline.job import LOCK_FILE, Layout, RunOptions, SampleData, build_steps, check_out
-from skinclf.pipeline.state import RunState
-from skinclf.pipeline.steps import Outcome, Reporter, Step, StepContext, run_steps
-
-__all__ = [
-    "STATE_FILE",
-    "CvOptions",
-    "CvResult",
-    "Outcome",
-    "Reporter",
-    "RunOptions",
-    "RunResult",
-    "SampleData",
-    "Step",
-    "StepContext",
-    "run_cv",
-    "run_job",
-]
+_WHERE = {
+    "STATE_FILE": "skinclf.contracts.run_folder",
+    "CvOptions": "skinclf.pipeline.cv",
+    "CvResult": "skinclf.pipeline.runner",
+    "Outcome": "skinclf.pipeline.steps",
+    "Reporter": "skinclf.pipeline.steps",
+    "RunOptions": "skinclf.pipeline.job",
+    "RunResult": "skinclf.pipeline.runner",
+    "RunState": "skinclf.pipeline.state",
+    "SampleData": "skinclf.pipeline.job",
+    "Step": "skinclf.pipeline.steps",
+    "StepContext": "skinclf.pipeline.steps",
+    "run_cv": "skinclf.pipeline.runner",
+    "run_job": "skinclf.pipeline.runner",
+    "run_steps": "skinclf.pipeline.steps",
+}
+__all__ = sorted(_WHERE)
 
 
-@dataclass
-class CvResult:
-    """What `run_cv` did: each step's outcome, and the summary file."""
-
-    out: Path
-    outcomes: list[Outcome]
-    summary_path: Path
-
-
-@dataclass
-class RunResult:
-    """What `run_job` did: each step's outcome, and where the results are."""
-
-    out: Path
-    outcomes: list[Outcome]
-    metrics_path: Path
-    report_path: Path
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value  # once
+    return value
 
 
-def run_job(opts: RunOptions, reporter: Reporter | None = None, progress: bool = True) -> RunResult:
-    """Run every step of `skinclf run` that is not up to date in `opts.out`; a second
-    process on the same folder is refused while one runs."""
-    out = Path(opts.out)
-    check_out(out)
-    lay = Layout(opts)
-    outcomes = _run_locked(out, build_steps(opts, lay), opts, reporter, progress)
-    return RunResult(out, outcomes, lay.folder.metrics, lay.folder.report)
-
-
-def run_cv(opts: CvOptions, reporter: Reporter | None = None, progress: bool = True) -> CvResult:
-    """Run every step of `skinclf cv` that is not up to date in its output folder (finished
-    folds are skipped, an interrupted one continues); one process per folder at a time."""
-    out = Path(opts.run.out)
-    check_out(out)
-    lay = CvLayout(Layout(opts.run), opts.folds)
-    outcomes = _run_locked(out, build_cv_steps(opts, lay), opts.run, reporter, progress)
-    return CvResult(out, outcomes, lay.summary)
-
-
-def _run_locked(
-    out: Path, steps: list[Step], opts: RunOptions, reporter: Reporter | None, progress: bool
-) -> list[Outcome]:
-    from filelock import FileLock, Timeout
-
-    from skinclf.errors import ConfigError
-
-    out.mkdir(parents=True, exist_ok=True)
-    if opts.cfg.trainer.threads:  # also when training is skipped: predict as it would
-        import torch
-
-        torch.set_num_threads(opts.cfg.trainer.threads)
-    lock = FileLock(str(out / LOCK_FILE))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise ConfigError(
-            f"Another skinclf process is working in {out}; wait for it or give another --out."
-        ) from None
-    try:
-        return run_steps(steps, RunState.load(out), reporter or Reporter(), progress)
-    finally:
-        lock.release()
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

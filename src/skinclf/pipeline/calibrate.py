@@ -21,6 +21,8 @@ import pandas as pd
 from skinclf.contracts.run_folder import FEATURE_STATS_FILE, RunOutput, TrainingRun
 from skinclf.errors import DataError
 from skinclf.pipeline.job import CORRUPTED_SET, MC_DROPOUT, SHIFT_CORRUPTION, SPLIT_SETS, scores
+from skinclf.pipeline.posthoc import PolicyData, PredictionSets, evaluate_policy, fit_policy
+from skinclf.predict import PredictOptions, fit_feature_statistics, predict_file
 from skinclf.predictor.core import model_kind
 
 
@@ -51,8 +53,6 @@ def _splits(run: Path) -> list[str]:
 
 def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = print):  # -> EvaluationResult
     """Predict the run's held-out splits and fit its policy into RUN/eval/ (see the module)."""
-    from skinclf.pipeline.posthoc import PredictionSets, evaluate_policy, fit_policy
-    from skinclf.predict import fit_feature_statistics, predict_file
 
     run = Path(opts.run)
     if model_kind(run) != "run":
@@ -66,26 +66,15 @@ def calibrate(opts: CalibrateOptions, log: Callable[[str], None] = print):  # ->
     files = {name: folder / f"{name}.csv" for name in [*splits, CORRUPTED_SET]}
     for name, out in files.items():
         log(f"predicting {name} -> {out}")
-        predict_file(
-            [run],
-            out,
-            split="val" if name == CORRUPTED_SET else name,
-            scores=scores(),
-            mc_dropout=MC_DROPOUT,
-            cache_dir=opts.cache_dir,
-            progress=opts.progress,
-            corrupt=SHIFT_CORRUPTION if name == CORRUPTED_SET else None,
-        )
+        corrupt = SHIFT_CORRUPTION if name == CORRUPTED_SET else None
+        options = PredictOptions(scores=scores(), mc_dropout=MC_DROPOUT, corrupt=corrupt)
+        split = "val" if name == CORRUPTED_SET else name
+        predict_file([run], out, None, split, options, opts.cache_dir, opts.progress)
     log("fitting the policy: the temperature, the OOD gate and the confidence gate")
-    fit_policy(
-        folder,
-        files["val"],
-        files.get("calib"),
-        files[CORRUPTED_SET],
-        run / FEATURE_STATS_FILE,
-        opts.target_risk,
-        opts.id_keep,
+    data = PolicyData(
+        files["val"], files.get("calib"), files[CORRUPTED_SET], run / FEATURE_STATS_FILE
     )
+    fit_policy(folder, data, opts.target_risk, opts.id_keep)
     log(f"evaluating under it -> {folder}")
     sets = PredictionSets(
         files["test"], files["val"], files.get("calib"), shifted=files[CORRUPTED_SET]

@@ -40,6 +40,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from skinclf import atomic
 from skinclf.classes import CLASSES
 from skinclf.config import RunConfig
@@ -48,8 +51,20 @@ from skinclf.contracts.cv_folder import (
     HELD_OUT_FILE,
     CvFolder,
 )
+from skinclf.contracts.predictions import read_predictions, save_predictions
 from skinclf.contracts.run_folder import FEATURE_STATS_FILE, TrainingRun
+from skinclf.contracts.score_registry import AVERAGE_SCORES, FEATURE_SCORES
+from skinclf.contracts.scores import with_logits
+from skinclf.data.split import fold_split, fold_split_file, group_leaks
 from skinclf.errors import ConfigError, DataError
+from skinclf.evaluate.crossval import out_of_fold_summary, set_summary
+from skinclf.evaluate.offsets import (
+    OFFSETS_FILE,
+    apply_offsets,
+    fit_logit_offsets,
+    read_offsets,
+    write_offsets,
+)
 from skinclf.pipeline.job import (
     CALIB_CORRUPTED,
     CALIB_RAW,
@@ -67,7 +82,18 @@ from skinclf.pipeline.job import (
     teacher_file,
     train_settings,
 )
+from skinclf.pipeline.posthoc import PolicyData, PredictionSets
+from skinclf.pipeline.set_steps import (
+    PredictSet,
+    StepInfo,
+    evaluate_policy_step,
+    fit_policy_step,
+    policy_settings,
+    predict_set_step,
+    predict_settings,
+)
 from skinclf.pipeline.steps import Step, StepContext
+from skinclf.predict import PredictOptions, fit_feature_statistics, predict_file, predict_held_out
 
 EVALUATION_SETS = (CALIB_SET, CALIB_CORRUPTED, OOF_SET)  # eval/ files that are no --test set
 SCORED_HELD_OUT = "val_scored.csv"  # in each fold run: its held-out fold with feature scores
@@ -112,7 +138,6 @@ class CvLayout:
 
     @property
     def offsets(self) -> Path:
-        from skinclf.evaluate.offsets import OFFSETS_FILE
 
         return self.out / OFFSETS_FILE
 
@@ -138,7 +163,6 @@ def fold_config(cfg: RunConfig) -> RunConfig:
 def _merge_pairs(path: Path | None):
     if path is None:
         return None
-    import pandas as pd
 
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -153,7 +177,6 @@ def folds_step(opts: CvOptions, lay: CvLayout) -> Step:
     cfg = opts.cfg
 
     def function(ctx: StepContext) -> list[Path]:
-        from skinclf.data.split import fold_split, fold_split_file, group_leaks
 
         table = labelled_table(lay.base.data, cfg)
         pairs = _merge_pairs(opts.merge_duplicates)
@@ -193,8 +216,7 @@ def train_fold_step(opts: CvOptions, lay: CvLayout, k: int) -> Step:
     run, split = lay.fold(k), lay.split(k)
 
     def function(ctx: StepContext) -> None:
-        from skinclf.predict import predict_held_out
-        from skinclf.train.training import fit
+        from skinclf.train.training import FitOptions, fit
 
         resume = ctx.resume and same_run(run, cfg, split)
         if not resume and run.exists():
@@ -204,13 +226,15 @@ def train_fold_step(opts: CvOptions, lay: CvLayout, k: int) -> Step:
             lay.base.data,
             run,
             cfg,
-            split_file=split,
             cache_dir=opts.run.cache_dir,
             resume=resume,
             progress=ctx.progress,
             log=ctx.reporter.log,
-            predict_splits=(),  # training ends at its checkpoint
-            cache_splits=("train", "val"),  # the same images in every fold: shared caches
+            options=FitOptions(
+                split_file=split,
+                predict_splits=(),  # training ends at its checkpoint
+                cache_splits=("train", "val"),  # the same images in every fold: shared caches
+            ),
         )
         # the held-out fold (its out-of-fold predictions), through the fold model's Predictor
         ba = predict_held_out(run, "val", opts.run.cache_dir, ctx.progress)
@@ -231,10 +255,6 @@ def oof_step(opts: CvOptions, lay: CvLayout) -> Step:
     files = [lay.fold(k) / HELD_OUT_FILE for k in range(opts.folds)]
 
     def function(ctx: StepContext) -> None:
-        import pandas as pd
-
-        from skinclf.contracts.predictions import read_predictions
-        from skinclf.evaluate.offsets import fit_logit_offsets, write_offsets
 
         folds = pd.read_csv(lay.folds_file, dtype=str)
         fold_of = dict(zip(folds["image_id"], folds["fold"], strict=True))
@@ -273,8 +293,6 @@ def offsets_step(opts: CvOptions, lay: CvLayout) -> Step:
     raw = lay.predictions(CALIB_RAW)
 
     def function(ctx: StepContext) -> None:
-        from skinclf.contracts.predictions import read_predictions
-        from skinclf.evaluate.offsets import fit_logit_offsets, write_offsets
 
         p = read_predictions(raw)
         p = p.subset(p.labelled)
@@ -296,11 +314,6 @@ def scored_out_of_fold(oof, scored: list, offsets):
     """The out-of-fold predictions `oof` with `offsets` added (their logit scores recomputed,
     with the `tta` score of `scored`) and the feature scores of `scored` (each fold's held-out
     images, predicted by that fold's model with the scores fitted on its training images)."""
-    import numpy as np
-
-    from skinclf.contracts.score_registry import AVERAGE_SCORES, FEATURE_SCORES
-    from skinclf.contracts.scores import with_logits
-    from skinclf.evaluate.offsets import apply_offsets
 
     where = {image: (k, j) for k, p in enumerate(scored) for j, image in enumerate(p.image_ids)}
     check_every_image_once(
@@ -321,21 +334,16 @@ def scored_oof_step(opts: CvOptions, lay: CvLayout) -> Step:
     """With --calib: the out-of-fold predictions as the ensemble's evaluation needs its test
     set: the ensemble's offsets added, and each image's feature scores (the OOD gate's) from the
     fold model that did not train on it, fitted on that fold's training images."""
-    from skinclf.contracts.score_registry import FEATURE_SCORES
 
     held_out = [lay.fold(k) / SCORED_HELD_OUT for k in range(opts.folds)]
     out, tta = lay.predictions(OOF_SET), opts.cfg.predict.tta
 
     def function(ctx: StepContext) -> None:
-        from skinclf.contracts.predictions import read_predictions, save_predictions
-        from skinclf.evaluate.offsets import read_offsets
-        from skinclf.predict import predict_file
 
+        options = PredictOptions(tta=tta, scores=list(FEATURE_SCORES))
         for k, path in enumerate(held_out):
-            predict_file(
-                [lay.fold(k)], path, split="val", tta=tta, scores=list(FEATURE_SCORES),
-                cache_dir=opts.run.cache_dir, progress=ctx.progress,
-            )  # fmt: skip
+            predict_file([lay.fold(k)], path, split="val", options=options,
+                         cache_dir=opts.run.cache_dir, progress=ctx.progress)  # fmt: skip
         scored = [read_predictions(f) for f in held_out]
         p = scored_out_of_fold(read_predictions(lay.oof), scored, read_offsets(lay.offsets))
         save_predictions(out, p)
@@ -357,7 +365,6 @@ def scored_oof_step(opts: CvOptions, lay: CvLayout) -> Step:
 def check_every_image_once(predicted, expected, files, remedy: str) -> None:
     """DataError, naming an image, the `files` it was read from and the `remedy`, unless
     `predicted` lists every image of `expected` exactly once."""
-    import pandas as pd
 
     predicted, expected = pd.Series(list(predicted), dtype=str), set(map(str, expected))
     where = " ".join(["the held-out predictions", ", ".join(str(f) for f in files if f)]).strip()
@@ -383,75 +390,43 @@ def ensemble_predict_step(
 ) -> Step:
     """The K fold models as an ensemble (`offsets` added) on `data`, or on the calib split
     (after the synthetic corruptions `corrupt`, as `skinclf predict --corrupt`)."""
-    out, wanted, tta = lay.predictions(name), scores(), opts.cfg.predict.tta
-    members = [lay.fold(k) for k in range(opts.folds)]
-    after = ("offsets" if opts.calib else "oof") if offsets else "oof"
-
-    def function(ctx: StepContext) -> None:
-        from skinclf.predict import predict_file
-
-        frame = predict_file(
-            [lay.out],
-            out,
-            data=data,
-            split=CALIB_SET if data is None else None,
-            tta=tta,
-            scores=wanted,
-            mc_dropout=MC_DROPOUT,
-            cache_dir=opts.run.cache_dir,
-            progress=ctx.progress,
-            corrupt=corrupt,
-            apply_offsets=offsets,
-        )
-        ctx.reporter.log(f"{len(frame):,} images -> {out}")
-
+    options = PredictOptions(tta=opts.cfg.predict.tta, scores=scores(), mc_dropout=MC_DROPOUT,
+                             corrupt=corrupt, apply_offsets=offsets)  # fmt: skip
     source = "the calibration part" if data is None else str(data)
     if corrupt:
         source += f" after synthetic corruption ({corrupt})"
-    best = [TrainingRun(m).best for m in members]
-    settings = {"scores": wanted, "mc_dropout": MC_DROPOUT, "tta": tta}
+    settings = predict_settings(options)
     if corrupt:
         settings["corrupt"] = corrupt
-    return Step(
-        f"predict-{name}",
+    best = [TrainingRun(lay.fold(k)).best for k in range(opts.folds)]
+    info = StepInfo(
         f"predict {source} with the {opts.folds} fold models (mean probabilities"
         + (", logit offsets added)" if offsets else ", no offsets)"),
-        function,
         settings if offsets else {**settings, "offsets": False},
         inputs=[
             *best,
             *([lay.offsets] if offsets else []),
             *([lay.base.data, lay.folds_file] if data is None else [data]),
         ],
-        outputs=[out],
-        needs=[after],
+        needs=[("offsets" if opts.calib else "oof") if offsets else "oof"],
     )
+    spec = PredictSet(name, lay.out, lay.predictions(name), data, CALIB_SET, options)
+    return predict_set_step(spec, info, opts.run.cache_dir)
 
 
-def calibrate_ensemble(eval_dir: Path, gate_stats: Path, settings: dict) -> None:
-    """A fold ensemble's policy fitted on its calib predictions (eval_dir/calib.csv): the
-    temperature, the OOD gate chosen without OOD labels by the silent failures on the corrupted
-    calibration images (as `skinclf run` chooses it on its corrupted validation images) and the
-    confidence gate, into eval_dir/selective.json. `settings`: target_risk, id_keep."""
-    from skinclf.pipeline.posthoc import fit_policy
-
+def ensemble_policy_data(eval_dir: Path, gate_stats: Path) -> PolicyData:
+    """A fold ensemble's policy data: its calib predictions (eval_dir/calib.csv) for the
+    temperature and the confidence gate, the corrupted ones to choose the OOD gate by their
+    silent failures (as `skinclf run` chooses it on its corrupted validation images)."""
     calib = eval_dir / f"{CALIB_SET}.csv"
-    shifted = eval_dir / f"{CALIB_CORRUPTED}.csv"
-    fit_policy(
-        eval_dir, calib, calib, shifted, gate_stats, settings["target_risk"], settings["id_keep"]
-    )
+    return PolicyData(calib, calib, eval_dir / f"{CALIB_CORRUPTED}.csv", gate_stats)
 
 
-def evaluate_ensemble(
-    eval_dir: Path, ood_names: list[str], test_names: list[str], settings: dict, on_step=None
-) -> None:
-    """Every set measured under the ensemble's policy (eval_dir/selective.json), the
-    out-of-fold predictions (eval_dir/out_of_fold.csv) standing in for the test set.
-    `settings`: bootstrap, seed."""
-    from skinclf.pipeline.posthoc import PredictionSets, evaluate_policy
-
+def ensemble_sets(eval_dir: Path, ood_names: list[str], test_names: list[str]) -> PredictionSets:
+    """A fold ensemble's sets for its evaluation: the out-of-fold predictions
+    (eval_dir/out_of_fold.csv) stand in for the test set, its calib predictions for val."""
     calib = eval_dir / f"{CALIB_SET}.csv"
-    sets = PredictionSets(
+    return PredictionSets(
         test=eval_dir / f"{OOF_SET}.csv",
         val=calib,
         calib=calib,
@@ -460,31 +435,19 @@ def evaluate_ensemble(
         shifted=eval_dir / f"{CALIB_CORRUPTED}.csv",
         names={eval_dir / f"{n}.csv": n for n in [*ood_names, *test_names]},
     )
-    evaluate_policy(eval_dir, sets, settings["bootstrap"], settings["seed"], on_step)
 
 
 def calibrate_step(opts: CvOptions, lay: CvLayout) -> Step:
     """With --calib: the ensemble's policy fitted on its calib predictions."""
-    settings = {
-        "target_risk": opts.run.target_risk,
-        "id_keep": opts.run.id_keep,
-        "choose_gate": True,
-        "shifted": CALIB_CORRUPTED,
-    }
-
-    def function(ctx: StepContext) -> None:
-        calibrate_ensemble(lay.eval, lay.fold(0) / FEATURE_STATS_FILE, settings)
-
-    return Step(
-        "calibrate",
+    info = StepInfo(
         "fit the ensemble's policy on its calibration predictions: the temperature, the OOD "
         "gate (chosen on the corrupted calibration images) and the confidence gate",
-        function,
-        settings,
+        policy_settings(opts.run.target_risk, opts.run.id_keep, CALIB_CORRUPTED),
         inputs=[lay.predictions(CALIB_SET), lay.predictions(CALIB_CORRUPTED)],
-        outputs=[lay.base.folder.policy],
         needs=[f"predict-{CALIB_SET}", f"predict-{CALIB_CORRUPTED}"],
     )
+    data = ensemble_policy_data(lay.eval, lay.fold(0) / FEATURE_STATS_FILE)
+    return fit_policy_step(lay.base.folder, data, info)
 
 
 def evaluate_step(opts: CvOptions, lay: CvLayout) -> Step:
@@ -492,31 +455,20 @@ def evaluate_step(opts: CvOptions, lay: CvLayout) -> Step:
     predictions stand in for the in-distribution test set."""
     base = lay.base
     sets = [*EVALUATION_SETS, *base.ood_names, *base.test_names]
-    settings = {"bootstrap": opts.run.bootstrap, "seed": opts.cfg.seed}
-
-    def function(ctx: StepContext) -> None:
-        evaluate_ensemble(lay.eval, base.ood_names, base.test_names, settings, ctx.reporter.sub)
-
-    return Step(
-        "evaluate",
+    info = StepInfo(
         "evaluate every set under the ensemble's policy (it fits nothing); write report.html",
-        function,
-        settings,
+        {"bootstrap": opts.run.bootstrap, "seed": opts.cfg.seed},
         inputs=[*(lay.predictions(n) for n in sets), lay.base.folder.policy],
-        outputs=[lay.base.folder.metrics, lay.base.folder.report],
         needs=["calibrate", *(f"predict-{n}" for n in sets)],
     )
+    evaluated = ensemble_sets(lay.eval, base.ood_names, base.test_names)
+    return evaluate_policy_step(base.folder, evaluated, info)
 
 
 def summary_step(opts: CvOptions, lay: CvLayout) -> Step:
     tests = [lay.predictions(n) for n in lay.base.test_names]
 
     def function(ctx: StepContext) -> None:
-        import pandas as pd
-
-        from skinclf.contracts.predictions import read_predictions
-        from skinclf.evaluate.crossval import out_of_fold_summary, set_summary
-        from skinclf.evaluate.offsets import read_offsets
 
         oof = read_predictions(lay.oof)
         folds = pd.read_csv(lay.folds_file, dtype=str)
@@ -560,7 +512,6 @@ def features_step(opts: CvOptions, lay: CvLayout) -> Step:
     runs = [lay.fold(k) for k in range(opts.folds)]
 
     def function(ctx: StepContext) -> None:
-        from skinclf.predict import fit_feature_statistics
 
         for run in runs:
             fit_feature_statistics(run, opts.run.cache_dir, ctx.progress)

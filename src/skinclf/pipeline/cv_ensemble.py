@@ -60,12 +60,8 @@ from skinclf.evaluate.offsets import (
     read_offsets,
     write_offsets,
 )
-from skinclf.pipeline.cv import (
-    CALIB_RAW,
-    EVALUATION_SETS,
-    calibrate_ensemble,
-    evaluate_ensemble,
-)
+from skinclf.pipeline.cv import CALIB_RAW, EVALUATION_SETS, ensemble_policy_data, ensemble_sets
+from skinclf.pipeline.posthoc import evaluate_policy, fit_policy
 from skinclf.pipeline.state import RunState
 from skinclf.scoring.ensemble import mean_predictions
 
@@ -210,12 +206,9 @@ def evaluate_cv_ensemble(
     settings, ood, tests = evaluated[0]
     present = shared_sets(cvs)
     stats = cv_runs(cvs[0])[0] / FEATURE_STATS_FILE  # the first model's, whose scores it has
-    calibrate_ensemble(out / "eval", stats, settings)
-    evaluate_ensemble(
-        out / "eval",
-        [n for n in ood if n in present],
-        [n for n in tests if n in present],
-        {"bootstrap": n_bootstrap, "seed": seed},
-        on_step,
-    )
+    eval_dir = out / "eval"
+    data = ensemble_policy_data(eval_dir, stats)
+    fit_policy(eval_dir, data, settings["target_risk"], settings["id_keep"])
+    ood, tests = [n for n in ood if n in present], [n for n in tests if n in present]
+    evaluate_policy(eval_dir, ensemble_sets(eval_dir, ood, tests), n_bootstrap, seed, on_step)
     return True

@@ -16,13 +16,16 @@ Output folder (OUT)::
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from skinclf import atomic
-from skinclf.config import RESUMABLE_KEYS, RunConfig, flat_settings
+from skinclf.config import RESUMABLE_KEYS, RunConfig, flat_settings, read_config
 from skinclf.contracts.run_folder import (  # noqa: F401 (the names other steps import from here)
     CALIB_CORRUPTED,
     CALIB_RAW,
@@ -38,8 +41,26 @@ from skinclf.contracts.run_folder import (  # noqa: F401 (the names other steps 
     TrainingRun,
     set_name,
 )
+from skinclf.contracts.score_registry import score_names
+from skinclf.data.cache import build_cache
+from skinclf.data.check import check_dataset
+from skinclf.data.formats import load_dataset
+from skinclf.data.split import group_leaks, share_deviation, split_dataset
+from skinclf.data.synthetic import write_sample
 from skinclf.errors import ConfigError, DataError
+from skinclf.outputs import check_output
+from skinclf.pipeline.posthoc import PolicyData, PredictionSets
+from skinclf.pipeline.set_steps import (
+    PredictSet,
+    StepInfo,
+    evaluate_policy_step,
+    fit_policy_step,
+    policy_settings,
+    predict_set_step,
+    predict_settings,
+)
 from skinclf.pipeline.steps import Step, StepContext
+from skinclf.predict import PredictOptions, fit_feature_statistics
 
 LOCK_FILE = ".run.lock"  # held while a `skinclf run` works in the folder
 
@@ -72,13 +93,33 @@ class RunOptions:
 
 def scores() -> list[str]:
     """Every confidence score of one model's forward pass: the logit and feature scores."""
-    from skinclf.contracts.score_registry import score_names
 
     return list(score_names("logits", "features", "stages"))
 
 
+def check_options(opts: RunOptions) -> None:
+    """ConfigError, in one sentence, for options no run can start from: an OUT that is no run
+    output folder (`check_out`), neither --data nor --sample, a dataset folder that does not
+    exist, or an OUT inside a dataset folder."""
+    out = Path(opts.out)
+    check_out(out)
+    if opts.sample is None and opts.data is None:
+        raise ConfigError("Give --data PATH (a dataset folder) or --sample.")
+    given = [("--data", opts.data), *[("--ood", p) for p in opts.ood]]
+    given += [("--test", p) for p in opts.tests]
+    for option, path in given:
+        if path is not None and not Path(path).exists():
+            raise ConfigError(f"{option} {path} does not exist; give a dataset folder.")
+    for option, path in given:
+        if path is not None and out.resolve().is_relative_to(Path(path).resolve()):
+            raise ConfigError(
+                f"--out {out} is inside {option} {path}: every step would see its own "
+                "outputs as changed data; give an output folder outside the datasets."
+            )
+
+
 class Layout:
-    """The paths of an output folder."""
+    """The paths of an output folder (`check_options` has checked the options)."""
 
     def __init__(self, opts: RunOptions):
         self.out = Path(opts.out)
@@ -90,20 +131,9 @@ class Layout:
             self.data = self.out / "data" / "ham10000"
             self.ood = [self.out / "data" / "pad-ufes-20", *opts.ood]
         else:
-            if opts.data is None:
-                raise ConfigError("Give --data PATH (a dataset folder) or --sample.")
+            assert opts.data is not None, "check_options(opts) first"
             self.data, self.ood = Path(opts.data), list(opts.ood)
         self.tests = list(opts.tests)
-        given = [("--data", opts.data), *[("--ood", p) for p in opts.ood]]
-        for option, path in [*given, *[("--test", p) for p in self.tests]]:
-            if path is not None and not Path(path).exists():
-                raise ConfigError(f"{option} {path} does not exist; give a dataset folder.")
-        for option, path in [*given, *[("--test", p) for p in self.tests]]:
-            if path is not None and self.out.resolve().is_relative_to(Path(path).resolve()):
-                raise ConfigError(
-                    f"--out {self.out} is inside {option} {path}: every step would see its own "
-                    "outputs as changed data; give an output folder outside the datasets."
-                )
         used: set[str] = set()
         self.ood_names = [set_name(p, used) for p in self.ood]
         self.test_names = [set_name(p, used) for p in self.tests]
@@ -115,7 +145,6 @@ class Layout:
 def check_out(out: Path) -> None:
     """OUT is new, empty or an earlier `skinclf run` output, and can be written; anything else
     is refused."""
-    from skinclf.outputs import check_output
 
     check_output(out)
     if out.exists() and not out.is_dir():
@@ -142,7 +171,6 @@ def sample_step(opts: RunOptions, lay: Layout) -> Step:
     plan = [(lay.data, "ham10000", sample.n), (lay.ood[0], "pad-ufes-20", sample.ood_n)]
 
     def function(ctx: StepContext) -> None:
-        from skinclf.data.synthetic import write_sample
 
         for folder, fmt, n in plan:
             partial = folder.with_name(folder.name + ".partial")
@@ -166,9 +194,6 @@ def check_step(opts: RunOptions, lay: Layout) -> Step:
     sets = [(lay.data, opts.cfg.data.format)] + [(p, "auto") for p in [*lay.ood, *lay.tests]]
 
     def function(ctx: StepContext) -> None:
-        import json
-
-        from skinclf.data.check import check_dataset
 
         summaries = {}
         for path, fmt in sets:
@@ -200,7 +225,6 @@ def check_step(opts: RunOptions, lay: Layout) -> Step:
 
 def labelled_table(data: Path, cfg: RunConfig):
     """The dataset's metadata table, without its unlabelled rows (what a split is drawn from)."""
-    from skinclf.data.formats import load_dataset
 
     table = load_dataset(data, cfg.data.format)
     return table[table["label"].astype(str) != ""].reset_index(drop=True)
@@ -210,7 +234,6 @@ def split_step(opts: RunOptions, lay: Layout) -> Step:
     d = opts.cfg.data
 
     def function(ctx: StepContext) -> None:
-        from skinclf.data.split import group_leaks, share_deviation, split_dataset
 
         table = labelled_table(lay.data, opts.cfg)
         split = split_dataset(table, val=d.val, test=d.test, calib=d.calib, seed=opts.cfg.seed)
@@ -238,7 +261,6 @@ def cache_step(opts: RunOptions, lay: Layout) -> Step:
     d = opts.cfg.data
 
     def function(ctx: StepContext) -> list[Path]:
-        from skinclf.data.cache import build_cache
 
         table = labelled_table(lay.data, opts.cfg)
         images = build_cache(
@@ -263,7 +285,6 @@ def _epochs(n: int) -> str:
 def same_run(run: Path, cfg: RunConfig, split: Path) -> bool:
     """Whether the run folder was started with `cfg`'s results-changing settings (a kill may
     come between recording a new fingerprint and clearing the old run)."""
-    from skinclf.config import read_config
 
     files = TrainingRun(run)
     if not files.config.is_file() or not _same_split(files.split, split):
@@ -277,7 +298,6 @@ def same_run(run: Path, cfg: RunConfig, split: Path) -> bool:
 def _same_split(run_split: Path, split: Path) -> bool:
     """Whether the run folder was trained on the pipeline's current split (same image ids in
     the same splits)."""
-    import pandas as pd
 
     if not (run_split.is_file() and split.is_file()):
         return False
@@ -290,7 +310,7 @@ def train_step(opts: RunOptions, lay: Layout) -> Step:
     cfg = opts.cfg
 
     def function(ctx: StepContext) -> None:
-        from skinclf.train.training import fit
+        from skinclf.train.training import FitOptions, fit
 
         resume = ctx.resume and same_run(lay.run, cfg, lay.split)
         if not resume and lay.run.exists():
@@ -300,12 +320,12 @@ def train_step(opts: RunOptions, lay: Layout) -> Step:
             lay.data,
             lay.run,
             cfg,
-            split_file=lay.split,
             cache_dir=opts.cache_dir,
             resume=resume,
             progress=ctx.progress,
             log=ctx.reporter.log,
-            predict_splits=(),  # training ends at its checkpoint: the predict steps infer once
+            # training ends at its checkpoint: the predict steps infer once
+            options=FitOptions(split_file=lay.split, predict_splits=()),
         )
 
     return Step(
@@ -326,7 +346,6 @@ def features_step(opts: RunOptions, lay: Layout) -> Step:
     predicted with them: predicting reads them and never fits."""
 
     def function(ctx: StepContext) -> None:
-        from skinclf.predict import fit_feature_statistics
 
         fit_feature_statistics(lay.run, opts.cache_dir, ctx.progress)
 
@@ -351,77 +370,34 @@ def predict_step(
 ) -> Step:
     """Predictions of one set with every confidence score: a split of the run (`data` None)
     or a dataset folder; `corrupt`: the validation split after synthetic corruption."""
-    out, wanted, tta = lay.predictions(name), scores(), opts.cfg.predict.tta
-    split = "val" if corrupt else name
-
-    def function(ctx: StepContext) -> list[Path]:
-        from skinclf.predict import errors_file, predict_file
-
-        frame = predict_file(
-            [lay.run],
-            out,
-            data=data,
-            split=None if data is not None else split,
-            tta=tta,
-            scores=wanted,
-            mc_dropout=MC_DROPOUT,
-            cache_dir=opts.cache_dir,
-            progress=ctx.progress,
-            corrupt=corrupt,
-        )
-        skipped = frame.attrs.get("skipped", [])
-        note = f" ({len(skipped)} unreadable, listed in {errors_file(out)})" if skipped else ""
-        ctx.reporter.log(f"{len(frame):,} images -> {out}{note}")
-        return [errors_file(out)] if skipped else []
-
+    tta, split = opts.cfg.predict.tta, "val" if corrupt else name
+    options = PredictOptions(tta=tta, scores=scores(), mc_dropout=MC_DROPOUT, corrupt=corrupt)
     source = f"the {split} split" if data is None else str(data)
     source += f" after synthetic corruption ({corrupt})" if corrupt else ""
-    return Step(
-        f"predict-{name}",
+    info = StepInfo(
         f"predict {source} with every confidence score",
-        function,
-        {"scores": wanted, "mc_dropout": MC_DROPOUT, "tta": tta, "corrupt": corrupt},
+        {**predict_settings(options), "corrupt": corrupt},
         inputs=[lay.best, *([lay.data, lay.split] if data is None else [data])],
-        outputs=[out],
         needs=["train"],
     )
+    spec = PredictSet(name, lay.run, lay.predictions(name), data, split, options)
+    return predict_set_step(spec, info, opts.cache_dir)
 
 
 def calibrate_step(opts: RunOptions, lay: Layout, splits: list[str]) -> Step:
     """The policy: temperature (val), OOD gate (chosen on the corrupted val images) and
     confidence gate (calib, else val), fitted once into OUT/eval/selective.json."""
     calib = lay.predictions("calib") if "calib" in splits else None
-    settings = {
-        "target_risk": opts.target_risk,
-        "id_keep": opts.id_keep,
-        "choose_gate": True,
-        "shifted": CORRUPTED_SET,
-    }
-
-    def function(ctx: StepContext) -> None:
-        from skinclf.pipeline.posthoc import fit_policy
-
-        fit_policy(
-            lay.eval,
-            lay.predictions("val"),
-            calib,
-            lay.predictions(CORRUPTED_SET),
-            lay.stats,
-            opts.target_risk,
-            opts.id_keep,
-        )
-
+    val, shifted = lay.predictions("val"), lay.predictions(CORRUPTED_SET)
     fitted_on = "calibration" if calib is not None else "validation"
-    return Step(
-        "calibrate",
+    info = StepInfo(
         f"fit the policy: the temperature (validation data), the OOD gate (chosen on the "
         f"corrupted validation images) and the confidence gate ({fitted_on} data)",
-        function,
-        settings,
-        inputs=[lay.predictions("val"), *([calib] if calib else []), lay.stats],
-        outputs=[lay.folder.policy],
+        policy_settings(opts.target_risk, opts.id_keep, CORRUPTED_SET),
+        inputs=[val, *([calib] if calib else []), lay.stats],
         needs=[f"predict-{n}" for n in ["val", *(["calib"] if calib else []), CORRUPTED_SET]],
     )
+    return fit_policy_step(lay.folder, PolicyData(val, calib, shifted, lay.stats), info)
 
 
 def evaluate_step(opts: RunOptions, lay: Layout, splits: list[str]) -> Step:
@@ -429,32 +405,22 @@ def evaluate_step(opts: RunOptions, lay: Layout, splits: list[str]) -> Step:
     ood = [lay.predictions(n) for n in lay.ood_names]
     external = [lay.predictions(n) for n in lay.test_names]
     files = [lay.predictions(n) for n in splits] + ood + external
-    calib = lay.predictions("calib") if "calib" in splits else None
-    settings = {"bootstrap": opts.bootstrap, "seed": opts.cfg.seed}
-
-    def function(ctx: StepContext) -> None:
-        from skinclf.pipeline.posthoc import PredictionSets, evaluate_policy
-
-        sets = PredictionSets(
-            test=lay.predictions("test"),
-            val=lay.predictions("val"),
-            calib=calib,
-            ood=ood,
-            external=external,
-            shifted=lay.predictions(CORRUPTED_SET),
-            names={lay.predictions(n): n for n in [*lay.ood_names, *lay.test_names]},
-        )
-        evaluate_policy(lay.eval, sets, opts.bootstrap, opts.cfg.seed, ctx.reporter.sub)
-
-    return Step(
-        "evaluate",
+    sets = PredictionSets(
+        test=lay.predictions("test"),
+        val=lay.predictions("val"),
+        calib=lay.predictions("calib") if "calib" in splits else None,
+        ood=ood,
+        external=external,
+        shifted=lay.predictions(CORRUPTED_SET),
+        names={lay.predictions(n): n for n in [*lay.ood_names, *lay.test_names]},
+    )
+    info = StepInfo(
         "evaluate every set under the policy (it fits nothing); write report.html",
-        function,
-        settings,
+        {"bootstrap": opts.bootstrap, "seed": opts.cfg.seed},
         inputs=[*files, lay.predictions(CORRUPTED_SET), lay.folder.policy],
-        outputs=[lay.folder.metrics, lay.folder.report],
         needs=["calibrate", *(f"predict-{n}" for n in [*splits, *lay.ood_names, *lay.test_names])],
     )
+    return evaluate_policy_step(lay.folder, sets, info)
 
 
 def build_steps(opts: RunOptions, lay: Layout) -> list[Step]:

@@ -7,33 +7,39 @@ under that policy file and fits nothing (metrics.json, report.html, decisions/).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from skinclf.contracts.predictions import read_predictions
 from skinclf.contracts.run_folder import POLICY_FILE
-from skinclf.evaluate.evaluation import PredictionSets
+from skinclf.evaluate.evaluation import EvaluationOptions, PredictionSets, evaluate_predictions
+from skinclf.policy.fit import PolicySettings, SelectivePolicy
+
+
+@dataclass(frozen=True)
+class PolicyData:
+    """The held-out predictions files a policy is fitted on: the temperature on `val`, the
+    confidence gate on `calib` (None: `val`), the OOD gate chosen without OOD labels by the
+    silent failures on `shifted` (in-distribution images under synthetic corruption), with the
+    feature statistics `gate_stats`."""
+
+    val: Path
+    calib: Path | None
+    shifted: Path
+    gate_stats: Path
 
 
 def fit_policy(
-    out_dir: Path,
-    val: Path,
-    calib: Path | None,
-    shifted: Path,
-    gate_stats: Path,
-    target_risk: float | str,
-    id_keep: float,
+    out_dir: Path, data: PolicyData, target_risk: float | str, id_keep: float
 ):  # -> SelectivePolicy
-    """The temperature (val), the OOD gate (chosen without OOD labels by the silent failures on
-    `shifted`, in-distribution images under synthetic corruption) and the confidence gate
-    (calib, else val), written to OUT_DIR/selective.json."""
-    from skinclf.contracts.predictions import read_predictions
-    from skinclf.policy.fit import PolicySettings, SelectivePolicy
+    """The policy fitted on `data`, written to OUT_DIR/selective.json."""
 
     settings = PolicySettings(target_risk=target_risk, choose_gate=True, id_keep=id_keep)
     policy = SelectivePolicy(settings).fit(
-        read_predictions(val),
-        read_predictions(calib) if calib is not None else None,
-        shifted=read_predictions(shifted, require_labels=False),
-        gate_stats=gate_stats,
+        read_predictions(data.val),
+        read_predictions(data.calib) if data.calib is not None else None,
+        shifted=read_predictions(data.shifted, require_labels=False),
+        gate_stats=data.gate_stats,
     )
     policy.save(out_dir)
     return policy
@@ -47,8 +53,6 @@ def evaluate_policy(
     on_step: Callable[[str], None] | None = None,
 ):  # -> EvaluationResult
     """Every set measured under OUT_DIR/selective.json (the calibrate step's); nothing fitted."""
-    from skinclf.evaluate.evaluation import EvaluationOptions, evaluate_predictions
-    from skinclf.policy.fit import SelectivePolicy
 
     policy = SelectivePolicy.load(out_dir / POLICY_FILE)
     options = EvaluationOptions(n_bootstrap=n_bootstrap, seed=seed)

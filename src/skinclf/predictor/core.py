@@ -18,6 +18,7 @@ import numpy as np
 from skinclf.classes import CLASSES
 from skinclf.config import RunConfig, read_config
 from skinclf.contracts.cv_folder import CHECKPOINT, cv_runs, is_cv_folder
+from skinclf.contracts.package_folder import MANIFEST_FILE, PackageFolder
 from skinclf.contracts.run_folder import RunOutput, TrainingRun
 from skinclf.contracts.score_registry import DEFAULT_SCORES
 from skinclf.contracts.selective import REASON_MESSAGES, Selective, load_selective
@@ -34,7 +35,7 @@ from skinclf.predictor.decisions import (
     with_offsets,
 )
 from skinclf.predictor.manifest import (
-    CARD_FILE,
+    Manifest,
     check_member,
     inside,
     is_package,
@@ -100,7 +101,7 @@ def model_kind(path: Path | str) -> Kind:
         raise DataError(f"{path} does not exist; give a model folder.")
     raise DataError(
         f"{path} is not a model: give a run folder (with {CHECKPOINT}), a `skinclf run` output "
-        "folder, a `skinclf cv` folder or a model package (skinclf-model.json) written by "
+        f"folder, a `skinclf cv` folder or a model package ({MANIFEST_FILE}) written by "
         "`skinclf export`."
     )
 
@@ -119,27 +120,27 @@ def load_run(run: Path | str) -> Member:
     return Member(run, load_classifier(ckpt), cfg, prov)
 
 
-def _package_members(path: Path, manifest: dict, runtime: str) -> list[Member]:
+def _package_members(path: Path, manifest: Manifest, runtime: str) -> list[Member]:
     """The members of a package: checkpoints (torch) or ONNX graphs, each with its run files."""
     from skinclf.models.classifier import load_classifier
 
-    inference = manifest["inference"]
-    stats = manifest.get("feature_stats")
+    inference = manifest.inference
+    stats = manifest.feature_stats
     stats_path = inside(path, stats, "statistics file") if stats else None
     onnx_files: list[str] = []
     if runtime == "onnx":
-        onnx = manifest.get("onnx")
-        if not onnx:
+        onnx = manifest.onnx
+        if onnx is None:
             raise DataError(f"{path} has no ONNX graph: export it with --onnx.")
-        onnx_files = list(onnx.get("files") or [onnx["file"]])
+        onnx_files = list(onnx.files or [onnx.file])
     members = []
-    for i, name in enumerate(manifest["members"]):
+    for i, name in enumerate(manifest.members):
         ckpt = inside(path, name, "member checkpoint")
         files = TrainingRun(ckpt.parent)  # a member's run files beside its checkpoint
         cfg = read_config(files.config) if files.config.is_file() else None
         if cfg is not None:  # the package's inference settings, for every member
-            cfg.predict.tta = inference["tta"]
-            cfg.predict.batch_size = int(inference["batch_size"])
+            cfg.predict.tta = inference.tta
+            cfg.predict.batch_size = inference.batch_size
         prov_path = files.provenance
         prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
         if runtime == "onnx":
@@ -150,13 +151,13 @@ def _package_members(path: Path, manifest: dict, runtime: str) -> list[Member]:
         else:
             model = load_classifier(ckpt, trusted=False)
             check_member(model.spec, manifest, ckpt)
-            precision = inference["precision"]
+            precision = inference.precision
         members.append(Member(files.path, model, cfg, prov, ckpt, precision, stats_path))
     return members
 
 
 def own_policy(
-    path: Path | str, kind: Kind | None = None, manifest: dict | None = None
+    path: Path | str, kind: Kind | None = None, manifest: Manifest | None = None
 ) -> Path | None:
     """A model folder's own selective.json: a package's (its manifest's, when already read),
     else FOLDER/eval/selective.json when its evaluation wrote one; None otherwise."""
@@ -184,7 +185,7 @@ class Predictor:
         *,
         offsets: np.ndarray | None = None,
         policy_path: Path | None = None,
-        manifest: dict | None = None,
+        manifest: Manifest | None = None,
         runtime: str = "torch",
     ) -> None:
         if not members:
@@ -208,7 +209,7 @@ class Predictor:
                 "graph does not give (exported by an older skinclf); export it again with "
                 "--onnx, or use the torch runtime."
             )
-        self.card: dict = read_card(self.path / CARD_FILE) if kind == "package" else {}
+        self.card: dict = read_card(PackageFolder(self.path).card) if kind == "package" else {}
         self._settings()
 
     def _settings(self) -> None:
@@ -217,12 +218,10 @@ class Predictor:
         changed before predicting."""
         m, cfg = self.manifest, self.first.cfg
         self.precision = self.member_precision(self.first)
-        if m:
-            self.classes = tuple(m["classes"])
-            self.image_size = int(m["preprocessing"]["image_size"])
-            self.resize = str(m["preprocessing"]["resize"])
-            self.tta = str(m["inference"]["tta"])
-            self.batch_size = int(m["inference"]["batch_size"])
+        if m is not None:
+            self.classes = tuple(m.classes)
+            self.image_size, self.resize = m.preprocessing.image_size, m.preprocessing.resize
+            self.tta, self.batch_size = m.inference.tta, m.inference.batch_size
             return
         spec = self.first.model.spec
         self.classes = tuple(spec.classes) if getattr(spec, "classes", None) else tuple(CLASSES)
@@ -286,7 +285,7 @@ class Predictor:
         )
 
     @staticmethod
-    def _members(path: Path, kind: Kind, manifest: dict | None, runtime: str) -> list[Member]:
+    def _members(path: Path, kind: Kind, manifest: Manifest | None, runtime: str) -> list[Member]:
         if kind == "package":
             assert manifest is not None
             return _package_members(path, manifest, runtime)
@@ -297,7 +296,7 @@ class Predictor:
         return [load_run(path)]
 
     @staticmethod
-    def _offsets(path: Path, kind: Kind, manifest: dict | None) -> np.ndarray | None:
+    def _offsets(path: Path, kind: Kind, manifest: Manifest | None) -> np.ndarray | None:
         if kind == "package":
             return package_offsets(path, manifest)
         from skinclf.scoring.offsets import OFFSETS_FILE, read_offsets
@@ -320,15 +319,15 @@ class Predictor:
 
     @property
     def model_id(self) -> str:
-        if self.manifest:
-            return str(self.manifest["model_id"])
+        if self.manifest is not None:
+            return self.manifest.model_id
         return self.path.resolve().name
 
     @property
     def skinclf_version(self) -> str:
         from skinclf import __version__
 
-        return str(self.manifest["skinclf_version"]) if self.manifest else __version__
+        return self.manifest.skinclf_version if self.manifest is not None else __version__
 
     @property
     def selective(self) -> Selective | None:
@@ -376,7 +375,7 @@ class Predictor:
         combined, then the logit offsets added (`offsets` False: not). TTA, batch size and
         precision: the arguments, else the model's (`self.tta`, `self.batch_size`,
         `self.precision`; each folder's own in an average of several folders)."""
-        from skinclf.inference.batch import infer
+        from skinclf.inference.batch import InferenceSettings, infer
 
         results = []
         for member, images in zip(self.members, decoded, strict=True):
@@ -387,9 +386,12 @@ class Predictor:
                     member.model,
                     images.images,
                     images.rows(image_ids),
-                    tta=tta or (cfg.predict.tta if own else self.tta),
-                    precision=self.member_precision(member) if own else self.precision,
-                    batch_size=batch_size or (cfg.predict.batch_size if own else self.batch_size),
+                    InferenceSettings(
+                        tta=tta or (cfg.predict.tta if own else self.tta),
+                        precision=self.member_precision(member) if own else self.precision,
+                        batch_size=batch_size
+                        or (cfg.predict.batch_size if own else self.batch_size),
+                    ),
                     progress=progress,
                     description=f"predict {member.path.name}",
                     stages=stages or self.stages,
@@ -495,7 +497,7 @@ class Predictor:
             )
         return rows
 
-    def save(self, model_dir: Path | str, onnx: bool = False) -> dict:
+    def save(self, model_dir: Path | str, onnx: bool = False) -> Manifest:
         """Export this model as a package in `model_dir` (`skinclf export`); the manifest."""
         from skinclf.predictor.export import export_model
 

@@ -12,7 +12,7 @@ import pandas as pd
 from skinclf import atomic
 from skinclf.classes import CLASSES
 from skinclf.config import RunConfig
-from skinclf.contracts.predictions import softmax, write_predictions
+from skinclf.contracts.predictions import ImageRows, softmax, write_predictions
 from skinclf.contracts.run_folder import TrainingRun
 from skinclf.contracts.scores import SCORES
 from skinclf.evaluate.classification import classification_summary
@@ -96,10 +96,12 @@ def finish_run(
         part = by_id.loc[ids[split]]
         write_predictions(
             out / f"{split}_predictions.csv",
-            ids[split],
-            part["dataset"].astype(str).tolist(),
-            [CLASSES[i] for i in labels[split]],
-            part["semantic_ood"].astype(bool).to_numpy(),
+            ImageRows(
+                ids[split],
+                part["dataset"].astype(str).tolist(),
+                [CLASSES[i] for i in labels[split]],
+                part["semantic_ood"].astype(bool).to_numpy(),
+            ),
             logits,
             conf={name: fn(logits) for name, fn in SCORES.items()},
         )

@@ -21,7 +21,7 @@ import multiprocessing
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -29,10 +29,15 @@ import yaml
 
 from skinclf import atomic
 from skinclf.config import RunConfig, SearchSpaces, load_config, load_search_space
+from skinclf.data.cache import default_cache_dir
 from skinclf.errors import ConfigError, SkinclfError
 from skinclf.faults import fault_point
+from skinclf.inference.precision import resolve_precision
+from skinclf.predict import predict_held_out
+from skinclf.tune.prune import PruneOnValidation
 from skinclf.tune.space import check_space, overrides_on, suggest, value_text
 from skinclf.tune.storage import first_heartbeat, open_storage, storage_url
+from skinclf.tune.study import open_study
 
 Stage = Literal["head", "finetune"]
 STAGES: tuple[str, ...] = get_args(Stage)
@@ -124,7 +129,6 @@ def _job(
     data: Path | str, out: Path, cfg: RunConfig, space: SearchSpaces, o: TuneOptions
 ) -> TuneJob:
     """What every worker process of the study needs (a continued study keeps its split)."""
-    from skinclf.data.cache import default_cache_dir
 
     split_file = o.split_file
     if split_file is None and (out / "split.csv").is_file():
@@ -140,7 +144,6 @@ def _job(
 
 
 def _worker(job: TuneJob, index: int) -> TuneJob:
-    from dataclasses import replace
 
     return replace(job, split_file=str(Path(job.out) / "split.csv"), worker=index)
 
@@ -172,7 +175,6 @@ def _join(job: TuneJob, progress: bool, log: Callable[[str], None]):
     """Prepare the data (split, caches) and open the study; returns (study, objective)."""
     from skinclf.train.datamodule import prepare_data
     from skinclf.train.training import quiet_lightning
-    from skinclf.tune.study import open_study
 
     quiet_lightning()
     out, cache_dir = Path(job.out), Path(job.cache_dir)
@@ -194,7 +196,6 @@ def _join(job: TuneJob, progress: bool, log: Callable[[str], None]):
 
 def _head_objective(job: TuneJob, prepared, progress: bool, log):
     """Each trial trains the head on the cached frozen-backbone features."""
-    from skinclf.inference.precision import resolve_precision
     from skinclf.train.datamodule import frozen_features
     from skinclf.train.distill import distill_targets
     from skinclf.train.losses import build_loss, class_counts
@@ -239,12 +240,12 @@ def head_trial(
     validation score goes to it and the study's pruner may stop it (optuna.TrialPruned)."""
     import torch
 
-    from skinclf.train.stages import train_head
-    from skinclf.tune.prune import PruneOnValidation
+    from skinclf.train.stages import HeadFeatures, train_head
 
     torch.manual_seed(cfg.seed)
     callbacks = [] if trial is None else [PruneOnValidation(trial)]
-    return train_head(cfg, loss, feats, labels, in_features, out, False, callbacks, targets)
+    data = HeadFeatures(feats, labels, targets)
+    return train_head(cfg, loss, data, in_features, out, False, callbacks)
 
 
 @contextmanager
@@ -261,9 +262,7 @@ def logged_pruning(trial, overrides: list[str], log: Callable[[str], None]) -> I
 
 def _finetune_objective(job: TuneJob, log):
     """Each trial is a whole run in OUT/trials/NNNN, pruned on per-epoch validation."""
-    from skinclf.predict import predict_held_out
-    from skinclf.train.training import fit
-    from skinclf.tune.prune import PruneOnValidation
+    from skinclf.train.training import FitOptions, fit
 
     cfg, out, base = job.cfg, Path(job.out), job.cfg.model_dump(mode="json")
     split_file = out / "split.csv"  # every trial on the study's split
@@ -278,12 +277,15 @@ def _finetune_objective(job: TuneJob, log):
                 job.data,
                 out / "trials" / f"{trial.number:04d}",
                 trial_cfg,
-                split_file=split_file,
                 cache_dir=Path(job.cache_dir),
                 progress=False,
-                callbacks=[PruneOnValidation(trial)],  # the objective, whatever train.monitor is
                 log=lambda *_: None,
-                predict_splits=(),  # training ends at its checkpoint
+                options=FitOptions(
+                    split_file=split_file,
+                    # the objective, whatever train.monitor is
+                    callbacks=[PruneOnValidation(trial)],
+                    predict_splits=(),  # training ends at its checkpoint
+                ),
             )
             # the objective: the trial's val split through its Predictor, once
             score = float(predict_held_out(result.out, "val", Path(job.cache_dir), False))
