@@ -227,7 +227,6 @@ def _mc_dropout(model, feats: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def _train_features(run: Member, cache_dir: Path | None, progress: bool) -> tuple:
-
     table, missing, cover = input_table(None, "train", run)
     if missing:  # the statistics describe the whole training split
         raise DataError(

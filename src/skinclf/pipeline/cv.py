@@ -36,7 +36,6 @@ activations) cover all the folds' images at once and are shared by every fold.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,21 +75,22 @@ from skinclf.pipeline.job import (
     cache_step,
     check_step,
     labelled_table,
-    same_run,
     sample_step,
     scores,
-    teacher_file,
-    train_settings,
 )
 from skinclf.pipeline.posthoc import PolicyData, PredictionSets
 from skinclf.pipeline.set_steps import (
     PredictSet,
     StepInfo,
+    TrainRun,
     evaluate_policy_step,
     fit_policy_step,
     policy_settings,
     predict_set_step,
     predict_settings,
+    teacher_file,
+    train,
+    train_settings,
 )
 from skinclf.pipeline.steps import Step, StepContext
 from skinclf.predict import PredictOptions, fit_feature_statistics, predict_file, predict_held_out
@@ -138,7 +138,6 @@ class CvLayout:
 
     @property
     def offsets(self) -> Path:
-
         return self.out / OFFSETS_FILE
 
 
@@ -177,7 +176,6 @@ def folds_step(opts: CvOptions, lay: CvLayout) -> Step:
     cfg = opts.cfg
 
     def function(ctx: StepContext) -> list[Path]:
-
         table = labelled_table(lay.base.data, cfg)
         pairs = _merge_pairs(opts.merge_duplicates)
         folds = fold_split(table, opts.folds, opts.calib, cfg.seed, pairs)
@@ -214,28 +212,11 @@ def folds_step(opts: CvOptions, lay: CvLayout) -> Step:
 def train_fold_step(opts: CvOptions, lay: CvLayout, k: int) -> Step:
     cfg = fold_config(opts.cfg)
     run, split = lay.fold(k), lay.split(k)
+    # the same images in every fold: the caches cover train and val, shared by the folds
+    spec = TrainRun(lay.base.data, run, cfg, split, cache_splits=("train", "val"))
 
     def function(ctx: StepContext) -> None:
-        from skinclf.train.training import FitOptions, fit
-
-        resume = ctx.resume and same_run(run, cfg, split)
-        if not resume and run.exists():
-            ctx.reporter.log(f"starting {run} afresh")
-            shutil.rmtree(run)
-        fit(
-            lay.base.data,
-            run,
-            cfg,
-            cache_dir=opts.run.cache_dir,
-            resume=resume,
-            progress=ctx.progress,
-            log=ctx.reporter.log,
-            options=FitOptions(
-                split_file=split,
-                predict_splits=(),  # training ends at its checkpoint
-                cache_splits=("train", "val"),  # the same images in every fold: shared caches
-            ),
-        )
+        train(ctx, spec, opts.run.cache_dir)
         # the held-out fold (its out-of-fold predictions), through the fold model's Predictor
         ba = predict_held_out(run, "val", opts.run.cache_dir, ctx.progress)
         ctx.reporter.log(f"fold {k}: held-out balanced accuracy {ba:.3f}")
@@ -255,7 +236,6 @@ def oof_step(opts: CvOptions, lay: CvLayout) -> Step:
     files = [lay.fold(k) / HELD_OUT_FILE for k in range(opts.folds)]
 
     def function(ctx: StepContext) -> None:
-
         folds = pd.read_csv(lay.folds_file, dtype=str)
         fold_of = dict(zip(folds["image_id"], folds["fold"], strict=True))
         frame = pd.concat([pd.read_csv(f, dtype={"image_id": str}) for f in files])
@@ -293,7 +273,6 @@ def offsets_step(opts: CvOptions, lay: CvLayout) -> Step:
     raw = lay.predictions(CALIB_RAW)
 
     def function(ctx: StepContext) -> None:
-
         p = read_predictions(raw)
         p = p.subset(p.labelled)
         write_offsets(lay.offsets, fit_logit_offsets(p.logits, p.y), "calibration part", p.n)
@@ -339,7 +318,6 @@ def scored_oof_step(opts: CvOptions, lay: CvLayout) -> Step:
     out, tta = lay.predictions(OOF_SET), opts.cfg.predict.tta
 
     def function(ctx: StepContext) -> None:
-
         options = PredictOptions(tta=tta, scores=list(FEATURE_SCORES))
         for k, path in enumerate(held_out):
             predict_file([lay.fold(k)], path, split="val", options=options,
@@ -469,7 +447,6 @@ def summary_step(opts: CvOptions, lay: CvLayout) -> Step:
     tests = [lay.predictions(n) for n in lay.base.test_names]
 
     def function(ctx: StepContext) -> None:
-
         oof = read_predictions(lay.oof)
         folds = pd.read_csv(lay.folds_file, dtype=str)
         fold_of = dict(zip(folds["image_id"], folds["fold"], strict=True))
@@ -512,7 +489,6 @@ def features_step(opts: CvOptions, lay: CvLayout) -> Step:
     runs = [lay.fold(k) for k in range(opts.folds)]
 
     def function(ctx: StepContext) -> None:
-
         for run in runs:
             fit_feature_statistics(run, opts.run.cache_dir, ctx.progress)
 

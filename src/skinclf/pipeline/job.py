@@ -22,10 +22,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from skinclf import atomic
-from skinclf.config import RESUMABLE_KEYS, RunConfig, flat_settings, read_config
+from skinclf.config import RunConfig
 from skinclf.contracts.run_folder import (  # noqa: F401 (the names other steps import from here)
     CALIB_CORRUPTED,
     CALIB_RAW,
@@ -53,11 +51,15 @@ from skinclf.pipeline.posthoc import PolicyData, PredictionSets
 from skinclf.pipeline.set_steps import (
     PredictSet,
     StepInfo,
+    TrainRun,
     evaluate_policy_step,
     fit_policy_step,
     policy_settings,
     predict_set_step,
     predict_settings,
+    teacher_file,
+    train,
+    train_settings,
 )
 from skinclf.pipeline.steps import Step, StepContext
 from skinclf.predict import PredictOptions, fit_feature_statistics
@@ -157,11 +159,6 @@ def check_out(out: Path) -> None:
         )
 
 
-def train_settings(cfg: RunConfig) -> dict:
-    """The settings a training run's results depend on (all but threads, workers, logger)."""
-    return {k: v for k, v in flat_settings(cfg).items() if k not in RESUMABLE_KEYS}
-
-
 # ------------------------------------------------------------------------------ the steps
 
 
@@ -171,7 +168,6 @@ def sample_step(opts: RunOptions, lay: Layout) -> Step:
     plan = [(lay.data, "ham10000", sample.n), (lay.ood[0], "pad-ufes-20", sample.ood_n)]
 
     def function(ctx: StepContext) -> None:
-
         for folder, fmt, n in plan:
             partial = folder.with_name(folder.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
@@ -194,7 +190,6 @@ def check_step(opts: RunOptions, lay: Layout) -> Step:
     sets = [(lay.data, opts.cfg.data.format)] + [(p, "auto") for p in [*lay.ood, *lay.tests]]
 
     def function(ctx: StepContext) -> None:
-
         summaries = {}
         for path, fmt in sets:
             result = check_dataset(path, format=fmt, progress=ctx.progress)
@@ -234,7 +229,6 @@ def split_step(opts: RunOptions, lay: Layout) -> Step:
     d = opts.cfg.data
 
     def function(ctx: StepContext) -> None:
-
         table = labelled_table(lay.data, opts.cfg)
         split = split_dataset(table, val=d.val, test=d.test, calib=d.calib, seed=opts.cfg.seed)
         atomic.write_text(lay.split, split[["image_id", "split"]].to_csv(index=False))
@@ -261,7 +255,6 @@ def cache_step(opts: RunOptions, lay: Layout) -> Step:
     d = opts.cfg.data
 
     def function(ctx: StepContext) -> list[Path]:
-
         table = labelled_table(lay.data, opts.cfg)
         images = build_cache(
             table, d.image_size, d.resize, cache_dir=opts.cache_dir, progress=ctx.progress
@@ -282,62 +275,23 @@ def _epochs(n: int) -> str:
     return f"{n} epoch{'s' * (n != 1)}"
 
 
-def same_run(run: Path, cfg: RunConfig, split: Path) -> bool:
-    """Whether the run folder was started with `cfg`'s results-changing settings (a kill may
-    come between recording a new fingerprint and clearing the old run)."""
-
-    files = TrainingRun(run)
-    if not files.config.is_file() or not _same_split(files.split, split):
-        return False
-    try:
-        return train_settings(read_config(files.config)) == train_settings(cfg)
-    except ConfigError:
-        return False  # unreadable: start afresh
-
-
-def _same_split(run_split: Path, split: Path) -> bool:
-    """Whether the run folder was trained on the pipeline's current split (same image ids in
-    the same splits)."""
-
-    if not (run_split.is_file() and split.is_file()):
-        return False
-    cols = ["image_id", "split"]
-    mine, theirs = (pd.read_csv(p, dtype=str)[cols].sort_values(cols) for p in (run_split, split))
-    return mine.to_numpy().tolist() == theirs.to_numpy().tolist()
-
-
 def train_step(opts: RunOptions, lay: Layout) -> Step:
     cfg = opts.cfg
-
-    def function(ctx: StepContext) -> None:
-        from skinclf.train.training import FitOptions, fit
-
-        resume = ctx.resume and same_run(lay.run, cfg, lay.split)
-        if not resume and lay.run.exists():
-            ctx.reporter.log(f"starting {lay.run} afresh")
-            shutil.rmtree(lay.run)
-        fit(
-            lay.data,
-            lay.run,
-            cfg,
-            cache_dir=opts.cache_dir,
-            resume=resume,
-            progress=ctx.progress,
-            log=ctx.reporter.log,
-            # training ends at its checkpoint: the predict steps infer once
-            options=FitOptions(split_file=lay.split, predict_splits=()),
-        )
-
-    return Step(
-        "train",
+    info = StepInfo(
         f"train {cfg.model.backbone}: head on frozen features ({_epochs(cfg.transfer.epochs)}), "
         f"then fine-tuning ({_epochs(cfg.train.epochs)})",
-        function,
         train_settings(cfg),
         inputs=[lay.data, lay.split, *teacher_file(cfg)],
-        outputs=[lay.best, lay.folder.run.metrics],
         needs=["split", "cache"],
     )
+    spec = TrainRun(lay.data, lay.run, cfg, lay.split)
+
+    def function(ctx: StepContext) -> None:
+        train(ctx, spec, opts.cache_dir)
+
+    outputs = [lay.best, lay.folder.run.metrics]
+    return Step("train", info.about, function, info.settings, inputs=info.inputs,
+                outputs=outputs, needs=info.needs)  # fmt: skip
 
 
 def features_step(opts: RunOptions, lay: Layout) -> Step:
@@ -346,7 +300,6 @@ def features_step(opts: RunOptions, lay: Layout) -> Step:
     predicted with them: predicting reads them and never fits."""
 
     def function(ctx: StepContext) -> None:
-
         fit_feature_statistics(lay.run, opts.cache_dir, ctx.progress)
 
     return Step(
@@ -358,11 +311,6 @@ def features_step(opts: RunOptions, lay: Layout) -> Step:
         outputs=[lay.stats],
         needs=["train"],
     )
-
-
-def teacher_file(cfg) -> list[Path]:
-    """The teacher's predictions file of `loss.distill` (an input of training), if any."""
-    return [Path(cfg.loss.distill)] if cfg.loss.distill else []
 
 
 def predict_step(

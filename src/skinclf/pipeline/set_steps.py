@@ -1,4 +1,5 @@
-"""The steps `skinclf run` and `skinclf cv` build alike, written once: **predict** one set with
+"""The steps `skinclf run` and `skinclf cv` build alike, written once: **train** a run (resumed
+when its folder was started with the same settings and split), **predict** one set with
 every confidence score (a training run's split or a cv's calibration part, or a dataset
 folder), **calibrate** (fit the policy on held-out predictions) and **evaluate** (measure every
 set under it). Each command says which model, which files and what its fingerprint covers; the
@@ -7,10 +8,15 @@ step's work is the same.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skinclf.contracts.run_folder import RunOutput
+import pandas as pd
+
+from skinclf.config import RESUMABLE_KEYS, RunConfig, flat_settings, read_config
+from skinclf.contracts.run_folder import RunOutput, TrainingRun
+from skinclf.errors import ConfigError
 from skinclf.pipeline.posthoc import PolicyData, PredictionSets, evaluate_policy, fit_policy
 from skinclf.pipeline.steps import Step, StepContext
 from skinclf.predict import PredictOptions, errors_file, predict_file
@@ -25,6 +31,64 @@ class StepInfo:
     settings: dict
     inputs: list[Path] = field(default_factory=list)
     needs: list[str] = field(default_factory=list)
+
+
+def train_settings(cfg: RunConfig) -> dict:
+    """The settings a training run's results depend on (all but threads, workers, logger)."""
+    return {k: v for k, v in flat_settings(cfg).items() if k not in RESUMABLE_KEYS}
+
+
+def teacher_file(cfg: RunConfig) -> list[Path]:
+    """The teacher's predictions file of `loss.distill` (an input of training), if any."""
+    return [Path(cfg.loss.distill)] if cfg.loss.distill else []
+
+
+def same_run(run: Path, cfg: RunConfig, split: Path) -> bool:
+    """Whether the run folder was started with `cfg`'s results-changing settings (a kill may
+    come between recording a new fingerprint and clearing the old run)."""
+    files = TrainingRun(run)
+    if not files.config.is_file() or not _same_split(files.split, split):
+        return False
+    try:
+        return train_settings(read_config(files.config)) == train_settings(cfg)
+    except ConfigError:
+        return False  # unreadable: start afresh
+
+
+def _same_split(run_split: Path, split: Path) -> bool:
+    """Whether the run folder was trained on the pipeline's current split (same image ids in
+    the same splits)."""
+    if not (run_split.is_file() and split.is_file()):
+        return False
+    cols = ["image_id", "split"]
+    mine, theirs = (pd.read_csv(p, dtype=str)[cols].sort_values(cols) for p in (run_split, split))
+    return mine.to_numpy().tolist() == theirs.to_numpy().tolist()
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """A training run: `cfg` on the images of `data`, split as `split` says, into the folder
+    `run`; it ends at its checkpoint (the predict steps infer once); `cache_splits`: the splits
+    the caches cover (a cv's folds share them)."""
+
+    data: Path
+    run: Path
+    cfg: RunConfig
+    split: Path
+    cache_splits: tuple[str, ...] | None = None
+
+
+def train(ctx: StepContext, spec: TrainRun, cache_dir: Path | None) -> None:
+    """Fit the run, resumed where its folder holds the same settings and split, else afresh."""
+    from skinclf.train.training import FitOptions, fit  # Lightning: only when a run trains
+
+    resume = ctx.resume and same_run(spec.run, spec.cfg, spec.split)
+    if not resume and spec.run.exists():
+        ctx.reporter.log(f"starting {spec.run} afresh")
+        shutil.rmtree(spec.run)
+    options = FitOptions(split_file=spec.split, predict_splits=(), cache_splits=spec.cache_splits)
+    fit(spec.data, spec.run, spec.cfg, cache_dir=cache_dir, resume=resume,
+        progress=ctx.progress, log=ctx.reporter.log, options=options)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,6 @@ def _job(
 
 
 def _worker(job: TuneJob, index: int) -> TuneJob:
-
     return replace(job, split_file=str(Path(job.out) / "split.csv"), worker=index)
 
 
