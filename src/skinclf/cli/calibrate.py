@@ -43,7 +43,6 @@ def calibrate(
 
     Example: skinclf train --data data/ham10000 --out runs/lite0 && skinclf calibrate runs/lite0
     """
-    import json
 
     from skinclf.cli.run import target_risk_option, warn_policy
     from skinclf.pipeline.calibrate import CalibrateOptions
@@ -59,7 +58,7 @@ def calibrate(
     risk = target_risk_option(target_risk)
     opts = CalibrateOptions(run, risk, id_keep, bootstrap, cache_dir, progress)
     result = fit_policy(opts, log=lambda m: console.print(f"  [dim]·[/] {escape(m)}"))
-    metrics = json.loads(result.metrics_path.read_text())
+    metrics = result.report
     for what, value in key_numbers(metrics):
         console.print(f"{escape(what)}: {value}")
     warn_policy(metrics)

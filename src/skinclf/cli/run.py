@@ -169,15 +169,15 @@ def target_risk_option(value: str) -> float | str:
 
 
 def _print_result(result, sample: bool) -> None:
-    import json
-
+    from skinclf.contracts.metrics_report import read_metrics
     from skinclf.pipeline.summary import key_numbers
 
     redone = [o for o in result.outcomes if o.status != "skipped"]
     if not redone:
         console.print("[green]everything was up to date[/]: no step ran.")
-    console.print(numbers_table(key_numbers(json.loads(result.metrics_path.read_text()))))
-    warn_policy(json.loads(result.metrics_path.read_text()))
+    metrics = read_metrics(result.metrics_path)
+    console.print(numbers_table(key_numbers(metrics)))
+    warn_policy(metrics)
     if sample:
         console.print(
             "[yellow]These numbers are on generated (synthetic) images[/], not on skin lesions: "
@@ -200,7 +200,7 @@ def numbers_table(rows: list[tuple[str, str]]) -> Table:
     return table
 
 
-def warn_policy(metrics: dict) -> None:
+def warn_policy(metrics) -> None:  # metrics: a MetricsReport (or metrics.json as a dict)
     """One yellow line when the fitted policy abstains on every image (the terminal says what
     the page and /health say of such a model)."""
     from skinclf.pipeline.summary import policy_warning
