@@ -17,3 +17,10 @@ class ConfigError(SkinclfError):
 
 class MissingExtraError(SkinclfError):
     """An optional dependency (a pip extra of skinclf) that a requested feature needs."""
+
+
+def first_schema_error(exc, *within: str) -> str:
+    """A pydantic ValidationError's first error as `where.it.is: what is wrong` (`within`: the
+    keys above the validated part, e.g. "fit"), for a one-sentence message."""
+    err = exc.errors()[0]
+    return f"{'.'.join([*within, *map(str, err['loc'])])}: {err['msg']}"

@@ -35,7 +35,7 @@ from skinclf.contracts.selective import (
     combination_parts,
     read_selective,
 )
-from skinclf.errors import ConfigError, DataError
+from skinclf.errors import ConfigError, DataError, first_schema_error
 from skinclf.jsonable import jsonable
 from skinclf.policy import choice as C
 from skinclf.policy.gates import apply_to, fit_gated_policy
@@ -393,8 +393,7 @@ def _fit_record(stored: SelectiveFile, path: Path) -> FitRecord | None:
     try:
         return FitRecord.model_validate(fit)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        why = f"{'.'.join(['fit', *map(str, err['loc'])])}: {err['msg']}"
+        why = first_schema_error(exc, "fit")
         raise DataError(
             f"{path}: its `fit` record is malformed ({why}); fit the policy again."
         ) from None

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from skinclf import __version__
 from skinclf.classes import CLASSES
 from skinclf.contracts.package_folder import MANIFEST_FILE, PackageFolder
-from skinclf.errors import DataError
+from skinclf.errors import DataError, first_schema_error
 
 PACKAGE_FORMAT = "skinclf-model"
 PACKAGE_FORMAT_VERSION = 2  # 2: may carry logit offsets (manifest key "logit_offsets")
@@ -161,12 +161,6 @@ def _check_format(manifest: object, path: Path) -> None:
         )
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    return f"{where}: {err['msg']}"
-
-
 def read_manifest(model_dir: Path | str) -> Manifest:
     """The manifest of MODEL_DIR, checked against its schema; DataError in one sentence for a
     missing, damaged or foreign one, one of another format version, one with a wrong value,
@@ -183,7 +177,7 @@ def read_manifest(model_dir: Path | str) -> Manifest:
     try:
         parsed = Manifest.model_validate(manifest)
     except ValidationError as exc:
-        raise DataError(f"{path}: {_first_error(exc)}; export the model again.") from None
+        raise DataError(f"{path}: {first_schema_error(exc)}; export the model again.") from None
     for name in parsed.files():
         inside(model_dir, name)
     return parsed
